@@ -1,0 +1,145 @@
+"""The flat sd-scripts / kohya_ss names and where they live in the sectioned schema.
+
+`FLAT_ALIASES` is the one table of plain renames (flat name -> dotted path); other modules reuse it, e.g. to
+write `ss_*` metadata. `TRANSFORMS` holds the few sd-scripts keys whose *value* must be translated too.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable
+from typing import Any
+
+_SAME_NAME: dict[str, tuple[str, ...]] = {
+    "model": ("pretrained_model_name_or_path", "vae", "clip_skip"),
+    "dataset": (
+        "train_data_dir", "reg_data_dir", "dataset_config", "resolution", "enable_bucket", "min_bucket_reso",
+        "max_bucket_reso", "bucket_reso_steps", "bucket_no_upscale", "caption_extension", "shuffle_caption",
+        "keep_tokens", "keep_tokens_separator", "caption_prefix", "caption_suffix", "caption_dropout_rate",
+        "caption_tag_dropout_rate", "flip_aug", "color_aug", "random_crop", "prior_loss_weight", "cache_latents",
+        "cache_latents_to_disk", "cache_text_encoder_outputs", "validation_split", "max_token_length",
+    ),
+    "network": ("network_weights", "unet_lr", "text_encoder_lr"),
+    "optimizer": (
+        "learning_rate", "lr_scheduler", "lr_warmup_steps", "lr_scheduler_num_cycles", "lr_scheduler_power",
+        "max_grad_norm",
+    ),
+    "training": (
+        "max_train_steps", "max_train_epochs", "seed", "mixed_precision", "gradient_accumulation_steps",
+        "gradient_checkpointing", "noise_offset", "multires_noise_iterations", "multires_noise_discount",
+        "min_snr_gamma", "loss_type", "huber_c", "resume",
+    ),
+    "output": (
+        "output_dir", "output_name", "save_precision", "save_every_n_epochs", "save_every_n_steps", "save_state",
+        "save_state_on_train_end", "training_comment",
+    ),
+}
+
+_RENAMED: dict[str, str] = {
+    "train_batch_size": "dataset.batch_size",
+    "max_data_loader_n_workers": "dataset.num_workers",
+    "network_dim": "network.dim",
+    "network_alpha": "network.alpha",
+    "network_dropout": "network.dropout",
+    "network_train_unet_only": "network.train_unet_only",
+    "network_train_text_encoder_only": "network.train_text_encoder_only",
+    "optimizer_type": "optimizer.type",
+    "validate_every_n_steps": "training.validation_every_n_steps",
+    "sample_prompts": "sample.prompts",
+    "sample_every_n_steps": "sample.every_n_steps",
+    "sample_every_n_epochs": "sample.every_n_epochs",
+    "sample_at_first": "sample.at_first",
+    "sample_sampler": "sample.sampler",
+    "save_last_n_epochs": "output.save_last_n",
+    "save_last_n_steps": "output.save_last_n",
+    "logging_dir": "logging.log_dir",
+}
+
+FLAT_ALIASES: dict[str, str] = {
+    **{name: f"{section}.{name}" for section, names in _SAME_NAME.items() for name in names},
+    **_RENAMED,
+}
+
+# sd-scripts performance switches with no effect on the result here; accepted so existing files run.
+IGNORED_KEYS: frozenset[str] = frozenset(
+    {"xformers", "sdpa", "mem_eff_attn", "lowram", "highvram", "persistent_data_loader_workers"}
+)
+
+# sd-scripts selects the family with boolean switches; v_parameterization on top of v2 means SD2-v.
+FAMILY_FLAGS: dict[str, str] = {"v2": "sd2", "v_parameterization": "sd2-v", "sdxl": "sdxl"}
+
+
+def family_from_flags(flags: set[str]) -> str:
+    """Combine the family switches set to true in one file or command line into one family name."""
+    if "sdxl" in flags and flags & {"v2", "v_parameterization"}:
+        raise ValueError("sdxl cannot be combined with v2 / v_parameterization")
+    if "v_parameterization" in flags:
+        return "sd2-v"
+    return FAMILY_FLAGS[next(iter(flags))]
+
+
+def _key_values(value: Any) -> dict[str, Any]:
+    """Parse sd-scripts 'key=value' lists (values are Python literals, e.g. 'betas=0.9,0.99')."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) and "=" in item for item in items):
+        raise ValueError(f"expected a list of 'key=value' strings (got {value!r})")
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, raw = (part.strip() for part in item.split("=", 1))
+        try:
+            parsed[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            parsed[key] = raw
+        if isinstance(parsed[key], tuple):
+            parsed[key] = list(parsed[key])
+    return parsed
+
+
+_NETWORK_ARGS = {"conv_dim": "network.conv_dim", "conv_alpha": "network.conv_alpha", "conv_rank": "network.conv_dim"}
+
+
+def _network_args(value: Any) -> dict[str, Any]:
+    parsed = _key_values(value)
+    unsupported = sorted(set(parsed) - set(_NETWORK_ARGS))
+    if unsupported:
+        raise ValueError(f"unsupported key(s) {', '.join(unsupported)}; supported: conv_dim, conv_alpha")
+    return {_NETWORK_ARGS[key]: item for key, item in parsed.items()}
+
+
+_OPTIMIZER_FIELDS = ("weight_decay", "betas", "eps", "momentum")
+
+
+def _optimizer_args(value: Any) -> dict[str, Any]:
+    parsed = _key_values(value)
+    mapped = {f"optimizer.{key}": parsed.pop(key) for key in _OPTIMIZER_FIELDS if key in parsed}
+    if parsed:
+        mapped["optimizer.args"] = parsed
+    return mapped
+
+
+def _network_module(value: Any) -> dict[str, Any]:
+    if value in ("networks.lora", "lora"):
+        return {"network.module": "lora"}
+    raise ValueError(f"only 'networks.lora' is supported (got {value!r}); use network.conv_dim for LoCon")
+
+
+def _save_model_as(value: Any) -> dict[str, Any]:
+    if value == "safetensors":
+        return {}
+    raise ValueError(f"only 'safetensors' is supported (got {value!r})")
+
+
+def _log_with(value: Any) -> dict[str, Any]:
+    if value in ("tensorboard", "all"):
+        return {"logging.tensorboard": True}
+    raise ValueError(f"only 'tensorboard' is supported (got {value!r})")
+
+
+# Name -> (CLI kind, value translator). "list" takes every following CLI token, "str" keeps the raw text.
+TRANSFORMS: dict[str, tuple[str, Callable[[Any], dict[str, Any]]]] = {
+    "network_args": ("list", _network_args),
+    "optimizer_args": ("list", _optimizer_args),
+    "network_module": ("str", _network_module),
+    "save_model_as": ("str", _save_model_as),
+    "log_with": ("str", _log_with),
+}

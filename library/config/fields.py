@@ -1,0 +1,88 @@
+"""Field types shared by the config sections, and the error cross-field checks raise.
+
+Sections are frozen: a run's config is a value, never mutated after validation, so every normalisation
+happens in validators (before-mode for rewrites, after-mode for checks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, PlainSerializer
+
+SECTION_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+Problem = tuple[str, str]
+
+
+class FieldError(ValueError):
+    """Cross-field problems as (path relative to the validating model, expectation) pairs."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(f"{path}: {message}" for path, message in problems))
+        self.problems = problems
+
+
+def raise_problems(problems: Iterable[Problem]) -> None:
+    """Report every cross-field problem of a model at once, not just the first."""
+    found = list(problems)
+    if found:
+        raise FieldError(found)
+
+
+def _empty_to_none(value: Any) -> Any:
+    """GUI forms and kohya_ss TOMLs write "" for an unset path; treat it as unset."""
+    return None if value == "" else value
+
+
+OptionalPath = Annotated[str | None, BeforeValidator(_empty_to_none)]
+
+
+def _parse_size(value: Any) -> Any:
+    """Accept 512, "512", "512,768", [512] and [512, 768]; a single number means a square."""
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, 'W,H' or [W, H]")
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, str):
+        parts = [part.strip() for part in value.split(",")]
+        if len(parts) not in (1, 2) or not all(part.isdigit() for part in parts):
+            raise ValueError("expected an integer, 'W,H' or [W, H]")
+        value = [int(part) for part in parts]
+    if isinstance(value, (list, tuple)):
+        if len(value) == 1:
+            return (value[0], value[0])
+        if len(value) != 2:
+            raise ValueError("expected an integer, 'W,H' or [W, H]")
+        return tuple(value)
+    return value
+
+
+def _check_size(size: tuple[int, int]) -> tuple[int, int]:
+    """Latents are 1/8 of the image, so both sides must divide by 8; 64 is the smallest useful size."""
+    if any(side < 64 or side % 8 for side in size):
+        raise ValueError("each side must be a multiple of 8 and at least 64")
+    return size
+
+
+Size = Annotated[tuple[int, int], BeforeValidator(_parse_size), AfterValidator(_check_size)]
+
+
+def _whole_as_int(value: float) -> float | int:
+    """Write 100.0 warm-up steps as 100 so a saved config reads like the one the user wrote."""
+    return int(value) if float(value).is_integer() else value
+
+
+StepsOrFraction = Annotated[float, PlainSerializer(_whole_as_int)]
+
+
+def canonical_choice(choices: tuple[str, ...]) -> BeforeValidator:
+    """Match an enum value case-insensitively (sd-scripts does), keeping the canonical spelling."""
+    by_lower = {choice.lower(): choice for choice in choices}
+
+    def pick(value: Any) -> Any:
+        return by_lower.get(value.lower(), value) if isinstance(value, str) else value
+
+    return BeforeValidator(pick)

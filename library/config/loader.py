@@ -1,0 +1,132 @@
+"""Load a run config: TOML file (sectioned or flat sd-scripts names) + command-line overrides -> FurnaceConfig."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from pydantic import ValidationError
+
+from .errors import ConfigError, show_value, validation_messages
+from .keys import Assignment, collect
+from .overrides import parse_overrides
+from .schema import SECTIONS, FurnaceConfig
+
+logger = logging.getLogger(__name__)
+
+_POSITION = re.compile(r"^(?P<what>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)$")
+
+
+def _parse_toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = _POSITION.match(str(exc))
+        where = f"line {found['line']}, column {found['col']}: " if found else ""
+        what = found["what"] if found else str(exc)
+        raise ConfigError([f"{source}: {where}invalid TOML: {what}"]) from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: config file not found"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: is a folder, expected a .toml config file"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not a UTF-8 text file"]) from None
+
+
+def _document_pairs(document: dict[str, Any], source: str) -> tuple[list[tuple[str, Any, str]], list[str]]:
+    """Flatten `[section] key = v` to ('section.key', v); flat top-level names pass through as written."""
+    pairs: list[tuple[str, Any, str]] = []
+    errors: list[str] = []
+    for key, value in document.items():
+        if key in SECTIONS and not isinstance(value, dict):
+            errors.append(f"{source}: {key}: must be a [{key}] table of options (got {show_value(value)})")
+        elif key in SECTIONS:
+            pairs.extend((f"{key}.{sub}", item, source) for sub, item in value.items())
+        else:
+            pairs.append((key, value, source))
+    return pairs, errors
+
+
+def _dataset_toml_hint(document: dict[str, Any], source: str) -> list[str]:
+    if "datasets" in document or "general" in document:
+        hint = f"set dataset.dataset_config = '{source}' in a run config instead"
+        return [f"{source}: this looks like an sd-scripts dataset TOML: {hint}"]
+    return []
+
+
+def _nest(assignments: list[Assignment]) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
+    """Later assignments win; `origins` remembers who set each path, for error messages."""
+    raw: dict[str, Any] = {}
+    origins: dict[str, tuple[str, str]] = {}
+    for item in assignments:
+        section, _, key = item.path.partition(".")
+        raw.setdefault(section, {})[key] = item.value
+        origins[item.path] = (item.source, item.written_as)
+        if isinstance(item.value, dict):
+            origins.update({f"{item.path}.{sub}": (item.source, item.written_as) for sub in item.value})
+    return raw, origins
+
+
+def loads_config(text: str, source: str = "<config>", overrides: Sequence[str] = ()) -> FurnaceConfig:
+    """Validate TOML text (named `source` in errors) with command-line overrides applied on top."""
+    document = _parse_toml(text, source)
+    pairs, shape_errors = _document_pairs(document, source)
+    assignments, errors = collect(pairs, cli=False)
+    errors = _dataset_toml_hint(document, source) + shape_errors + errors
+    return _finish(assignments, errors, overrides, source)
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> FurnaceConfig:
+    """Read a run TOML (or only overrides when `path` is None), apply overrides, validate.
+
+    Raises ConfigError with one line per problem, naming the file or the flag.
+    """
+    if path is None:
+        return _finish([], [], overrides, "command line")
+    return loads_config(_read_text(Path(path)), str(path), overrides)
+
+
+def _finish(
+    assignments: list[Assignment], errors: list[str], overrides: Sequence[str], fallback: str
+) -> FurnaceConfig:
+    pairs, override_errors = parse_overrides(overrides)
+    override_assignments, collect_errors = collect(pairs, cli=True)
+    errors = errors + override_errors + collect_errors
+    raw, origins = _nest(assignments + override_assignments)
+    try:
+        config = FurnaceConfig.model_validate(raw)
+    except ValidationError as exc:
+        errors += validation_messages(exc, origins, fallback)
+    if errors:
+        raise ConfigError(errors)
+    logger.debug("config %s resolved with %d override(s)", fallback, len(override_assignments))
+    return config
+
+
+def dump_toml(config: FurnaceConfig) -> str:
+    """The fully resolved config as sectioned TOML (unset options omitted); loads back to an equal config."""
+    return tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
+
+
+def save_resolved(config: FurnaceConfig, path: str | Path) -> Path:
+    """Write the resolved config atomically (`X.tmp` then rename), e.g. as output/<run>/config.toml."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(target.name + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(dump_toml(config))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, target)
+    return target

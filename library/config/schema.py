@@ -1,0 +1,48 @@
+"""The root of the one config schema: every option of a training run, by section."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .fields import Problem, raise_problems
+from .sections_data import DatasetSection, ModelSection
+from .sections_output import LoggingSection, OutputSection, SampleSection
+from .sections_train import NetworkSection, OptimizerSection, TrainingSection
+
+
+class FurnaceConfig(BaseModel):
+    """One training run. TOML files, CLI flags, the GUI form and the saved config.toml all map onto this."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, title="Furnace training run")
+
+    model: ModelSection = Field(default_factory=ModelSection, description="The base model to adapt.")
+    dataset: DatasetSection = Field(default_factory=DatasetSection, description="Images, captions and batching.")
+    network: NetworkSection = Field(default_factory=NetworkSection, description="The LoRA / LoCon / DoRA adapter.")
+    optimizer: OptimizerSection = Field(default_factory=OptimizerSection, description="Optimizer and LR schedule.")
+    training: TrainingSection = Field(default_factory=TrainingSection, description="Loop length, precision, loss.")
+    sample: SampleSection = Field(default_factory=SampleSection, description="Preview images during training.")
+    output: OutputSection = Field(default_factory=OutputSection, description="Saved weights and resumable state.")
+    logging: LoggingSection = Field(default_factory=LoggingSection, description="Console and TensorBoard logging.")
+
+    @model_validator(mode="after")
+    def _runnable(self) -> FurnaceConfig:
+        raise_problems(self._problems())
+        return self
+
+    def _problems(self) -> Iterator[Problem]:
+        """A run needs a base model and images; say which key to set before anything loads."""
+        if not self.model.pretrained_model_name_or_path:
+            yield "model.pretrained_model_name_or_path", "is required: a diffusers folder or a .safetensors/.ckpt file"
+        if not (self.dataset.train_data_dir or self.dataset.dataset_config):
+            yield "dataset.train_data_dir", "is required (or set dataset.dataset_config)"
+        if self.dataset.cache_text_encoder_outputs and not self.network.train_unet_only:
+            yield "dataset.cache_text_encoder_outputs", (
+                "needs network.train_unet_only = true (a cached text encoder cannot train)"
+            )
+
+
+SECTIONS: dict[str, type[BaseModel]] = {
+    name: field.annotation for name, field in FurnaceConfig.model_fields.items()  # type: ignore[misc]
+}

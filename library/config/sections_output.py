@@ -1,0 +1,84 @@
+"""What a run produces: preview samples, saved files and logs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from .fields import SECTION_CONFIG, OptionalPath, canonical_choice
+
+SAMPLERS = (
+    "ddim", "pndm", "lms", "euler", "euler_a", "heun", "dpm_2", "dpm_2_a", "dpmsolver", "dpmsolver++", "dpmsingle",
+)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class SampleSection(BaseModel):
+    """Preview images generated during training."""
+
+    model_config = SECTION_CONFIG
+
+    prompts: OptionalPath = Field(
+        None, description="Prompt file: one prompt a line, options --n --w --h --s --l --d --ss."
+    )
+    every_n_steps: int | None = Field(None, ge=1, description="Generate previews every N steps.")
+    every_n_epochs: int | None = Field(None, ge=1, description="Generate previews every N epochs.")
+    at_first: bool = Field(False, description="Also generate previews before the first step.")
+    sampler: Literal[SAMPLERS] = Field("ddim", description="Default sampler (k_ prefixes are accepted, e.g. k_euler).")
+    steps: int = Field(20, ge=1, le=1000, description="Default denoising steps.")
+    cfg_scale: float = Field(7.0, ge=0, le=50, description="Default classifier-free guidance scale.")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Default preview seed; unset = training.seed.")
+    width: int | None = Field(
+        None, ge=64, le=4096, multiple_of=8, description="Default preview width; unset = dataset width."
+    )
+    height: int | None = Field(
+        None, ge=64, le=4096, multiple_of=8, description="Default preview height; unset = dataset height."
+    )
+
+    @field_validator("sampler", mode="before")
+    @classmethod
+    def _strip_k_prefix(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.lower()
+            return value[2:] if value.startswith("k_") else value
+        return value
+
+
+class OutputSection(BaseModel):
+    """Where and how trained weights and resumable state are saved."""
+
+    model_config = SECTION_CONFIG
+
+    output_dir: str = Field("output", min_length=1, description="Folder receiving weights, samples, logs and state.")
+    output_name: str = Field("last", min_length=1, description="File name stem of the saved weights.")
+    save_precision: Literal["fp16", "bf16", "float"] = Field("fp16", description="dtype of the saved weights.")
+    save_every_n_epochs: int | None = Field(None, ge=1, description="Save intermediate weights every N epochs.")
+    save_every_n_steps: int | None = Field(None, ge=1, description="Save intermediate weights every N steps.")
+    save_last_n: int = Field(
+        0, ge=0, description="Keep only the newest N intermediate files; 0 keeps all (sd-scripts save_last_n_*)."
+    )
+    save_state: bool = Field(False, description="Also save optimizer/scheduler state/ with each save, for resume.")
+    save_state_on_train_end: bool = Field(False, description="Save state/ once at the end of training.")
+    training_comment: str | None = Field(None, description="Free text stored in the weights' metadata.")
+
+    @field_validator("output_name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if "/" in value or "\\" in value:
+            raise ValueError("must be a file name stem, not a path (put folders in output.output_dir)")
+        return value
+
+
+class LoggingSection(BaseModel):
+    """Console, TensorBoard and progress logging."""
+
+    model_config = SECTION_CONFIG
+
+    log_dir: OptionalPath = Field(None, description="TensorBoard folder; unset = <output_dir>/logs.")
+    tensorboard: bool = Field(True, description="Write TensorBoard scalars and sample images.")
+    log_every_n_steps: int = Field(1, ge=1, description="Write scalars every N steps.")
+    loss_smoothing: float = Field(0.9, ge=0, lt=1, description="EMA factor of the smoothed loss shown and logged.")
+    log_level: Annotated[Literal[LOG_LEVELS], canonical_choice(LOG_LEVELS)] = Field(
+        "INFO", description="Console log level."
+    )

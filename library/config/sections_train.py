@@ -1,0 +1,136 @@
+"""How a run trains: the adapter, the optimizer and the loop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, Field, model_validator
+
+from .fields import SECTION_CONFIG, OptionalPath, Problem, StepsOrFraction, canonical_choice, raise_problems
+
+OPTIMIZERS = ("AdamW", "AdamW8bit", "Lion", "Lion8bit", "Prodigy", "Adafactor", "SGD")
+SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "linear", "polynomial")
+
+_SCALARS = (bool, int, float, str)
+
+
+def _check_args(args: dict[str, Any]) -> dict[str, Any]:
+    """Optimizer kwargs must survive a TOML round trip: scalars or flat lists of scalars."""
+    for key, value in args.items():
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(item, _SCALARS) for item in items):
+            raise ValueError(f"'{key}' must be a boolean, number, string or a list of them (got {value!r})")
+    return args
+
+
+class NetworkSection(BaseModel):
+    """The low-rank adapter: LoRA, LoCon when conv_dim is set, DoRA when use_dora is on."""
+
+    model_config = SECTION_CONFIG
+
+    module: Literal["lora"] = Field(
+        "lora", description="Adapter type; conv_dim adds LoCon convs, use_dora makes it DoRA."
+    )
+    dim: int = Field(16, ge=1, le=1024, description="Rank of the adapter matrices.")
+    alpha: float = Field(8.0, gt=0, le=1024, description="Scale numerator: updates are scaled by alpha / dim.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter's hidden activations.")
+    conv_dim: int | None = Field(
+        None, ge=1, le=1024, description="Rank for 3x3 convs (LoCon); unset = no conv adapters."
+    )
+    conv_alpha: float | None = Field(
+        None, gt=0, le=1024, description="Alpha for conv adapters; defaults to 1.0 with conv_dim."
+    )
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+    network_weights: OptionalPath = Field(None, description="Adapter .safetensors to continue training from.")
+    train_unet_only: bool = Field(False, description="Train the UNet adapter only; the text encoder stays frozen.")
+    train_text_encoder_only: bool = Field(False, description="Train the text encoder adapter only.")
+    unet_lr: float | None = Field(None, gt=0, le=1, description="UNet learning rate; unset = optimizer.learning_rate.")
+    text_encoder_lr: float | None = Field(
+        None, ge=0, le=1, description="Text encoder learning rate; unset = optimizer.learning_rate, 0 = frozen."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_conv_alpha(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("conv_dim") is not None and data.get("conv_alpha") is None:
+            return {**data, "conv_alpha": 1.0}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NetworkSection:
+        raise_problems(self._problems())
+        return self
+
+    def _problems(self) -> Iterator[Problem]:
+        if self.train_unet_only and self.train_text_encoder_only:
+            yield "train_text_encoder_only", "cannot be combined with network.train_unet_only"
+        if self.conv_alpha is not None and self.conv_dim is None:
+            yield "conv_alpha", "needs network.conv_dim (the conv adapters' rank)"
+
+
+class OptimizerSection(BaseModel):
+    """Optimizer and learning-rate schedule."""
+
+    model_config = SECTION_CONFIG
+
+    type: Annotated[Literal[OPTIMIZERS], canonical_choice(OPTIMIZERS)] = Field(
+        "AdamW", description="Optimizer; the 8bit variants use bitsandbytes."
+    )
+    learning_rate: float = Field(1e-4, gt=0, le=10, description="Base learning rate (Prodigy expects about 1.0).")
+    weight_decay: float = Field(0.01, ge=0, le=1, description="Decoupled weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/Lion beta coefficients.")
+    eps: float = Field(1e-8, gt=0, le=1e-2, description="Adam epsilon.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
+    args: Annotated[dict[str, Any], AfterValidator(_check_args)] = Field(
+        {}, description="Extra keyword arguments passed to the optimizer as is."
+    )
+    lr_scheduler: Annotated[Literal[SCHEDULERS], canonical_choice(SCHEDULERS)] = Field(
+        "constant", description="Learning-rate schedule."
+    )
+    lr_warmup_steps: StepsOrFraction = Field(
+        0.0, ge=0, description="Linear warm-up steps; a value below 1 is a fraction of the total steps."
+    )
+    lr_scheduler_num_cycles: int = Field(1, ge=1, le=1000, description="Restarts for cosine_with_restarts.")
+    lr_scheduler_power: float = Field(1.0, gt=0, le=10, description="Exponent of the polynomial schedule.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm; 0 turns clipping off.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OptimizerSection:
+        raise_problems(self._problems())
+        return self
+
+    def _problems(self) -> Iterator[Problem]:
+        if any(not 0 <= beta < 1 for beta in self.betas):
+            yield "betas", f"each beta must be in [0, 1) (got {list(self.betas)})"
+        if self.lr_scheduler == "constant" and self.lr_warmup_steps:
+            yield "lr_warmup_steps", "is ignored by the 'constant' scheduler: use 'constant_with_warmup' or set 0"
+
+
+class TrainingSection(BaseModel):
+    """The training loop: length, precision, noise and loss."""
+
+    model_config = SECTION_CONFIG
+
+    max_train_steps: int = Field(
+        1600, ge=1, le=10_000_000, description="Total optimizer steps (ignored when max_train_epochs is set)."
+    )
+    max_train_epochs: int | None = Field(
+        None, ge=1, le=100_000, description="Total epochs; when set it wins over max_train_steps."
+    )
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Random seed for noise, shuffling and dropout.")
+    mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="Autocast precision of the forward pass.")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024, description="Batches accumulated per optimizer step.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory (slower).")
+    noise_offset: float = Field(0.0, ge=0, le=1, description="Offset noise strength; helps very dark/bright images.")
+    multires_noise_iterations: int = Field(
+        0, ge=0, le=20, description="Pyramid (multi-resolution) noise levels; 0 = off."
+    )
+    multires_noise_discount: float = Field(0.3, ge=0, le=1, description="Strength decay per pyramid noise level.")
+    min_snr_gamma: float | None = Field(
+        None, ge=0, le=100, description="Min-SNR loss weighting gamma (5 is usual); unset or 0 = off."
+    )
+    loss_type: Literal["l2", "huber", "smooth_l1"] = Field("l2", description="Loss between predicted and target noise.")
+    huber_c: float = Field(0.1, gt=0, le=10, description="Huber / smooth-L1 threshold.")
+    resume: OptionalPath = Field(None, description="A saved state/ folder to resume from, or 'latest' for the newest.")
+    validation_every_n_steps: int | None = Field(None, ge=1, description="Compute validation loss every N steps.")

@@ -1,0 +1,93 @@
+"""Which components a family's single file holds, under which prefix, in which layout, as which module class.
+
+The expected tensor names and shapes of a component come from instantiating its module class on the meta
+device: no memory, no weights, and exactly what ``load_state_dict(strict=True)`` will ask for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from library.models.families import get_family
+from library.models.single_file.clip_layout import clip_rules, open_clip_rules
+from library.models.single_file.rules import KeyRule
+from library.models.single_file.unet_layout import unet_rules
+from library.models.single_file.vae_layout import vae_rules
+
+COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+
+LayoutKind = Literal["unet", "vae", "clip", "open_clip"]
+
+
+@dataclass(frozen=True)
+class ComponentLayout:
+    """Where one component lives in an original-layout file."""
+
+    name: str  # one of COMPONENTS
+    prefix: str
+    kind: LayoutKind
+    model_class: str  # diffusers / transformers class name
+
+
+def component_layouts(family: str) -> tuple[ComponentLayout, ...]:
+    """The components of ``family`` in file order (UNet, VAE, text encoders)."""
+    layouts = [
+        ComponentLayout("unet", "model.diffusion_model.", "unet", "UNet2DConditionModel"),
+        ComponentLayout("vae", "first_stage_model.", "vae", "AutoencoderKL"),
+    ]
+    for spec in get_family(family).text_encoders:
+        # OpenCLIP towers sit under "<embedder>.model.", Hugging Face CLIP under "<embedder>.transformer.".
+        kind: LayoutKind = "open_clip" if spec.original_prefix.endswith(".model.") else "clip"
+        layouts.append(ComponentLayout(spec.component, spec.original_prefix, kind, spec.architecture))
+    return tuple(layouts)
+
+
+def with_text_model_wrapper(family: str, state_dict: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """Add the ``text_model.`` wrapper to CLIP-L keys of files saved without it (by early transformers versions)."""
+    renamed: dict[str, torch.Tensor] = {}
+    for layout in component_layouts(family):
+        wrapped = layout.prefix + "text_model."
+        if layout.kind != "clip" or any(key.startswith(wrapped) for key in state_dict):
+            continue
+        for key in state_dict:
+            if key.startswith(layout.prefix):
+                renamed[key] = wrapped + key.removeprefix(layout.prefix)
+    if not renamed:
+        return state_dict
+    return {renamed.get(key, key): tensor for key, tensor in state_dict.items()}
+
+
+def instantiate(model_class: str, config: dict) -> torch.nn.Module:
+    """Build a component module from a plain config dict (weights as the current device context decides)."""
+    if model_class in ("UNet2DConditionModel", "AutoencoderKL"):
+        import diffusers
+
+        return getattr(diffusers, model_class).from_config(config)
+    import transformers
+
+    text_config = transformers.CLIPTextConfig.from_dict(config)
+    return getattr(transformers, model_class)(text_config)
+
+
+def expected_shapes(layout: ComponentLayout, config: dict) -> dict[str, torch.Size]:
+    """State-dict key -> shape of the component ``config`` describes."""
+    with torch.device("meta"):
+        module = instantiate(layout.model_class, config)
+    return {key: tensor.shape for key, tensor in module.state_dict().items()}
+
+
+def layout_rules(layout: ComponentLayout, config: dict, keys: list[str]) -> list[KeyRule]:
+    """The key rules of one component, generated from its config and its module's keys."""
+    if layout.kind == "unet":
+        return unet_rules(config, keys)
+    if layout.kind == "vae":
+        return vae_rules(config, keys)
+    if layout.kind == "clip":
+        return clip_rules(keys)
+    # A tower without projection is SD2's encoder, which leaves out the last block of the original tower.
+    complete_tower = layout.model_class == "CLIPTextModel"
+    return open_clip_rules(keys, config["num_hidden_layers"], complete_tower)

@@ -1,0 +1,248 @@
+"""Tiny Stable Diffusion models of the real architectures, built offline.
+
+Real checkpoints (2-7 GB) cannot be fetched here, yet every code path must be the real one. These builders make the
+exact diffusers/transformers classes a real SD1/SD2/SDXL model uses, with small widths and deterministic random
+weights, and save them both as a diffusers folder and as an original-layout single file, so that tests and the
+quickstart go through the same loader a user's model goes through. ``--full-size`` builds the real SD1.5-size
+architecture (random weights) for benchmarks.
+
+Widths follow the SD conventions that single-file config inference relies on: GroupNorm with 32 groups, SD1 UNets
+with 8 heads, later UNets with 64-wide heads, text encoders with 64-wide heads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from library.models.families import FAMILY_NAMES, ModelFamily, get_family
+from library.models.tokenizer import build_clip_tokenizer
+
+logger = logging.getLogger(__name__)
+
+_TINY_VAE = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [32, 32, 64, 64],  # four levels keep SD's 8x latent downsampling
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "sample_size": 64,
+}
+
+_TINY_TEXT_ENCODER = {
+    "vocab_size": 49408,
+    "hidden_size": 64,
+    "intermediate_size": 256,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 1,
+    "max_position_embeddings": 77,
+    "bos_token_id": 49406,
+    "eos_token_id": 49407,
+    "pad_token_id": 1,
+    "projection_dim": 64,
+}
+
+_TINY_SDXL_SECOND_ENCODER = {
+    "hidden_size": 128,
+    "intermediate_size": 512,
+    "num_attention_heads": 2,
+    "projection_dim": 128,
+}
+
+_TINY_UNETS: dict[str, dict] = {
+    "sd1": {
+        "sample_size": 8,
+        "in_channels": 4,
+        "out_channels": 4,
+        "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+        "block_out_channels": [32, 64, 64],
+        "layers_per_block": 2,
+        "cross_attention_dim": 64,
+        "attention_head_dim": 8,
+        "norm_num_groups": 32,
+    },
+    "sd2": {
+        "sample_size": 8,
+        "in_channels": 4,
+        "out_channels": 4,
+        "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+        "block_out_channels": [64, 128, 128],
+        "layers_per_block": 2,
+        "cross_attention_dim": 64,
+        "attention_head_dim": [1, 2, 2],
+        "use_linear_projection": True,
+        "norm_num_groups": 32,
+    },
+    "sdxl": {
+        "sample_size": 8,
+        "in_channels": 4,
+        "out_channels": 4,
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        "block_out_channels": [32, 64, 128],
+        "layers_per_block": 2,
+        "transformer_layers_per_block": [1, 1, 2],
+        "cross_attention_dim": 192,  # 64 (first encoder) + 128 (second encoder)
+        "attention_head_dim": [1, 1, 2],
+        "use_linear_projection": True,
+        "addition_embed_type": "text_time",
+        "addition_time_embed_dim": 8,
+        "projection_class_embeddings_input_dim": 176,  # 6 time ids x 8 + pooled width 128
+        "norm_num_groups": 32,
+    },
+}
+_TINY_UNETS["sd2-v"] = _TINY_UNETS["sd2"]
+
+
+def tiny_configs(family: ModelFamily) -> dict[str, dict]:
+    """Config dicts of every component of the tiny model of ``family``."""
+    configs: dict[str, dict] = {
+        "unet": copy.deepcopy(_TINY_UNETS[family.name]),
+        "vae": {**_TINY_VAE, "scaling_factor": family.latent_scaling_factor},
+    }
+    for spec in family.text_encoders:
+        configs[spec.component] = {**_TINY_TEXT_ENCODER, "hidden_act": spec.hidden_act}
+    if "text_encoder_2" in configs:
+        # diffusers tells SDXL's encoders apart by width, so the second one must be wider, as in the real model.
+        configs["text_encoder_2"].update(_TINY_SDXL_SECOND_ENCODER)
+    return configs
+
+
+def full_size_configs(family: ModelFamily) -> dict[str, dict]:
+    """Config dicts of the real full-size architecture of ``family`` (the per-family reference configs)."""
+    from library.models.single_file import reference_configs
+
+    return reference_configs(family.name)
+
+
+@dataclass
+class Components:
+    """The modules of a Stable Diffusion model, as the loaders and trainers pass them around."""
+
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoders: list[torch.nn.Module]
+
+
+def build_components(family: ModelFamily, configs: dict[str, dict], seed: int) -> Components:
+    """Instantiate every component from config dicts with a deterministic random init."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    def seeded(offset: int) -> None:
+        torch.manual_seed(seed + offset)
+
+    seeded(0)
+    unet = UNet2DConditionModel.from_config(_strip_meta(configs["unet"]))
+    seeded(1)
+    vae = AutoencoderKL.from_config(_strip_meta(configs["vae"]))
+    text_encoders = []
+    for index, spec in enumerate(family.text_encoders):
+        seeded(2 + index)
+        te_class = CLIPTextModelWithProjection if spec.architecture == "CLIPTextModelWithProjection" else CLIPTextModel
+        te_config = CLIPTextConfig(**_strip_meta(configs[spec.component]))
+        text_encoders.append(te_class(te_config).eval())
+    return Components(unet=unet.eval(), vae=vae.eval(), text_encoders=text_encoders)
+
+
+def _strip_meta(config: dict) -> dict:
+    """Drop bookkeeping keys (``_class_name``, ``architectures``…) that the constructors do not take."""
+    return {k: v for k, v in config.items() if not k.startswith("_") and k != "architectures"}
+
+
+def build_pipeline(family: ModelFamily, components: Components):
+    """Wrap components into the family's diffusers pipeline (no safety checker: it cannot be built offline)."""
+    import diffusers
+
+    pipeline_class = getattr(diffusers, family.pipeline_class)
+    scheduler = diffusers.DDIMScheduler(
+        **dict(family.scheduler_config), set_alpha_to_one=False, steps_offset=1
+    )
+    parts = {
+        "unet": components.unet,
+        "vae": components.vae,
+        "scheduler": scheduler,
+    }
+    for spec, encoder in zip(family.text_encoders, components.text_encoders):
+        parts[spec.component] = encoder
+        tokenizer_name = spec.component.replace("text_encoder", "tokenizer")
+        parts[tokenizer_name] = build_clip_tokenizer(pad_token=spec.pad_token)
+    if family.pipeline_class == "StableDiffusionPipeline":
+        parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    return pipeline_class(**parts)
+
+
+def component_state_dicts(family: ModelFamily, components: Components) -> dict[str, dict[str, torch.Tensor]]:
+    state_dicts = {"unet": components.unet.state_dict(), "vae": components.vae.state_dict()}
+    for spec, encoder in zip(family.text_encoders, components.text_encoders):
+        state_dicts[spec.component] = encoder.state_dict()
+    return state_dicts
+
+
+def write_tiny_model(
+    family_name: str,
+    out_dir: Path,
+    single_file: Path | None = None,
+    seed: int = 0,
+    full_size: bool = False,
+) -> None:
+    """Build a model of ``family_name`` and save it as a diffusers folder (and optionally a single file)."""
+    from library.models.single_file import save_original_checkpoint
+
+    family = get_family(family_name)
+    configs = full_size_configs(family) if full_size else tiny_configs(family)
+    components = build_components(family, configs, seed)
+    pipeline = build_pipeline(family, components)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pipeline.save_pretrained(out_dir, safe_serialization=True)
+    logger.info("wrote %s diffusers folder to %s", family.name, out_dir)
+    if single_file is not None:
+        single_file.parent.mkdir(parents=True, exist_ok=True)
+        save_original_checkpoint(
+            single_file,
+            family.name,
+            component_state_dicts(family, components),
+            {name: _saved_config(pipeline, name) for name in configs},
+            metadata={"modelspec.title": f"tiny {family.name} (random weights)"},
+        )
+        logger.info("wrote %s single file to %s", family.name, single_file)
+
+
+def _saved_config(pipeline, component: str) -> dict:
+    """The config dict a component was saved with (diffusers FrozenDict or transformers PretrainedConfig)."""
+    config = getattr(pipeline, component).config
+    return dict(config) if not hasattr(config, "to_dict") else json.loads(json.dumps(config.to_dict()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m library.models.tiny",
+        description="Build a tiny (or --full-size) randomly initialised Stable Diffusion model offline.",
+    )
+    parser.add_argument("--family", choices=FAMILY_NAMES, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="diffusers folder to write")
+    parser.add_argument("--single-file", type=Path, help="also write an original-layout .safetensors here")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random init (same seed, same weights)")
+    parser.add_argument(
+        "--full-size", action="store_true", help="the real full-size architecture (GBs; for benchmarks)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    write_tiny_model(args.family, args.out, args.single_file, args.seed, args.full_size)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The JSON Schema the GUI renders, the shipped presets, and `python -m library.config` as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from library.config import FurnaceConfig, load_config, loads_config
+
+REPO = Path(__file__).resolve().parents[2]
+PRESETS = sorted((REPO / "configs").glob("*.toml"))
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "library.config", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_json_schema_documents_every_section_and_field():
+    schema = FurnaceConfig.model_json_schema()
+    definitions = schema["$defs"]
+    assert set(schema["properties"]) == set(FurnaceConfig.model_fields)
+    for section, field in FurnaceConfig.model_fields.items():
+        section_schema = definitions[field.annotation.__name__]
+        assert section_schema["description"], section
+        assert section_schema["additionalProperties"] is False
+        for name, field_schema in section_schema["properties"].items():
+            assert field_schema.get("description"), f"{section}.{name}"
+            assert "default" in field_schema, f"{section}.{name}"
+    network = definitions["NetworkSection"]["properties"]
+    assert (network["dim"]["minimum"], network["dim"]["maximum"], network["dim"]["default"]) == (1, 1024, 16)
+    assert "AdamW8bit" in definitions["OptimizerSection"]["properties"]["type"]["enum"]
+    assert definitions["TrainingSection"]["properties"]["mixed_precision"]["enum"] == ["no", "fp16", "bf16"]
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=[path.name for path in PRESETS])
+def test_presets_validate(preset):
+    config = load_config(preset)
+    assert config.model.pretrained_model_name_or_path
+
+
+def test_quickstart_preset_is_the_tiny_run():
+    config = load_config(REPO / "configs" / "quickstart.toml")
+    assert config.model.pretrained_model_name_or_path == "output/_models/tiny-sd1"
+    assert config.dataset.resolution == (64, 64) and config.dataset.batch_size == 2
+    assert (config.network.dim, config.network.alpha) == (4, 2.0)
+    optimizer = config.optimizer
+    assert (optimizer.type, optimizer.learning_rate, optimizer.lr_scheduler) == ("AdamW", 1e-3, "constant")
+    assert config.training.max_train_steps == 200 and config.sample.every_n_steps == 50
+    assert (config.output.save_every_n_steps, config.output.save_last_n) == (100, 2)
+    prompts = (REPO / config.sample.prompts).read_text(encoding="utf-8").splitlines()
+    lines = [line for line in prompts if line.strip() and not line.startswith("#")]
+    assert len(lines) == 2 and all(line.startswith("frnc") and "--w 64 --h 64" in line for line in lines)
+
+
+def test_sd15_preset_is_realistic():
+    config = load_config(REPO / "configs" / "lora_sd15.toml")
+    assert config.dataset.resolution == (512, 512)
+    assert (config.network.dim, config.network.alpha) == (32, 16.0)
+    assert config.optimizer.type == "AdamW8bit" and config.optimizer.lr_scheduler == "cosine"
+    assert config.optimizer.lr_warmup_steps > 0
+    assert config.training.mixed_precision == "fp16" and config.training.gradient_checkpointing
+    assert config.dataset.cache_latents
+
+
+def test_cli_schema_prints_json_schema():
+    result = _run("schema")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == FurnaceConfig.model_json_schema()
+
+
+def test_cli_check_prints_resolved_toml(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('network_dim = 8\n[model]\npretrained_model_name_or_path = "m"\n[dataset]\ntrain_data_dir = "d"\n')
+    result = _run("check", str(path), "--network_alpha", "2", "--resolution", "512,768")
+    assert result.returncode == 0, result.stderr
+    resolved = tomllib.loads(result.stdout)
+    assert resolved["network"]["dim"] == 8 and resolved["network"]["alpha"] == 2.0
+    assert resolved["dataset"]["resolution"] == [512, 768]
+    assert loads_config(result.stdout) == load_config(path, ["--network_alpha", "2", "--resolution", "512,768"])
+
+
+def test_cli_dump_prints_resolved_toml():
+    result = _run("dump", "configs/quickstart.toml")
+    assert result.returncode == 0, result.stderr
+    assert loads_config(result.stdout) == load_config(REPO / "configs" / "quickstart.toml")
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "expected"),
+    [
+        ("[network]\ndim = 0\n", [], "{path}: network.dim: must be >= 1 (got 0)"),
+        ("[network]\ndimm = 4\n", [], "{path}: unknown key 'network.dimm' — did you mean 'network.dim'?"),
+        ("[network\n", [], "{path}: line 5, column 9: invalid TOML"),
+        ("", ["--network_dim", "-3"], "--network_dim: network.dim: must be >= 1 (got -3)"),
+    ],
+)
+def test_cli_check_bad_config_exits_2_without_traceback(tmp_path, text, overrides, expected):
+    path = tmp_path / "bad.toml"
+    path.write_text('[model]\npretrained_model_name_or_path = "m"\n[dataset]\ntrain_data_dir = "d"\n' + text)
+    result = _run("check", str(path), *overrides)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[0].startswith(expected.format(path=path))
+
+
+def test_cli_check_missing_file(tmp_path):
+    result = _run("check", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2
+    assert result.stderr == f"{tmp_path / 'nope.toml'}: config file not found\n"
+
+
+def test_loading_a_config_does_not_import_torch():
+    code = "import sys, library.config as c; c.load_config('configs/quickstart.toml'); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False", result.stderr

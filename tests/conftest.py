@@ -1,0 +1,48 @@
+"""Shared test fixtures: offline environment and tiny models built once per session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DIFFUSERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@dataclass(frozen=True)
+class TinyModel:
+    """A tiny model saved both ways: a diffusers folder and an original-layout single file."""
+
+    family: str
+    folder: Path
+    single_file: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory(tmp_path_factory):
+    """Build (once per session and family) a tiny model with seed 0; returns a function family -> TinyModel."""
+    from library.models.tiny import write_tiny_model
+
+    built: dict[str, TinyModel] = {}
+    root = tmp_path_factory.mktemp("tiny-models")
+
+    def get(family: str) -> TinyModel:
+        if family not in built:
+            folder = root / family
+            single_file = root / f"{family}.safetensors"
+            write_tiny_model(family, folder, single_file, seed=0)
+            built[family] = TinyModel(family, folder, single_file)
+        return built[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_sd1(tiny_model_factory) -> TinyModel:
+    return tiny_model_factory("sd1")

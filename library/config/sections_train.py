@@ -34,7 +34,7 @@ class NetworkSection(BaseModel):
     )
     dim: int = Field(16, ge=1, le=1024, description="Rank of the adapter matrices.")
     alpha: float = Field(8.0, gt=0, le=1024, description="Scale numerator: updates are scaled by alpha / dim.")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter's hidden activations.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter's input (peft lora_dropout).")
     conv_dim: int | None = Field(
         None, ge=1, le=1024, description="Rank for 3x3 convs (LoCon); unset = no conv adapters."
     )

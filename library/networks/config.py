@@ -1,0 +1,56 @@
+"""What kind of adapter to build: rank, alpha, LoCon convs, DoRA, and which parts of the model get one.
+
+Field names match the ``[network]`` section of the run config, so the trainer passes that section's values as
+keyword arguments. The checks here repeat the schema's bounds because tools build options directly too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LoraOptions:
+    """Adapter options; ``conv_dim`` set = LoCon (3x3 convs of resnets and samplers adapted too)."""
+
+    dim: int = 16
+    alpha: float = 8.0
+    dropout: float = 0.0
+    conv_dim: int | None = None
+    conv_alpha: float | None = None
+    use_dora: bool = False
+    train_unet_only: bool = False
+    train_text_encoder_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dim < 1:
+            raise ValueError(f"network dim must be >= 1, got {self.dim}")
+        if self.alpha <= 0:
+            raise ValueError(f"network alpha must be > 0, got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"network dropout must be in [0, 1), got {self.dropout}")
+        if self.conv_dim is not None and self.conv_dim < 1:
+            raise ValueError(f"network conv_dim must be >= 1, got {self.conv_dim}")
+        if self.conv_alpha is not None and self.conv_dim is None:
+            raise ValueError("network conv_alpha needs conv_dim (the conv adapters' rank)")
+        if self.conv_alpha is not None and self.conv_alpha <= 0:
+            raise ValueError(f"network conv_alpha must be > 0, got {self.conv_alpha}")
+        if self.train_unet_only and self.train_text_encoder_only:
+            raise ValueError("train_unet_only and train_text_encoder_only cannot both be set")
+
+    @property
+    def locon(self) -> bool:
+        return self.conv_dim is not None
+
+    @property
+    def effective_conv_alpha(self) -> float:
+        """Alpha of the 3x3 conv adapters (1.0 when LoCon is on and no conv_alpha was given)."""
+        return 1.0 if self.conv_alpha is None else self.conv_alpha
+
+    @property
+    def adapts_unet(self) -> bool:
+        return not self.train_text_encoder_only
+
+    @property
+    def adapts_text_encoders(self) -> bool:
+        return not self.train_unet_only

@@ -1,0 +1,140 @@
+"""Kohya-format LoRA files: group the flat tensors by module, read them, write them atomically with hashes.
+
+Per module ``<name>``: ``<name>.lora_down.weight`` ([rank, in] or [rank, in, kh, kw]), ``<name>.lora_up.weight``
+([out, rank] or [out, rank, 1, 1]), ``<name>.alpha`` (0-dim; scale = alpha / rank) and, for DoRA,
+``<name>.dora_scale`` (per-output-row magnitude, [out, 1] or [out, 1, 1, 1]).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
+
+from library.networks.hashes import lora_hashes
+
+logger = logging.getLogger(__name__)
+
+DOWN, UP, ALPHA, DORA_SCALE = ".lora_down.weight", ".lora_up.weight", ".alpha", ".dora_scale"
+_SUFFIXES = (DOWN, UP, ALPHA, DORA_SCALE)
+SAVE_PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "float": torch.float32, "fp32": torch.float32}
+
+
+class LoraFileError(ValueError):
+    """A LoRA file or state dict that cannot be used; ``str()`` names the file/key and what to do."""
+
+
+@dataclass(frozen=True)
+class ModuleWeights:
+    """The tensors of one adapted module."""
+
+    down: torch.Tensor
+    up: torch.Tensor
+    alpha: float | None
+    dora_scale: torch.Tensor | None
+
+    @property
+    def rank(self) -> int:
+        return self.down.shape[0]
+
+    @property
+    def scale(self) -> float:
+        """alpha / rank, with a missing alpha meaning alpha = rank (as every kohya reader assumes)."""
+        return 1.0 if self.alpha is None else self.alpha / self.rank
+
+    def delta(self, shape: torch.Size) -> torch.Tensor:
+        """``up @ down`` as a weight of ``shape`` (conv-aware), unscaled, in float32."""
+        up = self.up.float().reshape(self.up.shape[0], self.rank)
+        down = self.down.float().reshape(self.rank, -1)
+        return (up @ down).reshape(shape)
+
+
+def save_dtype(precision: str) -> torch.dtype:
+    """The torch dtype of a ``save_precision`` name (fp16, bf16, float/fp32)."""
+    try:
+        return SAVE_PRECISIONS[precision]
+    except KeyError:
+        raise LoraFileError(
+            f"unknown save precision {precision!r}; expected one of {', '.join(SAVE_PRECISIONS)}"
+        ) from None
+
+
+def split_modules(state_dict: Mapping[str, torch.Tensor], source: str) -> dict[str, ModuleWeights]:
+    """Group a kohya-layout state dict by module name, checking that every module is complete and consistent."""
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in state_dict.items():
+        suffix = next((suffix for suffix in _SUFFIXES if key.endswith(suffix)), None)
+        if suffix is None:
+            raise LoraFileError(
+                f"{source}: key {key!r} is not part of a kohya LoRA (expected <module>{DOWN}, {UP}, {ALPHA} or "
+                f"{DORA_SCALE}); LoHa/LoKr and other LyCORIS types are not supported"
+            )
+        parts.setdefault(key[: -len(suffix)], {})[suffix] = tensor
+    modules = {}
+    for name, found in parts.items():
+        if DOWN not in found or UP not in found:
+            lacking = DOWN if DOWN not in found else UP
+            raise LoraFileError(f"{source}: module {name!r} lacks {name}{lacking}; the file is incomplete")
+        down, up = found[DOWN], found[UP]
+        if down.ndim not in (2, 4) or up.ndim != down.ndim or up.shape[1] != down.shape[0]:
+            raise LoraFileError(
+                f"{source}: module {name!r} has lora_down {tuple(down.shape)} and lora_up {tuple(up.shape)}, "
+                "which do not form a low-rank pair"
+            )
+        alpha = found.get(ALPHA)
+        if alpha is not None and alpha.numel() != 1:
+            raise LoraFileError(f"{source}: {name}{ALPHA} must hold one number, has shape {tuple(alpha.shape)}")
+        modules[name] = ModuleWeights(
+            down=down,
+            up=up,
+            alpha=None if alpha is None else float(alpha.float().item()),
+            dora_scale=found.get(DORA_SCALE),
+        )
+    return modules
+
+
+def read_lora_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a ``.safetensors`` LoRA file, checked to be in the kohya layout."""
+    path = Path(path)
+    if not path.is_file():
+        raise LoraFileError(f"LoRA file {path} does not exist; check the path (network_weights or the tool's input)")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError) as error:
+        raise LoraFileError(f"LoRA file {path} is not a readable .safetensors file ({error})") from None
+    split_modules(tensors, str(path))
+    return tensors, metadata
+
+
+def write_lora_file(
+    path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
+) -> dict[str, str]:
+    """Write a LoRA file atomically (``<path>.tmp``, fsync, rename) with its two hashes added to ``metadata``.
+
+    Returns the metadata as written.
+    """
+    path = Path(path)
+    not_strings = [key for key, value in metadata.items() if not isinstance(value, str)]
+    if not_strings:
+        raise LoraFileError(f"metadata values must be strings; {not_strings[0]!r} is {type(metadata[not_strings[0]])}")
+    written = {**metadata, **lora_hashes(tensors, metadata)}
+    data = save(dict(tensors), metadata=written)
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    logger.info("wrote LoRA %s (%d modules, %.1f MB)", path, sum(k.endswith(DOWN) for k in tensors), len(data) / 1e6)
+    return written

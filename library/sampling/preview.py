@@ -1,0 +1,187 @@
+"""Render preview images with the modules being trained, without disturbing the training run.
+
+The pipeline is assembled around the live UNet, text encoders and VAE objects (LoRA layers and all, mid-training),
+so a preview shows exactly the current weights with nothing copied. Prompts are encoded the way training encodes
+captions (:mod:`library.models.text_encoding`: same hidden state, clip_skip and SDXL pooled output) and handed to
+the family's diffusers pipeline as embeddings.
+
+Sampling must leave training exactly as it found it: modules go back to their train/eval flags, and the global
+RNG states (torch, CUDA, ``random``, numpy) are restored, so a run with previews draws the same noise and data
+order as one without. Each prompt's starting noise comes from its own CPU generator seeded with the prompt's seed:
+the same weights, prompt and seed give the same picture on any device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from library.models.families import ModelFamily
+from library.models.text_encoding import encode_captions
+from library.sampling.files import SAMPLE_DIR_NAME, sample_path, save_png_atomic
+from library.sampling.prompts import SamplePrompt
+from library.sampling.samplers import build_scheduler
+
+logger = logging.getLogger(__name__)
+
+
+class LiveModel(Protocol):
+    """What rendering needs; :class:`library.models.loader.BaseModel` fits. Modules must be unwrapped (no DDP)."""
+
+    family: ModelFamily
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoders: list[torch.nn.Module]
+    tokenizers: list
+    noise_scheduler: Any  # its ``.config`` is the training noise schedule the samplers are built from
+
+
+@dataclass(frozen=True)
+class Preview:
+    """One rendered preview: its prompt settings, the picture and the file it was saved to."""
+
+    prompt: SamplePrompt
+    image: Image.Image
+    path: Path
+
+
+def render_samples(
+    model: LiveModel,
+    prompts: Sequence[SamplePrompt],
+    output_dir: str | Path,
+    output_name: str,
+    step: int,
+    clip_skip: int = 1,
+    autocast_dtype: torch.dtype | None = None,
+) -> list[Preview]:
+    """Render every prompt and save it under ``<output_dir>/sample/`` (see :mod:`library.sampling.files`)."""
+    images = generate_images(model, prompts, clip_skip=clip_skip, autocast_dtype=autocast_dtype)
+    previews = []
+    for index, (prompt, image) in enumerate(zip(prompts, images)):
+        path = save_png_atomic(image, sample_path(output_dir, output_name, step, index, prompt.seed))
+        previews.append(Preview(prompt, image, path))
+    logger.info("step %d: wrote %d preview(s) to %s", step, len(previews), Path(output_dir) / SAMPLE_DIR_NAME)
+    return previews
+
+
+def generate_images(
+    model: LiveModel,
+    prompts: Sequence[SamplePrompt],
+    clip_skip: int = 1,
+    autocast_dtype: torch.dtype | None = None,
+) -> list[Image.Image]:
+    """Render ``prompts`` with the live modules of ``model``; nothing about the training state changes.
+
+    ``clip_skip`` has the sd-scripts meaning (1 = last layer). ``autocast_dtype`` (the run's mixed precision) is
+    used on CUDA only, where it is fast; on CPU modules run in their own dtype, unless their dtypes differ (e.g. a
+    bf16 UNet with an fp32 VAE), which needs autocast to the lowest precision among them to run at all.
+    """
+    if not prompts:
+        return []
+    modules = [model.unet, model.vae, *model.text_encoders]
+    device = next(model.unet.parameters()).device
+    images = []
+    with _training_state_preserved(modules), torch.no_grad(), _autocast(modules, device, autocast_dtype):
+        pipeline = _assemble_pipeline(model)
+        for prompt in tqdm(prompts, desc="sampling", unit="image", leave=False):
+            images.append(_render(pipeline, model, prompt, clip_skip))
+    return images
+
+
+def _assemble_pipeline(model: LiveModel):
+    """The family's diffusers pipeline around the live modules, without the extras that need downloads."""
+    import diffusers
+
+    family = model.family
+    parts: dict[str, Any] = {
+        "unet": model.unet,
+        "vae": model.vae,
+        "scheduler": build_scheduler("ddim", model.noise_scheduler.config),
+    }
+    for spec, encoder, tokenizer in zip(family.text_encoders, model.text_encoders, model.tokenizers):
+        parts[spec.component] = encoder
+        parts[spec.component.replace("text_encoder", "tokenizer")] = tokenizer
+    if family.pipeline_class == "StableDiffusionPipeline":
+        parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    elif family.pipeline_class == "StableDiffusionXLPipeline":
+        parts.update(add_watermarker=False)
+    pipeline = getattr(diffusers, family.pipeline_class)(**parts)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def _render(pipeline, model: LiveModel, prompt: SamplePrompt, clip_skip: int) -> Image.Image:
+    """One picture; each prompt gets a fresh scheduler because multistep samplers carry state between steps."""
+    pipeline.scheduler = build_scheduler(prompt.sampler, model.noise_scheduler.config)
+    captions = [prompt.prompt, prompt.negative_prompt]
+    encoded = encode_captions(model.family, model.tokenizers, model.text_encoders, captions, clip_skip)
+    embeddings = {"prompt_embeds": encoded.hidden_states[:1], "negative_prompt_embeds": encoded.hidden_states[1:]}
+    if encoded.pooled is not None:
+        embeddings.update(pooled_prompt_embeds=encoded.pooled[:1], negative_pooled_prompt_embeds=encoded.pooled[1:])
+    result = pipeline(
+        **embeddings,
+        width=prompt.width,
+        height=prompt.height,
+        num_inference_steps=prompt.steps,
+        guidance_scale=prompt.cfg_scale,
+        generator=torch.Generator("cpu").manual_seed(prompt.seed),
+        output_type="pil",
+    )
+    return result.images[0]
+
+
+def _autocast(
+    modules: Sequence[torch.nn.Module], device: torch.device, requested: torch.dtype | None
+) -> contextlib.AbstractContextManager:
+    """Autocast to ``requested`` on CUDA, or to the lowest module precision when module dtypes are mixed."""
+    dtype = requested if device.type == "cuda" else None
+    dtypes = {p.dtype for module in modules for p in module.parameters() if p.is_floating_point()}
+    if dtype is None and len(dtypes) > 1:
+        dtype = min(dtypes, key=lambda candidate: torch.finfo(candidate).bits)
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def _training_state_preserved(modules: Sequence[torch.nn.Module]) -> Iterator[None]:
+    """Switch ``modules`` to eval mode; afterwards restore every sub-module's mode and all global RNG states."""
+    modes = [(sub, sub.training) for module in modules for sub in module.modules()]
+    rng_states = _capture_rng()
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for sub, training in modes:
+            sub.training = training
+        _restore_rng(rng_states)
+
+
+def _capture_rng() -> dict[str, Any]:
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "random": random.getstate(),
+        "numpy": np.random.get_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_rng(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["random"])
+    np.random.set_state(states["numpy"])
+    if "cuda" in states:
+        torch.cuda.set_rng_state_all(states["cuda"])

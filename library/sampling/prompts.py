@@ -1,0 +1,250 @@
+"""Preview prompt files in the sd-scripts syntax users already have.
+
+A text file holds one prompt a line with inline options (``--n`` negative prompt, ``--w``/``--h`` size, ``--s``
+steps, ``--l`` CFG scale, ``--d`` seed, ``--ss`` sampler); ``#`` lines and blank lines are skipped. The structured
+``.toml`` / ``.json`` forms sd-scripts reads are accepted too. Options a line leaves out come from the run's
+defaults. Every value is checked when the file is read, before any model loads, and a bad one raises
+:class:`PromptFileError` naming the file, the line (or key) and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from library.sampling.samplers import canonical_sampler
+
+MIN_SIZE, MAX_SIZE, SIZE_MULTIPLE = 64, 4096, 8
+MAX_STEPS = 1000
+MAX_CFG_SCALE = 50.0
+MAX_SEED = 2**32 - 1
+
+
+class PromptFileError(ValueError):
+    """A prompt file that cannot be used; ``str()`` is one line: ``<file>:<line>: <problem>``."""
+
+
+@dataclass(frozen=True)
+class SamplePrompt:
+    """One preview to render, with every option resolved."""
+
+    prompt: str
+    negative_prompt: str = ""
+    width: int = 512
+    height: int = 512
+    steps: int = 20
+    cfg_scale: float = 7.0
+    seed: int = 0
+    sampler: str = "ddim"
+
+
+# Field of SamplePrompt -> (inline option of the text form, key of the structured form).
+_OPTIONS: dict[str, tuple[str, str]] = {
+    "negative_prompt": ("n", "negative_prompt"),
+    "width": ("w", "width"),
+    "height": ("h", "height"),
+    "steps": ("s", "sample_steps"),
+    "cfg_scale": ("l", "scale"),
+    "seed": ("d", "seed"),
+    "sampler": ("ss", "sample_sampler"),
+}
+_FIELD_BY_FLAG = {flag: name for name, (flag, _) in _OPTIONS.items()}
+_FIELD_BY_KEY = {key: name for name, (_, key) in _OPTIONS.items()}
+# How each field is spelled in error messages about the text form and the structured form.
+_LINE_LABELS = {"prompt": "prompt", **{name: f"--{flag}" for name, (flag, _) in _OPTIONS.items()}}
+_KEY_LABELS = {"prompt": "prompt", **{name: key for name, (_, key) in _OPTIONS.items()}}
+_OPTION_SPLIT = re.compile(r"(?:^|\s+)--(?=\S)")
+_FLAG_AND_VALUE = re.compile(r"(\S+)\s*(.*)", re.DOTALL)
+
+
+def load_prompts(path: str | Path, defaults: SamplePrompt | None = None) -> list[SamplePrompt]:
+    """Read a prompt file (text, ``.toml`` or ``.json``); options it leaves out come from ``defaults``."""
+    source = Path(path).expanduser()
+    base = _checked_defaults(defaults or SamplePrompt(prompt=""), source)
+    try:
+        text = source.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise PromptFileError(f"{source}: prompt file not found; check sample.prompts") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise PromptFileError(f"{source}: cannot read the prompt file ({error}); save it as UTF-8 text") from None
+    suffix = source.suffix.lower()
+    if suffix == ".toml":
+        prompts = _parse_structured(_toml_entries(text, source), base, source)
+    elif suffix == ".json":
+        prompts = _parse_structured(_json_entries(text, source), base, source)
+    else:
+        prompts = parse_prompt_lines(text, base, str(source))
+    if not prompts:
+        raise PromptFileError(f"{source}: no prompts found (only blank or # comment lines)")
+    return prompts
+
+
+def parse_prompt_lines(text: str, defaults: SamplePrompt, source: str = "<prompts>") -> list[SamplePrompt]:
+    """Parse the one-prompt-a-line text form; ``source`` names the file in error messages."""
+    prompts = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            prompts.append(_parse_line(line, defaults, f"{source}:{number}"))
+    return prompts
+
+
+def _parse_line(line: str, defaults: SamplePrompt, where: str) -> SamplePrompt:
+    prompt, *parts = _OPTION_SPLIT.split(line)
+    values: dict[str, Any] = {"prompt": prompt}
+    for part in parts:
+        flag, value = _FLAG_AND_VALUE.fullmatch(part).groups()
+        flag = flag.lower()
+        name = _FIELD_BY_FLAG.get(flag)
+        if name is None:
+            known = ", ".join(f"--{option}" for option in _FIELD_BY_FLAG)
+            raise PromptFileError(f"{where}: unknown option --{flag}; expected one of {known}")
+        if name in values:
+            raise PromptFileError(f"{where}: option --{flag} is given twice")
+        values[name] = value
+    return _resolve(values, defaults, where, _LINE_LABELS)
+
+
+def _toml_entries(text: str, source: Path) -> list[tuple[str, Any]]:
+    """Entries of ``[[prompt]]`` tables, or sd-scripts' ``[prompt]`` with shared keys and ``[[prompt.subset]]``."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise PromptFileError(f"{source}: invalid TOML ({error})") from None
+    return _entries(document, source)
+
+
+def _json_entries(text: str, source: Path) -> list[tuple[str, Any]]:
+    """A JSON list of prompt objects, or an object shaped like the TOML form."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise PromptFileError(f"{source}:{error.lineno}: invalid JSON ({error.msg})") from None
+    if isinstance(document, list):
+        return [(f"[{index}]", entry) for index, entry in enumerate(document)]
+    return _entries(document, source)
+
+
+def _entries(document: Any, source: Path) -> list[tuple[str, Any]]:
+    prompt = document.get("prompt") if isinstance(document, dict) else None
+    if isinstance(prompt, list):
+        return [(f"prompt[{index}]", entry) for index, entry in enumerate(prompt)]
+    if isinstance(prompt, dict) and isinstance(prompt.get("subset"), list):
+        shared = {key: value for key, value in prompt.items() if key != "subset"}
+        return [(f"prompt.subset[{index}]", _merged(shared, entry)) for index, entry in enumerate(prompt["subset"])]
+    raise PromptFileError(
+        f"{source}: expected [[prompt]] tables (or [prompt] with [[prompt.subset]] tables), each with a prompt key"
+    )
+
+
+def _merged(shared: dict[str, Any], entry: Any) -> Any:
+    return {**shared, **entry} if isinstance(entry, dict) else entry
+
+
+def _parse_structured(entries: list[tuple[str, Any]], defaults: SamplePrompt, source: Path) -> list[SamplePrompt]:
+    prompts = []
+    for key_path, entry in entries:
+        where = f"{source}: {key_path}"
+        if not isinstance(entry, dict):
+            raise PromptFileError(f"{where}: expected a table of prompt settings, got {type(entry).__name__}")
+        values: dict[str, Any] = {}
+        for key, value in entry.items():
+            name = "prompt" if key == "prompt" else _FIELD_BY_KEY.get(key)
+            if name is None:
+                known = ", ".join(("prompt", *_FIELD_BY_KEY))
+                raise PromptFileError(f"{where}: unknown key {key!r}; expected one of {known}")
+            values[name] = value
+        if "prompt" not in values:
+            raise PromptFileError(f"{where}: missing the prompt key")
+        prompts.append(_resolve(values, defaults, where, _KEY_LABELS))
+    return prompts
+
+
+def _resolve(values: dict[str, Any], defaults: SamplePrompt, where: str, labels: Mapping[str, str]) -> SamplePrompt:
+    """Convert and check every given value; ``labels`` spell the options the way the file does, for errors."""
+    checked: dict[str, Any] = {}
+    for name, value in values.items():
+        try:
+            checked[name] = _CHECKS[name](value)
+        except ValueError as error:
+            raise PromptFileError(f"{where}: {labels[name]} {error}") from None
+    return replace(defaults, **checked)
+
+
+def _checked_defaults(defaults: SamplePrompt, source: Path) -> SamplePrompt:
+    """The caller's defaults go through the same checks, so a bad default is reported before any prompt."""
+    for name in _OPTIONS:
+        try:
+            _CHECKS[name](getattr(defaults, name))
+        except ValueError as error:
+            raise PromptFileError(f"{source}: default {name} {error}") from None
+    return replace(defaults, sampler=canonical_sampler(defaults.sampler))
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError(f"must be a whole number, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+        return int(value)
+    raise ValueError(f"must be a whole number, got {value!r}")
+
+
+def _in_range(low: int, high: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        number = _integer(value)
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high}, got {number}")
+        return number
+
+    return check
+
+
+def _size(value: Any) -> int:
+    number = _in_range(MIN_SIZE, MAX_SIZE)(value)
+    if number % SIZE_MULTIPLE:
+        raise ValueError(f"must be a multiple of {SIZE_MULTIPLE}, got {number}")
+    return number
+
+
+def _scale(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"must be a number, got {value!r}") from None
+    if not (math.isfinite(number) and 0 <= number <= MAX_CFG_SCALE):
+        raise ValueError(f"must be between 0 and {MAX_CFG_SCALE:g}, got {value!r}")
+    return number
+
+
+def _sampler(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a sampler name, got {value!r}")
+    return canonical_sampler(value)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be text, got {value!r}")
+    return value.strip()
+
+
+_CHECKS: Mapping[str, Callable[[Any], Any]] = {
+    "prompt": _text,
+    "negative_prompt": _text,
+    "width": _size,
+    "height": _size,
+    "steps": _in_range(1, MAX_STEPS),
+    "cfg_scale": _scale,
+    "seed": _in_range(0, MAX_SEED),
+    "sampler": _sampler,
+}

@@ -163,25 +163,16 @@ def _strip_meta(config: dict) -> dict:
 
 
 def build_pipeline(family: ModelFamily, components: Components):
-    """Wrap components into the family's diffusers pipeline (no safety checker: it cannot be built offline)."""
+    """Wrap components into the family's diffusers pipeline, with tokenizers and a DDIM scheduler."""
     import diffusers
 
-    pipeline_class = getattr(diffusers, family.pipeline_class)
-    scheduler = diffusers.DDIMScheduler(
-        **dict(family.scheduler_config), set_alpha_to_one=False, steps_offset=1
+    from library.models.pipeline import assemble_pipeline
+
+    scheduler = diffusers.DDIMScheduler(**dict(family.scheduler_config), set_alpha_to_one=False, steps_offset=1)
+    tokenizers = [build_clip_tokenizer(pad_token=spec.pad_token) for spec in family.text_encoders]
+    return assemble_pipeline(
+        family, components.unet, components.vae, components.text_encoders, tokenizers, scheduler
     )
-    parts = {
-        "unet": components.unet,
-        "vae": components.vae,
-        "scheduler": scheduler,
-    }
-    for spec, encoder in zip(family.text_encoders, components.text_encoders):
-        parts[spec.component] = encoder
-        tokenizer_name = spec.component.replace("text_encoder", "tokenizer")
-        parts[tokenizer_name] = build_clip_tokenizer(pad_token=spec.pad_token)
-    if family.pipeline_class == "StableDiffusionPipeline":
-        parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    return pipeline_class(**parts)
 
 
 def component_state_dicts(family: ModelFamily, components: Components) -> dict[str, dict[str, torch.Tensor]]:

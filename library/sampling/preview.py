@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from library.models.families import ModelFamily
+from library.models.pipeline import assemble_pipeline
 from library.models.text_encoding import encode_captions
 from library.sampling.files import SAMPLE_DIR_NAME, sample_path, save_png_atomic
 from library.sampling.prompts import SamplePrompt
@@ -99,23 +100,15 @@ def generate_images(
 
 
 def _assemble_pipeline(model: LiveModel):
-    """The family's diffusers pipeline around the live modules, without the extras that need downloads."""
-    import diffusers
-
-    family = model.family
-    parts: dict[str, Any] = {
-        "unet": model.unet,
-        "vae": model.vae,
-        "scheduler": build_scheduler("ddim", model.noise_scheduler.config),
-    }
-    for spec, encoder, tokenizer in zip(family.text_encoders, model.text_encoders, model.tokenizers):
-        parts[spec.component] = encoder
-        parts[spec.component.replace("text_encoder", "tokenizer")] = tokenizer
-    if family.pipeline_class == "StableDiffusionPipeline":
-        parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    elif family.pipeline_class == "StableDiffusionXLPipeline":
-        parts.update(add_watermarker=False)
-    pipeline = getattr(diffusers, family.pipeline_class)(**parts)
+    """The family's diffusers pipeline around the live modules."""
+    pipeline = assemble_pipeline(
+        model.family,
+        model.unet,
+        model.vae,
+        model.text_encoders,
+        model.tokenizers,
+        build_scheduler("ddim", model.noise_scheduler.config),
+    )
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 

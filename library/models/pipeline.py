@@ -1,0 +1,32 @@
+"""A family's diffusers pipeline around given modules, without the parts that would need a download."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from library.models.families import ModelFamily
+
+
+def assemble_pipeline(
+    family: ModelFamily,
+    unet: torch.nn.Module,
+    vae: torch.nn.Module,
+    text_encoders: Sequence[torch.nn.Module],
+    tokenizers: Sequence[Any],
+    scheduler: Any,
+):
+    """The pipeline class the family record names (no safety checker, no watermarker), sharing the modules."""
+    import diffusers
+
+    parts: dict[str, Any] = {"unet": unet, "vae": vae, "scheduler": scheduler}
+    for spec, encoder, tokenizer in zip(family.text_encoders, text_encoders, tokenizers):
+        parts[spec.component] = encoder
+        parts[spec.component.replace("text_encoder", "tokenizer")] = tokenizer
+    if family.pipeline_class == "StableDiffusionPipeline":
+        parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    elif family.pipeline_class == "StableDiffusionXLPipeline":
+        parts.update(add_watermarker=False)
+    return getattr(diffusers, family.pipeline_class)(**parts)

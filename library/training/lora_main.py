@@ -1,4 +1,4 @@
-"""Entry point of ``train_network.py``: resolve the config, load the base model, report what will run."""
+"""Entry point of ``train_network.py``: resolve the config, train, and turn user-facing failures into one line."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from library.config import exit_on_config_error, parse_cli
-from library.models.errors import ModelLoadError
+from library.logging_setup import configure_logging
 
 logger = logging.getLogger("furnace")
 
@@ -15,19 +15,16 @@ logger = logging.getLogger("furnace")
 def main(argv: Sequence[str]) -> int:
     with exit_on_config_error():
         config = parse_cli(argv, program="train_network.py")
-    logging.basicConfig(level=config.logging.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    from library.models.loader import load_base_model
+    configure_logging(config.logging.log_level)
+    from library.training.errors import USER_ERRORS
+    from library.training.lora_trainer import train
 
     try:
-        model = load_base_model(
-            config.model.pretrained_model_name_or_path,
-            family=config.model.family,
-            vae=config.model.vae,
-            config_dir=config.model.config_dir,
-        )
-    except ModelLoadError as error:
+        final = train(config)
+    except USER_ERRORS as error:
         sys.stderr.write(f"error: {error}\n")
         return 1
-    for line in model.summary_lines():
-        logger.info("%s", line)
+    if final is None:
+        return 0  # stopped on request; state saved for --resume
+    logger.info("done: %s", final)
     return 0

@@ -1,0 +1,181 @@
+"""VAE latents computed once per image, kept in memory or in files beside the images.
+
+A cached latent is the *mean* of the VAE's latent distribution times the scaling factor: deterministic, so a
+cache built today equals one built tomorrow, and the same as :func:`encode_latents` gives uncached batches.
+(The distribution's spread is tiny next to the training noise, so sampling from it adds nothing worth freezing
+into a cache.)
+
+On disk, ``<image folder>/.furnace_cache/<image name>_<resized>_<bucket>.safetensors`` holds the latent (and the
+latent of the mirrored image when ``flip_aug`` is on). Its metadata records what it was made from: the image
+file's size and modification time, the resize/crop plan, flip, and a fingerprint of the VAE weights, dtype and
+scaling factor. A file whose record does not match is rebuilt; one that matches is reused without touching the
+VAE.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from PIL import Image
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from library.data.records import ImageRecord
+from library.data.transforms import make_sample
+
+logger = logging.getLogger(__name__)
+
+CACHE_DIR_NAME = ".furnace_cache"
+_FORMAT = "furnace-latent-v1"
+_KEY_FIELD = "furnace_cache_key"
+LATENT, FLIPPED = "latent", "latent_flipped"
+
+
+def encode_latents(vae: torch.nn.Module, pixels: torch.Tensor, scaling_factor: float) -> torch.Tensor:
+    """Scaled latent means of ``pixels`` ``[B, 3, H, W]`` in [-1, 1] (moved to the VAE's device and dtype)."""
+    with torch.no_grad():
+        pixels = pixels.to(device=vae.device, dtype=vae.dtype)
+        return vae.encode(pixels).latent_dist.mean * scaling_factor
+
+
+def vae_fingerprint(vae: torch.nn.Module, scaling_factor: float) -> str:
+    """Hash of the VAE's config, weights, dtype and scaling factor: any change makes cached latents stale."""
+    digest = hashlib.sha256()
+    config = dict(getattr(vae, "config", {}))
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    digest.update(f"{vae.dtype}|{scaling_factor!r}".encode())
+    for name, tensor in sorted(vae.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(record: ImageRecord, vae_key: str) -> str:
+    """Everything a cached latent depends on, as one string."""
+    stat = record.path.stat()
+    plan = record.plan
+    parts = {
+        "format": _FORMAT,
+        "image": [stat.st_size, stat.st_mtime_ns],
+        "plan": [plan.original, plan.resized, plan.bucket],
+        "crop": "centre",
+        "flip": record.subset.flip_aug,
+        "vae": vae_key,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def cache_path(record: ImageRecord) -> Path:
+    """Where the latent of ``record`` lives on disk (one file per image and size plan)."""
+    plan = record.plan
+    name = f"{record.path.name}_{plan.resized[0]}x{plan.resized[1]}_{plan.bucket[0]}x{plan.bucket[1]}.safetensors"
+    return record.path.parent / CACHE_DIR_NAME / name
+
+
+EntryId = tuple[Path, object]
+
+
+def entry_id(record: ImageRecord) -> EntryId:
+    """Records of the same file at different sizes (two datasets, two resolutions) are different entries."""
+    return (record.path, record.plan)
+
+
+class LatentCache:
+    """Latents by record; files on disk (read when needed) or tensors in memory."""
+
+    def __init__(self, vae_key: str, to_disk: bool) -> None:
+        self.vae_key = vae_key
+        self.to_disk = to_disk
+        self._memory: dict[EntryId, dict[str, torch.Tensor]] = {}
+        self._files: dict[EntryId, Path] = {}
+        self._disk_failed = False
+
+    def reuse_from_disk(self, record: ImageRecord) -> bool:
+        """Adopt an existing cache file when it was made from exactly this image, plan and VAE."""
+        if not self.to_disk:
+            return False
+        path = cache_path(record)
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                stored = (handle.metadata() or {}).get(_KEY_FIELD)
+                names = set(handle.keys())
+        except (OSError, SafetensorError):
+            return False
+        wanted = {LATENT, FLIPPED} if record.subset.flip_aug else {LATENT}
+        if stored != cache_key(record, self.vae_key) or not wanted <= names:
+            return False
+        self._files[entry_id(record)] = path
+        return True
+
+    def store(self, record: ImageRecord, latents: dict[str, torch.Tensor]) -> None:
+        """Keep freshly encoded latents: written beside the image, or in memory if that is off or fails."""
+        latents = {name: tensor.detach().to("cpu").contiguous() for name, tensor in latents.items()}
+        if self.to_disk and not self._disk_failed:
+            path = cache_path(record)
+            try:
+                self._write(path, latents, cache_key(record, self.vae_key))
+                self._files[entry_id(record)] = path
+                return
+            except OSError as error:
+                self._disk_failed = True
+                logger.warning("cannot write the latent cache at %s (%s); keeping latents in memory", path, error)
+        self._memory[entry_id(record)] = latents
+
+    @staticmethod
+    def _write(path: Path, latents: dict[str, torch.Tensor], key: str) -> None:
+        path.parent.mkdir(exist_ok=True)
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        save_file(latents, str(temporary), metadata={_KEY_FIELD: key})
+        os.replace(temporary, path)
+
+    def get(self, record: ImageRecord, flipped: bool = False) -> torch.Tensor:
+        """The latent ``[4, h, w]`` of ``record`` (mirrored when ``flipped``)."""
+        key = entry_id(record)
+        latents = self._memory.get(key)
+        if latents is None:
+            latents = load_file(str(self._files[key]))
+        return latents[FLIPPED if flipped else LATENT]
+
+
+class LatentEncoder:
+    """Collects centred samples per bucket, VAE-encodes them in small batches (and their mirror images for
+    ``flip_aug`` subsets) and stores the latents in a :class:`LatentCache`."""
+
+    def __init__(self, vae: torch.nn.Module, factor: float, cache: LatentCache, batch_size: int) -> None:
+        self.vae, self.factor, self.cache, self.batch_size = vae, factor, cache, batch_size
+        self.pending: dict[tuple, list[tuple[ImageRecord, torch.Tensor]]] = defaultdict(list)
+        self.encoded = 0
+
+    def add(self, record: ImageRecord, image: Image.Image) -> None:
+        """Queue the centred crop of a decoded image; a full bucket queue is encoded at once."""
+        queue = self.pending[record.plan.bucket]
+        queue.append((record, make_sample(image, record.plan).pixels))
+        if len(queue) >= self.batch_size:
+            self._encode(record.plan.bucket)
+
+    def flush(self) -> None:
+        """Encode whatever is still queued."""
+        for bucket in list(self.pending):
+            self._encode(bucket)
+
+    def _encode(self, bucket: tuple) -> None:
+        queue = self.pending.pop(bucket, [])
+        if not queue:
+            return
+        pixels = torch.stack([pixels for _, pixels in queue])
+        latents = encode_latents(self.vae, pixels, self.factor)
+        flipped = None
+        if any(record.subset.flip_aug for record, _ in queue):
+            flipped = encode_latents(self.vae, torch.flip(pixels, dims=[-1]), self.factor)
+        for row, (record, _) in enumerate(queue):
+            entry = {LATENT: latents[row]}
+            if record.subset.flip_aug and flipped is not None:
+                entry[FLIPPED] = flipped[row]
+            self.cache.store(record, entry)
+        self.encoded += len(queue)

@@ -1,0 +1,152 @@
+"""Scanning subsets into image records: sizes from file headers, captions, bucket plans.
+
+Scanning must stay cheap (10,000 images in a few seconds), so it reads only image headers; the full decode that
+proves every image is usable happens once in ``TrainingData.prepare``, before training starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from library.config.errors import ConfigError
+from library.data.buckets import BucketAssigner, ResizePlan, Size
+from library.data.captions import CaptionError, read_caption_for
+from library.data.dataset_config import SubsetBlueprint
+from library.data.images import ImageLoadError, list_images
+
+logger = logging.getLogger(__name__)
+
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # rotated by 90 degrees: width and height swap
+_MAX_LISTED = 10
+
+
+class DatasetError(ConfigError):
+    """A dataset that cannot train (unreadable image, no images...); one line per problem, no traceback."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One training image: where it is, its upright size, its caption and how it becomes a sample.
+
+    ``caption`` is the caption file's text, or the subset's class tokens when the file is missing or empty
+    (``has_caption`` tells which), or ``""`` when there are neither.
+    """
+
+    path: Path
+    size: Size
+    caption: str
+    has_caption: bool
+    subset: SubsetBlueprint
+    dataset_index: int
+    plan: ResizePlan
+
+    @property
+    def is_reg(self) -> bool:
+        return self.subset.is_reg
+
+
+def read_image_size(path: Path) -> Size:
+    """Upright (EXIF-rotated) ``(width, height)`` from the file header, without decoding the pixels."""
+    try:
+        if path.stat().st_size == 0:
+            raise ImageLoadError(path, "empty file (0 bytes)")
+        with Image.open(path) as image:
+            width, height = image.size
+            # Only look at EXIF the header already holds: asking a PNG for more decodes the whole file.
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1) if "exif" in image.info else 1
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageLoadError(path, "not an image or an unsupported format") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageLoadError(path, f"cannot read image header ({error})") from None
+    return (height, width) if orientation in _TRANSPOSED_ORIENTATIONS else (width, height)
+
+
+@dataclass
+class SubsetScan:
+    """What scanning one subset found."""
+
+    subset: SubsetBlueprint
+    records: list[ImageRecord]
+    missing_captions: int
+    bad_images: list[ImageLoadError]
+
+
+def scan_subset(subset: SubsetBlueprint, dataset_index: int, assigner: BucketAssigner) -> SubsetScan:
+    """Records for every readable image of ``subset``; unreadable ones are returned, not raised."""
+    records: list[ImageRecord] = []
+    bad: list[ImageLoadError] = []
+    missing = 0
+    fallback = subset.class_tokens or ""
+    for path in list_images(subset.image_dir):
+        try:
+            size = read_image_size(path)
+        except ImageLoadError as error:
+            bad.append(error)
+            continue
+        try:
+            caption = read_caption_for(path, subset.caption_extension)
+        except CaptionError as error:
+            raise DatasetError([f"{error}"]) from None
+        if not caption:
+            missing += 1
+        records.append(
+            ImageRecord(path, size, caption or fallback, bool(caption), subset, dataset_index, assigner.plan(size))
+        )
+    return SubsetScan(subset, records, missing, bad)
+
+
+def report_missing_captions(scan: SubsetScan) -> None:
+    """One line per subset, not one per image."""
+    if not scan.missing_captions:
+        return
+    subset = scan.subset
+    if subset.class_tokens:
+        logger.info(
+            "%s: %d of %d image(s) have no %s caption: training them on the class tokens '%s'",
+            subset.image_dir, scan.missing_captions, len(scan.records), subset.caption_extension, subset.class_tokens,
+        )
+    else:
+        logger.warning(
+            "%s: %d of %d image(s) have no %s caption and the folder has no class tokens: they train on an empty "
+            "caption (write captions, or name the folder like '10_sks dog')",
+            subset.image_dir, scan.missing_captions, len(scan.records), subset.caption_extension,
+        )
+
+
+def handle_bad_images(errors: list[ImageLoadError], policy: str) -> None:
+    """``error``: stop, naming every bad file; ``skip``: one warning per file (they are left out)."""
+    if not errors:
+        return
+    if policy == "skip":
+        for error in errors:
+            logger.warning("skipping unreadable image %s", error)
+        return
+    lines = [f"{error}" for error in errors[:_MAX_LISTED]]
+    if len(errors) > _MAX_LISTED:
+        lines.append(f"... and {len(errors) - _MAX_LISTED} more unreadable image(s)")
+    lines.append("fix or remove these files, or set dataset.on_bad_image = 'skip' to train without them")
+    raise DatasetError(lines)
+
+
+def scan_subsets(
+    subsets: list[tuple[SubsetBlueprint, int]],
+    assigners: Sequence[BucketAssigner],
+    on_bad_image: str,
+) -> list[SubsetScan]:
+    """Scan ``(subset, dataset_index)`` pairs with their dataset's assigner; bad images handled per
+    ``on_bad_image``; empty subsets warned about."""
+    scans = [scan_subset(subset, index, assigners[index]) for subset, index in subsets]
+    handle_bad_images([error for scan in scans for error in scan.bad_images], on_bad_image)
+    for scan in scans:
+        if not scan.records:
+            logger.warning("%s: no usable images in this folder; it is left out", scan.subset.image_dir)
+        report_missing_captions(scan)
+    return scans

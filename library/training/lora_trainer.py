@@ -1,0 +1,392 @@
+"""The LoRA training loop, read top to bottom: set up, (resume), then steps until done, saving as configured.
+
+Exactness rules that make resume bit-identical on CPU: data order and augmentations come from the data pipeline's
+per-(epoch, batch) seeds; noise comes from the global torch RNG, which the saved state restores; gradient
+accumulation windows never cross an epoch boundary; state is saved only after an optimizer step.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from library.config import FurnaceConfig
+from library.data.pipeline import build_training_data
+from library.networks import LoraNetwork, TrainingInfo, lora_metadata
+from library.training import outputs
+from library.training.diffusion_step import LossSettings, denoising_loss
+from library.training.interrupt import graceful_stop
+from library.training.noise import sample_noise, sample_timesteps
+from library.training.progress import SmoothedValue
+from library.training.run_setup import (
+    attach_network,
+    build_accelerator,
+    build_optimization,
+    load_model,
+    new_session,
+    plan_schedule,
+    prepare_output,
+    reporting,
+    trains_text_encoder,
+)
+from library.training.state import (
+    LoopPosition,
+    load_training_state,
+    register_adapter_hooks,
+    resolve_resume_dir,
+    save_training_state,
+)
+from library.training.step_inputs import StepInputs
+from library.training.validation import fixed_validation_loss
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(Exception):
+    """The loss became NaN or infinite; the message names the step and the last good file."""
+
+
+def adapter_parameters(network: LoraNetwork) -> dict[str, torch.nn.Parameter]:
+    """Every trainable adapter tensor by a stable name (used for exact resume)."""
+    return {
+        f"{name}.{param_name}": param
+        for name, layer in network.modules.items()
+        for param_name, param in layer.named_parameters()
+        if not param_name.startswith("base_layer.")
+    }
+
+
+class LoraTrainer:
+    """One run of ``train_network.py``."""
+
+    def __init__(self, config: FurnaceConfig) -> None:
+        self.config = config
+        self.accelerator, self.precision = build_accelerator(config)
+        from accelerate.utils import set_seed
+
+        set_seed(config.training.seed)
+        self.is_main = self.accelerator.is_main_process
+        self.paths = prepare_output(config, self.is_main)
+        self.progress, self.metrics = reporting(config, self.paths, self.is_main)
+        self.session_id, self.started_at = new_session()
+        self.last_saved: Path | None = None
+
+    # ----------------------------------------------------------------------------------------------- setup
+    def setup(self) -> None:
+        config, accelerator = self.config, self.accelerator
+        self.model = load_model(config)
+        for line in self.model.summary_lines():
+            logger.info("%s", line)
+        self.data = build_training_data(config, accelerator.process_index, accelerator.num_processes)
+        for line in self.data.summary_lines():
+            logger.info("%s", line)
+        self.network = attach_network(config, self.model, self.precision, accelerator.device)
+        self.train_te = trains_text_encoder(config, self.network)
+        self.data.prepare(
+            self.model.vae,
+            accelerator.device,
+            torch.float32,
+            cache_latents=config.dataset.cache_latents,
+            cache_to_disk=config.dataset.cache_latents_to_disk,
+        )
+        self.schedule = plan_schedule(config, self.data.steps_per_epoch)
+        self.optimizer, lr_scheduler = build_optimization(config, self.network, self.schedule)
+        trained = ([self.model.unet] if self.network.options.adapts_unet else []) + (
+            list(self.model.text_encoders) if self.train_te else []
+        )
+        prepared = accelerator.prepare(*trained, self.optimizer, lr_scheduler)
+        self.wrapped = dict(zip([id(m) for m in trained], prepared[: len(trained)]))
+        self.optimizer, self.lr_scheduler = prepared[len(trained)], prepared[len(trained) + 1]
+        self.trained_modules = trained
+        self.adapter_params = adapter_parameters(self.network)
+        register_adapter_hooks(accelerator, self.adapter_params)
+        self.inputs = StepInputs(config, self.model, self.data, accelerator.device, self.train_te, self.wrapped)
+        self.loss_settings = LossSettings(
+            config.training.loss_type, config.training.huber_c, config.training.min_snr_gamma
+        )
+        self.sampler = _PreviewSchedule(config, self.model, self.paths.output_dir, self.precision)
+
+    # ------------------------------------------------------------------------------------------------ loop
+    def run(self) -> Path | None:
+        """Train to the end (returns the final file) or until stopped (returns None; state saved)."""
+        config = self.config
+        position = self._start_position()
+        self.smoothed = smoothed = SmoothedValue(config.logging.loss_smoothing)
+        if position.smoothed_loss:
+            smoothed.load_state_dict(position.smoothed_loss)
+        self._event("start", step=position.global_step, total_steps=self.schedule.total_steps,
+                    epochs=self.schedule.num_epochs, resumed=position.global_step > 0)
+        if position.global_step == 0:
+            self._validate(0)  # the baseline the validation curve is read against
+            if config.sample.at_first:
+                self._sample(0)
+        bar = tqdm(total=self.schedule.total_steps, initial=position.global_step, disable=not self.is_main,
+                   desc="train", unit="step", dynamic_ncols=True)
+        try:
+            with bar, graceful_stop() as stop:
+                if self._train_until_done_or_stopped(position, smoothed, bar, stop):
+                    return self._stop(position, smoothed, stop.signal_name)
+        except BaseException:
+            self._close()
+            raise
+        return self._finish(position, smoothed)
+
+    def _train_until_done_or_stopped(self, position: LoopPosition, smoothed: SmoothedValue, bar, stop) -> bool:
+        """Step through epochs; True when a stop was requested before the end."""
+        step_started = time.perf_counter()
+        while position.global_step < self.schedule.total_steps:
+            batches = self.data.epoch_batches(position.epoch)
+            while position.batches_done < len(batches) and position.global_step < self.schedule.total_steps:
+                window = batches[position.batches_done : position.batches_done + self.schedule.accumulation]
+                loss = self._optimizer_step(position, window)
+                position.batches_done += len(window)
+                position.global_step += 1
+                seconds = time.perf_counter() - step_started
+                step_started = time.perf_counter()
+                self._after_step(position, loss, smoothed.update(loss), seconds, bar)
+                if stop.requested:
+                    return True
+            if position.batches_done >= len(batches):
+                self._after_epoch(position)
+                position.epoch += 1
+                position.batches_done = 0
+        return False
+
+    def _start_position(self) -> LoopPosition:
+        resume_dir = resolve_resume_dir(self.config.training.resume, self.paths.output_dir)
+        if resume_dir is None:
+            return LoopPosition(session_id=self.session_id, training_started_at=self.started_at)
+        position = load_training_state(self.accelerator, resume_dir)
+        self.session_id, self.started_at = position.session_id, position.training_started_at
+        return position
+
+    def _optimizer_step(self, position: LoopPosition, window: list[list[int]]) -> float:
+        """Forward/backward over an accumulation window, then one optimizer step; returns the mean loss."""
+        losses = []
+        for offset, indices in enumerate(window):
+            batch = self.data.load_batch(indices, position.epoch, position.batches_done + offset)
+            latents, conditioning, time_ids, weights = self.inputs.for_batch(batch)
+            noise = sample_noise(
+                latents,
+                self.config.training.noise_offset,
+                self.config.training.multires_noise_iterations,
+                self.config.training.multires_noise_discount,
+            )
+            timesteps = sample_timesteps(
+                latents.shape[0], self.model.noise_scheduler.config.num_train_timesteps, latents.device
+            )
+            with self.accelerator.autocast():
+                loss = denoising_loss(
+                    self.inputs.unet, self.model.noise_scheduler, latents, noise, timesteps, conditioning, weights,
+                    self.loss_settings, time_ids,
+                )
+            self._check_finite(loss, position)
+            self.accelerator.backward(loss / len(window))
+            losses.append(float(loss.detach()))
+        if self.config.optimizer.max_grad_norm > 0:
+            self.accelerator.clip_grad_norm_(list(self.adapter_params.values()), self.config.optimizer.max_grad_norm)
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(self.accelerator.reduce(torch.tensor(sum(losses) / len(losses),
+                                                           device=self.accelerator.device), "mean"))
+
+    def _check_finite(self, loss: torch.Tensor, position: LoopPosition) -> None:
+        finite = self.accelerator.reduce(torch.isfinite(loss.detach()).float(), "min")
+        if float(finite) < 1:
+            step = position.global_step + 1
+            kept = f"the last good weights are {self.last_saved}" if self.last_saved else "no weights were saved yet"
+            message = (
+                f"loss became {float(loss.detach())} at step {step} (epoch {position.epoch + 1}); training stopped and "
+                f"{kept}. Lower optimizer.learning_rate, or use mixed_precision \"no\"/\"bf16\" instead of fp16."
+            )
+            self._event("error", step=step, message=message)
+            raise NonFiniteLossError(message)
+
+    # --------------------------------------------------------------------------------------- bookkeeping
+    def _after_step(self, position: LoopPosition, loss: float, smooth: float, seconds: float, bar) -> None:
+        step, config = position.global_step, self.config
+        rates = {f"lr/{group.get('name', i)}": group["lr"] for i, group in enumerate(self.optimizer.param_groups)}
+        bar.update(1)
+        bar.set_postfix(epoch=position.epoch + 1, loss=f"{smooth:.4f}",
+                        lr=f"{next(iter(rates.values())):.2e}", refresh=False)
+        remaining = (self.schedule.total_steps - step) * seconds
+        self._event("step", step=step, epoch=position.epoch + 1, loss=loss, smoothed_loss=smooth, lr=rates,
+                    seconds_per_step=round(seconds, 4), eta_seconds=round(remaining, 1),
+                    total_steps=self.schedule.total_steps)
+        if step % config.logging.log_every_n_steps == 0 or step == 1:
+            self.metrics.scalars({"loss/current": loss, "loss/average": smooth, **rates}, step)
+        if self.sampler.due_at_step(step):
+            self._sample(step)
+        if config.output.save_every_n_steps and step % config.output.save_every_n_steps == 0 \
+                and step < self.schedule.total_steps:
+            self._save_weights(outputs.step_path(self.paths.output_dir, config.output.output_name, step), position)
+            if config.output.save_state:
+                self._save_state(position, self.smoothed)
+        if config.training.validation_every_n_steps and step % config.training.validation_every_n_steps == 0:
+            self._validate(step)
+
+    def _after_epoch(self, position: LoopPosition) -> None:
+        epoch, config = position.epoch + 1, self.config
+        self._event("epoch", epoch=epoch, step=position.global_step)
+        if position.global_step >= self.schedule.total_steps:
+            return
+        if config.output.save_every_n_epochs and epoch % config.output.save_every_n_epochs == 0:
+            self._save_weights(outputs.epoch_path(self.paths.output_dir, config.output.output_name, epoch), position)
+        if self.sampler.due_at_epoch(epoch):
+            self._sample(position.global_step)
+
+    def _finish(self, position: LoopPosition, smoothed: SmoothedValue) -> Path:
+        config = self.config
+        if self.data.has_validation:
+            self._validate(position.global_step)
+        final = outputs.final_path(self.paths.output_dir, config.output.output_name)
+        self._save_weights(final, position, finished=True)
+        if config.output.save_state_on_train_end or config.output.save_state:
+            self._save_state(position, smoothed)
+        if self.sampler.enabled:
+            self._sample(position.global_step)
+        self._event("done", step=position.global_step, file=final)
+        self._close()
+        return final
+
+    def _stop(self, position: LoopPosition, smoothed: SmoothedValue, signal_name: str) -> None:
+        state = self._save_state(position, smoothed)
+        self._event("stopped", step=position.global_step, signal=signal_name, state=state)
+        logger.warning("stopped at step %d; resume with --resume latest (state in %s)", position.global_step, state)
+        self._close()
+        return None
+
+    def _save_weights(self, path: Path, position: LoopPosition, finished: bool = False) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.is_main:
+            info = self._training_info(position, finished)
+            metadata = {**lora_metadata(self.model.family, self.network.options, info), **self.data.metadata()}
+            self.network.save(path, self.config.output.save_precision, metadata)
+            outputs.prune_intermediate(self.paths.output_dir, self.config.output.output_name,
+                                       self.config.output.save_last_n)
+            self.last_saved = path
+            self._event("checkpoint", step=position.global_step, file=path)
+            logger.info("saved %s", path)
+        self.accelerator.wait_for_everyone()
+
+    def _save_state(self, position: LoopPosition, smoothed: SmoothedValue) -> Path:
+        position.smoothed_loss = smoothed.state_dict()
+        return save_training_state(self.accelerator, self.paths.output_dir, position)
+
+    def _training_info(self, position: LoopPosition, finished: bool) -> TrainingInfo:
+        config = self.config
+        return TrainingInfo(
+            output_name=config.output.output_name,
+            resolution=tuple(self.data.datasets[0].resolution),
+            learning_rate=config.optimizer.learning_rate,
+            unet_lr=config.network.unet_lr,
+            text_encoder_lr=config.network.text_encoder_lr,
+            num_train_images=self.data.num_train_images,
+            num_reg_images=self.data.num_reg_images,
+            num_epochs=self.schedule.num_epochs,
+            epoch=position.epoch,
+            steps=position.global_step,
+            max_train_steps=self.schedule.total_steps,
+            batch_size_per_device=self.data.datasets[0].batch_size,
+            gradient_accumulation_steps=config.training.gradient_accumulation_steps,
+            optimizer=config.optimizer.type,
+            lr_scheduler=config.optimizer.lr_scheduler,
+            mixed_precision=config.training.mixed_precision,
+            seed=config.training.seed,
+            clip_skip=config.model.clip_skip,
+            noise_offset=config.training.noise_offset or None,
+            min_snr_gamma=config.training.min_snr_gamma,
+            training_started_at=self.started_at,
+            training_finished_at=time.time() if finished else None,
+            sd_model_name=Path(config.model.pretrained_model_name_or_path).name,
+            session_id=self.session_id,
+            training_comment=config.output.training_comment,
+            tag_frequency=self.data.tag_frequency,
+            dataset_dirs=self.data.dataset_dirs,
+            bucket_info=self.data.bucket_info,
+        )
+
+    def _sample(self, step: int) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.is_main:
+            for preview in self.sampler.render(step):
+                self.metrics.image(f"sample/{preview.path.stem.rsplit('_', 1)[0]}", preview.image, step)
+                self._event("sample", step=step, file=preview.path, prompt=preview.prompt.prompt)
+            self.metrics.flush()
+        self.accelerator.wait_for_everyone()
+
+    def _validate(self, step: int) -> None:
+        if not self.data.has_validation:
+            return
+        latents, weights = self.inputs.validation_latents()
+        loss = fixed_validation_loss(
+            self.inputs.unet, self.model.noise_scheduler, latents, self.inputs.validation_conditioning, weights,
+            self.loss_settings, seed=self.config.training.seed,
+        )
+        loss = float(self.accelerator.reduce(torch.tensor(loss, device=self.accelerator.device), "mean"))
+        self.metrics.scalars({"loss/validation": loss}, step)
+        self._event("validation", step=step, loss=loss)
+        logger.info("step %d: validation loss %.5f", step, loss)
+
+    def _event(self, kind: str, **fields) -> None:
+        self.progress.event(kind, **fields)
+
+    def _close(self) -> None:
+        self.metrics.close()
+        self.progress.close()
+        self.accelerator.end_training()
+
+
+class _PreviewSchedule:
+    """When to render previews and how (prompt file parsed once; live weights)."""
+
+    def __init__(self, config: FurnaceConfig, model, output_dir: Path, precision) -> None:
+        from library.sampling.prompts import SamplePrompt, load_prompts
+
+        self.config, self.model, self.output_dir = config.sample, model, output_dir
+        self.output_name = config.output.output_name
+        self.clip_skip = config.model.clip_skip
+        self.autocast = None if precision.autocast == "no" else precision.frozen
+        self.prompts = []
+        if self.config.prompts:
+            width, height = config.dataset.resolution
+            defaults = SamplePrompt(
+                prompt="",
+                width=self.config.width or width,
+                height=self.config.height or height,
+                steps=self.config.steps,
+                cfg_scale=self.config.cfg_scale,
+                seed=self.config.seed if self.config.seed is not None else config.training.seed,
+                sampler=self.config.sampler,
+            )
+            self.prompts = load_prompts(self.config.prompts, defaults)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.prompts)
+
+    def due_at_step(self, step: int) -> bool:
+        return self.enabled and bool(self.config.every_n_steps) and step % self.config.every_n_steps == 0
+
+    def due_at_epoch(self, epoch: int) -> bool:
+        return self.enabled and bool(self.config.every_n_epochs) and epoch % self.config.every_n_epochs == 0
+
+    def render(self, step: int):
+        from library.sampling.preview import render_samples
+
+        return render_samples(self.model, self.prompts, self.output_dir, self.output_name, step,
+                              clip_skip=self.clip_skip, autocast_dtype=self.autocast)
+
+
+def train(config: FurnaceConfig) -> Path | None:
+    """Run a LoRA training from a resolved config."""
+    trainer = LoraTrainer(config)
+    trainer.setup()
+    return trainer.run()
+
+

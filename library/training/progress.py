@@ -1,0 +1,111 @@
+"""How a run reports itself: ``progress.jsonl`` events and TensorBoard scalars/images.
+
+``progress.jsonl`` is the machine-readable stream the GUI and the tests read (one JSON object per line: start, step,
+epoch, validation, sample, checkpoint, error, done). Each line is flushed when written so a reader tailing the file
+never sees half an event. Only the main process writes (the caller passes ``enabled=False`` elsewhere).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class ProgressLog:
+    """Append-only JSON-lines event log."""
+
+    def __init__(self, path: Path, enabled: bool = True) -> None:
+        self.path = path
+        self.enabled = enabled
+        self._handle = None
+        if enabled:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = path.open("a", encoding="utf-8")
+
+    def event(self, kind: str, **fields: Any) -> None:
+        if self._handle is None:
+            return
+        record = {"event": kind, "time": round(time.time(), 3), **{k: _jsonable(v) for k, v in fields.items()}}
+        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+class MetricsWriter:
+    """TensorBoard scalars and images (a no-op when disabled or on non-main processes)."""
+
+    def __init__(self, log_dir: Path, enabled: bool = True) -> None:
+        self._writer = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            log_dir.mkdir(parents=True, exist_ok=True)
+            self._writer = SummaryWriter(log_dir=str(log_dir))
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        if self._writer is None:
+            return
+        for tag, value in values.items():
+            self._writer.add_scalar(tag, value, step)
+
+    def image(self, tag: str, image, step: int) -> None:
+        """Log a PIL image."""
+        if self._writer is None:
+            return
+        import numpy as np
+
+        self._writer.add_image(tag, np.asarray(image.convert("RGB")), step, dataformats="HWC")
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class SmoothedValue:
+    """Exponential moving average with bias correction, for the smoothed loss on the bar and in TensorBoard."""
+
+    def __init__(self, decay: float = 0.9) -> None:
+        self.decay = decay
+        self._average = 0.0
+        self._count = 0
+
+    def update(self, value: float) -> float:
+        self._count += 1
+        self._average = self.decay * self._average + (1 - self.decay) * value
+        return self.value
+
+    @property
+    def value(self) -> float:
+        if self._count == 0:
+            return float("nan")
+        return self._average / (1 - self.decay**self._count)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"average": self._average, "count": self._count}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self._average = float(state["average"])
+        self._count = int(state["count"])

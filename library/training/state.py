@@ -1,0 +1,122 @@
+"""Resumable training state: ``<output_dir>/state/``.
+
+accelerate saves the optimizer, LR scheduler and every RNG (python, numpy, torch) per process; hooks replace its
+full-model save by the adapter tensors alone (a few MB instead of GBs), stored exactly (fp32); a JSON file holds
+the loop position. The folder is written as ``state.tmp`` and swapped in, so an interrupted save never leaves a
+half-written state behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+logger = logging.getLogger(__name__)
+
+STATE_DIR_NAME = "state"
+POSITION_FILE = "furnace_state.json"
+ADAPTER_FILE = "adapter.safetensors"
+
+
+class ResumeError(Exception):
+    """A resume request that cannot be honoured; the message says what to do."""
+
+
+@dataclass
+class LoopPosition:
+    """Where the loop is: optimizer steps done, current epoch, batches of that epoch already consumed."""
+
+    global_step: int = 0
+    epoch: int = 0
+    batches_done: int = 0
+    smoothed_loss: dict[str, float] = field(default_factory=dict)
+    session_id: str = ""
+    training_started_at: float = 0.0
+
+
+def adapter_tensors(named_parameters: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
+    return {name: param.detach().to("cpu", torch.float32).contiguous() for name, param in named_parameters.items()}
+
+
+def register_adapter_hooks(accelerator, named_parameters: dict[str, torch.nn.Parameter]) -> None:
+    """Make accelerate's save/load_state store only the trainable adapter tensors."""
+
+    def save_hook(models, weights, output_dir):
+        if accelerator.is_main_process:
+            save_file(adapter_tensors(named_parameters), os.path.join(output_dir, ADAPTER_FILE))
+        weights.clear()
+
+    def load_hook(models, input_dir):
+        saved = load_file(os.path.join(input_dir, ADAPTER_FILE))
+        missing = sorted(set(named_parameters) - set(saved))
+        if missing:
+            raise ResumeError(f"{input_dir}: the saved state lacks adapter tensor {missing[0]!r}; "
+                              "the network settings differ from the run that saved it")
+        with torch.no_grad():
+            for name, param in named_parameters.items():
+                param.copy_(saved[name].to(param.device, param.dtype))
+        models.clear()
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+
+def save_training_state(accelerator, output_dir: Path, position: LoopPosition) -> Path:
+    """Write ``output_dir/state`` atomically (all processes call this; the main one swaps the folder in)."""
+    final = output_dir / STATE_DIR_NAME
+    staging = output_dir / f"{STATE_DIR_NAME}.tmp"
+    if accelerator.is_main_process and staging.exists():
+        shutil.rmtree(staging)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        position_file = staging / POSITION_FILE
+        with position_file.open("w", encoding="utf-8") as handle:
+            json.dump(asdict(position), handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        retired = output_dir / f"{STATE_DIR_NAME}.old"
+        if final.exists():
+            os.replace(final, retired)
+        os.replace(staging, final)
+        shutil.rmtree(retired, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def resolve_resume_dir(resume: str | None, output_dir: Path) -> Path | None:
+    """``training.resume``: a state folder, or ``latest`` for ``<output_dir>/state``; None when not resuming."""
+    if not resume:
+        return None
+    state_dir = output_dir / STATE_DIR_NAME if resume == "latest" else Path(resume).expanduser()
+    if not (state_dir / POSITION_FILE).is_file():
+        hint = (
+            " (no run saved state there yet; enable output.save_state or stop a run with Ctrl-C to create one)"
+            if resume == "latest"
+            else ""
+        )
+        raise ResumeError(f"training.resume: {state_dir} is not a saved training state{hint}")
+    return state_dir
+
+
+def load_training_state(accelerator, state_dir: Path) -> LoopPosition:
+    """Restore optimizer, scheduler, RNGs and adapter tensors; return the saved loop position."""
+    accelerator.load_state(str(state_dir))
+    data = json.loads((state_dir / POSITION_FILE).read_text(encoding="utf-8"))
+    position = LoopPosition(**data)
+    logger.info(
+        "resumed from %s at step %d (epoch %d, %d batches into it)",
+        state_dir,
+        position.global_step,
+        position.epoch + 1,
+        position.batches_done,
+    )
+    return position

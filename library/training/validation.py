@@ -1,0 +1,55 @@
+"""Fixed-seed validation loss: the same held-out images, noise and timesteps at every evaluation.
+
+Training loss jumps with the random timestep of each batch; with everything random fixed, the validation loss
+moves only when the weights do, so a falling curve means the adapter learned something that generalises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from library.models.text_encoding import TextConditioning
+from library.training.diffusion_step import LossSettings, denoising_loss
+
+VALIDATION_TIMESTEPS = (100, 300, 500, 700, 900)
+
+
+@torch.no_grad()
+def fixed_validation_loss(
+    unet: torch.nn.Module,
+    noise_scheduler,
+    latents_per_batch: Sequence[torch.Tensor],
+    condition: Callable[[int], tuple[TextConditioning, torch.Tensor | None]],
+    weights_per_batch: Sequence[torch.Tensor],
+    settings: LossSettings,
+    seed: int,
+    timesteps: Sequence[int] = VALIDATION_TIMESTEPS,
+) -> float:
+    """Mean loss over validation batches x fixed timesteps, with noise from a generator seeded by ``seed``.
+
+    ``condition(i)`` returns batch ``i``'s text conditioning (recomputed: the text encoder may be training) and
+    its SDXL time ids (or None).
+    """
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    was_training = unet.training
+    unet.eval()
+    total, count = 0.0, 0
+    try:
+        for index, latents in enumerate(latents_per_batch):
+            conditioning, time_ids = condition(index)
+            for timestep in timesteps:
+                noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32).to(
+                    latents.device, latents.dtype
+                )
+                steps = torch.full((latents.shape[0],), timestep, device=latents.device, dtype=torch.long)
+                loss = denoising_loss(
+                    unet, noise_scheduler, latents, noise, steps, conditioning, weights_per_batch[index],
+                    settings, time_ids,
+                )
+                total += float(loss)
+                count += 1
+    finally:
+        unet.train(was_training)
+    return total / max(count, 1)

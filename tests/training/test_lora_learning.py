@@ -1,0 +1,30 @@
+"""It learns: on a one-concept dataset the training loss and the fixed-seed validation loss fall clearly."""
+
+from __future__ import annotations
+
+import statistics
+
+from trainer_cli import base_args, read_events, run_cli
+
+
+def test_training_and_validation_loss_fall(tiny_model_factory, concept_dataset, tmp_path):
+    args = base_args(
+        tiny_model_factory("sd1").folder,
+        concept_dataset,
+        tmp_path,
+        max_train_steps=60,
+        learning_rate=3e-3,
+        network_dim=8,
+        network_alpha=8,
+    )
+    run_cli(
+        "train_network.py",
+        [*args, "--dataset.validation_split", "0.25", "--training.validation_every_n_steps", "20"],
+    )
+    events = read_events(tmp_path)
+    validation = [event["loss"] for event in events if event["event"] == "validation"]
+    assert [event["step"] for event in events if event["event"] == "validation"][0] == 0
+    assert len(validation) >= 4
+    assert validation[-1] < 0.9 * validation[0], validation
+    losses = [event["loss"] for event in events if event["event"] == "step"]
+    assert statistics.mean(losses[-15:]) < 0.9 * statistics.mean(losses[:15]), (losses[:15], losses[-15:])

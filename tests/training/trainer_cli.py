@@ -1,0 +1,55 @@
+"""Running the real trainer CLI as a subprocess, and reading what a run wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(script: str, args: list[str], timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    """Run one of the top-level scripts like a user would; on failure show its output."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(
+        [sys.executable, str(REPO / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{script} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+    return result
+
+
+def base_args(model: Path, dataset: Path, output: Path, **overrides: object) -> list[str]:
+    """A small, fast LoRA run on a tiny model at 64 px."""
+    settings = {
+        "pretrained_model_name_or_path": model,
+        "train_data_dir": dataset,
+        "output_dir": output,
+        "output_name": "lora",
+        "resolution": 64,
+        "train_batch_size": 2,
+        "network_dim": 4,
+        "network_alpha": 2,
+        "learning_rate": 1e-3,
+        "max_train_steps": 8,
+        "seed": 1,
+        "save_precision": "float",
+    }
+    settings.update(overrides)
+    args: list[str] = []
+    for key, value in settings.items():
+        args += [f"--{key}", str(value)]
+    return args
+
+
+def read_events(output: Path) -> list[dict]:
+    path = output / "progress.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]

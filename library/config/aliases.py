@@ -29,6 +29,10 @@ _SAME_NAME: dict[str, tuple[str, ...]] = {
         "gradient_checkpointing", "noise_offset", "multires_noise_iterations", "multires_noise_discount",
         "min_snr_gamma", "loss_type", "huber_c", "resume",
     ),
+    "dreambooth": (
+        "instance_prompt", "class_prompt", "class_data_dir", "num_class_images", "train_text_encoder",
+        "stop_text_encoder_training", "use_ema", "save_diffusers",
+    ),
     "output": (
         "output_dir", "output_name", "save_precision", "save_every_n_epochs", "save_every_n_steps", "save_state",
         "save_state_on_train_end", "training_comment",
@@ -36,6 +40,7 @@ _SAME_NAME: dict[str, tuple[str, ...]] = {
 }
 
 _RENAMED: dict[str, str] = {
+    "network": "dreambooth.network",
     "train_batch_size": "dataset.batch_size",
     "max_data_loader_n_workers": "dataset.num_workers",
     "network_dim": "network.dim",

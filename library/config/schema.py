@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .fields import Problem, raise_problems
 from .sections_data import DatasetSection, ModelSection
+from .sections_dreambooth import DreamBoothSection
 from .sections_output import LoggingSection, OutputSection, SampleSection
 from .sections_train import NetworkSection, OptimizerSection, TrainingSection
 
@@ -25,6 +26,9 @@ class FurnaceConfig(BaseModel):
     sample: SampleSection = Field(default_factory=SampleSection, description="Preview images during training.")
     output: OutputSection = Field(default_factory=OutputSection, description="Saved weights and resumable state.")
     logging: LoggingSection = Field(default_factory=LoggingSection, description="Console and TensorBoard logging.")
+    dreambooth: DreamBoothSection = Field(
+        default_factory=DreamBoothSection, description="DreamBooth prompts, class images and full fine-tuning."
+    )
 
     @model_validator(mode="after")
     def _runnable(self) -> FurnaceConfig:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from library.config.errors import ConfigError, show_value
 from library.config.sections_data import DatasetSection
+from library.config.sections_dreambooth import DreamBoothSection
 from library.data.images import list_images
 
 logger = logging.getLogger(__name__)
@@ -265,3 +266,30 @@ def validation_subsets(section: DatasetSection) -> list[SubsetBlueprint]:
         return []
     subset_defaults = SubsetBlueprint(image_dir=Path("."), **_defaults_from(section, SubsetBlueprint))
     return subsets_from_folders(Path(section.validation_dir), subset_defaults, False, "dataset.validation_dir")
+
+
+def with_dreambooth_subsets(datasets: list[DatasetBlueprint], section: DreamBoothSection) -> list[DatasetBlueprint]:
+    """Apply the DreamBooth prompts: ``instance_prompt`` captions instance images that have no caption file, and
+    ``class_data_dir`` joins the first dataset as a regularization subset captioned ``class_prompt``."""
+    if not (section.instance_prompt or section.class_data_dir):
+        return datasets
+    updated = []
+    for dataset in datasets:
+        subsets = [
+            replace(subset, class_tokens=section.instance_prompt)
+            if section.instance_prompt and not subset.is_reg
+            else subset
+            for subset in dataset.subsets
+        ]
+        updated.append(replace(dataset, subsets=tuple(subsets)))
+    if section.class_data_dir:
+        template = next(subset for subset in updated[0].subsets if not subset.is_reg)
+        class_subset = replace(
+            template,
+            image_dir=Path(section.class_data_dir),
+            num_repeats=1,
+            class_tokens=section.class_prompt,
+            is_reg=True,
+        )
+        updated[0] = replace(updated[0], subsets=(*updated[0].subsets, class_subset))
+    return updated

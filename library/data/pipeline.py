@@ -25,7 +25,12 @@ from library.config.schema import FurnaceConfig
 from library.data import batching, summary
 from library.data.buckets import BucketAssigner, BucketParams
 from library.data.caption_process import process_caption
-from library.data.dataset_config import DatasetBlueprint, blueprints_from_config, validation_subsets
+from library.data.dataset_config import (
+    DatasetBlueprint,
+    blueprints_from_config,
+    validation_subsets,
+    with_dreambooth_subsets,
+)
 from library.data.images import ImageLoadError, load_image_rgb
 from library.data.latent_cache import LatentCache, LatentEncoder, vae_fingerprint
 from library.data.records import DatasetError, ImageRecord, handle_bad_images, scan_subsets
@@ -42,6 +47,7 @@ class Batch:
     indices: list[int]
     captions: list[str]
     loss_weights: torch.Tensor
+    is_reg: list[bool]
     original_sizes: list[tuple[int, int]]
     crop_top_lefts: list[tuple[int, int]]
     target_sizes: list[tuple[int, int]]
@@ -142,7 +148,10 @@ class TrainingData:
             sample = make_sample(self._decode(record), record.plan, rng, subset.random_crop, flip, subset.color_aug)
             pixels.append(sample.pixels)
             sizes.append((sample.original_size, sample.crop_top_left, sample.target_size))
-        return _assemble(indices, captions, weights, sizes, latents, pixels)
+        return _assemble(indices, captions, weights, sizes, latents, pixels, self._reg_flags(indices))
+
+    def _reg_flags(self, indices: list[int]) -> list[bool]:
+        return [self.train_records[index].is_reg for index in indices]
 
     def validation_batches(self) -> list[Batch]:
         """Fixed validation batches: plain captions, no flips, centred crops; built once and reused."""
@@ -172,7 +181,7 @@ class TrainingData:
             sample = make_sample(self._decode(record), record.plan)
             pixels.append(sample.pixels)
             sizes.append((sample.original_size, sample.crop_top_left, sample.target_size))
-        return _assemble(indices, captions, [1.0] * len(indices), sizes, latents, pixels)
+        return _assemble(indices, captions, [1.0] * len(indices), sizes, latents, pixels, [False] * len(indices))
 
     def all_captions(self) -> list[str]:
         """Every caption training and validation can produce when captions are not randomised (text cache)."""
@@ -300,12 +309,14 @@ def _assemble(
     sizes: list[SizeTriple],
     latents: list[torch.Tensor],
     pixels: list[torch.Tensor],
+    is_reg: list[bool],
 ) -> Batch:
     """A :class:`Batch` from per-sample parts; ``sizes`` are (original, crop top-left, target) triples."""
     return Batch(
         indices=list(indices),
         captions=captions,
         loss_weights=torch.tensor(weights, dtype=torch.float32),
+        is_reg=is_reg,
         original_sizes=[size[0] for size in sizes],
         crop_top_lefts=[size[1] for size in sizes],
         target_sizes=[size[2] for size in sizes],
@@ -351,7 +362,7 @@ def _require_training_images(datasets: list[DatasetBlueprint], records: list[Ima
 
 def build_training_data(config: FurnaceConfig, process_index: int = 0, num_processes: int = 1) -> TrainingData:
     """Resolve and scan the run's datasets (image headers and captions only; ``prepare`` decodes)."""
-    datasets = blueprints_from_config(config.dataset)
+    datasets = with_dreambooth_subsets(blueprints_from_config(config.dataset), config.dreambooth)
     assigners = _check_settings(config, datasets)
     on_bad = config.dataset.on_bad_image
     pairs = [(subset, index) for index, dataset in enumerate(datasets) for subset in dataset.subsets]

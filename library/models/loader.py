@@ -164,7 +164,8 @@ def _load_single_file(path: Path, family_name: str, config_dir: Path | None, dty
     try:
         configs, state_dicts = original_to_diffusers(family.name, state_dict)
     except ValueError as error:
-        raise ModelLoadError(f"{path}: does not match the {family.name} layout: {error}") from None
+        forced = "" if family_name == "auto" else f' (model.family is "{family_name}"; "auto" detects the family)'
+        raise ModelLoadError(f"{path}: does not match the {family.name} layout{forced}: {error}") from None
     del state_dict
     if config_dir is not None:
         configs.update(_configs_from_folder(config_dir, configs))

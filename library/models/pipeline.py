@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,3 +31,23 @@ def assemble_pipeline(
     elif family.pipeline_class == "StableDiffusionXLPipeline":
         parts.update(add_watermarker=False)
     return getattr(diffusers, family.pipeline_class)(**parts)
+
+
+def component_modules(
+    family: ModelFamily, unet: torch.nn.Module, vae: torch.nn.Module, text_encoders: Sequence[torch.nn.Module]
+) -> dict[str, torch.nn.Module]:
+    """Modules by component name (``unet``, ``vae``, ``text_encoder``, ``text_encoder_2``)."""
+    modules = {"unet": unet, "vae": vae}
+    for spec, encoder in zip(family.text_encoders, text_encoders):
+        modules[spec.component] = encoder
+    return modules
+
+
+def component_configs(modules: dict[str, torch.nn.Module]) -> dict[str, dict]:
+    """Plain config dicts of diffusers (``FrozenDict``) and transformers (``PretrainedConfig``) modules."""
+    configs = {}
+    for name, module in modules.items():
+        config = module.config
+        plain = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        configs[name] = json.loads(json.dumps(plain, default=str))
+    return configs

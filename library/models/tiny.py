@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 
 from library.models.families import FAMILY_NAMES, ModelFamily, get_family
+from library.models.pipeline import assemble_pipeline, component_configs, component_modules
 from library.models.tokenizer import build_clip_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -166,8 +166,6 @@ def build_pipeline(family: ModelFamily, components: Components):
     """Wrap components into the family's diffusers pipeline, with tokenizers and a DDIM scheduler."""
     import diffusers
 
-    from library.models.pipeline import assemble_pipeline
-
     scheduler = diffusers.DDIMScheduler(**dict(family.scheduler_config), set_alpha_to_one=False, steps_offset=1)
     tokenizers = [build_clip_tokenizer(pad_token=spec.pad_token) for spec in family.text_encoders]
     return assemble_pipeline(
@@ -176,10 +174,8 @@ def build_pipeline(family: ModelFamily, components: Components):
 
 
 def component_state_dicts(family: ModelFamily, components: Components) -> dict[str, dict[str, torch.Tensor]]:
-    state_dicts = {"unet": components.unet.state_dict(), "vae": components.vae.state_dict()}
-    for spec, encoder in zip(family.text_encoders, components.text_encoders):
-        state_dicts[spec.component] = encoder.state_dict()
-    return state_dicts
+    modules = component_modules(family, components.unet, components.vae, components.text_encoders)
+    return {name: module.state_dict() for name, module in modules.items()}
 
 
 def write_tiny_model(
@@ -205,16 +201,10 @@ def write_tiny_model(
             single_file,
             family.name,
             component_state_dicts(family, components),
-            {name: _saved_config(pipeline, name) for name in configs},
+            component_configs(component_modules(family, components.unet, components.vae, components.text_encoders)),
             metadata={"modelspec.title": f"tiny {family.name} (random weights)"},
         )
         logger.info("wrote %s single file to %s", family.name, single_file)
-
-
-def _saved_config(pipeline, component: str) -> dict:
-    """The config dict a component was saved with (diffusers FrozenDict or transformers PretrainedConfig)."""
-    config = getattr(pipeline, component).config
-    return dict(config) if not hasattr(config, "to_dict") else json.loads(json.dumps(config.to_dict()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from library.models.text_encoding import TextConditioning
-from library.training.loss import diffusion_loss, min_snr_weights, prediction_target
+from library.training.loss import min_snr_weights, per_sample_loss, prediction_target
 
 
 @dataclass(frozen=True)
@@ -61,11 +61,10 @@ def denoising_loss(
     noise: torch.Tensor,
     timesteps: torch.Tensor,
     conditioning: TextConditioning,
-    sample_weights: torch.Tensor,
     settings: LossSettings,
     time_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The weighted diffusion loss of one batch (a scalar tensor with gradients)."""
+    """The diffusion loss of each sample of one batch (``[batch]``, with gradients)."""
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     prediction = unet_prediction(unet, noisy, timesteps, conditioning, time_ids)
     target = prediction_target(noise_scheduler, latents, noise, timesteps)
@@ -73,4 +72,4 @@ def denoising_loss(
     if settings.min_snr_gamma:
         is_v = noise_scheduler.config.prediction_type == "v_prediction"
         snr = min_snr_weights(noise_scheduler, timesteps, settings.min_snr_gamma, is_v)
-    return diffusion_loss(prediction, target, sample_weights, settings.loss_type, settings.huber_c, snr)
+    return per_sample_loss(prediction, target, settings.loss_type, settings.huber_c, snr)

@@ -7,7 +7,7 @@ from library.models.errors import ModelLoadError
 from library.networks import LoraFileError
 from library.sampling.prompts import PromptFileError
 from library.training.accelerator import TrainingSetupError
-from library.training.lora_trainer import NonFiniteLossError
+from library.training.trainer import NonFiniteLossError
 from library.training.state import ResumeError
 
 USER_ERRORS: tuple[type[Exception], ...] = (

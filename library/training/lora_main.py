@@ -1,30 +1,21 @@
-"""Entry point of ``train_network.py``: resolve the config, train, and turn user-facing failures into one line."""
+"""Entry point of ``train_network.py``: a LoRA (LoCon, DoRA) on a frozen base model."""
 
 from __future__ import annotations
 
-import logging
-import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from library.config import exit_on_config_error, parse_cli
-from library.logging_setup import configure_logging
+from library.config import FurnaceConfig
+from library.training.cli import run_trainer
 
-logger = logging.getLogger("furnace")
+
+def train_lora(config: FurnaceConfig) -> Path | None:
+    from library.training.class_images import ensure_class_images
+    from library.training.lora_weights import LoraWeights
+    from library.training.trainer import train
+
+    return train(config, LoraWeights, before_data=ensure_class_images)
 
 
 def main(argv: Sequence[str]) -> int:
-    with exit_on_config_error():
-        config = parse_cli(argv, program="train_network.py")
-    configure_logging(config.logging.log_level)
-    from library.training.errors import USER_ERRORS
-    from library.training.lora_trainer import train
-
-    try:
-        final = train(config)
-    except USER_ERRORS as error:
-        sys.stderr.write(f"error: {error}\n")
-        return 1
-    if final is None:
-        return 0  # stopped on request; state saved for --resume
-    logger.info("done: %s", final)
-    return 0
+    return run_trainer(argv, "train_network.py", train_lora)

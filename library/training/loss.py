@@ -44,17 +44,21 @@ def min_snr_weights(
     return clipped / (snr + 1) if v_prediction else clipped / snr
 
 
-def diffusion_loss(
+def per_sample_loss(
     prediction: torch.Tensor,
     target: torch.Tensor,
-    sample_weights: torch.Tensor,
     loss_type: LossType = "l2",
     huber_c: float = 0.1,
     snr_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean over pixels per sample, times per-sample weights (prior loss weight, min-SNR), mean over the batch."""
+    """Loss per sample ``[batch]``: the mean over latent pixels, times the min-SNR weight when given.
+    Per-sample weights (prior loss weight) are the caller's, so instance and prior terms can be reported apart."""
     per_sample = element_loss(prediction, target, loss_type, huber_c).mean(dim=(1, 2, 3))
-    per_sample = per_sample * sample_weights.to(per_sample.device, per_sample.dtype)
     if snr_weights is not None:
         per_sample = per_sample * snr_weights.to(per_sample.dtype)
-    return per_sample.mean()
+    return per_sample
+
+
+def weighted_mean(per_sample: torch.Tensor, sample_weights: torch.Tensor) -> torch.Tensor:
+    """The batch loss: per-sample losses times their weights, averaged."""
+    return (per_sample * sample_weights.to(per_sample.device, per_sample.dtype)).mean()

@@ -109,3 +109,35 @@ class SmoothedValue:
     def load_state_dict(self, state: dict[str, float]) -> None:
         self._average = float(state["average"])
         self._count = int(state["count"])
+
+
+class StepLosses:
+    """Loss of one optimizer step, split into instance and prior (regularization) terms for DreamBooth runs.
+
+    Sums and counts are reduced across processes, so every rank reports the same numbers.
+    """
+
+    def __init__(self, split: bool) -> None:
+        self.split = split  # report the two terms (runs with regularization images)
+        self._sums = [0.0] * 6  # total, batches, instance sum, instance count, prior sum, prior count
+
+    def add(self, loss: float, per_sample: list[float], is_reg: list[bool]) -> None:
+        self._sums[0] += loss
+        self._sums[1] += 1
+        for value, reg in zip(per_sample, is_reg):
+            offset = 4 if reg else 2
+            self._sums[offset] += value
+            self._sums[offset + 1] += 1
+
+    def reduced(self, accelerator) -> dict[str, float]:
+        """``loss`` (the optimised objective); when split, ``instance`` and ``prior`` for the terms the step saw."""
+        import torch
+
+        sums = accelerator.reduce(torch.tensor(self._sums, dtype=torch.float64, device=accelerator.device), "sum")
+        total, batches, instance, instances, prior, priors = (float(value) for value in sums)
+        values = {"loss": total / batches}
+        if self.split and instances:
+            values["instance"] = instance / instances
+        if self.split and priors:
+            values["prior"] = prior / priors
+        return values

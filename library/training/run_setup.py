@@ -1,4 +1,4 @@
-"""Everything a LoRA run builds before its first step: model, data, adapters, optimizer, schedule, reporting."""
+"""Everything a run builds before its first step: model, optimizer, schedule, output folder, reporting."""
 
 from __future__ import annotations
 
@@ -6,15 +6,16 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
 from library.config import FurnaceConfig, save_resolved
 from library.models.loader import BaseModel, load_base_model
-from library.networks import LoraNetwork, LoraOptions, inject_lora, read_lora_file
-from library.training.accelerator import Precision, build_accelerator
+from library.training.accelerator import Precision, TrainingSetupError
 from library.training.optimizers import build_lr_scheduler, build_optimizer
 from library.training.progress import MetricsWriter, ProgressLog
 
@@ -42,20 +43,6 @@ def plan_schedule(config: FurnaceConfig, batches_per_epoch: int) -> Schedule:
     return Schedule(total, updates_per_epoch, math.ceil(total / updates_per_epoch), accumulation)
 
 
-def lora_options(config: FurnaceConfig) -> LoraOptions:
-    section = config.network
-    return LoraOptions(
-        dim=section.dim,
-        alpha=section.alpha,
-        dropout=section.dropout,
-        conv_dim=section.conv_dim,
-        conv_alpha=section.conv_alpha,
-        use_dora=section.use_dora,
-        train_unet_only=section.train_unet_only,
-        train_text_encoder_only=section.train_text_encoder_only,
-    )
-
-
 def load_model(config: FurnaceConfig) -> BaseModel:
     section = config.model
     return load_base_model(
@@ -63,36 +50,28 @@ def load_model(config: FurnaceConfig) -> BaseModel:
     )
 
 
-def attach_network(config: FurnaceConfig, model: BaseModel, precision: Precision, device) -> LoraNetwork:
-    """Freeze the base model (stored in the frozen dtype), inject fp32 adapters, optionally load start weights."""
-    model.unet.to(device, precision.frozen)
-    for encoder in model.text_encoders:
-        encoder.to(device, precision.frozen)
-    model.vae.to(device, torch.float32)  # the VAE stays fp32: SD VAEs overflow in fp16
-    model.vae.requires_grad_(False)
-    network = inject_lora(model.family, model.unet, model.text_encoders, lora_options(config))
-    for parameter in network.trainable_parameters():
-        parameter.data = parameter.data.float()
-    if config.network.network_weights:
-        tensors, _ = read_lora_file(config.network.network_weights)
-        network.load_kohya(tensors, strict=True, source=str(config.network.network_weights))
-        logger.info("continuing from the LoRA weights in %s", config.network.network_weights)
-    if config.training.gradient_checkpointing:
-        model.unet.enable_gradient_checkpointing()
-        for encoder in model.text_encoders:
-            encoder.gradient_checkpointing_enable()
-    return network
+class TrainedWeights(Protocol):
+    """What a run trains and how it is written (LoRA adapters, or full modules)."""
+
+    kind: str
+    trains_text_encoder: bool
+
+    def modules_to_prepare(self) -> list[torch.nn.Module]: ...
+    def param_groups(self) -> list[dict]: ...
+    def parameters(self) -> list[torch.nn.Parameter]: ...
+    def register_state_hooks(self, accelerator) -> None: ...
+    def after_step(self, step: int) -> None: ...
+    def sync_to_step(self, step: int) -> None: ...
+    def save(self, path: Path, info, dataset_metadata: Mapping[str, str]) -> None: ...
 
 
-def trains_text_encoder(config: FurnaceConfig, network: LoraNetwork) -> bool:
-    return network.options.adapts_text_encoders and config.network.text_encoder_lr != 0
+WeightsFactory = Callable[[FurnaceConfig, BaseModel, Precision, object], TrainedWeights]
 
 
-def build_optimization(config: FurnaceConfig, network: LoraNetwork, schedule: Schedule):
+def build_optimization(config: FurnaceConfig, groups: list[dict], schedule: Schedule):
     section = config.optimizer
-    groups = network.param_groups(config.network.unet_lr, config.network.text_encoder_lr, section.learning_rate)
     if not groups:
-        raise ValueError("nothing to train: every adapter group has a learning rate of 0")
+        raise TrainingSetupError("nothing to train: every parameter group has a learning rate of 0")
     optimizer = build_optimizer(
         section.type,
         groups,
@@ -142,18 +121,3 @@ def reporting(config: FurnaceConfig, paths: RunPaths, is_main: bool) -> tuple[Pr
 
 def new_session() -> tuple[str, float]:
     return uuid.uuid4().hex, time.time()
-
-
-__all__ = [
-    "Schedule",
-    "attach_network",
-    "build_accelerator",
-    "build_optimization",
-    "load_model",
-    "lora_options",
-    "new_session",
-    "plan_schedule",
-    "prepare_output",
-    "reporting",
-    "trains_text_encoder",
-]

@@ -16,8 +16,8 @@ from library.training.diffusion_step import sdxl_time_ids
 class StepInputs:
     """Turns pipeline batches into model inputs on the training device."""
 
-    def __init__(self, config: FurnaceConfig, model, data, device: torch.device, train_te: bool, wrapped: dict):
-        self.model, self.data, self.device, self.train_te = model, data, device, train_te
+    def __init__(self, config: FurnaceConfig, model, data, device: torch.device, weights, wrapped: dict):
+        self.model, self.data, self.device, self.weights = model, data, device, weights
         self.clip_skip = config.model.clip_skip
         self.unet = wrapped.get(id(model.unet), model.unet)
         self.text_encoders = [wrapped.get(id(encoder), encoder) for encoder in model.text_encoders]
@@ -42,7 +42,7 @@ class StepInputs:
     def conditioning(self, captions: list[str]) -> TextConditioning:
         if self.text_cache is not None:
             return self.text_cache.lookup(captions).to(self.device)
-        with torch.set_grad_enabled(self.train_te and torch.is_grad_enabled()):
+        with torch.set_grad_enabled(self.weights.trains_text_encoder and torch.is_grad_enabled()):
             return self._encode(captions)
 
     @torch.no_grad()

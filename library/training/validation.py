@@ -12,6 +12,7 @@ import torch
 
 from library.models.text_encoding import TextConditioning
 from library.training.diffusion_step import LossSettings, denoising_loss
+from library.training.loss import weighted_mean
 
 VALIDATION_TIMESTEPS = (100, 300, 500, 700, 900)
 
@@ -44,10 +45,10 @@ def fixed_validation_loss(
                     latents.device, latents.dtype
                 )
                 steps = torch.full((latents.shape[0],), timestep, device=latents.device, dtype=torch.long)
-                loss = denoising_loss(
-                    unet, noise_scheduler, latents, noise, steps, conditioning, weights_per_batch[index],
-                    settings, time_ids,
+                per_sample = denoising_loss(
+                    unet, noise_scheduler, latents, noise, steps, conditioning, settings, time_ids
                 )
+                loss = weighted_mean(per_sample, weights_per_batch[index])
                 total += float(loss)
                 count += 1
     finally:

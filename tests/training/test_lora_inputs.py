@@ -63,9 +63,10 @@ def test_corrupt_image_fails_at_scan_or_is_skipped(tiny_model_factory, concept_d
 def test_nan_loss_stops_and_keeps_last_good_file(tiny_model_factory, concept_dataset, tmp_path, monkeypatch):
     """The loss turns NaN at step 3 (as an fp16 overflow would): the run stops there, the step-2 file stays."""
     from library.config import load_config
-    from library.training import lora_trainer
+    from library.training import trainer
+    from library.training.lora_weights import LoraWeights
 
-    real_loss = lora_trainer.denoising_loss
+    real_loss = trainer.denoising_loss
     calls = []
 
     def loss_that_overflows(*args, **kwargs):
@@ -73,11 +74,11 @@ def test_nan_loss_stops_and_keeps_last_good_file(tiny_model_factory, concept_dat
         loss = real_loss(*args, **kwargs)
         return loss * float("nan") if len(calls) == 3 else loss
 
-    monkeypatch.setattr(lora_trainer, "denoising_loss", loss_that_overflows)
+    monkeypatch.setattr(trainer, "denoising_loss", loss_that_overflows)
     args = base_args(tiny_model_factory("sd1").folder, concept_dataset, tmp_path, save_every_n_steps=1)
     config = load_config(None, args)
-    with pytest.raises(lora_trainer.NonFiniteLossError) as error:
-        lora_trainer.train(config)
+    with pytest.raises(trainer.NonFiniteLossError) as error:
+        trainer.train(config, LoraWeights)
     message = str(error.value)
     assert "at step 3" in message and "lora-step00000002.safetensors" in message
     errors = [event for event in read_events(tmp_path) if event["event"] == "error"]

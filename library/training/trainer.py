@@ -1,4 +1,7 @@
-"""The LoRA training loop, read top to bottom: set up, (resume), then steps until done, saving as configured.
+"""The training loop, read top to bottom: set up, (resume), then steps until done, saving as configured.
+
+What trains and how it is written is the ``weights`` strategy's business: LoRA adapters written as a kohya file
+(``lora_weights.py``), or the full UNet (+ text encoder) written as a single-file checkpoint (``full_weights.py``).
 
 Exactness rules that make resume bit-identical on CPU: data order and augmentations come from the data pipeline's
 per-(epoch, batch) seeds; noise comes from the global torch RNG, which the saved state restores; gradient
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -16,55 +20,45 @@ from tqdm.auto import tqdm
 
 from library.config import FurnaceConfig
 from library.data.pipeline import build_training_data
-from library.networks import LoraNetwork, TrainingInfo, lora_metadata
+from library.networks import TrainingInfo
 from library.training import outputs
 from library.training.diffusion_step import LossSettings, denoising_loss
 from library.training.interrupt import graceful_stop
 from library.training.noise import sample_noise, sample_timesteps
-from library.training.progress import SmoothedValue
+from library.training.loss import weighted_mean
+from library.training.progress import SmoothedValue, StepLosses
+from library.training.accelerator import build_accelerator
 from library.training.run_setup import (
-    attach_network,
-    build_accelerator,
+    WeightsFactory,
     build_optimization,
     load_model,
     new_session,
     plan_schedule,
     prepare_output,
     reporting,
-    trains_text_encoder,
 )
-from library.training.state import (
-    LoopPosition,
-    load_training_state,
-    register_adapter_hooks,
-    resolve_resume_dir,
-    save_training_state,
-)
+from library.training.state import LoopPosition, load_training_state, resolve_resume_dir, save_training_state
 from library.training.step_inputs import StepInputs
 from library.training.validation import fixed_validation_loss
 
 logger = logging.getLogger(__name__)
 
 
+BeforeData = Callable[[FurnaceConfig, object, torch.device], object]
+"""A step run on the main process after the model loads and before the dataset is scanned (class images)."""
+
+
 class NonFiniteLossError(Exception):
     """The loss became NaN or infinite; the message names the step and the last good file."""
 
 
-def adapter_parameters(network: LoraNetwork) -> dict[str, torch.nn.Parameter]:
-    """Every trainable adapter tensor by a stable name (used for exact resume)."""
-    return {
-        f"{name}.{param_name}": param
-        for name, layer in network.modules.items()
-        for param_name, param in layer.named_parameters()
-        if not param_name.startswith("base_layer.")
-    }
+class Trainer:
+    """One training run; ``weights_factory`` builds what trains (LoRA adapters or full modules)."""
 
-
-class LoraTrainer:
-    """One run of ``train_network.py``."""
-
-    def __init__(self, config: FurnaceConfig) -> None:
-        self.config = config
+    def __init__(
+        self, config: FurnaceConfig, weights_factory: WeightsFactory, before_data: BeforeData | None = None
+    ) -> None:
+        self.config, self.weights_factory, self.before_data = config, weights_factory, before_data
         self.accelerator, self.precision = build_accelerator(config)
         from accelerate.utils import set_seed
 
@@ -81,11 +75,14 @@ class LoraTrainer:
         self.model = load_model(config)
         for line in self.model.summary_lines():
             logger.info("%s", line)
+        if self.before_data is not None:
+            if self.is_main:
+                self.before_data(config, self.model, accelerator.device)
+            accelerator.wait_for_everyone()
         self.data = build_training_data(config, accelerator.process_index, accelerator.num_processes)
         for line in self.data.summary_lines():
             logger.info("%s", line)
-        self.network = attach_network(config, self.model, self.precision, accelerator.device)
-        self.train_te = trains_text_encoder(config, self.network)
+        self.weights = self.weights_factory(config, self.model, self.precision, accelerator.device)
         self.data.prepare(
             self.model.vae,
             accelerator.device,
@@ -94,17 +91,13 @@ class LoraTrainer:
             cache_to_disk=config.dataset.cache_latents_to_disk,
         )
         self.schedule = plan_schedule(config, self.data.steps_per_epoch)
-        self.optimizer, lr_scheduler = build_optimization(config, self.network, self.schedule)
-        trained = ([self.model.unet] if self.network.options.adapts_unet else []) + (
-            list(self.model.text_encoders) if self.train_te else []
-        )
+        self.optimizer, lr_scheduler = build_optimization(config, self.weights.param_groups(), self.schedule)
+        trained = self.weights.modules_to_prepare()
         prepared = accelerator.prepare(*trained, self.optimizer, lr_scheduler)
-        self.wrapped = dict(zip([id(m) for m in trained], prepared[: len(trained)]))
+        wrapped = dict(zip([id(m) for m in trained], prepared[: len(trained)]))
         self.optimizer, self.lr_scheduler = prepared[len(trained)], prepared[len(trained) + 1]
-        self.trained_modules = trained
-        self.adapter_params = adapter_parameters(self.network)
-        register_adapter_hooks(accelerator, self.adapter_params)
-        self.inputs = StepInputs(config, self.model, self.data, accelerator.device, self.train_te, self.wrapped)
+        self.weights.register_state_hooks(accelerator)
+        self.inputs = StepInputs(config, self.model, self.data, accelerator.device, self.weights, wrapped)
         self.loss_settings = LossSettings(
             config.training.loss_type, config.training.huber_c, config.training.min_snr_gamma
         )
@@ -142,12 +135,12 @@ class LoraTrainer:
             batches = self.data.epoch_batches(position.epoch)
             while position.batches_done < len(batches) and position.global_step < self.schedule.total_steps:
                 window = batches[position.batches_done : position.batches_done + self.schedule.accumulation]
-                loss = self._optimizer_step(position, window)
+                losses = self._optimizer_step(position, window)
                 position.batches_done += len(window)
                 position.global_step += 1
                 seconds = time.perf_counter() - step_started
                 step_started = time.perf_counter()
-                self._after_step(position, loss, smoothed.update(loss), seconds, bar)
+                self._after_step(position, losses, smoothed.update(losses["loss"]), seconds, bar)
                 if stop.requested:
                     return True
             if position.batches_done >= len(batches):
@@ -161,12 +154,13 @@ class LoraTrainer:
         if resume_dir is None:
             return LoopPosition(session_id=self.session_id, training_started_at=self.started_at)
         position = load_training_state(self.accelerator, resume_dir)
+        self.weights.sync_to_step(position.global_step)
         self.session_id, self.started_at = position.session_id, position.training_started_at
         return position
 
-    def _optimizer_step(self, position: LoopPosition, window: list[list[int]]) -> float:
-        """Forward/backward over an accumulation window, then one optimizer step; returns the mean loss."""
-        losses = []
+    def _optimizer_step(self, position: LoopPosition, window: list[list[int]]) -> dict[str, float]:
+        """Forward/backward over an accumulation window, then one optimizer step; returns the step's losses."""
+        losses = StepLosses(split=self.data.num_reg_images > 0)
         for offset, indices in enumerate(window):
             batch = self.data.load_batch(indices, position.epoch, position.batches_done + offset)
             latents, conditioning, time_ids, weights = self.inputs.for_batch(batch)
@@ -180,20 +174,21 @@ class LoraTrainer:
                 latents.shape[0], self.model.noise_scheduler.config.num_train_timesteps, latents.device
             )
             with self.accelerator.autocast():
-                loss = denoising_loss(
-                    self.inputs.unet, self.model.noise_scheduler, latents, noise, timesteps, conditioning, weights,
+                per_sample = denoising_loss(
+                    self.inputs.unet, self.model.noise_scheduler, latents, noise, timesteps, conditioning,
                     self.loss_settings, time_ids,
                 )
+                loss = weighted_mean(per_sample, weights)
             self._check_finite(loss, position)
             self.accelerator.backward(loss / len(window))
-            losses.append(float(loss.detach()))
+            losses.add(float(loss.detach()), per_sample.detach().float().tolist(), batch.is_reg)
         if self.config.optimizer.max_grad_norm > 0:
-            self.accelerator.clip_grad_norm_(list(self.adapter_params.values()), self.config.optimizer.max_grad_norm)
+            self.accelerator.clip_grad_norm_(self.weights.parameters(), self.config.optimizer.max_grad_norm)
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(self.accelerator.reduce(torch.tensor(sum(losses) / len(losses),
-                                                           device=self.accelerator.device), "mean"))
+        self.weights.after_step(position.global_step + 1)
+        return losses.reduced(self.accelerator)
 
     def _check_finite(self, loss: torch.Tensor, position: LoopPosition) -> None:
         finite = self.accelerator.reduce(torch.isfinite(loss.detach()).float(), "min")
@@ -208,18 +203,21 @@ class LoraTrainer:
             raise NonFiniteLossError(message)
 
     # --------------------------------------------------------------------------------------- bookkeeping
-    def _after_step(self, position: LoopPosition, loss: float, smooth: float, seconds: float, bar) -> None:
+    def _after_step(self, position: LoopPosition, losses: dict[str, float], smooth: float, seconds: float, bar) -> None:
         step, config = position.global_step, self.config
         rates = {f"lr/{group.get('name', i)}": group["lr"] for i, group in enumerate(self.optimizer.param_groups)}
         bar.update(1)
         bar.set_postfix(epoch=position.epoch + 1, loss=f"{smooth:.4f}",
                         lr=f"{next(iter(rates.values())):.2e}", refresh=False)
         remaining = (self.schedule.total_steps - step) * seconds
-        self._event("step", step=step, epoch=position.epoch + 1, loss=loss, smoothed_loss=smooth, lr=rates,
+        loss = losses["loss"]
+        terms = {f"{name}_loss": value for name, value in losses.items() if name != "loss"}
+        self._event("step", step=step, epoch=position.epoch + 1, loss=loss, smoothed_loss=smooth, lr=rates, **terms,
                     seconds_per_step=round(seconds, 4), eta_seconds=round(remaining, 1),
                     total_steps=self.schedule.total_steps)
         if step % config.logging.log_every_n_steps == 0 or step == 1:
-            self.metrics.scalars({"loss/current": loss, "loss/average": smooth, **rates}, step)
+            extra = {f"loss/{name}": value for name, value in losses.items() if name != "loss"}
+            self.metrics.scalars({"loss/current": loss, "loss/average": smooth, **extra, **rates}, step)
         if self.sampler.due_at_step(step):
             self._sample(step)
         if config.output.save_every_n_steps and step % config.output.save_every_n_steps == 0 \
@@ -264,9 +262,7 @@ class LoraTrainer:
     def _save_weights(self, path: Path, position: LoopPosition, finished: bool = False) -> None:
         self.accelerator.wait_for_everyone()
         if self.is_main:
-            info = self._training_info(position, finished)
-            metadata = {**lora_metadata(self.model.family, self.network.options, info), **self.data.metadata()}
-            self.network.save(path, self.config.output.save_precision, metadata)
+            self.weights.save(path, self._training_info(position, finished), self.data.metadata())
             outputs.prune_intermediate(self.paths.output_dir, self.config.output.output_name,
                                        self.config.output.save_last_n)
             self.last_saved = path
@@ -383,9 +379,11 @@ class _PreviewSchedule:
                               clip_skip=self.clip_skip, autocast_dtype=self.autocast)
 
 
-def train(config: FurnaceConfig) -> Path | None:
-    """Run a LoRA training from a resolved config."""
-    trainer = LoraTrainer(config)
+def train(
+    config: FurnaceConfig, weights_factory: WeightsFactory, before_data: BeforeData | None = None
+) -> Path | None:
+    """Run a training from a resolved config; returns the final file, or None when stopped early."""
+    trainer = Trainer(config, weights_factory, before_data)
     trainer.setup()
     return trainer.run()
 

@@ -1,0 +1,124 @@
+"""The training form's server side: form values <-> TOML, validation with the CLI's messages, presets, roots.
+
+The page sends `{section: {key: value}}` with only the options the user set; the TOML built from it is exactly what
+the trainer reads, so the preview, the export and the run agree.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from library.config import ConfigError, FurnaceConfig, dump_toml, loads_config
+from library.config.fields import OptionalPath
+from library.config.keys import collect
+from library.config.schema import SECTIONS
+
+from .paths import inside_any
+from .settings import GuiSettings
+
+FORM_SOURCE = "form"
+_KEY_PATH = re.compile(r"^[^:]*: (?P<path>[a-z_]+\.[a-z_0-9]+)")
+
+
+def values_to_toml(values: dict[str, Any]) -> str:
+    """Form values (None / '' = unset) as sectioned TOML."""
+    cleaned = {
+        section: {key: value for key, value in (options or {}).items() if value is not None and value != ""}
+        for section, options in values.items()
+    }
+    return tomli_w.dumps({section: options for section, options in cleaned.items() if options})
+
+
+def toml_to_values(text: str, source: str) -> dict[str, Any]:
+    """A TOML (sectioned or sd-scripts flat names) as form values, keys checked; values are checked by `validate`.
+
+    An imported file may be partial (e.g. no model yet), so only unknown keys and broken TOML are errors here.
+    """
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError([f"{source}: invalid TOML: {error}"]) from None
+    pairs: list[tuple[str, Any, str]] = []
+    for key, value in document.items():
+        if key in SECTIONS and isinstance(value, dict):
+            pairs.extend((f"{key}.{sub}", item, source) for sub, item in value.items())
+        else:
+            pairs.append((key, value, source))
+    assignments, errors = collect(pairs, cli=False)
+    if errors:
+        raise ConfigError(errors)
+    values: dict[str, Any] = {}
+    for assignment in assignments:
+        section, _, key = assignment.path.partition(".")
+        values.setdefault(section, {})[key] = assignment.value
+    return values
+
+
+def field_messages(error: ConfigError) -> list[dict[str, str | None]]:
+    """Each message with the `section.key` it names (None for a message about the whole file)."""
+    found = [_KEY_PATH.match(message) for message in error.messages]
+    return [{"path": match["path"] if match else None, "message": message}
+            for match, message in zip(found, error.messages)]
+
+
+def path_options() -> list[str]:
+    """Every option that names a file or folder: the base model and the schema's path-typed fields."""
+    found = ["model.pretrained_model_name_or_path"]
+    for section, info in FurnaceConfig.model_fields.items():
+        found += [f"{section}.{key}" for key, field in info.annotation.model_fields.items()
+                  if field.rebuild_annotation() == OptionalPath]
+    return found
+
+
+def _allowed_roots(path: str, settings: GuiSettings) -> tuple[str, list[Path]]:
+    """Which configured folders an option may point into (the most specific kind of folder first)."""
+    if path.startswith("model."):
+        return "models", settings.model_roots
+    if path.startswith("dataset.") or path == "dreambooth.class_data_dir":
+        return "datasets", settings.dataset_roots
+    if path == "logging.log_dir":
+        return "runs", [settings.runs_root]
+    every = [*settings.model_roots, *settings.dataset_roots, settings.runs_root, settings.configs_dir]
+    return "configured", every
+
+
+def check_roots(config: FurnaceConfig, settings: GuiSettings) -> list[str]:
+    """Every path option must lie in the configured folders (relative paths start at the workdir)."""
+    problems: list[str] = []
+    for path in path_options():
+        section, key = path.split(".")
+        value = getattr(getattr(config, section), key)
+        if not value or (path == "training.resume" and value == "latest"):
+            continue
+        what, roots = _allowed_roots(path, settings)
+        if not inside_any(settings.workdir / str(value), roots):
+            folders = ", ".join(str(root) for root in roots)
+            problems.append(f"{FORM_SOURCE}: {path}: must be inside the {what} folders ({folders})")
+    return problems
+
+
+def validate(text: str, settings: GuiSettings, overrides: tuple[str, ...] = ()) -> FurnaceConfig:
+    """The CLI's validation plus the folder confinement; raises ConfigError with every message."""
+    config = loads_config(text, FORM_SOURCE, overrides)
+    problems = check_roots(config, settings)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def run_config_text(text: str, settings: GuiSettings, output_dir: Path) -> str:
+    """The resolved TOML a queued run trains with: validated, its output forced into the run's folder."""
+    return dump_toml(validate(text, settings, ("--output.output_dir", str(output_dir))))
+
+
+def list_presets(configs_dir: Path) -> list[dict[str, Any]]:
+    """Every `configs/*.toml` as {name, text}."""
+    if not configs_dir.is_dir():
+        return []
+    return [{"name": path.stem, "text": path.read_text(encoding="utf-8")} for path in sorted(configs_dir.glob("*.toml"))]
+

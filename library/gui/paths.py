@@ -1,0 +1,51 @@
+"""Confine every path the web API touches to the folders the server was started with.
+
+A request names a file relative to a root; `..`, absolute paths and symlinks that lead outside the root are
+refused, so a token holder can read runs and datasets but nothing else on the machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class PathRefused(ValueError):
+    """A path outside the configured roots; the message names the path and the roots."""
+
+
+def confine(root: Path, relative: str) -> Path:
+    """`root / relative`, resolved (symlinks followed), refused unless it stays inside `root`."""
+    if not relative or relative in (".", "/"):
+        return root.resolve()
+    parts = Path(relative).parts
+    if Path(relative).is_absolute() or ".." in parts:
+        raise PathRefused(f"{relative}: only paths inside the configured folder are allowed")
+    resolved = (root / relative).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise PathRefused(f"{relative}: leads outside the configured folder (symlink)")
+    return resolved
+
+
+def inside_any(path: Path, roots: Sequence[Path]) -> bool:
+    """Whether `path` (resolved, symlinks followed) lies in one of `roots`."""
+    resolved = path.resolve()
+    return any(resolved.is_relative_to(root.resolve()) for root in roots)
+
+
+def list_entries(root: Path, relative: str = "") -> list[dict[str, object]]:
+    """The files and folders directly inside `root/relative` (hidden names skipped), folders first."""
+    folder = confine(root, relative)
+    if not folder.is_dir():
+        raise PathRefused(f"{relative}: not a folder")
+    entries = []
+    for child in sorted(folder.iterdir(), key=lambda item: (not item.is_dir(), item.name)):
+        if child.name.startswith(".") or not inside_any(child, [root]):
+            continue
+        entries.append({
+            "name": child.name,
+            "path": str(child.resolve().relative_to(root.resolve())),
+            "dir": child.is_dir(),
+            "size": child.stat().st_size if child.is_file() else None,
+        })
+    return entries

@@ -1,0 +1,99 @@
+"""The preprocess page's server side: the `python -m preprocess` commands, described from their own argument parser
+and run as subprocesses with every path argument confined to the configured folders."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from preprocess.__main__ import build_parser
+
+from .paths import PathRefused, inside_any
+from .settings import GuiSettings
+
+TIMEOUT_SECONDS = 3600
+
+
+class CommandRefused(ValueError):
+    """Not a preprocess command, or arguments its parser rejects; the message is the parser's."""
+MODEL_DESTS = ("model",)   # path options that name a tagger / captioner model rather than a dataset folder
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    for action in parser._actions:  # argparse keeps sub-parsers only here
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _describe(action: argparse.Action) -> dict[str, Any]:
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        kind = "flag"
+    else:
+        kind = "multi" if action.nargs not in (None, 1) else "value"
+    return {
+        "flag": action.option_strings[-1] if action.option_strings else None,
+        "dest": action.dest,
+        "kind": kind,
+        "nargs": action.nargs,
+        "help": (action.help or "").replace("%(default)s", str(action.default)),
+        "default": action.default if isinstance(action.default, (str, int, float, bool)) else None,
+        "choices": list(action.choices) if action.choices else None,
+        "required": bool(action.required),
+        "metavar": action.metavar if isinstance(action.metavar, str) else None,
+        "path": action.type is Path,
+        "repeat": isinstance(action, argparse._AppendAction),
+    }
+
+
+def describe_commands() -> dict[str, dict[str, Any]]:
+    """Each command's description and options, as the form on the preprocess page shows them."""
+    return {
+        name: {
+            "description": parser.description or "",
+            "options": [_describe(action) for action in parser._actions if action.dest != "help"],
+        }
+        for name, parser in _subcommands().items()
+    }
+
+
+def _parse(command: str, argv: Sequence[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    parser = _subcommands().get(command)
+    if parser is None:
+        raise CommandRefused(f"{command}: not a preprocess command ({', '.join(_subcommands())})")
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            return parser, parser.parse_args(list(argv))
+    except SystemExit:
+        lines = errors.getvalue().strip().splitlines()
+        raise CommandRefused(lines[-1] if lines else f"{command}: invalid arguments") from None
+
+
+def check_arguments(command: str, argv: Sequence[str], settings: GuiSettings) -> None:
+    """Refuse unknown options and any path outside the dataset folders (model folders for `--model`)."""
+    parser, namespace = _parse(command, argv)
+    for action in parser._actions:
+        if action.type is not Path or getattr(namespace, action.dest, None) is None:
+            continue
+        value = getattr(namespace, action.dest)
+        roots = settings.model_roots if action.dest in MODEL_DESTS else settings.dataset_roots
+        for path in value if isinstance(value, list) else [value]:
+            if not inside_any(settings.workdir / path, roots):
+                folders = ", ".join(str(root) for root in roots)
+                raise PathRefused(f"{command} {action.metavar or action.dest}: {path} is outside {folders}")
+
+
+def run_command(command: str, argv: Sequence[str], settings: GuiSettings) -> dict[str, Any]:
+    """Run `python -m preprocess COMMAND ARGV...` (an argument list, never a shell string) and return its output."""
+    check_arguments(command, argv, settings)
+    result = subprocess.run([sys.executable, "-m", "preprocess", command, *argv], cwd=settings.workdir,
+                            capture_output=True, text=True, timeout=TIMEOUT_SECONDS, stdin=subprocess.DEVNULL)
+    return {"returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr}

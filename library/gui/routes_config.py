@@ -1,0 +1,140 @@
+"""API for the form: schema, presets, TOML preview / import, validation, folder pickers, dataset doctor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+from library.config import ConfigError, FurnaceConfig, dump_toml
+from library.data.buckets import BucketParams
+from preprocess.report import dataset_report, find_image_folders, format_report
+
+from .forms import field_messages, list_presets, toml_to_values, validate, values_to_toml
+from .paths import PathRefused, inside_any, list_entries
+from .preprocess_jobs import describe_commands, run_command
+from .settings import GuiSettings
+
+router = APIRouter()
+MODEL_SUFFIXES = (".safetensors", ".ckpt")
+
+
+class FormBody(BaseModel):
+    """The form's values, or a TOML text (import / a run re-launched as written)."""
+
+    values: dict[str, dict[str, Any]] | None = None
+    toml: str | None = None
+
+    def text(self) -> str:
+        return self.toml if self.toml is not None else values_to_toml(self.values or {})
+
+
+class PreprocessBody(BaseModel):
+    command: str
+    args: list[str] = []
+
+
+class DoctorBody(BaseModel):
+    path: str
+    resolution: int | list[int] = 512
+    caption_extension: str = ".txt"
+    enable_bucket: bool = False
+
+
+def _settings(request: Request) -> GuiSettings:
+    return request.app.state.settings
+
+
+@router.get("/schema")
+def schema() -> dict:
+    return FurnaceConfig.model_json_schema()
+
+
+@router.get("/presets")
+def presets(request: Request) -> list[dict]:
+    """Each preset as form values (or its messages when it does not validate)."""
+    listed = []
+    for preset in list_presets(_settings(request).configs_dir):
+        try:
+            listed.append({"name": preset["name"], "values": toml_to_values(preset["text"], preset["name"]),
+                           "messages": []})
+        except ConfigError as error:
+            listed.append({"name": preset["name"], "values": {}, "messages": field_messages(error)})
+    return listed
+
+
+@router.post("/toml")
+def to_toml(body: FormBody) -> dict:
+    """The TOML the form stands for (live preview and export)."""
+    return {"toml": body.text()}
+
+
+@router.post("/import")
+def import_toml(body: FormBody) -> dict:
+    """A TOML file (sectioned or sd-scripts names) as form values; 422 with its messages when invalid."""
+    return {"values": toml_to_values(body.text(), "imported TOML")}
+
+
+@router.post("/validate")
+def validate_form(body: FormBody, request: Request) -> dict:
+    """The CLI's messages, each tied to the `section.key` it names; `toml` is the resolved config when valid."""
+    try:
+        config = validate(body.text(), _settings(request))
+    except ConfigError as error:
+        return {"ok": False, "messages": field_messages(error), "toml": None}
+    return {"ok": True, "messages": [], "toml": dump_toml(config)}
+
+
+@router.get("/roots")
+def roots(request: Request) -> dict:
+    """What the model and dataset pickers offer: entries of the configured folders, as absolute paths."""
+    settings = _settings(request)
+    models = [path for root in settings.model_roots if root.is_dir() for path in sorted(root.iterdir())
+              if (path / "model_index.json").is_file() or path.suffix in MODEL_SUFFIXES]
+    datasets = [path for root in settings.dataset_roots if root.is_dir() for path in sorted(root.iterdir())
+                if path.is_dir() and not path.name.startswith(".")]
+    return {
+        "models": [str(path) for path in models if inside_any(path, settings.model_roots)],
+        "datasets": [str(path) for path in datasets if inside_any(path, settings.dataset_roots)],
+        "model_roots": [str(root) for root in settings.model_roots],
+        "dataset_roots": [str(root) for root in settings.dataset_roots],
+    }
+
+
+@router.get("/browse/{kind}/{index}")
+def browse(kind: str, index: int, request: Request, path: str = "") -> list[dict]:
+    """Entries of one configured folder (`kind` models or datasets, `index` which root), confined to it."""
+    settings = _settings(request)
+    folders = {"models": settings.model_roots, "datasets": settings.dataset_roots}.get(kind)
+    if folders is None or not 0 <= index < len(folders):
+        raise PathRefused(f"{kind}/{index}: no such configured folder")
+    return list_entries(folders[index], path)
+
+
+@router.post("/doctor")
+def doctor(body: DoctorBody, request: Request) -> dict:
+    """The dataset doctor's report for a folder inside the dataset roots (JSON and the CLI's text)."""
+    settings = _settings(request)
+    folder = (settings.workdir / body.path).resolve()
+    if not inside_any(folder, settings.dataset_roots):
+        raise PathRefused(f"{body.path}: must be inside the configured datasets folders")
+    if not folder.is_dir():
+        raise PathRefused(f"{body.path}: folder not found")
+    size = body.resolution if isinstance(body.resolution, list) else [body.resolution, body.resolution]
+    params = BucketParams(resolution=(size[0], size[-1]), enabled=body.enable_bucket)
+    report = dataset_report(find_image_folders(folder) or [folder], params, caption_extension=body.caption_extension)
+    return {"report": report.to_dict(), "text": format_report(report), "folder": str(Path(folder))}
+
+
+@router.get("/preprocess")
+def preprocess_commands() -> dict:
+    """crop / tag / caption / tags / doctor with their options, read from the preprocess CLI's own parser."""
+    return describe_commands()
+
+
+@router.post("/preprocess")
+def preprocess_run(body: PreprocessBody, request: Request) -> dict:
+    """Run one preprocess command (paths confined to the configured folders); its exit code and output."""
+    return run_command(body.command, body.args, _settings(request))

@@ -1,0 +1,113 @@
+"""API for runs: the queue, one run's progress / log / files, stop and resume."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, PlainTextResponse
+
+from .events import log_tail, read_events, summarise
+from .forms import run_config_text
+from .paths import PathRefused, confine
+from .routes_config import FormBody
+from .runs import LOG_NAME, QUEUED, RUNNING, RunNotFound, RunRecord
+from .scheduler import Scheduler
+
+router = APIRouter()
+
+
+class RunBody(FormBody):
+    name: str = "run"
+
+
+def _scheduler(request: Request) -> Scheduler:
+    return request.app.state.scheduler
+
+
+def _record(request: Request, run_id: str) -> RunRecord:
+    record = request.app.state.store.load(run_id)
+    if record is None:
+        raise RunNotFound(run_id)
+    return record
+
+
+def _view(request: Request, record: RunRecord) -> dict:
+    folder = request.app.state.store.folder(record.id)
+    return {**asdict(record), "progress": summarise(read_events(folder)),
+            "tensorboard": request.app.state.tensorboard.url(record.id)}
+
+
+@router.get("/runs")
+def list_runs(request: Request) -> list[dict]:
+    return [_view(request, record) for record in request.app.state.store.all()]
+
+
+@router.post("/runs", status_code=201)
+def create_run(body: RunBody, request: Request) -> dict:
+    """Validate (422 with the CLI's messages) and queue a run; its output goes to its own folder."""
+    settings = request.app.state.settings
+    text = body.text()
+    record = _scheduler(request).submit(body.name, lambda folder: run_config_text(text, settings, folder))
+    return _view(request, record)
+
+
+@router.get("/runs/{run_id}")
+def get_run(run_id: str, request: Request) -> dict:
+    record = _record(request, run_id)
+    return {**_view(request, record), "toml": request.app.state.store.config_text(run_id)}
+
+
+@router.post("/runs/{run_id}/stop")
+def stop_run(run_id: str, request: Request) -> dict:
+    return _view(request, _scheduler(request).stop(run_id))
+
+
+@router.post("/runs/{run_id}/resume")
+def resume_run(run_id: str, request: Request) -> dict:
+    return _view(request, _scheduler(request).resume(run_id))
+
+
+@router.get("/runs/{run_id}/events")
+def run_events(run_id: str, request: Request, after: int = 0) -> dict:
+    """progress.jsonl events from line `after`; `next` is the `after` of the following poll."""
+    _record(request, run_id)
+    events = read_events(request.app.state.store.folder(run_id), after)
+    return {"events": events, "next": after + len(events)}
+
+
+@router.get("/runs/{run_id}/log", response_class=PlainTextResponse)
+def run_log(run_id: str, request: Request, lines: int = 200) -> str:
+    _record(request, run_id)
+    return log_tail(request.app.state.store.folder(run_id) / LOG_NAME, min(lines, 5000))
+
+
+@router.get("/runs/{run_id}/files")
+def run_files(run_id: str, request: Request) -> list[dict]:
+    """Every file the run wrote (weights, samples, config, log), relative to its folder."""
+    _record(request, run_id)
+    folder = request.app.state.store.folder(run_id).resolve()
+    files = [path for path in sorted(folder.rglob("*")) if path.is_file() and path.resolve().is_relative_to(folder)]
+    return [{"path": str(path.relative_to(folder)), "size": path.stat().st_size} for path in files]
+
+
+@router.get("/runs/{run_id}/file")
+def run_file(run_id: str, path: str, request: Request) -> FileResponse:
+    """One file of the run, confined to its folder (`..` and symlinks out are refused)."""
+    _record(request, run_id)
+    target = confine(request.app.state.store.folder(run_id), path)
+    if not target.is_file():
+        raise PathRefused(f"{path}: not a file of run {run_id}")
+    return FileResponse(target, filename=Path(path).name if target.suffix != ".png" else None)
+
+
+@router.get("/queue")
+def queue(request: Request) -> dict:
+    records = request.app.state.store.all()
+    return {
+        "max_concurrent": request.app.state.settings.max_concurrent,
+        "running": [record.id for record in records if record.status == RUNNING],
+        "queued": [record.id for record in sorted(records, key=lambda r: r.order) if record.status == QUEUED],
+        "tensorboard": request.app.state.tensorboard.url(),
+    }

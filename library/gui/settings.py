@@ -1,0 +1,95 @@
+"""Server settings from the `run_gui.sh` command line; refuses an exposed server without a token."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+TOKEN_ENV = "FURNACE_GUI_TOKEN"
+
+
+class SettingsError(ValueError):
+    """A server option that cannot work, as one line saying what to pass instead."""
+
+
+@dataclass
+class GuiSettings:
+    """Where runs live, which folders hold models and datasets, and how trainers are launched."""
+
+    workdir: Path
+    runs_root: Path
+    model_roots: list[Path]
+    dataset_roots: list[Path]
+    configs_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 28000
+    token: str | None = None
+    max_concurrent: int = 1
+    launcher: str = "python"
+    tensorboard_port: int = 6006
+
+    @property
+    def trainer_script(self) -> Path:
+        """The LoRA trainer beside this package, whatever folder relative config paths start from."""
+        return Path(__file__).resolve().parents[2] / "train_network.py"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run_gui.sh", description="Furnace web front-end: form, queue, progress.")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    parser.add_argument("--port", type=int, default=28000)
+    parser.add_argument("--listen", action="store_true", help="bind all interfaces (needs --token)")
+    parser.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"API token (or ${TOKEN_ENV})")
+    parser.add_argument("--tensorboard-port", type=int, default=6006, help="0 = do not start TensorBoard")
+    parser.add_argument("--workdir", type=Path, default=Path.cwd(), help="where relative config paths start")
+    parser.add_argument("--runs-root", type=Path, help="folder of GUI runs (default: output/runs)")
+    parser.add_argument("--models-root", type=Path, action="append", help="folder of base models (repeatable)")
+    parser.add_argument("--datasets-root", type=Path, action="append", help="folder of datasets (repeatable)")
+    parser.add_argument("--configs-dir", type=Path, help="folder of preset TOMLs (default: configs)")
+    parser.add_argument("--max-concurrent", type=int, default=1, help="runs trained at the same time")
+    parser.add_argument("--launcher", choices=("python", "accelerate"), default="python",
+                        help="start trainers with the venv python or with `accelerate launch`")
+    return parser
+
+
+def parse_settings(argv: Sequence[str]) -> GuiSettings:
+    """Command line -> settings. Raises SettingsError for an exposed server without a token."""
+    args = _parser().parse_args(list(argv))
+    host = "0.0.0.0" if args.listen else args.host
+    if host not in LOOPBACK and not args.token:
+        raise SettingsError(f"--listen / --host {host} exposes the trainer: also pass --token T (or set ${TOKEN_ENV})")
+    if args.max_concurrent < 1:
+        raise SettingsError("--max-concurrent must be at least 1")
+    workdir = args.workdir.resolve()
+
+    def under(path: Path | None, default: str) -> Path:
+        return (workdir / (path or default)).resolve()
+
+    return GuiSettings(
+        workdir=workdir,
+        runs_root=under(args.runs_root, "output/runs"),
+        model_roots=[under(p, "") for p in args.models_root] if args.models_root
+        else [under(None, "models"), under(None, "output/_models")],
+        dataset_roots=[under(p, "") for p in args.datasets_root] if args.datasets_root else [under(None, "datasets")],
+        configs_dir=under(args.configs_dir, "configs"),
+        host=host,
+        port=args.port,
+        token=args.token or None,
+        max_concurrent=args.max_concurrent,
+        launcher=args.launcher,
+        tensorboard_port=args.tensorboard_port,
+    )
+
+
+def exit_on_settings_error(argv: Sequence[str]) -> GuiSettings:
+    """`parse_settings`, with a bad option shown as one line and exit code 2."""
+    try:
+        return parse_settings(argv)
+    except SettingsError as error:
+        sys.stderr.write(f"run_gui.sh: {error}\n")
+        raise SystemExit(2) from None

@@ -1,0 +1,48 @@
+"""TensorBoard as a child process of the server, pointed at the runs folder; each run is one of its runs."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+logger = logging.getLogger(__name__)
+
+
+class TensorBoard:
+    """`tensorboard --logdir <runs root> --host 127.0.0.1 --port P`; port 0 means not started."""
+
+    def __init__(self, logdir: Path, port: int) -> None:
+        self.logdir = logdir
+        self.port = port
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        if not self.port:
+            return
+        executable = Path(sys.executable).with_name("tensorboard")
+        command = [str(executable), "--logdir", str(self.logdir), "--host", "127.0.0.1", "--port", str(self.port)]
+        try:
+            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL)
+        except OSError as error:
+            logger.warning("TensorBoard not started (%s); install the tensorboard package", error)
+            return
+        logger.info("TensorBoard on http://127.0.0.1:%d/ (runs in %s)", self.port, self.logdir)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def url(self, run_id: str | None = None) -> str | None:
+        """The TensorBoard page, filtered to one run's scalars when `run_id` is given."""
+        if not self.process:
+            return None
+        base = f"http://127.0.0.1:{self.port}/"
+        return f"{base}?runFilter={quote(run_id)}#timeseries" if run_id else base

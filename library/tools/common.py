@@ -1,0 +1,149 @@
+"""What every tool shares: its error type, reading LoRAs and base models, and writing results with metadata.
+
+Each tool module exposes ``add_parser(subparsers)`` and a ``run(args) -> int`` the dispatcher calls; failures are
+:class:`ToolError` (or the library's own file errors), which the dispatcher prints as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from library.models.families import FAMILIES, FAMILY_NAMES, SD1, SD2, SDXL, ModelFamily
+from library.models.loader import BaseModel, load_base_model
+from library.models.pipeline import component_configs, component_modules
+from library.models.single_file import save_original_checkpoint
+from library.networks import read_lora_file, split_modules, write_lora_file
+from library.networks.hashes import LEGACY_HASH_KEY, MODEL_HASH_KEY
+from library.networks.lora_file import ALPHA, DORA_SCALE, DOWN, UP, ModuleWeights
+
+TOOL_KEY = "furnace.tool"  # which tool wrote a file, and from what (a JSON recipe)
+
+
+class ToolError(ValueError):
+    """A problem with a tool's input; ``str()`` is the one line shown to the user."""
+
+
+def add_family_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--family", default="auto", choices=("auto", *FAMILY_NAMES), help="the base model's family (default: detect)"
+    )
+
+
+def existing_path(path: Path, what: str) -> Path:
+    """``path`` if it exists, else a ToolError naming ``what`` it should have been."""
+    if not path.exists():
+        raise ToolError(f"{path}: {what} not found")
+    return path
+
+
+def check_output(path: Path, suffix: str = ".safetensors") -> Path:
+    """An output path with the right extension whose folder exists (created if needed)."""
+    if path.suffix.lower() != suffix:
+        raise ToolError(f"{path}: the output must be a {suffix} file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def parse_ratios(ratios: list[float] | None, count: int, what: str) -> list[float]:
+    """One ratio per input (default 1.0 each); a wrong count is an error naming the inputs."""
+    if ratios is None:
+        return [1.0] * count
+    if len(ratios) != count:
+        raise ToolError(f"--ratios: got {len(ratios)} value(s) for {count} {what}; give one per {what[:-1]}")
+    return list(ratios)
+
+
+def read_lora_modules(path: Path) -> tuple[dict[str, ModuleWeights], dict[str, str]]:
+    """The modules and metadata of a kohya LoRA file."""
+    tensors, metadata = read_lora_file(path)
+    return split_modules(tensors, str(path)), metadata
+
+
+def lora_family(module_names: list[str], metadata: Mapping[str, str]) -> ModelFamily | None:
+    """The base-model family a LoRA was made for: its metadata when present, else its key prefixes."""
+    version = metadata.get("ss_base_model_version", "")
+    for family in FAMILIES.values():
+        if version and family.ss_base_model_version == version:
+            return family
+    if any(name.startswith(("lora_te1_", "lora_te2_")) for name in module_names):
+        return SDXL
+    if any(name.startswith(("lora_unet_input_blocks_", "lora_unet_output_blocks_")) for name in module_names):
+        return SDXL
+    if metadata.get("ss_v2") == "True":
+        return SD2
+    return SD1 if module_names else None
+
+
+def module_tensors(name: str, weights: ModuleWeights, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The kohya keys of one module (the inverse of ``split_modules``)."""
+
+    def cast(tensor: torch.Tensor) -> torch.Tensor:
+        return (tensor if dtype is None else tensor.to(dtype)).contiguous()
+
+    tensors = {name + DOWN: cast(weights.down), name + UP: cast(weights.up)}
+    if weights.alpha is not None:
+        tensors[name + ALPHA] = torch.tensor(float(weights.alpha), dtype=dtype or torch.float32)
+    if weights.dora_scale is not None:
+        tensors[name + DORA_SCALE] = cast(weights.dora_scale)
+    return tensors
+
+
+def derived_metadata(source: Mapping[str, str], recipe: Mapping[str, object], **updates: str) -> dict[str, str]:
+    """A source file's metadata carried to a derived file: old hashes dropped, the recipe and updates added."""
+    metadata = {key: value for key, value in source.items() if key not in (MODEL_HASH_KEY, LEGACY_HASH_KEY)}
+    metadata.update(updates)
+    metadata[TOOL_KEY] = json.dumps(recipe)
+    metadata["modelspec.date"] = datetime.datetime.now().replace(microsecond=0).isoformat()
+    return metadata
+
+
+def write_lora(
+    path: Path, modules: Mapping[str, ModuleWeights], metadata: Mapping[str, str], dtype: torch.dtype | None = None
+) -> dict[str, str]:
+    """Write modules as a kohya LoRA file (atomic, with hashes); ss_network_dim/alpha follow the modules."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, weights in modules.items():
+        tensors.update(module_tensors(name, weights, dtype))
+    ranks = [weights.rank for weights in modules.values()]
+    alphas = [weights.alpha if weights.alpha is not None else weights.rank for weights in modules.values()]
+    summary = {"ss_network_dim": str(max(ranks, default=0)), "ss_network_alpha": str(max(alphas, default=0))}
+    return write_lora_file(path, tensors, {**metadata, **summary})
+
+
+def load_model(path: Path, family: str = "auto") -> BaseModel:
+    """A base model (single file, .ckpt or diffusers folder), in float32 for exact arithmetic."""
+    return load_base_model(existing_path(path, "base model"), family=family, dtype=torch.float32)
+
+
+def checkpoint_metadata(title: str, recipe: Mapping[str, object]) -> dict[str, str]:
+    """modelspec entries of a tool's checkpoint beyond the family defaults the writer adds."""
+    return {
+        "modelspec.title": title,
+        "modelspec.date": datetime.datetime.now().replace(microsecond=0).isoformat(),
+        "modelspec.description": json.dumps(recipe),
+        TOOL_KEY: json.dumps(recipe),
+    }
+
+
+def write_checkpoint(
+    path: Path,
+    model: BaseModel,
+    recipe: Mapping[str, object],
+    dtype: torch.dtype | None = None,
+) -> None:
+    """Write ``model`` as an original-layout single file with modelspec metadata and the tool's recipe."""
+    modules = component_modules(model.family, model.unet, model.vae, model.text_encoders)
+    save_original_checkpoint(
+        path,
+        model.family.name,
+        {name: module.state_dict() for name, module in modules.items()},
+        component_configs(modules),
+        metadata=checkpoint_metadata(path.stem, recipe),
+        dtype=dtype,
+    )

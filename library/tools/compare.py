@@ -1,0 +1,124 @@
+"""'compare': a labelled grid of LoRA files (e.g. a run's epochs) x strengths x prompts, at fixed seeds.
+
+Rows are (LoRA file, prompt) pairs, columns are strengths. Each cell is rendered with the LoRA merged into the base
+weights at that strength (the touched weights are restored between cells), with the prompt's own seed, so cells
+differ only by file and strength. Writes ``compare.png`` and every single image under ``singles/`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from library.models.loader import BaseModel
+from library.networks import merge_lora_into, read_lora_file, split_modules
+from library.networks.targets import index_modules
+from library.sampling.files import save_png_atomic
+from library.sampling.grid import make_grid
+from library.sampling.preview import generate_images
+from library.sampling.prompts import SamplePrompt, load_prompts, parse_prompt_lines
+from library.tools.common import ToolError, add_family_argument, existing_path, load_model
+
+_EPOCH_SUFFIX = re.compile(r"-(\d+)$")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("compare", help="image grid of LoRAs x strengths x prompts", description=__doc__)
+    parser.add_argument("base", type=Path, metavar="BASE", help="the base model the LoRAs were trained on")
+    parser.add_argument("loras", type=Path, nargs="+", metavar="LORA", help="LoRA files, or a run folder (all of its)")
+    parser.add_argument("--strengths", type=float, nargs="+", default=[0.0, 0.5, 1.0], help="default: 0 0.5 1")
+    parser.add_argument("--prompt", action="append", default=[], help="a prompt line (inline --n/--w/--h/--s/--l/--d)")
+    parser.add_argument("--prompts", type=Path, help="a sample prompt file (text, .toml or .json)")
+    parser.add_argument("--width", type=int, default=512, help="default image width (default: %(default)s)")
+    parser.add_argument("--height", type=int, default=512, help="default image height (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=20, help="default sampling steps (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="default seed (default: %(default)s)")
+    add_family_argument(parser)
+    parser.add_argument("--out", type=Path, required=True, help="folder for compare.png and singles/")
+    parser.set_defaults(run=run)
+
+
+def _epoch_order(path: Path) -> tuple[int, str]:
+    """Epoch/step files in number order, the final file (no ``-N`` suffix) after them."""
+    match = _EPOCH_SUFFIX.search(path.stem)
+    return (int(match.group(1)), path.name) if match else (1 << 62, path.name)
+
+
+def collect_loras(inputs: Sequence[Path]) -> list[Path]:
+    """The LoRA files named, with each folder expanded to its ``.safetensors`` files in epoch order."""
+    files: list[Path] = []
+    for path in inputs:
+        if existing_path(path, "LoRA file or run folder").is_dir():
+            found = sorted(path.glob("*.safetensors"), key=_epoch_order)
+            if not found:
+                raise ToolError(f"{path}: no .safetensors files in this folder")
+            files += found
+        else:
+            files.append(path)
+    return files
+
+
+def gather_prompts(args: argparse.Namespace) -> list[SamplePrompt]:
+    defaults = SamplePrompt(prompt="", width=args.width, height=args.height, steps=args.steps, seed=args.seed)
+    prompts = load_prompts(args.prompts, defaults) if args.prompts else []
+    prompts += parse_prompt_lines("\n".join(args.prompt), defaults, "--prompt")
+    if not prompts:
+        raise ToolError("give at least one --prompt TEXT or --prompts FILE")
+    return prompts
+
+
+@contextlib.contextmanager
+def weights_restored(modules: Sequence[torch.nn.Module]) -> Iterator[None]:
+    """Put the modules' weights back as they were when the block ends."""
+    saved = [module.weight.detach().clone() for module in modules]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for module, weight in zip(modules, saved):
+                module.weight.copy_(weight)
+
+
+def render_grid(
+    model: BaseModel, loras: Sequence[Path], strengths: Sequence[float], prompts: Sequence[SamplePrompt], out: Path
+) -> tuple[Path, list[Path]]:
+    """Render every cell, save the singles and the labelled grid; returns (grid path, single paths)."""
+    index = index_modules(model.family, model.unet, model.text_encoders)
+    rows: list[list[Image.Image]] = [[] for _ in range(len(loras) * len(prompts))]
+    singles: list[Path] = []
+    cells = tqdm(total=len(loras) * len(strengths), desc="compare", unit="cell")
+    for lora_index, lora in enumerate(loras):
+        tensors, _ = read_lora_file(lora)
+        touched = [index[name][0] for name in split_modules(tensors, str(lora)) if name in index]
+        for strength in strengths:
+            with weights_restored(touched):
+                merge_lora_into(model.family, model.unet, model.text_encoders, tensors, strength, source=str(lora))
+                images = generate_images(model, prompts)
+            for prompt_index, image in enumerate(images):
+                rows[lora_index * len(prompts) + prompt_index].append(image)
+                name = f"{lora.stem}_s{strength:g}_p{prompt_index:02d}_{prompts[prompt_index].seed}.png"
+                singles.append(save_png_atomic(image, out / "singles" / name))
+            cells.update()
+    cells.close()
+    row_labels = [f"{lora.stem}: {prompt.prompt}" for lora in loras for prompt in prompts]
+    grid = make_grid(rows, row_labels=row_labels, column_labels=[f"strength {s:g}" for s in strengths])
+    return save_png_atomic(grid, out / "compare.png"), singles
+
+
+def run(args: argparse.Namespace) -> int:
+    loras = collect_loras(args.loras)
+    prompts = gather_prompts(args)
+    model = load_model(args.base, args.family)
+    grid, singles = render_grid(model, loras, args.strengths, prompts, args.out)
+    print(
+        f"wrote {grid} ({len(loras)} LoRA(s) x {len(args.strengths)} strength(s) x {len(prompts)} prompt(s)) "
+        f"and {len(singles)} single images"
+    )
+    return 0

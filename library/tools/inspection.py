@@ -1,0 +1,135 @@
+"""'inspect': what a model file is — a LoRA (family, kind, rank per module, metadata, hashes) or a checkpoint.
+
+LoRA hashes are recomputed and compared with the stored ones; ``--json`` prints everything machine-readably.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from library.models.checkpoint_io import read_state_dict
+from library.models.detect import detect_diffusers_family, detect_original_family
+from library.networks import verify_hashes
+from library.networks.lora_file import ModuleWeights, split_modules
+from library.tools.common import ToolError, existing_path, lora_family
+
+_LORA_KEY_ENDINGS = (".lora_down.weight", ".lora_up.weight", ".alpha", ".dora_scale")
+_EMA_PREFIX = "model_ema."
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("inspect", help="show what a LoRA or checkpoint file holds", description=__doc__)
+    parser.add_argument("file", type=Path, metavar="FILE", help="LoRA .safetensors, checkpoint or diffusers folder")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--modules", action="store_true", help="list every LoRA module with its rank")
+    parser.set_defaults(run=run)
+
+
+def lora_kind(modules: dict[str, ModuleWeights]) -> str:
+    """LoRA, LoCon (3x3 conv modules) and/or DoRA (magnitude vectors)."""
+    kind = "LoCon" if any(w.down.ndim == 4 and w.down.shape[2:] != (1, 1) for w in modules.values()) else "LoRA"
+    return f"{kind} + DoRA" if any(w.dora_scale is not None for w in modules.values()) else kind
+
+
+def lora_report(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict[str, object]:
+    modules = split_modules(tensors, str(path))
+    family = lora_family(list(modules), metadata)
+    ranks = {name: weights.rank for name, weights in modules.items()}
+    alphas = {name: weights.alpha for name, weights in modules.items()}
+    has_hashes = "sshs_model_hash" in metadata
+    return {
+        "file": str(path),
+        "type": "lora",
+        "family": family.name if family else "unknown",
+        "kind": lora_kind(modules),
+        "key_count": len(tensors),
+        "module_count": len(modules),
+        "unet_modules": sum(name.startswith("lora_unet_") for name in modules),
+        "text_encoder_modules": sum(name.startswith("lora_te") for name in modules),
+        "rank_histogram": {str(rank): count for rank, count in sorted(Counter(ranks.values()).items())},
+        "ranks": ranks,
+        "alphas": alphas,
+        "dtypes": sorted({str(tensor.dtype).removeprefix("torch.") for tensor in tensors.values()}),
+        "hashes": {
+            "sshs_model_hash": metadata.get("sshs_model_hash"),
+            "sshs_legacy_hash": metadata.get("sshs_legacy_hash"),
+            "verified": verify_hashes(path) if has_hashes else None,
+        },
+        "metadata": metadata,
+    }
+
+
+def checkpoint_report(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict[str, object]:
+    family = detect_original_family(path, tensors.keys(), metadata)
+    ema = [key for key in tensors if key.startswith(_EMA_PREFIX)]
+    return {
+        "file": str(path),
+        "type": "checkpoint",
+        "family": family.name,
+        "key_count": len(tensors),
+        "ema_keys": len(ema),
+        "parameters": sum(tensor.numel() for key, tensor in tensors.items() if not key.startswith(_EMA_PREFIX)),
+        "dtypes": dict(Counter(str(tensor.dtype).removeprefix("torch.") for tensor in tensors.values())),
+        "metadata": metadata,
+    }
+
+
+def folder_report(path: Path) -> dict[str, object]:
+    family = detect_diffusers_family(path)
+    parts = sorted(child.name for child in path.iterdir() if (child / "config.json").is_file())
+    return {"file": str(path), "type": "diffusers", "family": family.name, "components": parts}
+
+
+def inspect_path(path: Path) -> dict[str, object]:
+    """The report of any supported file or folder."""
+    existing_path(path, "file")
+    if path.is_dir():
+        return folder_report(path)
+    tensors, metadata = read_state_dict(path)
+    if tensors and all(key.endswith(_LORA_KEY_ENDINGS) for key in tensors):
+        return lora_report(path, tensors, metadata)
+    if any(key.endswith(_LORA_KEY_ENDINGS) for key in tensors):
+        raise ToolError(f"{path}: mixes LoRA keys with other tensors; not a kohya LoRA nor a plain checkpoint")
+    return checkpoint_report(path, tensors, metadata)
+
+
+def format_report(report: dict[str, object], list_modules: bool) -> str:
+    lines = [f"{report['file']}: {report['type']}, family {report['family']}"]
+    if report["type"] == "lora":
+        hashes = report["hashes"]
+        state = {True: "verified", False: "MISMATCH", None: "absent"}[hashes["verified"]]
+        lines += [
+            f"kind: {report['kind']}, {report['module_count']} modules ({report['unet_modules']} UNet, "
+            f"{report['text_encoder_modules']} text encoder), {report['key_count']} keys, "
+            + ", ".join(report["dtypes"]),
+            "ranks: " + ", ".join(f"{rank} x{count}" for rank, count in report["rank_histogram"].items()),
+            f"hashes: {state} (model {hashes['sshs_model_hash']}, legacy {hashes['sshs_legacy_hash']})",
+        ]
+        if list_modules:
+            lines += [
+                f"  {name}: rank {rank}, alpha {report['alphas'][name]}" for name, rank in report["ranks"].items()
+            ]
+    elif report["type"] == "checkpoint":
+        lines.append(
+            f"{report['key_count']} keys, {report['parameters']:,} parameters, EMA keys {report['ema_keys']}, "
+            f"dtypes {report['dtypes']}"
+        )
+    else:
+        lines.append("components: " + ", ".join(report["components"]))
+    for key, value in sorted(report.get("metadata", {}).items()):
+        shown = value if len(value) <= 120 else value[:117] + "..."
+        lines.append(f"  {key} = {shown}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    report = inspect_path(args.file)
+    print(json.dumps(report, indent=2) if args.json else format_report(report, args.modules))
+    if report["type"] == "lora" and report["hashes"]["verified"] is False:
+        raise ToolError(f"{args.file}: stored hashes do not match the tensors (the file was modified or is corrupt)")
+    return 0

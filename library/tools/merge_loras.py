@@ -1,0 +1,116 @@
+"""'merge-loras': combine LoRAs into one file.
+
+Modes:
+- ``concat`` (exact): the ranks are stacked, so the result's update is exactly the ratio-weighted sum of the
+  inputs' updates; its rank per module is the sum of theirs.
+- ``svd``: the exact weighted sum of updates, refactored by SVD to ``--rank`` (``--conv-rank`` for 3x3 convs),
+  reporting the energy kept.
+- ``sum``: adds the factors themselves at equal rank: up = sum(ratio * alpha/rank * up), down = mean(down). Exact
+  only when the inputs share their down matrices (e.g. trained from one initialisation with down frozen);
+  otherwise an approximation that keeps the rank small, as sd-scripts' same-rank merge does.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from library.networks.lora_file import SAVE_PRECISIONS, ModuleWeights, save_dtype
+from library.tools.common import ToolError, check_output, derived_metadata, parse_ratios, read_lora_modules, write_lora
+from library.tools.lowrank import RankRule, effective_delta, factor_shapes, factorise
+
+MODES = ("concat", "svd", "sum")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "merge-loras",
+        help="combine LoRAs into one",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("loras", type=Path, nargs="+", metavar="LORA")
+    parser.add_argument("--ratios", type=float, nargs="+", help="one weight per LoRA (default 1.0 each)")
+    parser.add_argument("--mode", choices=MODES, default="concat", help="default: %(default)s")
+    parser.add_argument("--rank", type=int, help="svd mode: target rank")
+    parser.add_argument("--conv-rank", type=int, help="svd mode: target rank of 3x3 conv modules (default --rank)")
+    parser.add_argument("--save-precision", default="fp16", choices=SAVE_PRECISIONS, help="default: %(default)s")
+    parser.add_argument("--out", type=Path, required=True, help="the merged .safetensors LoRA")
+    parser.set_defaults(run=run)
+
+
+def _is_conv3(weights: ModuleWeights) -> bool:
+    return weights.down.ndim == 4 and tuple(weights.down.shape[2:]) != (1, 1)
+
+
+def _check_alike(name: str, parts: list[tuple[ModuleWeights, float]]) -> None:
+    shapes = {(tuple(w.down.shape[1:]), w.up.shape[0]) for w, _ in parts}
+    if len(shapes) > 1:
+        raise ToolError(f"{name}: the LoRAs disagree on this module's shape; are they for different models?")
+    if any(w.dora_scale is not None for w, _ in parts):
+        raise ToolError(f"{name}: DoRA modules cannot be merged (their magnitudes do not add); merge them into a model")
+
+
+def concat_module(parts: list[tuple[ModuleWeights, float]]) -> ModuleWeights:
+    """Stacked ranks; each input's scale and ratio folded into its up rows, alpha = total rank (scale 1)."""
+    downs = [weights.down.float() for weights, _ in parts]
+    ups = [weights.up.float() * (weights.scale * ratio) for weights, ratio in parts]
+    rank = sum(down.shape[0] for down in downs)
+    return ModuleWeights(torch.cat(downs, 0), torch.cat(ups, 1), float(rank), None)
+
+
+def sum_module(name: str, parts: list[tuple[ModuleWeights, float]]) -> ModuleWeights:
+    ranks = {weights.rank for weights, _ in parts}
+    if len(ranks) > 1:
+        raise ToolError(f"{name}: ranks differ ({sorted(ranks)}); sum mode needs equal ranks, use --mode concat or svd")
+    down = torch.stack([weights.down.float() for weights, _ in parts]).mean(0)
+    up = sum(weights.up.float() * (weights.scale * ratio) for weights, ratio in parts)
+    return ModuleWeights(down, up, float(down.shape[0]), None)
+
+
+def merge_modules(
+    loras: list[dict[str, ModuleWeights]], ratios: list[float], mode: str, rank: int | None, conv_rank: int | None
+) -> tuple[dict[str, ModuleWeights], dict[str, float]]:
+    """The merged modules (union of all inputs' modules) and, in svd mode, the energy kept per module."""
+    names = list(dict.fromkeys(name for lora in loras for name in lora))
+    merged: dict[str, ModuleWeights] = {}
+    energy: dict[str, float] = {}
+    for name in tqdm(names, desc="merge-loras", unit="module", leave=False):
+        parts = [(lora[name], ratio) for lora, ratio in zip(loras, ratios) if name in lora]
+        _check_alike(name, parts)
+        if mode == "concat":
+            merged[name] = concat_module(parts)
+        elif mode == "sum":
+            merged[name] = sum_module(name, parts)
+        else:
+            delta = sum(effective_delta(weights) * ratio for weights, ratio in parts)
+            target = conv_rank if conv_rank is not None and _is_conv3(parts[0][0]) else rank
+            down_shape, up_shape = factor_shapes(parts[0][0])
+            result = factorise(delta, RankRule(max_rank=target), down_shape, up_shape)
+            merged[name], energy[name] = result.weights, result.retained_energy
+    return merged, energy
+
+
+def run(args: argparse.Namespace) -> int:
+    ratios = parse_ratios(args.ratios, len(args.loras), "LoRAs")
+    if args.mode == "svd" and (args.rank is None or args.rank < 1):
+        raise ToolError("--mode svd needs --rank R (R >= 1)")
+    out = check_output(args.out)
+    inputs = [read_lora_modules(path) for path in args.loras]
+    merged, energy = merge_modules([modules for modules, _ in inputs], ratios, args.mode, args.rank, args.conv_rank)
+    recipe = {
+        "tool": "merge-loras",
+        "mode": args.mode,
+        "rank": args.rank,
+        "loras": [{"file": path.name, "ratio": ratio} for path, ratio in zip(args.loras, ratios)],
+    }
+    metadata = derived_metadata(inputs[0][1], recipe)
+    write_lora(out, merged, metadata, save_dtype(args.save_precision))
+    summary = f"wrote {out}: {len(merged)} modules ({args.mode})"
+    if energy:
+        summary += f", mean energy kept {sum(energy.values()) / len(energy):.2%}"
+    print(summary)
+    return 0

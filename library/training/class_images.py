@@ -1,0 +1,80 @@
+"""Prior preservation needs class images; when the class folder holds fewer than ``num_class_images``, the base
+model generates the rest before training. Each image has its own seed (``training.seed`` + its index), so the set is
+the same whatever the batch size, and an interrupted generation simply continues on the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from library.config import FurnaceConfig
+from library.data.captions import caption_path
+from library.data.images import list_images
+from library.models.loader import BaseModel
+from library.models.pipeline import assemble_pipeline
+from library.sampling.files import save_png_atomic
+from library.sampling.samplers import build_scheduler
+
+logger = logging.getLogger(__name__)
+
+
+def missing_class_indices(folder: Path, wanted: int) -> list[int]:
+    """Indices of ``class_NNNNN.png`` still to generate so the folder holds ``wanted`` images."""
+    present = list_images(folder) if folder.is_dir() else []
+    shortfall = wanted - len(present)
+    if shortfall <= 0:
+        return []
+    names = {path.name for path in present}
+    indices: list[int] = []
+    index = 0
+    while len(indices) < shortfall:
+        if f"class_{index:05d}.png" not in names:
+            indices.append(index)
+        index += 1
+    return indices
+
+
+@torch.no_grad()
+def ensure_class_images(config: FurnaceConfig, model: BaseModel, device) -> int:
+    """Fill ``dreambooth.class_data_dir`` up to ``num_class_images``; returns how many were generated."""
+    section = config.dreambooth
+    if not section.num_class_images:
+        return 0
+    folder = Path(section.class_data_dir)
+    todo = missing_class_indices(folder, section.num_class_images)
+    if not todo:
+        logger.info("%s already holds %d or more class images; none generated", folder, section.num_class_images)
+        return 0
+    folder.mkdir(parents=True, exist_ok=True)
+    logger.info("generating %d class images of %r into %s", len(todo), section.class_prompt, folder)
+    for module in (model.unet, model.vae, *model.text_encoders):
+        module.to(device).eval()
+    pipeline = assemble_pipeline(
+        model.family, model.unet, model.vae, model.text_encoders, model.tokenizers,
+        build_scheduler(config.sample.sampler, model.noise_scheduler.config),
+    )
+    pipeline.set_progress_bar_config(disable=True)
+    width, height = config.dataset.resolution
+    batch_size = section.class_generation_batch_size
+    with tqdm(total=len(todo), desc="class images", unit="image") as bar:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            generators = [torch.Generator("cpu").manual_seed(config.training.seed + index) for index in batch]
+            images = pipeline(
+                prompt=[section.class_prompt] * len(batch),
+                num_inference_steps=section.class_generation_steps,
+                guidance_scale=config.sample.cfg_scale,
+                width=width,
+                height=height,
+                generator=generators,
+            ).images
+            for index, image in zip(batch, images):
+                target = folder / f"class_{index:05d}.png"
+                caption_path(target).write_text(f"{section.class_prompt}\n", encoding="utf-8")
+                save_png_atomic(image, target)
+            bar.update(len(batch))
+    return len(todo)

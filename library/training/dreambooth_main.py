@@ -1,0 +1,24 @@
+"""Entry point of ``train_dreambooth.py``: DreamBooth with prior preservation, as a full fine-tune writing a
+single-file checkpoint, or (``--network lora``) as a LoRA through the same path as ``train_network.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from library.config import FurnaceConfig
+from library.training.cli import run_trainer
+
+
+def train_dreambooth(config: FurnaceConfig) -> Path | None:
+    from library.training.class_images import ensure_class_images
+    from library.training.full_weights import FullWeights
+    from library.training.lora_weights import LoraWeights
+    from library.training.trainer import train
+
+    weights = LoraWeights if config.dreambooth.network == "lora" else FullWeights
+    return train(config, weights, before_data=ensure_class_images)
+
+
+def main(argv: Sequence[str]) -> int:
+    return run_trainer(argv, "train_dreambooth.py", train_dreambooth)

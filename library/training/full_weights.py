@@ -1,0 +1,161 @@
+"""What a DreamBooth fine-tune trains and writes: the whole UNet (and optionally the text encoders), saved as an
+original-layout single-file checkpoint that A1111 and ComfyUI load, optionally also as a diffusers folder.
+
+State for resume is accelerate's own full-model save; the optional EMA copy of the UNet is added to it as a
+safetensors file by the state hooks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from library.config import FurnaceConfig
+from library.models.loader import BaseModel
+from library.models.pipeline import assemble_pipeline, component_configs, component_modules
+from library.models.single_file import save_original_checkpoint
+from library.networks import TrainingInfo, save_dtype
+from library.networks.metadata import modelspec_metadata
+from library.training.accelerator import Precision
+from library.training.lora_weights import enable_checkpointing
+
+logger = logging.getLogger(__name__)
+
+EMA_FILE = "ema.safetensors"
+
+
+class FullWeights:
+    """Full fine-tuning of the UNet (+ text encoders until ``stop_text_encoder_training``), with optional EMA."""
+
+    kind = "checkpoint"
+
+    def __init__(self, config: FurnaceConfig, model: BaseModel, precision: Precision, device) -> None:
+        self.config, self.model = config, model
+        section = config.dreambooth
+        self.trains_text_encoder = section.train_text_encoder
+        model.unet.to(device, torch.float32).requires_grad_(True)
+        for encoder in model.text_encoders:
+            dtype = torch.float32 if self.trains_text_encoder else precision.frozen
+            encoder.to(device, dtype).requires_grad_(self.trains_text_encoder)
+        model.vae.to(device, torch.float32).requires_grad_(False)
+        if config.training.gradient_checkpointing:
+            enable_checkpointing(model, text_encoders_too=self.trains_text_encoder)
+        self.ema = None
+        if section.use_ema:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(model.unet.parameters(), decay=section.ema_decay)
+
+    def modules_to_prepare(self) -> list[torch.nn.Module]:
+        return [self.model.unet] + (list(self.model.text_encoders) if self.trains_text_encoder else [])
+
+    def param_groups(self) -> list[dict]:
+        base_lr = self.config.optimizer.learning_rate
+        unet_lr = self.config.network.unet_lr or base_lr
+        groups = [{"params": list(self.model.unet.parameters()), "lr": unet_lr, "name": "unet"}]
+        if self.trains_text_encoder:
+            te_lr = self.config.network.text_encoder_lr or base_lr
+            params = [p for encoder in self.model.text_encoders for p in encoder.parameters()]
+            groups.append({"params": params, "lr": te_lr, "name": "text_encoder"})
+        return groups
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [param for group in self.param_groups() for param in group["params"] if param.requires_grad]
+
+    def register_state_hooks(self, accelerator) -> None:
+        """The EMA shadow weights travel with the state (accelerate saves the models themselves)."""
+        if self.ema is None:
+            return
+        ema = self.ema
+
+        def save_hook(models, weights, output_dir):
+            if accelerator.is_main_process:
+                tensors = {f"shadow.{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)}
+                save_file(tensors, os.path.join(output_dir, EMA_FILE), metadata={"step": str(ema.optimization_step)})
+
+        def load_hook(models, input_dir):
+            path = os.path.join(input_dir, EMA_FILE)
+            tensors = load_file(path)
+            with torch.no_grad():
+                for i, shadow in enumerate(ema.shadow_params):
+                    shadow.copy_(tensors[f"shadow.{i}"])
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt") as handle:
+                ema.optimization_step = int(handle.metadata()["step"])
+
+        accelerator.register_save_state_pre_hook(save_hook)
+        accelerator.register_load_state_pre_hook(load_hook)
+
+    def after_step(self, step: int) -> None:
+        if self.ema is not None:
+            self.ema.step(self.model.unet.parameters())
+        self.sync_to_step(step)
+
+    def sync_to_step(self, step: int) -> None:
+        """Apply what depends on the step count (also right after a resume)."""
+        stop_at = self.config.dreambooth.stop_text_encoder_training
+        if self.trains_text_encoder and stop_at and step >= stop_at:
+            for encoder in self.model.text_encoders:
+                encoder.requires_grad_(False)
+            self.trains_text_encoder = False
+            logger.info("step %d: text encoder training stopped (dreambooth.stop_text_encoder_training)", step)
+
+    def save(self, path: Path, info: TrainingInfo, dataset_metadata: Mapping[str, str]) -> None:
+        model, family = self.model, self.model.family
+        modules = component_modules(family, model.unet, model.vae, model.text_encoders)
+        metadata = {
+            **modelspec_metadata(family, info),
+            "modelspec.architecture": family.modelspec_architecture,
+            **dataset_metadata,
+            "ss_steps": str(info.steps),
+            "ss_epoch": str(info.epoch),
+            "ss_learning_rate": str(info.learning_rate),
+            "ss_seed": str(info.seed),
+            "ss_training_started_at": str(info.training_started_at),
+            "ss_session_id": info.session_id,
+        }
+        with self._ema_weights():
+            state_dicts = {name: module.state_dict() for name, module in modules.items()}
+            save_original_checkpoint(
+                path, family.name, state_dicts, component_configs(modules), metadata,
+                dtype=save_dtype(self.config.output.save_precision),
+            )
+            logger.info("wrote checkpoint %s", path)
+            if self.config.dreambooth.save_diffusers and info.training_finished_at is not None:
+                self._save_diffusers(path.with_name(f"{path.stem}_diffusers"))
+
+    def _save_diffusers(self, folder: Path) -> None:
+        from diffusers import DDIMScheduler
+
+        model = self.model
+        scheduler = DDIMScheduler(**dict(model.family.scheduler_config), set_alpha_to_one=False, steps_offset=1)
+        pipeline = assemble_pipeline(
+            model.family, model.unet, model.vae, model.text_encoders, model.tokenizers, scheduler
+        )
+        pipeline.save_pretrained(folder, safe_serialization=True)
+        logger.info("wrote diffusers folder %s", folder)
+
+    def _ema_weights(self):
+        """Inside the context the UNet holds the EMA weights (when EMA is on); afterwards the trained ones."""
+        import contextlib
+
+        if self.ema is None:
+            return contextlib.nullcontext()
+        ema, parameters = self.ema, list(self.model.unet.parameters())
+
+        @contextlib.contextmanager
+        def swapped():
+            ema.store(parameters)
+            ema.copy_to(parameters)
+            try:
+                yield
+            finally:
+                ema.restore(parameters)
+
+        return swapped()

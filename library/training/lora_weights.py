@@ -1,0 +1,98 @@
+"""What a LoRA run trains and writes: peft adapters on a frozen base, saved as a kohya-format LoRA file."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from library.config import FurnaceConfig
+from library.models.loader import BaseModel
+from library.networks import LoraNetwork, LoraOptions, TrainingInfo, inject_lora, lora_metadata, read_lora_file
+from library.training.accelerator import Precision
+from library.training.state import register_adapter_hooks
+
+logger = logging.getLogger(__name__)
+
+
+def lora_options(config: FurnaceConfig) -> LoraOptions:
+    section = config.network
+    return LoraOptions(
+        dim=section.dim,
+        alpha=section.alpha,
+        dropout=section.dropout,
+        conv_dim=section.conv_dim,
+        conv_alpha=section.conv_alpha,
+        use_dora=section.use_dora,
+        train_unet_only=section.train_unet_only,
+        train_text_encoder_only=section.train_text_encoder_only,
+    )
+
+
+def freeze_base(model: BaseModel, precision: Precision, device) -> None:
+    """Frozen weights in the frozen dtype on the device; the VAE stays fp32 (SD VAEs overflow in fp16)."""
+    model.unet.to(device, precision.frozen)
+    for encoder in model.text_encoders:
+        encoder.to(device, precision.frozen)
+    model.vae.to(device, torch.float32)
+    model.vae.requires_grad_(False)
+
+
+def enable_checkpointing(model: BaseModel, text_encoders_too: bool) -> None:
+    model.unet.enable_gradient_checkpointing()
+    if text_encoders_too:
+        for encoder in model.text_encoders:
+            encoder.gradient_checkpointing_enable()
+
+
+class LoraWeights:
+    """Adapters injected into the model; optimizer groups per part; state = adapter tensors only."""
+
+    kind = "LoRA"
+
+    def __init__(self, config: FurnaceConfig, model: BaseModel, precision: Precision, device) -> None:
+        self.config, self.model = config, model
+        freeze_base(model, precision, device)
+        self.network: LoraNetwork = inject_lora(model.family, model.unet, model.text_encoders, lora_options(config))
+        for parameter in self.network.trainable_parameters():
+            parameter.data = parameter.data.float()
+        if config.network.network_weights:
+            tensors, _ = read_lora_file(config.network.network_weights)
+            self.network.load_kohya(tensors, strict=True, source=str(config.network.network_weights))
+            logger.info("continuing from the LoRA weights in %s", config.network.network_weights)
+        self.trains_text_encoder = self.network.options.adapts_text_encoders and config.network.text_encoder_lr != 0
+        if config.training.gradient_checkpointing:
+            enable_checkpointing(model, text_encoders_too=True)
+        self.named_parameters = {
+            f"{name}.{param_name}": param
+            for name, layer in self.network.modules.items()
+            for param_name, param in layer.named_parameters()
+            if not param_name.startswith("base_layer.")
+        }
+
+    def modules_to_prepare(self) -> list[torch.nn.Module]:
+        """The modules holding trainable tensors (wrapped for distributed training)."""
+        unet = [self.model.unet] if self.network.options.adapts_unet else []
+        return unet + (list(self.model.text_encoders) if self.trains_text_encoder else [])
+
+    def param_groups(self) -> list[dict]:
+        network = self.config.network
+        return self.network.param_groups(network.unet_lr, network.text_encoder_lr, self.config.optimizer.learning_rate)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.named_parameters.values())
+
+    def register_state_hooks(self, accelerator) -> None:
+        register_adapter_hooks(accelerator, self.named_parameters)
+
+    def after_step(self, step: int) -> None:
+        """Nothing changes mid-run for a LoRA."""
+
+    def sync_to_step(self, step: int) -> None:
+        """Nothing depends on the step count for a LoRA."""
+
+    def save(self, path: Path, info: TrainingInfo, dataset_metadata: Mapping[str, str]) -> None:
+        metadata = {**lora_metadata(self.model.family, self.network.options, info), **dataset_metadata}
+        self.network.save(path, self.config.output.save_precision, metadata)

@@ -1,0 +1,116 @@
+"""A real Furnace GUI server (uvicorn in a subprocess on a free loopback port) over test-time folders."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_PROMPTS = "tiny_prompts.txt"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class GuiFolders:
+    """The roots a test server is confined to."""
+
+    runs: Path
+    models: Path
+    datasets: Path
+    configs: Path
+
+
+@dataclass
+class GuiServer:
+    folders: GuiFolders
+    token: str | None = None
+    max_concurrent: int = 1
+    tensorboard_port: int = 0
+    launcher: str = "python"
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        folders = self.folders
+        command = [sys.executable, "-m", "library.gui", "--port", str(self.port), "--tensorboard-port", str(self.tensorboard_port),
+                   "--runs-root", str(folders.runs), "--models-root", str(folders.models),
+                   "--datasets-root", str(folders.datasets), "--configs-dir", str(folders.configs),
+                   "--max-concurrent", str(self.max_concurrent), "--launcher", self.launcher]
+        return command + (["--token", self.token] if self.token else [])
+
+    def start(self) -> GuiServer:
+        log = open(self.folders.runs.parent / f"server-{self.port}.log", "ab")
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+        self.process = subprocess.Popen(self.command(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"GUI server exited {self.process.returncode}")
+            try:
+                httpx.get(self.url + "/", timeout=1)
+                return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise AssertionError("GUI server did not answer within 60 s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=30)
+
+    def stop_trainers(self) -> None:
+        """End trainers a failed test left running (they live in their own sessions, beyond the server)."""
+        for record in self.folders.runs.glob("*/run.json"):
+            pid = json.loads(record.read_text()).get("pid")
+            if pid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+
+    def client(self) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+def wait_for(predicate, timeout: float = 900, interval: float = 0.5, what: str = "condition"):
+    """Poll `predicate` until it returns something truthy; that value is returned."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def quick_run_values(folders: GuiFolders, steps: int, sample_every: int) -> dict:
+    """Form values of a small, fast run on the tiny model at 64 px with one 2-step preview per sampling."""
+    model, dataset = folders.models / "tiny-sd1", folders.datasets / "concept"
+    return {
+        "model": {"pretrained_model_name_or_path": str(model), "family": "sd1"},
+        "dataset": {"train_data_dir": str(dataset), "resolution": [64, 64], "batch_size": 2},
+        "network": {"dim": 4, "alpha": 2.0},
+        "optimizer": {"learning_rate": 1e-3},
+        "training": {"max_train_steps": steps, "seed": 1},
+        "sample": {"prompts": str(folders.configs / TINY_PROMPTS), "every_n_steps": sample_every,
+                   "steps": 2, "width": 64, "height": 64},
+        "output": {"output_name": "lora", "save_precision": "float"},
+    }

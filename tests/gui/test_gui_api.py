@@ -1,0 +1,245 @@
+"""The JSON API against a real server: auth, the form's validation, confinement, and the run queue end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from gui_server import REPO, GuiServer, free_port, quick_run_values, wait_for
+
+
+@pytest.fixture
+def server(gui_folders):
+    running = GuiServer(gui_folders, token="s3cret").start()
+    yield running
+    running.stop()
+    running.stop_trainers()
+
+
+def test_every_api_call_needs_the_token(server):
+    plain = server.client()
+    plain.headers.pop("Authorization")
+    assert plain.get("/api/runs").status_code == 401
+    assert plain.get("/api/runs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert plain.post("/api/validate", json={"values": {}}).status_code == 401
+    assert plain.get("/api/runs", params={"token": "s3cret"}).status_code == 200
+    assert server.client().get("/api/runs").json() == []
+    page = plain.get("/")
+    assert page.status_code == 200 and "<html" in page.text.lower()
+
+
+def test_listen_without_token_refuses_to_start():
+    result = subprocess.run([sys.executable, "-m", "library.gui", "--listen", "--tensorboard-port", "0"],
+                            capture_output=True, text=True, cwd=REPO, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert "--token" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_form_validation_uses_the_cli_messages(server, gui_folders):
+    client = server.client()
+    schema = client.get("/api/schema").json()
+    assert {"model", "dataset", "network", "training"} <= set(schema["properties"])
+
+    presets = {preset["name"]: preset for preset in client.get("/api/presets").json()}
+    assert presets["quickstart"]["values"]["network"]["dim"] == 4 and not presets["quickstart"]["messages"]
+
+    values = quick_run_values(gui_folders, steps=4, sample_every=2)
+    good = client.post("/api/validate", json={"values": values}).json()
+    assert good["ok"] and "[network]" in good["toml"]
+
+    values["network"]["dim"] = 0
+    values["model"]["pretrained_model_name_or_path"] = "/etc"
+    bad = client.post("/api/validate", json={"values": values}).json()
+    assert not bad["ok"]
+    by_path = {item["path"]: item["message"] for item in bad["messages"]}
+    assert by_path["network.dim"].startswith("form: network.dim: must be >= 1")
+
+    values["network"]["dim"] = 4
+    outside = client.post("/api/validate", json={"values": values}).json()
+    assert [item["path"] for item in outside["messages"]] == ["model.pretrained_model_name_or_path"]
+    values["model"]["pretrained_model_name_or_path"] = str(gui_folders.models / "tiny-sd1")
+    values["logging"] = {"log_dir": str(gui_folders.datasets)}
+    values["sample"]["prompts"] = "/etc/hostname"
+    escaping = client.post("/api/validate", json={"values": values}).json()["messages"]
+    assert sorted(item["path"] for item in escaping) == ["logging.log_dir", "sample.prompts"]
+    refused = client.post("/api/runs", json={"name": "x", "values": values})
+    assert refused.status_code == 422 and client.get("/api/runs").json() == []
+    assert list(gui_folders.runs.iterdir()) == []
+
+
+def test_toml_preview_and_import_round_trip(server):
+    client = server.client()
+    flat = "network_dim = 8\nlearning_rate = 0.0002\nmax_train_steps = 30\n"
+    values = client.post("/api/import", json={"toml": flat}).json()["values"]
+    assert values["network"]["dim"] == 8 and values["training"]["max_train_steps"] == 30
+    preview = client.post("/api/toml", json={"values": values}).json()["toml"]
+    assert client.post("/api/import", json={"toml": preview}).json()["values"] == values
+    unknown = client.post("/api/import", json={"toml": "netwrk_dim = 8\n"})
+    assert unknown.status_code == 422 and "did you mean 'network_dim'" in unknown.json()["detail"]
+    broken = client.post("/api/import", json={"toml": "[network\n"})
+    assert broken.status_code == 422 and "invalid TOML" in broken.json()["detail"]
+
+
+def test_browsing_is_confined_to_the_roots(server, gui_folders, tmp_path):
+    client = server.client()
+    roots = client.get("/api/roots").json()
+    assert roots["models"] == [str(gui_folders.models / "tiny-sd1")]
+    assert roots["datasets"] == [str(gui_folders.datasets / "concept")]
+    listed = client.get("/api/browse/datasets/0", params={"path": "concept"}).json()
+    assert [entry["name"] for entry in listed] == ["2_frnc"]
+
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "key.txt").write_text("private")
+    (gui_folders.datasets / "escape").symlink_to(secret)
+    for path in ("..", "concept/../..", "/etc", "escape", "escape/key.txt"):
+        response = client.get("/api/browse/datasets/0", params={"path": path})
+        assert response.status_code == 403, path
+    names = [entry["name"] for entry in client.get("/api/browse/datasets/0").json()]
+    assert "escape" not in names and "concept" in names
+    assert client.get("/api/browse/datasets/5").status_code == 403
+    doctor = client.post("/api/doctor", json={"path": str(secret)})
+    assert doctor.status_code == 403
+
+
+def test_tensorboard_runs_beside_the_server(gui_folders):
+    server = GuiServer(gui_folders, tensorboard_port=free_port()).start()
+    try:
+        url = server.client().get("/api/queue").json()["tensorboard"]
+        assert url == f"http://127.0.0.1:{server.tensorboard_port}/"
+        page = wait_for(lambda: _answer(url), timeout=120, what="TensorBoard answering")
+        assert "tensorboard" in page.text.lower()
+    finally:
+        server.stop()
+    wait_for(lambda: _answer(url) is None, timeout=30, what="TensorBoard stopped with the server")
+
+
+def _answer(url: str) -> httpx.Response | None:
+    try:
+        return httpx.get(url, timeout=5)
+    except httpx.HTTPError:
+        return None
+
+
+def test_dataset_doctor_reports_the_folder(server, gui_folders):
+    result = server.client().post("/api/doctor", json={"path": str(gui_folders.datasets / "concept"),
+                                                       "resolution": 64}).json()
+    assert result["report"]["totals"]["images"] == 6 and result["report"]["ok"]
+    assert "2_frnc" in result["text"] and "ready to train" in result["text"]
+
+
+def test_preprocess_commands_run_confined_to_the_datasets(server, gui_folders, tmp_path):
+    client = server.client()
+    commands = client.get("/api/preprocess").json()
+    assert set(commands) == {"crop", "tag", "caption", "tags", "doctor"}
+    assert any(option["flag"] == "--prepend" for option in commands["tags"]["options"])
+    dataset = gui_folders.datasets / "concept"
+    listed = client.post("/api/preprocess", json={"command": "tags", "args": [str(dataset), "--list"]}).json()
+    assert listed["returncode"] == 0 and "frnc" in listed["stdout"]
+
+    cropped = gui_folders.datasets / "cropped"
+    crop = client.post("/api/preprocess", json={"command": "crop", "args": [str(dataset), "--out", str(cropped),
+                                                                           "--size", "64"]}).json()
+    assert crop["returncode"] == 0, crop["stderr"]
+    assert len(list(cropped.rglob("*.png"))) == 6
+
+    outside = tmp_path / "elsewhere"
+    refused = [["tags", [str(dataset), "--out", str(outside)]], ["doctor", [str(tmp_path)]],
+               ["doctor", [str(dataset / ".." / ".." / "runs")]]]
+    for command, args in refused:
+        response = client.post("/api/preprocess", json={"command": command, "args": args})
+        assert response.status_code == 403, (command, args, response.text)
+    assert not outside.exists()
+    unknown = client.post("/api/preprocess", json={"command": "rm", "args": []})
+    assert unknown.status_code == 422 and "not a preprocess command" in unknown.json()["detail"]
+    bad = client.post("/api/preprocess", json={"command": "tags", "args": [str(dataset), "--no-such-option"]})
+    assert bad.status_code == 422 and "--no-such-option" in bad.json()["detail"]
+
+
+@pytest.mark.slow
+def test_queue_runs_stops_resumes_and_survives_a_restart(gui_folders, tmp_path):
+    servers = [GuiServer(gui_folders, token="t", max_concurrent=1).start()]
+    try:
+        check_queue_lifecycle(servers, gui_folders, tmp_path)
+    finally:
+        servers[-1].stop()
+        servers[-1].stop_trainers()
+
+
+def check_queue_lifecycle(servers: list[GuiServer], gui_folders, tmp_path) -> None:
+    client = servers[-1].client()
+    first = client.post("/api/runs", json={"name": "first", "values": quick_run_values(gui_folders, 4, 2)})
+    assert first.status_code == 201, first.text
+    first = first.json()
+    second = client.post("/api/runs", json={"name": "second", "values": quick_run_values(gui_folders, 5000, 5000)})
+    second = second.json()
+    queue = client.get("/api/queue").json()
+    assert (queue["running"], queue["queued"]) == ([first["id"]], [second["id"]])
+
+    # A restart while the first trains: it is adopted by pid, the second stays queued.
+    servers[-1].stop()
+    servers.append(GuiServer(gui_folders, token="t", max_concurrent=1, port=servers[-1].port).start())
+    client = servers[-1].client()
+    assert [run["id"] for run in client.get("/api/runs").json()] == [first["id"], second["id"]]
+
+    done = wait_for(lambda: (run := client.get(f"/api/runs/{first['id']}").json())["status"] == "done" and run,
+                    what="first run done")
+    assert done["progress"]["step"] == 4 and done["progress"]["samples"]
+    log = client.get(f"/api/runs/{first['id']}/log", params={"lines": 20}).text
+    assert "\r" not in log and "done:" in log and len(log.splitlines()) <= 20
+    files = [item["path"] for item in client.get(f"/api/runs/{first['id']}/files").json()]
+    assert "lora.safetensors" in files and "progress.jsonl" in files
+    sample = next(path for path in files if path.startswith("sample/") and path.endswith(".png"))
+    image = client.get(f"/api/runs/{first['id']}/file", params={"path": sample})
+    assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("private")
+    (gui_folders.runs / first["id"] / "link.txt").symlink_to(outside)
+    for path in ("../" + second["id"] + "/run.json", "link.txt", "/etc/passwd"):
+        assert client.get(f"/api/runs/{first['id']}/file", params={"path": path}).status_code == 403, path
+    assert client.get("/api/runs/nope/file", params={"path": "run.json"}).status_code == 404
+
+    def stepping(starts_needed: int) -> bool:
+        """Whether the second run has started `starts_needed` times and stepped since the last start."""
+        events = client.get(f"/api/runs/{second['id']}/events").json()["events"]
+        starts = [index for index, event in enumerate(events) if event["event"] == "start"]
+        return len(starts) >= starts_needed and any(event["event"] == "step" for event in events[starts[-1]:])
+
+    wait_for(lambda: stepping(1), what="second run stepping")
+    assert client.post(f"/api/runs/{second['id']}/stop").status_code == 200
+    stopped = wait_for(lambda: (run := client.get(f"/api/runs/{second['id']}").json())["status"] == "stopped"
+                       and run, what="second run stopped")
+    assert (gui_folders.runs / second["id"] / "state").is_dir() and stopped["progress"]["last"] == "stopped"
+    assert client.post(f"/api/runs/{second['id']}/stop").status_code == 409
+
+    resumed = client.post(f"/api/runs/{second['id']}/resume").json()
+    assert resumed["resume"] is True and resumed["status"] == "running"
+    wait_for(lambda: stepping(2), what="resumed run stepping")
+    starts = [e for e in client.get(f"/api/runs/{second['id']}/events").json()["events"] if e["event"] == "start"]
+    assert starts[-1]["resumed"] is True and starts[-1]["step"] == stopped["progress"]["step"]
+    client.post(f"/api/runs/{second['id']}/stop")
+    wait_for(lambda: client.get(f"/api/runs/{second['id']}").json()["status"] == "stopped", what="stopped again")
+
+
+@pytest.mark.slow
+def test_accelerate_launched_run_stops_with_its_state_saved(gui_folders):
+    server = GuiServer(gui_folders, launcher="accelerate").start()
+    try:
+        client = server.client()
+        run = client.post("/api/runs", json={"name": "accel", "values": quick_run_values(gui_folders, 5000, 5000)})
+        run_id = run.json()["id"]
+        wait_for(lambda: client.get(f"/api/runs/{run_id}").json()["progress"].get("step"), what="a step")
+        launcher = Path(f"/proc/{client.get(f'/api/runs/{run_id}').json()['pid']}/cmdline").read_bytes()
+        assert b"accelerate\0launch" in launcher.replace(b"/", b"\0")
+        client.post(f"/api/runs/{run_id}/stop")
+        stopped = wait_for(lambda: (view := client.get(f"/api/runs/{run_id}").json())["status"] != "running"
+                           and view, what="the run to end")
+        assert stopped["status"] == "stopped", stopped["message"]
+        assert (gui_folders.runs / run_id / "state").is_dir()
+    finally:
+        server.stop()
+        server.stop_trainers()

@@ -1,0 +1,136 @@
+"""End to end in Debian's chromium: fill the form from the quickstart preset, train, watch progress and a sample
+arrive, queue a second run and stop it. Screenshots go to test-artifacts/gui/."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+from gui_server import REPO, TINY_PROMPTS, GuiServer
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
+expect, sync_playwright = playwright_api.expect, playwright_api.sync_playwright
+
+STEPS = 60
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts" / "gui"
+ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run"]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium"),
+]
+
+
+@pytest.fixture
+def browser_context():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context.set_default_timeout(60_000)
+        yield context
+        browser.close()
+
+
+def fill(page, path: str, value: str) -> None:
+    page.fill(f"#f-{path.replace('.', '-')}", value)
+
+
+def open_form(page, url: str, folders) -> None:
+    """The train page with the quickstart preset loaded and pointed at the test's tiny model and dataset."""
+    page.goto(url)
+    page.wait_for_selector("#config-form[data-ready=true]")
+    page.select_option("#preset", "quickstart")
+    page.click("#load-preset")
+    expect(page.locator("#f-network-dim")).to_have_value("4")
+    fill(page, "model.pretrained_model_name_or_path", str(folders.models / "tiny-sd1"))
+    fill(page, "dataset.train_data_dir", str(folders.datasets / "concept"))
+    fill(page, "sample.prompts", str(folders.configs / TINY_PROMPTS))
+
+
+def shown_step(page) -> int | None:
+    found = re.match(r"^(\d+) / ", page.locator("#run-step").inner_text())
+    return int(found[1]) if found else None
+
+
+def watch_steps(page, until, timeout: float = 900) -> list[int]:
+    """The distinct step numbers the run page shows, polled until `until()` holds."""
+    shown: list[int] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        assert page.locator("#run-status").inner_text() != "failed", page.locator("#run-message").inner_text()
+        step = shown_step(page)
+        if step is not None and [step] != shown[-1:]:
+            shown.append(step)
+        if until(shown):
+            return shown
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s; steps shown: {shown}"
+        time.sleep(0.2)
+
+
+def test_train_from_the_quickstart_preset_and_stop_a_queued_run(browser_context, gui_folders):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    server = GuiServer(gui_folders, token="browser-token").start()
+    home = f"{server.url}/?token=browser-token"
+    page = browser_context.new_page()
+    try:
+        open_form(page, home, gui_folders)
+        fill(page, "network.dim", "0")
+        expect(page.locator('.field[data-path="network.dim"] .error')).to_contain_text("must be >= 1")
+        fill(page, "network.dim", "4")
+        fill(page, "training.max_train_steps", str(STEPS))
+        fill(page, "sample.every_n_steps", str(STEPS // 2))
+        expect(page.locator("#preview")).to_contain_text(f"max_train_steps = {STEPS}")
+        expect(page.locator('.field[data-path="network.dim"] .error')).to_have_text("")
+        expect(page.locator("#doctor")).to_contain_text("ready to train")   # checked as the dataset was picked
+        expect(page.locator("#doctor")).to_contain_text("2_frnc")
+        page.screenshot(path=str(ARTIFACTS / "1-form.png"), full_page=True)
+
+        page.fill("#run-name", "first")
+        page.click("#launch")
+        page.wait_for_url(re.compile(r"#run/.*-first$"))
+        watch_steps(page, lambda shown: shown and shown[-1] < STEPS)
+
+        # While the first run trains, a second one waits in the queue; stopping it takes it out.
+        other = browser_context.new_page()
+        open_form(other, home, gui_folders)
+        other.fill("#run-name", "second")
+        other.click("#launch")
+        other.wait_for_url(re.compile(r"#run/.*-second$"))
+        expect(other.locator("#run-status")).to_have_text("queued")
+        other.click("#run-stop")
+        expect(other.locator("#run-status")).to_have_text("cancelled")
+        other.screenshot(path=str(ARTIFACTS / "2-second-cancelled.png"), full_page=True)
+        other.close()
+
+        shown = watch_steps(page, lambda shown: page.locator("#run-status").inner_text() == "done"
+                            and shown and shown[-1] == STEPS)
+        assert len(shown) >= 2 and shown == sorted(shown), shown
+        expect(page.locator("#gallery img").first).to_be_visible()
+        page.wait_for_function("document.querySelector('#gallery img').naturalWidth > 0")
+        expect(page.locator("#run-files")).to_contain_text("quickstart.safetensors")
+        assert page.locator("#loss-chart polyline").count() == 1
+        page.screenshot(path=str(ARTIFACTS / "3-first-done.png"), full_page=True)
+
+        page.click("#run-edit")
+        expect(page.locator("#f-training-max_train_steps")).to_have_value(str(STEPS))
+        expect(page.locator("#f-output-output_dir")).to_have_value("")
+        expect(page.locator("#preview")).to_contain_text(str(gui_folders.datasets / "concept"))
+
+        page.goto(home + "#preprocess")
+        expect(page.locator("#pp-command")).to_have_value("doctor")
+        page.fill("#ppo-dirs", str(gui_folders.datasets / "concept"))
+        page.fill("#ppo-resolution", "64")
+        page.click("#pp-run")
+        expect(page.locator("#pp-output")).to_contain_text("ready to train")
+        expect(page.locator("#pp-output")).to_contain_text("exit code 0")
+        page.screenshot(path=str(ARTIFACTS / "4-preprocess.png"), full_page=True)
+
+        page.goto(home + "#runs")
+        expect(page.locator("#runs-table tbody tr")).to_have_count(2)
+        expect(page.locator("#runs-table tbody")).to_contain_text("cancelled")
+    finally:
+        server.stop()

@@ -1,0 +1,29 @@
+"""Fixtures for the tool tests: one thread for tiny models, and LoRA files with visible updates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from tool_helpers import make_lora_file
+
+
+@pytest.fixture(autouse=True)
+def single_thread() -> Iterator[None]:
+    """Tiny models run faster on one thread on a busy 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def lora_factory(tmp_path: Path) -> Callable[..., Path]:
+    """(family, name, seed, **LoraOptions fields) -> a LoRA file for the tiny model of that family."""
+
+    def build(family: str = "sd1", name: str = "lora", seed: int = 1, **options: object) -> Path:
+        return make_lora_file(family, tmp_path / f"{name}.safetensors", seed=seed, **options)
+
+    return build

@@ -1,0 +1,87 @@
+"""merge-models: weighted sum, add-difference and block weights, checked tensor by tensor."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+from tool_helpers import run_tool
+
+from library.models.tiny import write_tiny_model
+from library.tools.__main__ import main
+from library.tools.merge_models import block_label, block_labels
+
+
+@pytest.fixture
+def second_model(tmp_path):
+    path = tmp_path / "other.safetensors"
+    write_tiny_model("sd1", tmp_path / "other", path, seed=5)
+    return path
+
+
+def test_block_labels_follow_the_usual_convention():
+    assert block_label("model.diffusion_model.input_blocks.4.1.proj_in.weight") == "IN04"
+    assert block_label("model.diffusion_model.middle_block.1.norm.weight") == "M00"
+    assert block_label("model.diffusion_model.output_blocks.11.0.skip_connection.weight") == "OUT11"
+    assert block_label("model.diffusion_model.time_embed.0.weight") is None
+    keys = [f"model.diffusion_model.input_blocks.{i}.x" for i in (10, 2, 0)] + [
+        "model.diffusion_model.middle_block.0.x"
+    ]
+    assert block_labels(keys + ["model.diffusion_model.output_blocks.1.x"]) == ["IN00", "IN02", "IN10", "M00", "OUT01"]
+
+
+def test_weighted_sum(tiny_sd1, second_model, tmp_path):
+    out = tmp_path / "sum.safetensors"
+    run_tool(
+        "merge-models", tiny_sd1.single_file, second_model, "--alpha", "0.25", "--save-precision", "float", "--out", out
+    )
+    a, b, merged = load_file(str(tiny_sd1.single_file)), load_file(str(second_model)), load_file(str(out))
+    assert merged.keys() == a.keys()
+    for key, tensor in merged.items():
+        torch.testing.assert_close(tensor, a[key] * 0.75 + b[key] * 0.25, msg=key)
+    with safe_open(str(out), framework="pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["modelspec.architecture"] == "stable-diffusion-v1"
+    assert json.loads(metadata["furnace.tool"])["alpha"] == 0.25
+
+
+def test_add_difference_with_block_weights(tiny_sd1, second_model, tmp_path, capsys):
+    a = load_file(str(tiny_sd1.single_file))
+    labels = block_labels(list(a))
+    weights = ["1" if label.startswith("OUT") else "0" for label in labels]
+    out = tmp_path / "blocks.safetensors"
+    assert (
+        main(
+            [
+                "merge-models",
+                str(tiny_sd1.single_file),
+                str(second_model),
+                "--c",
+                str(tiny_sd1.single_file),
+                "--alpha",
+                "0.5",
+                "--block-weights",
+                ",".join(weights),
+                "--save-precision",
+                "float",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    b, merged = load_file(str(second_model)), load_file(str(out))
+    for key, tensor in merged.items():
+        label = block_label(key)
+        factor = 0.5 if label is None else (1.0 if label.startswith("OUT") else 0.0)
+        torch.testing.assert_close(tensor, a[key] + (b[key] - a[key]) * factor, msg=key)
+    assert (
+        main(
+            ["merge-models", str(tiny_sd1.single_file), str(second_model), "--block-weights", "1,2", "--out", str(out)]
+        )
+        == 2
+    )
+    assert f"this model has {len(labels)} blocks (IN00..{labels[-1]})" in capsys.readouterr().err

@@ -1,0 +1,90 @@
+"""resize: full rank is lossless, lower ranks keep the best approximation and report its energy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tool_helpers import lora_deltas, relative_error, run_tool
+
+from library.networks import verify_hashes
+from library.tools.__main__ import main
+from library.tools.common import read_lora_modules
+from library.tools.lowrank import RankRule, effective_delta
+from library.tools.resize import resize_modules
+
+
+def test_full_rank_is_lossless(lora_factory, tmp_path):
+    lora = lora_factory("sd1", "a", dim=4, alpha=2.0, conv_dim=2)
+    out = tmp_path / "same.safetensors"
+    result = run_tool("resize", lora, "--rank", "4", "--save-precision", "float", "--json", "--out", out)
+    report = json.loads(result.stdout)["modules"]
+    assert all(row["energy"] == pytest.approx(1.0) and row["new_rank"] == row["rank"] for row in report)
+    before, after = lora_deltas(lora), lora_deltas(out)
+    assert before.keys() == after.keys()
+    for name, delta in before.items():
+        assert relative_error(after[name], delta) < 1e-5, name
+    assert verify_hashes(out)
+
+
+def test_lower_rank_reports_energy_of_the_best_approximation(lora_factory):
+    modules, _ = read_lora_modules(lora_factory("sd1", "a", dim=4, alpha=2.0))
+    resized, report = resize_modules(modules, RankRule(max_rank=2))
+    for row in report:
+        original, smaller = effective_delta(modules[row["module"]]), effective_delta(resized[row["module"]])
+        assert row["new_rank"] == 2 and 0 < row["energy"] < 1
+        # the discarded share of energy is exactly what the truncation error holds (Eckart-Young)
+        assert relative_error(smaller, original) == pytest.approx((1 - row["energy"]) ** 0.5, rel=1e-3)
+        singular = torch.linalg.svdvals(original.double())
+        best = float((singular[:2] ** 2).sum() / (singular**2).sum())
+        assert row["energy"] == pytest.approx(best, rel=1e-6)
+    # alpha/rank is kept, so strengths mean the same
+    assert all(weights.scale == pytest.approx(0.5) for weights in resized.values())
+
+
+@pytest.mark.parametrize("method,parameter", [("sv_ratio", 2.0), ("sv_fro", 0.8), ("sv_cumulative", 0.6)])
+def test_dynamic_methods_choose_per_module_ranks(lora_factory, method, parameter):
+    modules, _ = read_lora_modules(lora_factory("sd1", "a", dim=4, alpha=4.0))
+    _, report = resize_modules(modules, RankRule(max_rank=None, method=method, parameter=parameter))
+    for row in report:
+        singular = torch.linalg.svdvals(effective_delta(modules[row["module"]]).double())
+        rank = row["new_rank"]
+        if method == "sv_ratio":
+            assert singular[rank - 1] >= singular[0] / parameter
+            assert rank == 4 or singular[rank] < singular[0] / parameter
+        elif method == "sv_fro":
+            kept = float((singular[:rank] ** 2).sum().sqrt() / (singular**2).sum().sqrt())
+            assert kept >= parameter - 1e-9
+        else:
+            assert float(singular[:rank].sum() / singular.sum()) >= parameter - 1e-9
+    assert len({row["new_rank"] for row in report}) >= 1 and any(row["new_rank"] < 4 for row in report)
+
+
+def test_bad_options_are_one_line_errors(lora_factory, tmp_path, capsys):
+    lora = lora_factory("sd1", "a")
+    assert main(["resize", str(lora), "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert (
+        main(
+            [
+                "resize",
+                str(lora),
+                "--dynamic",
+                "sv_fro",
+                "--dynamic-param",
+                "2",
+                "--out",
+                str(tmp_path / "x.safetensors"),
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(["resize", str(tmp_path / "missing.safetensors"), "--rank", "2", "--out", str(tmp_path / "x.safetensors")])
+        == 2
+    )
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == "error: give --rank R, --dynamic METHOD --dynamic-param P, or both"
+    assert lines[1] == "error: --dynamic-param for sv_fro must be in (0, 1], got 2.0"
+    assert lines[2].startswith("error: LoRA file") and "missing.safetensors does not exist" in lines[2]
+    assert not (tmp_path / "x.safetensors").exists()

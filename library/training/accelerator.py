@@ -6,12 +6,16 @@ exact), so accelerate is created with an accumulation of 1.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
 import torch
 
 from library.config import FurnaceConfig
+
+
+logger = logging.getLogger(__name__)
 
 
 class TrainingSetupError(Exception):
@@ -40,19 +44,26 @@ def choose_precision(config: FurnaceConfig, cuda_available: bool) -> Precision:
 
 
 def build_accelerator(config: FurnaceConfig):
-    """An ``Accelerator`` for this run (gloo process group on CPU so multi-process CPU runs work)."""
+    """An ``Accelerator`` for this run (gloo process group on CPU so multi-process CPU runs work; DeepSpeed when
+    launched with it, see :mod:`library.training.deepspeed_setup`)."""
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
+    from library.training.deepspeed_setup import build_deepspeed_plugin
+
     cuda = torch.cuda.is_available()
     precision = choose_precision(config, cuda)
+    deepspeed_plugin = build_deepspeed_plugin(config)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed and not cuda else []
     accelerator = Accelerator(
         mixed_precision=precision.autocast,
         gradient_accumulation_steps=1,
         step_scheduler_with_optimizer=False,
-        cpu=not cuda,
+        cpu=not cuda and deepspeed_plugin is None,  # cpu=True would bypass DeepSpeed
         kwargs_handlers=handlers,
+        deepspeed_plugin=deepspeed_plugin,
     )
+    logger.info("accelerate: %s, %d process(es), device %s", accelerator.distributed_type.value,
+                accelerator.num_processes, accelerator.device)
     return accelerator, precision

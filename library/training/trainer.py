@@ -62,7 +62,7 @@ class Trainer:
         self.accelerator, self.precision = build_accelerator(config)
         from accelerate.utils import set_seed
 
-        set_seed(config.training.seed)
+        set_seed(config.training.seed, device_specific=True)  # each rank draws its own noise
         self.is_main = self.accelerator.is_main_process
         self.paths = prepare_output(config, self.is_main)
         self.progress, self.metrics = reporting(config, self.paths, self.is_main)
@@ -162,7 +162,10 @@ class Trainer:
         """Forward/backward over an accumulation window, then one optimizer step; returns the step's losses."""
         losses = StepLosses(split=self.data.num_reg_images > 0)
         for offset, indices in enumerate(window):
-            batch = self.data.load_batch(indices, position.epoch, position.batches_done + offset)
+            local_number = position.batches_done + offset
+            # Augmentation seeds must differ between ranks, which hold different images at the same position.
+            batch_number = local_number * self.accelerator.num_processes + self.accelerator.process_index
+            batch = self.data.load_batch(indices, position.epoch, batch_number)
             latents, conditioning, time_ids, weights = self.inputs.for_batch(batch)
             noise = sample_noise(
                 latents,

@@ -1,0 +1,85 @@
+"""Our training loop against a minimal raw loop (``raw_loop.py``): seconds per step and peak RSS, interleaved.
+
+Both train a UNet LoRA with AdamW at the same batch, resolution, rank, learning rate and seed, with latents and
+text embeddings computed once. Each round runs both (order alternating); the ratio of the two median step times
+is taken per round and the median over rounds reported. Peak RSS covers each whole process, model load included.
+
+``python bench/train_step.py --size tiny`` (seconds) or ``--size full`` (full-size SD1.5 UNet, random weights,
+256 px; about 3 s per step and ~5 GiB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+
+from common import (GIB, RESULTS, ensure_dataset, ensure_model, median, print_table, python, run_measured,
+                    step_seconds, write_results)
+
+PRESETS = {"tiny": {"resolution": 64, "steps": 30}, "full": {"resolution": 256, "steps": 10}}
+
+
+def ours(model, dataset, work, args, tag: str) -> dict:
+    output = work / f"ours-{tag}"
+    shutil.rmtree(output, ignore_errors=True)
+    command = python(
+        "train_network.py", "--pretrained_model_name_or_path", str(model), "--train_data_dir", str(dataset),
+        "--output_dir", str(output), "--output_name", "bench", "--resolution", str(args.resolution),
+        "--train_batch_size", str(args.batch), "--network_dim", "4", "--network_alpha", "4",
+        "--network_train_unet_only", "true", "--cache_latents", "true", "--cache_text_encoder_outputs", "true",
+        "--learning_rate", "1e-4", "--max_train_steps", str(args.steps), "--seed", "1",
+        "--logging.tensorboard", "false",
+    )
+    measured = run_measured(command, f"train_step-ours-{tag}")
+    steps = step_seconds(output / "progress.jsonl")
+    return {"median_step": median(steps), "wall": measured.wall, "peak_rss": measured.peak_rss}
+
+
+def raw(model, dataset, work, args, tag: str) -> dict:
+    report = work / f"raw-{tag}.json"
+    command = python("bench/raw_loop.py", str(model), str(dataset), str(report), "--steps", str(args.steps),
+                     "--resolution", str(args.resolution), "--batch", str(args.batch), "--rank", "4", "--seed", "1")
+    measured = run_measured(command, f"train_step-raw-{tag}")
+    steps = json.loads(report.read_text())["seconds_per_step"][1:]
+    return {"median_step": median(steps), "wall": measured.wall, "peak_rss": measured.peak_rss}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(PRESETS), default="tiny")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--steps", type=int, help="optimizer steps per run (default per size)")
+    parser.add_argument("--resolution", type=int, help="pixels (default per size)")
+    args = parser.parse_args()
+    for key, value in PRESETS[args.size].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    model = ensure_model(args.size)
+    dataset = ensure_dataset(RESULTS / "data" / f"train-{args.resolution}", count=max(4, args.batch))
+    work = RESULTS / "work" / "train_step"
+    work.mkdir(parents=True, exist_ok=True)
+
+    rounds = []
+    for index in range(args.rounds):
+        order = (ours, raw) if index % 2 == 0 else (raw, ours)
+        results = {runner.__name__: runner(model, dataset, work, args, f"{args.size}-{index}") for runner in order}
+        results["ratio"] = results["ours"]["median_step"] / results["raw"]["median_step"]
+        results["rss_ratio"] = results["ours"]["peak_rss"] / results["raw"]["peak_rss"]
+        rounds.append(results)
+
+    rows = [[i, r["ours"]["median_step"], r["raw"]["median_step"], r["ratio"], r["ours"]["peak_rss"] / GIB,
+             r["raw"]["peak_rss"] / GIB, r["ours"]["wall"], r["raw"]["wall"]] for i, r in enumerate(rounds)]
+    print_table(["round", "ours s/step", "raw s/step", "ratio", "ours RSS GiB", "raw RSS GiB", "ours wall s",
+                 "raw wall s"], rows)
+    summary = {"median_ratio": median([r["ratio"] for r in rounds]),
+               "median_rss_ratio": median([r["rss_ratio"] for r in rounds])}
+    print(f"median step ratio ours/raw: {summary['median_ratio']:.3f}; peak RSS ratio: "
+          f"{summary['median_rss_ratio']:.3f}")
+    path = write_results(f"train_step-{args.size}", {"settings": vars(args), "rounds": rounds, **summary})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -120,5 +120,6 @@ def list_presets(configs_dir: Path) -> list[dict[str, Any]]:
     """Every `configs/*.toml` as {name, text}."""
     if not configs_dir.is_dir():
         return []
-    return [{"name": path.stem, "text": path.read_text(encoding="utf-8")} for path in sorted(configs_dir.glob("*.toml"))]
+    presets = sorted(configs_dir.glob("*.toml"))
+    return [{"name": path.stem, "text": path.read_text(encoding="utf-8")} for path in presets]
 

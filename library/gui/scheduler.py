@@ -17,8 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .events import final_status, log_tail, read_events
-from .runs import (CANCELLED, CONFIG_NAME, FAILED, LOG_NAME, QUEUED, RUNNING, RunNotFound, RunRecord,
-                   RunStore)
+from .runs import CANCELLED, CONFIG_NAME, FAILED, LOG_NAME, QUEUED, RUNNING, RunNotFound, RunRecord, RunStore
 from .settings import GuiSettings
 
 logger = logging.getLogger(__name__)

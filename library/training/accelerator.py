@@ -14,7 +14,6 @@ import torch
 
 from library.config import FurnaceConfig
 
-
 logger = logging.getLogger(__name__)
 
 

@@ -7,8 +7,8 @@ from library.models.errors import ModelLoadError
 from library.networks import LoraFileError
 from library.sampling.prompts import PromptFileError
 from library.training.accelerator import TrainingSetupError
-from library.training.trainer import NonFiniteLossError
 from library.training.state import ResumeError
+from library.training.trainer import NonFiniteLossError
 
 USER_ERRORS: tuple[type[Exception], ...] = (
     CaptionError,

@@ -22,12 +22,12 @@ from library.config import FurnaceConfig
 from library.data.pipeline import build_training_data
 from library.networks import TrainingInfo
 from library.training import outputs
+from library.training.accelerator import build_accelerator
 from library.training.diffusion_step import LossSettings, denoising_loss
 from library.training.interrupt import graceful_stop
-from library.training.noise import sample_noise, sample_timesteps
 from library.training.loss import weighted_mean
+from library.training.noise import sample_noise, sample_timesteps
 from library.training.progress import SmoothedValue, StepLosses
-from library.training.accelerator import build_accelerator
 from library.training.run_setup import (
     WeightsFactory,
     build_optimization,
@@ -123,8 +123,8 @@ class Trainer:
             with bar, graceful_stop() as stop:
                 if self._train_until_done_or_stopped(position, smoothed, bar, stop):
                     return self._stop(position, smoothed, stop.signal_name)
-        except BaseException:
-            self._close()
+        except BaseException as error:
+            self.fail(error)
             raise
         return self._finish(position, smoothed)
 
@@ -335,6 +335,12 @@ class Trainer:
     def _event(self, kind: str, **fields) -> None:
         self.progress.event(kind, **fields)
 
+    def fail(self, error: BaseException) -> None:
+        """Record why the run ended (the GUI and scripts read it from progress.jsonl) and release the writers."""
+        if not isinstance(error, NonFiniteLossError):  # that one was recorded with its step already
+            self._event("error", message=str(error) or type(error).__name__)
+        self._close()
+
     def _close(self) -> None:
         self.metrics.close()
         self.progress.close()
@@ -387,7 +393,11 @@ def train(
 ) -> Path | None:
     """Run a training from a resolved config; returns the final file, or None when stopped early."""
     trainer = Trainer(config, weights_factory, before_data)
-    trainer.setup()
+    try:
+        trainer.setup()
+    except BaseException as error:
+        trainer.fail(error)
+        raise
     return trainer.run()
 
 

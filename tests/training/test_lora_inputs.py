@@ -26,6 +26,8 @@ def test_missing_model_is_one_clear_line(concept_dataset, tmp_path):
     assert result.returncode == 1
     assert "no-such-model" in result.stderr and "diffusers folder" in result.stderr
     assert "Traceback" not in result.stderr
+    errors = [event for event in read_events(tmp_path / "out") if event["event"] == "error"]
+    assert len(errors) == 1 and "no-such-model" in errors[0]["message"]
 
 
 def test_fp16_on_cpu_is_refused_before_loading(tiny_model_factory, concept_dataset, tmp_path):
@@ -50,7 +52,9 @@ def test_corrupt_image_fails_at_scan_or_is_skipped(tiny_model_factory, concept_d
     failed = run_cli("train_network.py", base_args(model, dataset, tmp_path / "a", max_train_steps=2), check=False)
     assert failed.returncode == 1
     assert "broken.png" in failed.stderr and "Traceback" not in failed.stderr
-    assert not any(event["event"] == "step" for event in read_events(tmp_path / "a"))
+    events = read_events(tmp_path / "a")
+    assert not any(event["event"] == "step" for event in events)
+    assert "broken.png" in events[-1]["message"] and events[-1]["event"] == "error"
     skipped = run_cli(
         "train_network.py",
         [*base_args(model, dataset, tmp_path / "b", max_train_steps=2), "--dataset.on_bad_image", "skip"],

@@ -14,8 +14,8 @@ from library.models.single_file.components import (
     with_text_model_wrapper,
 )
 from library.models.single_file.infer_config import infer_configs, infer_vae_config, reference_configs
-from library.models.single_file.shape_reader import ShapeReader
 from library.models.single_file.rules import to_diffusers, to_original
+from library.models.single_file.shape_reader import ShapeReader
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,9 @@ def vae_original_to_diffusers(
     """(config, state dict) of a stand-alone VAE file in the original layout, with or without its
     ``first_stage_model.`` prefix (A1111 ``.vae.safetensors`` files usually have none)."""
     layout = next(layout for layout in component_layouts(family) if layout.name == "vae")
-    prefixed = {key if key.startswith(layout.prefix) else layout.prefix + key: value for key, value in state_dict.items()}
+    prefixed = {
+        key if key.startswith(layout.prefix) else layout.prefix + key: value for key, value in state_dict.items()
+    }
     config = infer_vae_config(ShapeReader(prefixed, layout.prefix, "vae"), reference_configs(family)["vae"])
     shapes = expected_shapes(layout, config)
     rules = layout_rules(layout, config, list(shapes))

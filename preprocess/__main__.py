@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from collections.abc import Sequence
 
-from tqdm.contrib.logging import logging_redirect_tqdm
-
+from library.command_line import run_subcommand
 from preprocess import caption, crop, doctor, tag, tags
 from preprocess.common import UsageError
 
@@ -27,28 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    level = logging.DEBUG if args.verbose else logging.ERROR if args.quiet else logging.INFO
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    for name in ("preprocess", "library"):
-        logging.getLogger(name).setLevel(level)
-    try:
-        with logging_redirect_tqdm():
-            return int(args.run(args))
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        # The reader of our output went away (e.g. `| head`); nothing left to report to.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    except OSError as error:
-        # Writing the results failed (disk full, permissions): say where, without a traceback.
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_subcommand(build_parser().parse_args(argv), (UsageError,), ("preprocess", "library"))
 
 
 if __name__ == "__main__":

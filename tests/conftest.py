@@ -24,6 +24,18 @@ class TinyModel:
     single_file: Path
 
 
+@pytest.fixture(autouse=True)
+def single_torch_thread():
+    """Tiny models run faster on one thread; two threads on a busy 2-core machine spin against each other.
+    (Trainer subprocesses keep torch's default.)"""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_factory(tmp_path_factory):
     """Build (once per session and family) a tiny model with seed 0; returns a function family -> TinyModel."""

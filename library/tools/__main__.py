@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from collections.abc import Sequence
 
-from tqdm.contrib.logging import logging_redirect_tqdm
-
+from library.command_line import run_subcommand
 from library.models.errors import ModelLoadError
 from library.networks import LoraFileError
 from library.sampling.prompts import PromptFileError
@@ -39,26 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    level = logging.DEBUG if args.verbose else logging.ERROR if args.quiet else logging.INFO
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    logging.getLogger("library").setLevel(level)
-    try:
-        with logging_redirect_tqdm():
-            return int(args.run(args))
-    except (ToolError, LoraFileError, ModelLoadError, PromptFileError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        # The reader of our output went away (e.g. `| head`); nothing left to report to.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    except OSError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_subcommand(build_parser().parse_args(argv), (ToolError, LoraFileError, ModelLoadError, PromptFileError))
 
 
 if __name__ == "__main__":

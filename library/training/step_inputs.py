@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from library.config import FurnaceConfig
+from library.data.latent_cache import encode_latents
 from library.models.text_encoding import TextConditioning, encode_captions
 from library.training.diffusion_step import sdxl_time_ids
 
@@ -45,14 +46,11 @@ class StepInputs:
         with torch.set_grad_enabled(self.weights.trains_text_encoder and torch.is_grad_enabled()):
             return self._encode(captions)
 
-    @torch.no_grad()
-    def latents(self, batch, deterministic: bool = False) -> torch.Tensor:
+    def latents(self, batch) -> torch.Tensor:
+        """Cached latents, or the same encoding (scaled latent means) computed now."""
         if batch.latents is not None:
             return batch.latents.to(self.device)
-        vae = self.model.vae
-        distribution = vae.encode(batch.pixels.to(self.device, vae.dtype)).latent_dist
-        sample = distribution.mode() if deterministic else distribution.sample()
-        return (sample * vae.config.scaling_factor).float()
+        return encode_latents(self.model.vae, batch.pixels, self.model.vae.config.scaling_factor).float()
 
     def time_ids(self, batch, dtype: torch.dtype) -> torch.Tensor | None:
         if not self.uses_time_ids:
@@ -69,7 +67,7 @@ class StepInputs:
     def _validation_batches(self) -> list:
         if self._validation is None:
             self._validation = [
-                (batch, self.latents(batch, deterministic=True)) for batch in self.data.validation_batches()
+                (batch, self.latents(batch)) for batch in self.data.validation_batches()
             ]
         return self._validation
 

@@ -1,0 +1,38 @@
+"""What the subcommand CLIs (``python -m preprocess``, ``python -m library.tools``) share: log levels from
+``-v``/``-q``, and turning failures into one line and an exit code instead of a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+
+def run_subcommand(
+    args: argparse.Namespace, user_errors: tuple[type[BaseException], ...], loggers: Sequence[str] = ("library",)
+) -> int:
+    """Run ``args.run(args)``: a user error exits 2, a failed write (disk full, permissions) 1, Ctrl-C 130."""
+    level = logging.DEBUG if args.verbose else logging.ERROR if args.quiet else logging.INFO
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    for name in loggers:
+        logging.getLogger(name).setLevel(level)
+    try:
+        with logging_redirect_tqdm():
+            return int(args.run(args))
+    except user_errors as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `| head`); nothing left to report to.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,24 +1,30 @@
-"""The dataset pre-flight report behind ``doctor`` (and printed by the trainer at start).
+"""The dataset pre-flight report behind ``doctor``.
 
-For each image folder: repeats and class tokens from the ``N_name`` folder convention, image
-count, sizes and how many are below the training resolution, the bucket distribution the
-training settings produce, missing / empty / unreadable captions, unreadable images and the
-top tags; across folders: near-duplicate images. Problems are graded: an ``error`` blocks
-training, a ``warning`` is worth a look.
+For each image folder: repeats and class tokens from the ``N_name`` folder convention, then the shared folder
+report (:mod:`library.data.dataset_report`, also printed by the trainer at start) built from fully decoded images;
+across folders: near-duplicate images. Problems are graded: an ``error`` blocks training, a ``warning`` is worth
+a look.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from library.data.buckets import BucketAssigner, BucketParams, Size
-from library.data.captions import DEFAULT_CAPTION_EXTENSION, CaptionError, read_caption_for, tag_frequencies
+from library.data.captions import DEFAULT_CAPTION_EXTENSION, CaptionError, read_caption_for
+from library.data.dataset_report import (
+    FolderReport,
+    SeenImage,
+    bucket_totals,
+    describe_bucketing,
+    folder_lines,
+    folder_report,
+)
 from library.data.images import ImageLoadError, list_images, load_image_rgb
 from preprocess.duplicates import DEFAULT_MAX_DISTANCE, Fingerprint, fingerprint, near_duplicate_groups
 
@@ -47,28 +53,6 @@ class Problem:
 
 
 @dataclass
-class FolderReport:
-    path: str
-    repeats: int
-    class_tokens: str
-    images: int = 0
-    smallest: Size | None = None
-    largest: Size | None = None
-    below_resolution: int = 0
-    buckets: dict[str, int] = field(default_factory=dict)
-    missing_captions: list[str] = field(default_factory=list)
-    empty_captions: list[str] = field(default_factory=list)
-    unreadable_captions: list[dict[str, str]] = field(default_factory=list)
-    unreadable_images: list[dict[str, str]] = field(default_factory=list)
-    top_tags: list[tuple[str, int]] = field(default_factory=list)
-
-    @property
-    def samples(self) -> int:
-        """Images seen per epoch: readable images times repeats."""
-        return self.images * self.repeats
-
-
-@dataclass
 class Report:
     resolution: Size
     bucket_params: BucketParams
@@ -79,13 +63,6 @@ class Report:
     @property
     def ok(self) -> bool:
         return not any(problem.severity == ERROR for problem in self.problems)
-
-    def bucket_totals(self) -> dict[str, int]:
-        """Images per bucket over all folders."""
-        totals: Counter[str] = Counter()
-        for folder in self.folders:
-            totals.update(folder.buckets)
-        return dict(sorted(totals.items(), key=lambda item: _bucket_sort_key(item[0])))
 
     def to_dict(self) -> dict:
         """JSON-ready form; the schema is what ``doctor --json`` prints."""
@@ -99,17 +76,12 @@ class Report:
                 "samples_per_epoch": sum(folder.samples for folder in self.folders),
                 "unreadable_images": sum(len(folder.unreadable_images) for folder in self.folders),
                 "missing_captions": sum(len(folder.missing_captions) for folder in self.folders),
-                "buckets": self.bucket_totals(),
+                "buckets": bucket_totals(self.folders),
             },
-            "folders": [{**asdict(folder), "samples": folder.samples} for folder in self.folders],
+            "folders": [asdict(folder) for folder in self.folders],
             "near_duplicates": self.near_duplicates,
             "problems": [asdict(problem) for problem in self.problems],
         }
-
-
-def _bucket_sort_key(name: str) -> tuple[int, int]:
-    width, height = name.split("x")
-    return int(width), int(height)
 
 
 def dataset_report(
@@ -144,42 +116,23 @@ def dataset_report(
 def _scan_folder(
     folder: Path, assigner: BucketAssigner, extension: str, top_tags: int, hashed: list[tuple[str, Fingerprint]]
 ) -> FolderReport:
-    """Read every image and caption of one folder; appends ``(path, fingerprint)`` to ``hashed``."""
+    """Decode every image and read every caption of one folder; appends ``(path, fingerprint)`` to ``hashed``."""
     repeats, tokens = parse_repeat_folder(folder.name) or (1, "")
-    report = FolderReport(str(folder), repeats, tokens)
-    sizes: list[Size] = []
-    captions: list[str] = []
-    buckets: Counter[str] = Counter()
-    resolution_area = assigner.params.max_area
+    seen: list[SeenImage] = []
+    unreadable: list[tuple[Path, str]] = []
     for path in tqdm(list_images(folder), desc=folder.name, unit="img", disable=None, leave=False):
         try:
             image = load_image_rgb(path)
         except ImageLoadError as error:
-            report.unreadable_images.append({"path": str(path), "reason": error.reason})
+            unreadable.append((path, error.reason))
             continue
-        sizes.append(image.size)
         hashed.append((str(path), fingerprint(image)))
         bucket = assigner.plan(image.size).bucket
-        buckets[f"{bucket[0]}x{bucket[1]}"] += 1
-        report.below_resolution += image.size[0] * image.size[1] < resolution_area
         try:
-            caption = read_caption_for(path, extension)
+            seen.append(SeenImage(path, image.size, bucket, read_caption_for(path, extension), repeats))
         except CaptionError as error:
-            report.unreadable_captions.append({"path": str(error.path), "reason": error.reason})
-            continue
-        if caption is None:
-            report.missing_captions.append(str(path))
-        elif not caption:
-            report.empty_captions.append(str(path))
-        else:
-            captions.append(caption)
-    report.images = len(sizes)
-    if sizes:
-        report.smallest = min(sizes, key=lambda size: size[0] * size[1])
-        report.largest = max(sizes, key=lambda size: size[0] * size[1])
-    report.buckets = dict(sorted(buckets.items(), key=lambda item: _bucket_sort_key(item[0])))
-    report.top_tags = tag_frequencies(captions).most_common(top_tags)
-    return report
+            seen.append(SeenImage(path, image.size, bucket, None, repeats, (error.path, error.reason)))
+    return folder_report(folder, repeats, tokens, seen, assigner.params.resolution, top_tags, unreadable)
 
 
 def _folder_problems(report: FolderReport, folder: Path, params: BucketParams, on_bad_image: str) -> list[Problem]:
@@ -221,54 +174,14 @@ def _folder_problems(report: FolderReport, folder: Path, params: BucketParams, o
 
 
 def format_report(report: Report) -> str:
-    """The human-readable report: a table per folder, buckets, tags, then problems."""
+    """The human-readable report: the folder table, buckets and tags, then problems."""
     width, height = report.resolution
-    params = report.bucket_params
-    if not params.enabled:
-        bucketing = "no buckets"
-    elif params.no_upscale:
-        bucketing = f"buckets from image sizes, steps {params.steps}"
-    else:
-        bucketing = f"buckets {params.min_reso}-{params.max_reso} px, steps {params.steps}"
-    header = ("folder", "repeats", "images", "samples", "smallest", "largest", "below res", "no caption", "unreadable")
-    rows = [header] + [
-        (
-            Path(folder.path).name,
-            str(folder.repeats),
-            str(folder.images),
-            str(folder.samples),
-            _size(folder.smallest),
-            _size(folder.largest),
-            str(folder.below_resolution),
-            str(len(folder.missing_captions) + len(folder.empty_captions)),
-            str(len(folder.unreadable_images) + len(folder.unreadable_captions)),
-        )
-        for folder in report.folders
-    ]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
-    lines = [f"dataset check: resolution {width}x{height}, {bucketing}", ""]
-    lines += [
-        "  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
-        for row in rows
-    ]
-    lines += [
-        "",
-        "buckets (images): "
-        + (", ".join(f"{name}: {count}" for name, count in report.bucket_totals().items()) or "none"),
-    ]
-    for folder in report.folders:
-        if folder.top_tags:
-            tags = ", ".join(f"{tag} ({count})" for tag, count in folder.top_tags)
-            lines.append(f"top tags in {Path(folder.path).name}: {tags}")
+    lines = [f"dataset check: resolution {width}x{height}, {describe_bucketing(report.bucket_params)}", ""]
+    lines += folder_lines(report.folders)
     lines.append("")
-    if report.problems:
-        lines += [
-            f"{problem.severity.upper()}: {problem.folder + ': ' if problem.folder else ''}{problem.message}"
-            for problem in report.problems
-        ]
+    lines += [
+        f"{problem.severity.upper()}: {problem.folder + ': ' if problem.folder else ''}{problem.message}"
+        for problem in report.problems
+    ]
     lines.append("OK: ready to train" if report.ok else "blocking problems found (marked ERROR)")
     return "\n".join(lines)
-
-
-def _size(size: tuple[int, int] | None) -> str:
-    return f"{size[0]}x{size[1]}" if size else "-"

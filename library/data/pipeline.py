@@ -27,6 +27,7 @@ from library.data.buckets import BucketAssigner, BucketParams
 from library.data.caption_process import process_caption
 from library.data.dataset_config import (
     DatasetBlueprint,
+    SubsetBlueprint,
     blueprints_from_config,
     validation_subsets,
     with_dreambooth_subsets,
@@ -81,11 +82,13 @@ class TrainingData:
         validation_records: list[ImageRecord],
         process_index: int = 0,
         num_processes: int = 1,
+        unreadable: dict[SubsetBlueprint, list[ImageLoadError]] | None = None,
     ) -> None:
         self.config = config
         self.datasets = datasets
         self.train_records = train_records
         self.validation_records = validation_records
+        self.unreadable = unreadable or {}  # images whose header failed to read, kept when on_bad_image = skip
         self.process_index = process_index
         self.num_processes = num_processes
         self.seed = config.training.seed
@@ -291,8 +294,8 @@ class TrainingData:
         return summary.bucket_info(self)
 
     def summary_lines(self) -> list[str]:
-        """Folders, repeats, image counts and the bucket table, for the start of a run."""
-        return summary.summary_lines(self)
+        """The doctor's folder table, buckets and tags of every dataset, and the totals, for the start of a run."""
+        return summary.summary_lines(self, [bucket_params(dataset) for dataset in self.datasets])
 
     def metadata(self) -> dict[str, str]:
         """The dataset ``ss_*`` metadata of the trained file."""
@@ -366,7 +369,9 @@ def build_training_data(config: FurnaceConfig, process_index: int = 0, num_proce
     assigners = _check_settings(config, datasets)
     on_bad = config.dataset.on_bad_image
     pairs = [(subset, index) for index, dataset in enumerate(datasets) for subset in dataset.subsets]
-    records = [record for scan in scan_subsets(pairs, assigners, on_bad) for record in scan.records]
+    scans = scan_subsets(pairs, assigners, on_bad)
+    records = [record for scan in scans for record in scan.records]
+    unreadable = {scan.subset: scan.bad_images for scan in scans if scan.bad_images}
     validation: list[ImageRecord] = []
     held_out_dirs = validation_subsets(config.dataset)
     if held_out_dirs:
@@ -380,4 +385,4 @@ def build_training_data(config: FurnaceConfig, process_index: int = 0, num_proce
         validation = [records[index] for index in sorted(held)]
         records = [record for index, record in enumerate(records) if index not in held]
     _require_training_images(datasets, records)
-    return TrainingData(config, datasets, records, validation, process_index, num_processes)
+    return TrainingData(config, datasets, records, validation, process_index, num_processes, unreadable)

@@ -1,4 +1,5 @@
-"""What the training data looks like, for people (the start-of-run table) and for the LoRA file (``ss_*``).
+"""What the training data looks like, for people (the doctor's table at the start of a run) and for the LoRA file
+(``ss_*``).
 
 The metadata keys and shapes are the ones sd-scripts writes, so A1111, Civitai and other readers show them:
 ``ss_num_train_images`` counts training images times repeats, ``ss_dataset_dirs`` maps each folder name to
@@ -13,31 +14,18 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from library.data.buckets import BucketParams
 from library.data.captions import tag_frequencies
-from library.data.dataset_config import DatasetBlueprint, SubsetBlueprint
+from library.data.dataset_config import SubsetBlueprint
+from library.data.dataset_report import FolderReport, SeenImage, describe_bucketing, folder_lines, folder_report
 
 if TYPE_CHECKING:
     from library.data.pipeline import TrainingData
 
 
-def _bucketing(dataset: DatasetBlueprint) -> str:
-    width, height = dataset.resolution
-    if not dataset.enable_bucket:
-        return f"no buckets: every image resized and cropped to {width}x{height}"
-    if dataset.bucket_no_upscale:
-        return f"buckets from image sizes (no upscale), steps {dataset.bucket_reso_steps}"
-    return f"buckets {dataset.min_bucket_reso}-{dataset.max_bucket_reso} px, steps {dataset.bucket_reso_steps}"
-
-
-def _subset_rows(data: TrainingData) -> dict[SubsetBlueprint, tuple[int, int, int]]:
-    """Per subset: (images, samples per epoch, images without a caption file)."""
-    rows: dict[SubsetBlueprint, list[int]] = defaultdict(lambda: [0, 0, 0])
-    for record, repeats in zip(data.train_records, data.repeats):
-        row = rows[record.subset]
-        row[0] += 1
-        row[1] += repeats
-        row[2] += not record.has_caption
-    return {subset: (row[0], row[1], row[2]) for subset, row in rows.items()}
+def _subset_images(data: TrainingData) -> Counter[SubsetBlueprint]:
+    """Training images per subset."""
+    return Counter(record.subset for record in data.train_records)
 
 
 def bucket_counts(data: TrainingData) -> dict[tuple[int, int], tuple[int, int]]:
@@ -50,34 +38,47 @@ def bucket_counts(data: TrainingData) -> dict[tuple[int, int], tuple[int, int]]:
     return {bucket: (images[bucket], samples[bucket]) for bucket in sorted(images)}
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    lines = []
-    for row in rows:
-        cells = [cell.ljust(widths[i]) if i in (0, 5) else cell.rjust(widths[i]) for i, cell in enumerate(row)]
-        lines.append(("  " + "  ".join(cells)).rstrip())
-    return lines
+def folder_reports(data: TrainingData, top_tags: int = 10) -> dict[SubsetBlueprint, FolderReport]:
+    """The doctor's folder report of every subset of the run's datasets, from the scanned records (nothing decoded).
+
+    Images held out for validation count as images of their folder but add no samples; a caption file that is
+    missing or empty counts as missing (records do not tell the two apart).
+    """
+    seen: dict[SubsetBlueprint, list[SeenImage]] = defaultdict(list)
+    sampled = list(zip(data.train_records, data.repeats)) + [(record, 0) for record in data.validation_records]
+    for record, repeats in sampled:
+        caption = record.caption if record.has_caption else None
+        seen[record.subset].append(SeenImage(record.path, record.size, record.plan.bucket, caption, repeats))
+    return {
+        subset: folder_report(
+            subset.image_dir,
+            subset.num_repeats,
+            subset.class_tokens or "",
+            seen[subset],
+            dataset.resolution,
+            top_tags,
+            [(error.path, error.reason) for error in data.unreadable.get(subset, [])],
+        )
+        for dataset in data.datasets
+        for subset in dataset.subsets
+    }
 
 
-def summary_lines(data: TrainingData) -> list[str]:
-    """Folders, repeats, image counts and the bucket table, printed when a run starts."""
-    per_subset = _subset_rows(data)
+def summary_lines(data: TrainingData, params: list[BucketParams]) -> list[str]:
+    """The start-of-run report: per dataset (``params`` are their bucket settings) the doctor's folder table,
+    bucket distribution and top tags, regularization folders in a table of their own; then the totals."""
+    reports = folder_reports(data)
     lines = []
     for index, dataset in enumerate(data.datasets):
         width, height = dataset.resolution
-        lines.append(f"dataset {index}: {width}x{height}, batch size {dataset.batch_size}, {_bucketing(dataset)}")
-        rows = [("folder", "repeats", "images", "samples", "no caption", "class tokens / kind")]
-        for subset in dataset.subsets:
-            count, samples, uncaptioned = per_subset.get(subset, (0, 0, 0))
-            kind = "regularization" if subset.is_reg else "training"
-            tokens = f"{subset.class_tokens} ({kind})" if subset.class_tokens else kind
-            numbers = (subset.num_repeats, count, samples, uncaptioned)
-            rows.append((str(subset.image_dir), *map(str, numbers), tokens))
-        lines += _table(rows)
-    buckets = bucket_counts(data)
-    lines.append("buckets (images / samples per epoch): " + ", ".join(
-        f"{w}x{h}: {count} / {samples}" for (w, h), (count, samples) in buckets.items()
-    ))
+        lines.append(
+            f"dataset {index}: {width}x{height}, batch size {dataset.batch_size}, {describe_bucketing(params[index])}"
+        )
+        lines += folder_lines([reports[subset] for subset in dataset.subsets if not subset.is_reg])
+        regularization = [reports[subset] for subset in dataset.subsets if subset.is_reg]
+        if regularization:
+            lines += ["regularization folders:", *folder_lines(regularization)]
+    lines.append("near-duplicates: not checked at start (python -m preprocess doctor DIR finds them)")
     held = len(data.validation_records)
     lines.append(f"validation: {held} image(s)" if held else "validation: none")
     lines.append(
@@ -111,9 +112,9 @@ def image_count(data: TrainingData, reg: bool) -> int:
 def dataset_dirs(data: TrainingData, reg: bool) -> dict[str, dict[str, int]]:
     """``{folder name: {"n_repeats", "img_count"}}`` of the training (or regularization) folders."""
     subsets = _all_subsets(data)
-    names, per_subset = _unique_names(subsets), _subset_rows(data)
+    names, per_subset = _unique_names(subsets), _subset_images(data)
     return {
-        names[subset]: {"n_repeats": subset.num_repeats, "img_count": per_subset.get(subset, (0, 0, 0))[0]}
+        names[subset]: {"n_repeats": subset.num_repeats, "img_count": per_subset[subset]}
         for subset in subsets
         if subset.is_reg == reg
     }

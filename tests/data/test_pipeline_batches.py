@@ -185,10 +185,12 @@ def test_summary_lists_folders_and_buckets(mixed: Path) -> None:
     lines = build(mixed).summary_lines()
     text = "\n".join(lines)
     assert "batch size 2" in text and "buckets 64-256 px" in text
-    folder = str(mixed / "train" / "3_sks dog")
-    row = next(line for line in lines if folder in line)
-    assert row.split(folder)[1].split()[:4] == ["3", "7", "21", "0"]
-    assert "regularization" in text and f"{27 + 27} samples per epoch" in text
+    row = next(line for line in lines if line.startswith("3_sks dog "))
+    # repeats, images, samples, smallest, largest, below 96x96, no caption, unreadable, class tokens
+    assert row.split()[2:] == ["3", "7", "21", "64x64", "128x128", "6", "0", "0", "sks", "dog"]
+    reg_table = lines[lines.index("regularization folders:") + 1 :]
+    assert reg_table[1].split() == ["1_dog", "1", "4", "27", "64x64", "64x64", "4", "4", "0", "dog"]
+    assert f"{27 + 27} samples per epoch" in text
 
 
 def test_bucket_settings_of_a_dataset_file_are_checked(tmp_path: Path, monkeypatch) -> None:

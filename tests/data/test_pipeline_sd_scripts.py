@@ -83,4 +83,5 @@ def test_user_dataset_file_runs_unchanged(tmp_path: Path, monkeypatch) -> None:
     assert json.loads(meta["ss_dataset_dirs"]) == {"hoge": {"n_repeats": 10, "img_count": 3},
                                                   "fuga": {"n_repeats": 1, "img_count": 2}}
     assert meta["ss_num_train_images"] == "32" and meta["ss_num_reg_images"] == "5"
-    assert any("hoge girl (training)" in line for line in data.summary_lines())
+    hoge_row = next(line for line in data.summary_lines() if line.startswith("hoge "))
+    assert hoge_row.split()[1:4] == ["10", "3", "30"] and hoge_row.endswith("  hoge girl")

@@ -1,4 +1,5 @@
-"""The FastAPI application: token check on every /api/ call, the static page, and the queue's lifetime."""
+"""The FastAPI application: token check on every /api/ and /tensorboard/ call, the static page, and the lifetime
+of the queue, the preprocess jobs and the TensorBoard child."""
 
 from __future__ import annotations
 
@@ -15,25 +16,34 @@ from fastapi.staticfiles import StaticFiles
 from library.config import ConfigError
 
 from .forms import field_messages
+from .jobs import JobManager, JobNotFound
 from .paths import PathRefused
 from .preprocess_jobs import CommandRefused
 from .routes_config import router as config_router
+from .routes_jobs import router as jobs_router
 from .routes_runs import router as runs_router
 from .runs import RunNotFound, RunStore
 from .scheduler import QueueError, Scheduler
 from .settings import GuiSettings
+from .tensorboard import PREFIX as TENSORBOARD_PREFIX
 from .tensorboard import TensorBoard
+from .tensorboard_proxy import TOKEN_COOKIE, proxy_client
+from .tensorboard_proxy import router as tensorboard_router
 
 logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+PROTECTED = ("/api/", TENSORBOARD_PREFIX)
 
 
 def _token_of(request: Request) -> str:
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
         return header[7:].strip()
-    # Images and downloads cannot send headers: they carry the token in the query string.
-    return request.headers.get("x-furnace-token") or request.query_params.get("token") or ""
+    # Images and downloads cannot send headers: they carry the token in the query string. TensorBoard's own
+    # requests carry the cookie set when its page was opened with one (accepted there only: no cookie-borne
+    # credentials for the API).
+    cookie = request.cookies.get(TOKEN_COOKIE) if request.url.path.startswith(TENSORBOARD_PREFIX) else None
+    return request.headers.get("x-furnace-token") or request.query_params.get("token") or cookie or ""
 
 
 def create_app(settings: GuiSettings) -> FastAPI:
@@ -41,25 +51,35 @@ def create_app(settings: GuiSettings) -> FastAPI:
     store = RunStore(settings.runs_root)
     scheduler = Scheduler(settings, store)
     tensorboard = TensorBoard(settings.runs_root, settings.tensorboard_port)
+    jobs = JobManager(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         scheduler.start()
         tensorboard.start()
+        app.state.tensorboard_client = proxy_client()
         yield
         scheduler.shutdown()
+        jobs.cancel_all()
+        await app.state.tensorboard_client.aclose()
         tensorboard.stop()
 
     app = FastAPI(title="Furnace", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
-    app.state.tensorboard = tensorboard
+    app.state.tensorboard, app.state.jobs = tensorboard, jobs
 
     @app.middleware("http")
     async def require_token(request: Request, call_next):
-        if settings.token and request.url.path.startswith("/api/"):
-            if not hmac.compare_digest(_token_of(request).encode(), settings.token.encode()):
-                return JSONResponse({"detail": "missing or wrong token"}, status_code=401)
-        return await call_next(request)
+        path = request.url.path
+        if not settings.token or not path.startswith(PROTECTED):
+            return await call_next(request)
+        if not hmac.compare_digest(_token_of(request).encode(), settings.token.encode()):
+            return JSONResponse({"detail": "missing or wrong token"}, status_code=401)
+        response = await call_next(request)
+        if path.startswith(TENSORBOARD_PREFIX) and request.query_params.get("token"):
+            response.set_cookie(TOKEN_COOKIE, settings.token, path=TENSORBOARD_PREFIX, httponly=True,
+                                samesite="strict")
+        return response
 
     @app.exception_handler(ConfigError)
     async def config_error(request: Request, error: ConfigError) -> Response:
@@ -81,8 +101,15 @@ def create_app(settings: GuiSettings) -> FastAPI:
     async def not_found(request: Request, error: RunNotFound) -> Response:
         return JSONResponse({"detail": f"no such run: {error.args[0]}"}, status_code=404)
 
+    @app.exception_handler(JobNotFound)
+    async def no_job(request: Request, error: JobNotFound) -> Response:
+        return JSONResponse({"detail": f"no such preprocess job: {error.args[0]} (jobs are kept in memory)"},
+                            status_code=404)
+
     app.include_router(config_router, prefix="/api")
     app.include_router(runs_router, prefix="/api")
+    app.include_router(jobs_router, prefix="/api")
+    app.include_router(tensorboard_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

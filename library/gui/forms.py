@@ -123,3 +123,8 @@ def list_presets(configs_dir: Path) -> list[dict[str, Any]]:
     presets = sorted(configs_dir.glob("*.toml"))
     return [{"name": path.stem, "text": path.read_text(encoding="utf-8")} for path in presets]
 
+
+def preset_trainer(values: dict[str, Any]) -> str:
+    """The trainer a preset is written for: a `[dreambooth]` section means train_dreambooth.py."""
+    return "dreambooth" if values.get("dreambooth") else "lora"
+

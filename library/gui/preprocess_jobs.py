@@ -1,13 +1,11 @@
-"""The preprocess page's server side: the `python -m preprocess` commands, described from their own argument parser
-and run as subprocesses with every path argument confined to the configured folders."""
+"""The preprocess page's server side: the `python -m preprocess` commands, described from their own argument parser,
+with every path argument confined to the configured folders before a job (jobs.py) runs one."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import io
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,11 +15,11 @@ from preprocess.__main__ import build_parser
 from .paths import PathRefused, inside_any
 from .settings import GuiSettings
 
-TIMEOUT_SECONDS = 3600
-
 
 class CommandRefused(ValueError):
     """Not a preprocess command, or arguments its parser rejects; the message is the parser's."""
+
+
 MODEL_DESTS = ("model",)   # path options that name a tagger / captioner model rather than a dataset folder
 
 
@@ -89,11 +87,3 @@ def check_arguments(command: str, argv: Sequence[str], settings: GuiSettings) ->
             if not inside_any(settings.workdir / path, roots):
                 folders = ", ".join(str(root) for root in roots)
                 raise PathRefused(f"{command} {action.metavar or action.dest}: {path} is outside {folders}")
-
-
-def run_command(command: str, argv: Sequence[str], settings: GuiSettings) -> dict[str, Any]:
-    """Run `python -m preprocess COMMAND ARGV...` (an argument list, never a shell string) and return its output."""
-    check_arguments(command, argv, settings)
-    result = subprocess.run([sys.executable, "-m", "preprocess", command, *argv], cwd=settings.workdir,
-                            capture_output=True, text=True, timeout=TIMEOUT_SECONDS, stdin=subprocess.DEVNULL)
-    return {"returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr}

@@ -12,9 +12,8 @@ from library.config import ConfigError, FurnaceConfig, dump_toml
 from library.data.buckets import BucketParams
 from preprocess.report import dataset_report, find_image_folders, format_report
 
-from .forms import field_messages, list_presets, toml_to_values, validate, values_to_toml
+from .forms import field_messages, list_presets, preset_trainer, toml_to_values, validate, values_to_toml
 from .paths import PathRefused, inside_any, list_entries
-from .preprocess_jobs import describe_commands, run_command
 from .settings import GuiSettings
 
 router = APIRouter()
@@ -29,11 +28,6 @@ class FormBody(BaseModel):
 
     def text(self) -> str:
         return self.toml if self.toml is not None else values_to_toml(self.values or {})
-
-
-class PreprocessBody(BaseModel):
-    command: str
-    args: list[str] = []
 
 
 class DoctorBody(BaseModel):
@@ -54,14 +48,16 @@ def schema() -> dict:
 
 @router.get("/presets")
 def presets(request: Request) -> list[dict]:
-    """Each preset as form values (or its messages when it does not validate)."""
+    """Each preset as form values and the trainer it is for (or its messages when it does not validate)."""
     listed = []
     for preset in list_presets(_settings(request).configs_dir):
         try:
-            listed.append({"name": preset["name"], "values": toml_to_values(preset["text"], preset["name"]),
+            values = toml_to_values(preset["text"], preset["name"])
+            listed.append({"name": preset["name"], "values": values, "trainer": preset_trainer(values),
                            "messages": []})
         except ConfigError as error:
-            listed.append({"name": preset["name"], "values": {}, "messages": field_messages(error)})
+            listed.append({"name": preset["name"], "values": {}, "trainer": "lora",
+                           "messages": field_messages(error)})
     return listed
 
 
@@ -126,15 +122,3 @@ def doctor(body: DoctorBody, request: Request) -> dict:
     params = BucketParams(resolution=(size[0], size[-1]), enabled=body.enable_bucket)
     report = dataset_report(find_image_folders(folder) or [folder], params, caption_extension=body.caption_extension)
     return {"report": report.to_dict(), "text": format_report(report), "folder": str(Path(folder))}
-
-
-@router.get("/preprocess")
-def preprocess_commands() -> dict:
-    """crop / tag / caption / tags / doctor with their options, read from the preprocess CLI's own parser."""
-    return describe_commands()
-
-
-@router.post("/preprocess")
-def preprocess_run(body: PreprocessBody, request: Request) -> dict:
-    """Run one preprocess command (paths confined to the configured folders); its exit code and output."""
-    return run_command(body.command, body.args, _settings(request))

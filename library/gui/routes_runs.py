@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, PlainTextResponse
@@ -20,6 +21,7 @@ router = APIRouter()
 
 class RunBody(FormBody):
     name: str = "run"
+    trainer: Literal["lora", "dreambooth"] = "lora"
 
 
 def _scheduler(request: Request) -> Scheduler:
@@ -46,10 +48,11 @@ def list_runs(request: Request) -> list[dict]:
 
 @router.post("/runs", status_code=201)
 def create_run(body: RunBody, request: Request) -> dict:
-    """Validate (422 with the CLI's messages) and queue a run; its output goes to its own folder."""
+    """Validate (422 with the CLI's messages) and queue a run of `trainer`; its output goes to its own folder."""
     settings = request.app.state.settings
     text = body.text()
-    record = _scheduler(request).submit(body.name, lambda folder: run_config_text(text, settings, folder))
+    record = _scheduler(request).submit(body.name, lambda folder: run_config_text(text, settings, folder),
+                                        body.trainer)
     return _view(request, record)
 
 

@@ -27,7 +27,10 @@ class RunNotFound(LookupError):
 
 @dataclass
 class RunRecord:
-    """What the queue needs to know about one run; `order` is the queue position (lower starts first)."""
+    """What the queue needs to know about one run; `order` is the queue position (lower starts first).
+
+    `trainer` picks the script (settings.TRAINERS); `command` is the command line it was last started with.
+    """
 
     id: str
     name: str
@@ -40,6 +43,8 @@ class RunRecord:
     returncode: int | None = None
     resume: bool = False
     message: str = ""
+    trainer: str = "lora"
+    command: list[str] | None = None
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -71,9 +76,9 @@ class RunStore:
             candidate = f"{stem}-{number}"
         return candidate
 
-    def create(self, name: str, render: Callable[[Path], str]) -> RunRecord:
+    def create(self, name: str, render: Callable[[Path], str], trainer: str = "lora") -> RunRecord:
         """A new queued run; `render(folder)` gives the TOML it trains with (its output goes to `folder`)."""
-        record = RunRecord(id=self.new_id(name), name=name)
+        record = RunRecord(id=self.new_id(name), name=name, trainer=trainer)
         folder = self.folder(record.id)
         text = render(folder)
         folder.mkdir(parents=True)

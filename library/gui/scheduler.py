@@ -59,10 +59,10 @@ class Scheduler:
                 logger.exception("queue tick failed")
 
     # --- actions ---------------------------------------------------------------------------------------------
-    def submit(self, name: str, render: Callable[[Path], str]) -> RunRecord:
+    def submit(self, name: str, render: Callable[[Path], str], trainer: str = "lora") -> RunRecord:
         """Queue a run; `render(folder)` returns its TOML (and may raise ConfigError: nothing is created then)."""
         with self._lock:
-            record = self.store.create(name, render)
+            record = self.store.create(name, render, trainer)
         self.tick()
         return self.store.load(record.id) or record
 
@@ -137,7 +137,7 @@ class Scheduler:
     def command(self, record: RunRecord) -> list[str]:
         """The trainer command line for a run (an argument list: never a shell string)."""
         config = str(self.store.folder(record.id) / CONFIG_NAME)
-        args = [str(self.settings.trainer_script), "--config", config]
+        args = [str(self.settings.trainer_script(record.trainer)), "--config", config]
         if record.resume:
             args += ["--resume", "latest"]
         if self.settings.launcher == "accelerate":
@@ -149,8 +149,9 @@ class Scheduler:
     def _launch(self, record: RunRecord) -> None:
         folder = self.store.folder(record.id)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+        record.command = self.command(record)
         with open(folder / LOG_NAME, "ab") as log:
-            process = subprocess.Popen(self.command(record), cwd=self.settings.workdir, stdout=log,
+            process = subprocess.Popen(record.command, cwd=self.settings.workdir, stdout=log,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                        start_new_session=True)
         self._processes[record.id] = process

@@ -11,6 +11,7 @@ from pathlib import Path
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 TOKEN_ENV = "FURNACE_GUI_TOKEN"
+TRAINERS = {"lora": "train_network.py", "dreambooth": "train_dreambooth.py"}   # a run's trainer -> its script
 
 
 class SettingsError(ValueError):
@@ -33,10 +34,10 @@ class GuiSettings:
     launcher: str = "python"
     tensorboard_port: int = 6006
 
-    @property
-    def trainer_script(self) -> Path:
-        """The LoRA trainer beside this package, whatever folder relative config paths start from."""
-        return Path(__file__).resolve().parents[2] / "train_network.py"
+    @staticmethod
+    def trainer_script(trainer: str) -> Path:
+        """The trainer script (`TRAINERS`) beside this package, whatever folder relative config paths start from."""
+        return Path(__file__).resolve().parents[2] / TRAINERS[trainer]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=28000)
     parser.add_argument("--listen", action="store_true", help="bind all interfaces (needs --token)")
     parser.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"API token (or ${TOKEN_ENV})")
-    parser.add_argument("--tensorboard-port", type=int, default=6006, help="0 = do not start TensorBoard")
+    parser.add_argument("--tensorboard-port", type=int, default=6006,
+                        help="loopback port of the TensorBoard child, served through /tensorboard/ (0 = not started)")
     parser.add_argument("--workdir", type=Path, default=Path.cwd(), help="where relative config paths start")
     parser.add_argument("--runs-root", type=Path, help="folder of GUI runs (default: output/runs)")
     parser.add_argument("--models-root", type=Path, action="append", help="folder of base models (repeatable)")

@@ -51,8 +51,9 @@ class GuiServer:
 
     def command(self) -> list[str]:
         folders = self.folders
-        command = [sys.executable, "-m", "library.gui", "--port", str(self.port), "--tensorboard-port", str(self.tensorboard_port),
-                   "--runs-root", str(folders.runs), "--models-root", str(folders.models),
+        command = [sys.executable, "-m", "library.gui", "--port", str(self.port),
+                   "--tensorboard-port", str(self.tensorboard_port), "--runs-root", str(folders.runs),
+                   "--models-root", str(folders.models),
                    "--datasets-root", str(folders.datasets), "--configs-dir", str(folders.configs),
                    "--max-concurrent", str(self.max_concurrent), "--launcher", self.launcher]
         return command + (["--token", self.token] if self.token else [])

@@ -1,5 +1,6 @@
 """End to end in Debian's chromium: fill the form from the quickstart preset, train, watch progress and a sample
-arrive, queue a second run and stop it. Screenshots go to test-artifacts/gui/."""
+arrive, queue a second run and stop it, open the run's TensorBoard through the server, run a preprocess job.
+Screenshots go to test-artifacts/gui/."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from gui_server import REPO, TINY_PROMPTS, GuiServer
+from gui_server import REPO, TINY_PROMPTS, GuiServer, free_port
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
 expect, sync_playwright = playwright_api.expect, playwright_api.sync_playwright
@@ -73,7 +74,7 @@ def watch_steps(page, until, timeout: float = 900) -> list[int]:
 
 def test_train_from_the_quickstart_preset_and_stop_a_queued_run(browser_context, gui_folders):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    server = GuiServer(gui_folders, token="browser-token").start()
+    server = GuiServer(gui_folders, token="browser-token", tensorboard_port=free_port()).start()
     home = f"{server.url}/?token=browser-token"
     page = browser_context.new_page()
     try:
@@ -115,19 +116,40 @@ def test_train_from_the_quickstart_preset_and_stop_a_queued_run(browser_context,
         assert page.locator("#loss-chart polyline").count() == 1
         page.screenshot(path=str(ARTIFACTS / "3-first-done.png"), full_page=True)
 
+        run_id = page.locator("#run-title").inner_text()
+        board = page.locator("#run-tensorboard")
+        expect(board).to_be_visible()
+        assert board.get_attribute("href") == f"/tensorboard/?runFilter={run_id}&token=browser-token#timeseries"
+        tensorboard = browser_context.new_page()
+        tensorboard.goto(f"{server.url}{board.get_attribute('href')}")
+        expect(tensorboard).to_have_title("TensorBoard")
+        expect(tensorboard.get_by_text(f"{run_id}/logs").first).to_be_visible(timeout=120_000)
+        tensorboard.screenshot(path=str(ARTIFACTS / "4-tensorboard.png"))
+        tensorboard.close()
+
         page.click("#run-edit")
         expect(page.locator("#f-training-max_train_steps")).to_have_value(str(STEPS))
         expect(page.locator("#f-output-output_dir")).to_have_value("")
         expect(page.locator("#preview")).to_contain_text(str(gui_folders.datasets / "concept"))
+        expect(page.locator("#trainer")).to_have_value("lora")
+        page.select_option("#preset", "dreambooth_quickstart")
+        page.click("#load-preset")
+        expect(page.locator("#trainer")).to_have_value("dreambooth")
+        expect(page.locator("#f-dreambooth-network")).to_have_value("full")
 
         page.goto(home + "#preprocess")
         expect(page.locator("#pp-command")).to_have_value("doctor")
-        page.fill("#ppo-dirs", str(gui_folders.datasets / "concept"))
-        page.fill("#ppo-resolution", "64")
+        page.select_option("#pp-command", "crop")
+        page.fill("#ppo-src", str(gui_folders.datasets / "concept"))
+        page.fill("#ppo-out", str(gui_folders.datasets / "cropped"))
+        page.fill("#ppo-size", "64")
         page.click("#pp-run")
-        expect(page.locator("#pp-output")).to_contain_text("ready to train")
+        expect(page.locator("#pp-status")).to_have_text("done")
+        expect(page.locator("#pp-progress-text")).to_have_text("crop 6 / 6")
+        assert page.locator("#pp-progress").evaluate("bar => [bar.value, bar.max]") == [6, 6]
+        expect(page.locator("#pp-output")).to_contain_text("images written: 6")
         expect(page.locator("#pp-output")).to_contain_text("exit code 0")
-        page.screenshot(path=str(ARTIFACTS / "4-preprocess.png"), full_page=True)
+        page.screenshot(path=str(ARTIFACTS / "5-preprocess.png"), full_page=True)
 
         page.goto(home + "#runs")
         expect(page.locator("#runs-table tbody tr")).to_have_count(2)

@@ -17,7 +17,9 @@ async function api(path, body) {
 }
 
 function withToken(url) {
-  return token ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : url;
+  const target = new URL(url, location.origin);
+  if (token) target.searchParams.set("token", token);
+  return target.pathname + target.search + target.hash;
 }
 
 function el(tag, attrs = {}, ...children) {
@@ -42,7 +44,7 @@ window.addEventListener("DOMContentLoaded", () => {
   });
   api("queue").then(queue => {
     const link = document.getElementById("tensorboard-link");
-    if (queue.tensorboard) { link.href = queue.tensorboard; link.hidden = false; }
+    if (queue.tensorboard) { link.href = withToken(queue.tensorboard); link.hidden = false; }
   });
   route();
 });

@@ -101,7 +101,8 @@ async function refreshPreview() {
 async function launch() {
   const status = document.getElementById("form-status");
   try {
-    const run = await api("runs", { name: document.getElementById("run-name").value, values: formValues() });
+    const run = await api("runs", { name: document.getElementById("run-name").value, values: formValues(),
+                                    trainer: document.getElementById("trainer").value });
     location.hash = "#run/" + encodeURIComponent(run.id);
   } catch (error) {
     if (error.data?.messages) showMessages(error.data.messages); else status.textContent = error.message;
@@ -141,7 +142,9 @@ window.addEventListener("DOMContentLoaded", async () => {
   presets = await api("presets");
   document.getElementById("preset").replaceChildren(...presets.map(p => el("option", { value: p.name, text: p.name })));
   document.getElementById("load-preset").addEventListener("click", () => {
-    setValues(presets.find(p => p.name === document.getElementById("preset").value)?.values || {});
+    const preset = presets.find(p => p.name === document.getElementById("preset").value);
+    document.getElementById("trainer").value = preset?.trainer || "lora";
+    setValues(preset?.values || {});
   });
   document.getElementById("launch").addEventListener("click", launch);
   document.getElementById("export").addEventListener("click", async () =>

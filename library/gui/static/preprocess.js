@@ -41,12 +41,50 @@ window.addEventListener("DOMContentLoaded", async () => {
   select.value = "doctor";
   select.addEventListener("change", () => showCommand(select.value));
   showCommand("doctor");
-  document.getElementById("pp-run").addEventListener("click", async () => {
-    const output = document.getElementById("pp-output");
-    output.textContent = "running…";
-    try {
-      const result = await api("preprocess", { command: select.value, args: commandArgs(select.value) });
-      output.textContent = `exit code ${result.returncode}\n${result.stdout}${result.stderr}`;
-    } catch (error) { output.textContent = error.message; }
-  });
+  document.getElementById("pp-run").addEventListener("click", startJob);
+  document.getElementById("pp-cancel").addEventListener("click", () =>
+    ppJob && api(`preprocess/jobs/${ppJob}/cancel`, {}).catch(showJobError));
 });
+
+let ppJob = null;   // the job the page follows
+let ppTimer = null;
+
+function showJobError(error) {
+  document.getElementById("pp-status").textContent = "failed";
+  document.getElementById("pp-output").textContent = error.message;
+}
+
+async function startJob() {
+  const select = document.getElementById("pp-command");
+  clearTimeout(ppTimer);
+  document.getElementById("pp-output").textContent = "";
+  try {
+    showJob(await api("preprocess", { command: select.value, args: commandArgs(select.value) }));
+  } catch (error) { ppJob = null; showJobError(error); }
+}
+
+function showJob(job) {
+  ppJob = job.id;
+  const { current, total, percent, label } = job.progress;
+  const bar = document.getElementById("pp-progress");
+  bar.max = total || 100;
+  if (current !== undefined) bar.value = current; else if (percent !== undefined) bar.value = percent;
+  else bar.removeAttribute("value");
+  if (job.status === "done" && current === undefined) bar.value = bar.max;
+  document.getElementById("pp-progress-text").textContent = current !== undefined
+    ? `${label ? label + " " : ""}${current} / ${total}` : percent !== undefined ? `${percent.toFixed(0)}%` : "";
+  document.getElementById("pp-status").textContent = job.status + (job.message ? ": " + job.message : "");
+  document.getElementById("pp-cancel").disabled = job.status !== "running";
+  document.getElementById("pp-output").textContent = job.status === "running" ? ""
+    : `exit code ${job.returncode}\n${job.stdout}`;
+  document.getElementById("pp-log").textContent = job.log;
+  if (job.status === "running") ppTimer = setTimeout(pollJob, 500);
+}
+
+async function pollJob() {
+  const id = ppJob;
+  try {
+    const job = await api(`preprocess/jobs/${id}`);
+    if (id === ppJob) showJob(job);
+  } catch (error) { showJobError(error); }
+}

@@ -7,6 +7,7 @@ async function refreshRuns() {
   const body = document.querySelector("#runs-table tbody");
   body.replaceChildren(...runs.slice().reverse().map(run => el("tr", { "data-run": run.id },
     el("td", {}, el("a", { href: "#run/" + encodeURIComponent(run.id), text: run.id })),
+    el("td", { class: "run-trainer", text: run.trainer }),
     el("td", { class: "run-status", text: run.status }),
     el("td", { text: run.progress.step ?? "-" }),
     el("td", { text: run.progress.smoothed_loss?.toFixed(4) ?? "-" }),
@@ -58,6 +59,8 @@ async function pollRun() {
   }
   const p = run.progress;
   document.getElementById("run-status").textContent = run.status;
+  document.getElementById("run-trainer").textContent = run.trainer;
+  document.getElementById("run-trainer").title = (run.command || []).join(" ");
   document.getElementById("run-message").textContent = run.message || "";
   document.getElementById("run-step").textContent = p.step !== undefined ? `${p.step} / ${p.total_steps ?? "?"}` : "-";
   document.getElementById("run-epoch").textContent = p.epoch ?? "-";
@@ -67,7 +70,7 @@ async function pollRun() {
   document.getElementById("run-stop").disabled = !["queued", "running"].includes(run.status);
   document.getElementById("run-resume").disabled = ["queued", "running"].includes(run.status);
   const board = document.getElementById("run-tensorboard");
-  board.hidden = !run.tensorboard; if (run.tensorboard) board.href = run.tensorboard;
+  board.hidden = !run.tensorboard; if (run.tensorboard) board.href = withToken(run.tensorboard);
   drawChart(current.points);
   const gallery = document.getElementById("gallery");
   for (const file of p.samples.map(relativeSample)) {
@@ -83,6 +86,7 @@ async function pollRun() {
   log.textContent = await api(`runs/${encodeURIComponent(id)}/log?lines=100`);
   if (atBottom) log.scrollTop = log.scrollHeight;
   current.toml = run.toml;
+  current.trainer = run.trainer;
 }
 
 function openRun(id) {
@@ -107,6 +111,7 @@ window.addEventListener("DOMContentLoaded", () => {
     const values = (await api("import", { toml: current.toml })).values;
     delete values.output?.output_dir;
     location.hash = "#train";
+    document.getElementById("trainer").value = current.trainer;
     setValues(values);
   });
 });

@@ -14,15 +14,19 @@ from pathlib import Path
 
 import torch
 
+from library.models.checkpoint_io import read_state_dict
 from library.models.families import FAMILIES, FAMILY_NAMES, SD1, SD2, SDXL, ModelFamily
 from library.models.loader import BaseModel, load_base_model
 from library.models.pipeline import component_configs, component_modules
 from library.models.single_file import save_original_checkpoint
-from library.networks import read_lora_file, split_modules, write_lora_file
+from library.networks import split_modules, write_lora_file
 from library.networks.hashes import LEGACY_HASH_KEY, MODEL_HASH_KEY
 from library.networks.lora_file import ALPHA, DORA_SCALE, DOWN, UP, ModuleWeights
+from library.tools.loha import HadaWeights, split_hada
 
 TOOL_KEY = "furnace.tool"  # which tool wrote a file, and from what (a JSON recipe)
+
+AdapterModule = ModuleWeights | HadaWeights
 
 
 class ToolError(ValueError):
@@ -59,10 +63,36 @@ def parse_ratios(ratios: list[float] | None, count: int, what: str) -> list[floa
     return list(ratios)
 
 
-def read_lora_modules(path: Path) -> tuple[dict[str, ModuleWeights], dict[str, str]]:
-    """The modules and metadata of a kohya LoRA file."""
-    tensors, metadata = read_lora_file(path)
-    return split_modules(tensors, str(path)), metadata
+def read_adapter_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a LoRA / LoCon / DoRA / LoHa ``.safetensors`` file."""
+    if not path.is_file():
+        raise ToolError(f"LoRA file {path} does not exist; check the path")
+    if path.suffix.lower() != ".safetensors":
+        raise ToolError(f"{path}: LoRA files are read as .safetensors only")
+    return read_state_dict(path)
+
+
+def read_lora_modules(path: Path) -> tuple[dict[str, AdapterModule], dict[str, str]]:
+    """The modules (kohya LoRA pairs and LoHa modules) and metadata of an adapter file."""
+    tensors, metadata = read_adapter_file(path)
+    rest, hada = split_hada(tensors, str(path))
+    return {**split_modules(rest, str(path)), **hada}, metadata
+
+
+def only_lora_modules(modules: Mapping[str, AdapterModule], path: Path, action: str) -> dict[str, ModuleWeights]:
+    """``modules`` when all are low-rank pairs; a LoHa module is refused (there are no factors to ``action``)."""
+    hada = next((name for name, weights in modules.items() if isinstance(weights, HadaWeights)), None)
+    if hada is not None:
+        raise ToolError(
+            f"{path}: module {hada} is LoHa (hada_* keys), which has no LoRA factors to {action}; "
+            "merge it into a model with merge-into instead"
+        )
+    return dict(modules)  # type: ignore[arg-type]
+
+
+def is_conv3(weights: ModuleWeights) -> bool:
+    """Whether a module adapts a 3x3 (non-pointwise) conv, which LoCon ranks separately (conv_dim)."""
+    return weights.down.ndim == 4 and tuple(weights.down.shape[2:]) != (1, 1)
 
 
 def lora_family(module_names: list[str], metadata: Mapping[str, str]) -> ModelFamily | None:
@@ -103,17 +133,47 @@ def derived_metadata(source: Mapping[str, str], recipe: Mapping[str, object], **
     return metadata
 
 
+def _rank_and_alpha(modules: list[ModuleWeights]) -> tuple[str, str] | None:
+    """sd-scripts' summary of modules' rank and alpha: the shared values, or "Dynamic" when they vary."""
+    if not modules:
+        return None
+    ranks = {weights.rank for weights in modules}
+    alphas = {float(weights.alpha if weights.alpha is not None else weights.rank) for weights in modules}
+    return (
+        str(ranks.pop()) if len(ranks) == 1 else "Dynamic",
+        str(alphas.pop()) if len(alphas) == 1 else "Dynamic",
+    )
+
+
+def network_summary(modules: Mapping[str, ModuleWeights], metadata: Mapping[str, str]) -> dict[str, str]:
+    """ss_network_dim/alpha from the Linear/1x1 modules, conv_dim/conv_alpha in ss_network_args from the 3x3 ones."""
+    try:
+        args = json.loads(metadata.get("ss_network_args") or "{}")
+    except json.JSONDecodeError:
+        args = {}
+    if not isinstance(args, dict):
+        args = {}
+    args.pop("conv_dim", None)
+    args.pop("conv_alpha", None)
+    summary: dict[str, str] = {}
+    linear = _rank_and_alpha([w for w in modules.values() if not is_conv3(w)])
+    if linear:
+        summary["ss_network_dim"], summary["ss_network_alpha"] = linear
+    conv = _rank_and_alpha([w for w in modules.values() if is_conv3(w)])
+    if conv:
+        args["conv_dim"], args["conv_alpha"] = conv
+    summary["ss_network_args"] = json.dumps(args)
+    return summary
+
+
 def write_lora(
     path: Path, modules: Mapping[str, ModuleWeights], metadata: Mapping[str, str], dtype: torch.dtype | None = None
 ) -> dict[str, str]:
-    """Write modules as a kohya LoRA file (atomic, with hashes); ss_network_dim/alpha follow the modules."""
+    """Write modules as a kohya LoRA file (atomic, with hashes); the network dims in the metadata follow them."""
     tensors: dict[str, torch.Tensor] = {}
     for name, weights in modules.items():
         tensors.update(module_tensors(name, weights, dtype))
-    ranks = [weights.rank for weights in modules.values()]
-    alphas = [weights.alpha if weights.alpha is not None else weights.rank for weights in modules.values()]
-    summary = {"ss_network_dim": str(max(ranks, default=0)), "ss_network_alpha": str(max(alphas, default=0))}
-    return write_lora_file(path, tensors, {**metadata, **summary})
+    return write_lora_file(path, tensors, {**metadata, **network_summary(modules, metadata)})
 
 
 def load_model(path: Path, family: str = "auto") -> BaseModel:

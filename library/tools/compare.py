@@ -3,6 +3,8 @@
 Rows are (LoRA file, prompt) pairs, columns are strengths. Each cell is rendered with the LoRA merged into the base
 weights at that strength (the touched weights are restored between cells), with the prompt's own seed, so cells
 differ only by file and strength. Writes ``compare.png`` and every single image under ``singles/`` in ``--out``.
+A training run renders the same grid at its end (``sample.compare_at_end``) through :func:`render_grid`, with the
+files loaded into its live adapters instead of merged.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -26,7 +28,10 @@ from library.sampling.preview import generate_images
 from library.sampling.prompts import SamplePrompt, load_prompts, parse_prompt_lines
 from library.tools.common import ToolError, add_family_argument, existing_path, load_model
 
-_EPOCH_SUFFIX = re.compile(r"-(\d+)$")
+_EPOCH_SUFFIX = re.compile(r"-(?:step)?(\d+)$")
+
+LoraApplier = Callable[[Path, float], contextlib.AbstractContextManager]
+"""(LoRA file, strength) -> a context inside which the model renders with that file at that strength."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -46,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _epoch_order(path: Path) -> tuple[int, str]:
-    """Epoch/step files in number order, the final file (no ``-N`` suffix) after them."""
+    """Epoch (``-N``) or step (``-stepN``) files in number order, the final file (no suffix) after them."""
     match = _EPOCH_SUFFIX.search(path.stem)
     return (int(match.group(1)), path.name) if match else (1 << 62, path.name)
 
@@ -86,21 +91,44 @@ def weights_restored(modules: Sequence[torch.nn.Module]) -> Iterator[None]:
                 module.weight.copy_(weight)
 
 
-def render_grid(
-    model: BaseModel, loras: Sequence[Path], strengths: Sequence[float], prompts: Sequence[SamplePrompt], out: Path
-) -> tuple[Path, list[Path]]:
-    """Render every cell, save the singles and the labelled grid; returns (grid path, single paths)."""
+def merged_into(model: BaseModel) -> LoraApplier:
+    """Apply a LoRA by merging it into the model's weights, restored when the cell is done."""
     index = index_modules(model.family, model.unet, model.text_encoders)
+
+    @contextlib.contextmanager
+    def apply(lora: Path, strength: float) -> Iterator[None]:
+        tensors, _ = read_lora_file(lora)
+        touched = [index[name][0] for name in split_modules(tensors, str(lora)) if name in index]
+        with weights_restored(touched):
+            merge_lora_into(model.family, model.unet, model.text_encoders, tensors, strength, source=str(lora))
+            yield
+
+    return apply
+
+
+def render_grid(
+    model: BaseModel,
+    loras: Sequence[Path],
+    strengths: Sequence[float],
+    prompts: Sequence[SamplePrompt],
+    out: Path,
+    apply: LoraApplier | None = None,
+    clip_skip: int = 1,
+    autocast_dtype: torch.dtype | None = None,
+) -> tuple[Path, list[Path]]:
+    """Render every cell, save the singles and the labelled grid; returns (grid path, single paths).
+
+    ``apply`` puts a file at a strength into the model (default: :func:`merged_into`); ``clip_skip`` and
+    ``autocast_dtype`` are passed to the sampler as for training previews.
+    """
+    apply = apply or merged_into(model)
     rows: list[list[Image.Image]] = [[] for _ in range(len(loras) * len(prompts))]
     singles: list[Path] = []
     cells = tqdm(total=len(loras) * len(strengths), desc="compare", unit="cell")
     for lora_index, lora in enumerate(loras):
-        tensors, _ = read_lora_file(lora)
-        touched = [index[name][0] for name in split_modules(tensors, str(lora)) if name in index]
         for strength in strengths:
-            with weights_restored(touched):
-                merge_lora_into(model.family, model.unet, model.text_encoders, tensors, strength, source=str(lora))
-                images = generate_images(model, prompts)
+            with apply(lora, strength):
+                images = generate_images(model, prompts, clip_skip=clip_skip, autocast_dtype=autocast_dtype)
             for prompt_index, image in enumerate(images):
                 rows[lora_index * len(prompts) + prompt_index].append(image)
                 name = f"{lora.stem}_s{strength:g}_p{prompt_index:02d}_{prompts[prompt_index].seed}.png"

@@ -3,6 +3,10 @@
 A ``.ckpt`` is read with ``torch.load(weights_only=True)``: a pickle that wants to run code is refused. The output is
 a single ``.safetensors`` file when ``--out`` ends in ``.safetensors``, else a diffusers folder. Only the model's
 weights are written: EMA copies, optimizer state and other extra keys are pruned.
+
+SOURCE may also be a DreamBooth run's ``state`` folder: ``--weights ema`` exports the EMA UNet it holds (what the
+run's checkpoints contain when EMA was on), ``--weights raw`` the trained weights without averaging; the rest of
+the model comes from ``--base`` (default: the run's final checkpoint beside the state folder).
 """
 
 from __future__ import annotations
@@ -13,18 +17,26 @@ from pathlib import Path
 
 import torch
 
+from library.models.loader import BaseModel
 from library.models.pipeline import assemble_pipeline
 from library.networks.lora_file import SAVE_PRECISIONS, save_dtype
 from library.sampling.samplers import build_scheduler
 from library.tools.common import ToolError, add_family_argument, load_model, write_checkpoint
+from library.tools.run_state import WEIGHT_CHOICES, default_weights, is_state_folder, load_state_weights, run_checkpoint
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert", help="convert checkpoints (.ckpt, single file, diffusers folder)", description=__doc__
     )
-    parser.add_argument("source", type=Path, metavar="SOURCE", help=".ckpt, .safetensors or diffusers folder")
+    parser.add_argument(
+        "source", type=Path, metavar="SOURCE", help=".ckpt, .safetensors, diffusers folder or a run's state folder"
+    )
     parser.add_argument("--out", type=Path, required=True, help="FILE.safetensors or a diffusers folder")
+    parser.add_argument(
+        "--weights", choices=WEIGHT_CHOICES, help="state folder: the EMA or the raw UNet (default: ema if saved)"
+    )
+    parser.add_argument("--base", type=Path, help="state folder: the model the rest comes from (default: the run's)")
     add_family_argument(parser)
     parser.add_argument("--save-precision", default="fp16", choices=SAVE_PRECISIONS, help="default: %(default)s")
     parser.set_defaults(run=run)
@@ -48,10 +60,24 @@ def write_diffusers_folder(model, out: Path, dtype: torch.dtype) -> None:
         shutil.rmtree(temporary, ignore_errors=True)
 
 
+def load_source(args: argparse.Namespace) -> tuple[BaseModel, dict[str, object]]:
+    """The model to write and the recipe entries saying where it came from."""
+    if not is_state_folder(args.source):
+        if args.weights or args.base:
+            raise ToolError("--weights and --base apply to a run's state folder only")
+        return load_model(args.source, args.family), {"source": args.source.name}
+    base = args.base or run_checkpoint(args.source)
+    weights = args.weights or default_weights(args.source)
+    model = load_model(base, args.family)
+    load_state_weights(model, args.source, weights)
+    source = f"{args.source.parent.name}/{args.source.name}"
+    return model, {"source": source, "weights": weights, "base": base.name}
+
+
 def run(args: argparse.Namespace) -> int:
-    model = load_model(args.source, args.family)
+    model, origin = load_source(args)
     dtype = save_dtype(args.save_precision)
-    recipe = {"tool": "convert", "source": args.source.name, "precision": args.save_precision}
+    recipe = {"tool": "convert", **origin, "precision": args.save_precision}
     if args.out.suffix.lower() == ".safetensors":
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_checkpoint(args.out, model, recipe, dtype=dtype)

@@ -15,10 +15,11 @@ import torch
 from library.models.checkpoint_io import read_state_dict
 from library.models.detect import detect_diffusers_family, detect_original_family
 from library.networks import verify_hashes
-from library.networks.lora_file import ModuleWeights, split_modules
-from library.tools.common import ToolError, existing_path, lora_family
+from library.networks.lora_file import split_modules
+from library.tools.common import AdapterModule, ToolError, existing_path, is_conv3, lora_family
+from library.tools.loha import HADA_SUFFIXES, HadaWeights, split_hada
 
-_LORA_KEY_ENDINGS = (".lora_down.weight", ".lora_up.weight", ".alpha", ".dora_scale")
+_LORA_KEY_ENDINGS = (".lora_down.weight", ".lora_up.weight", ".alpha", ".dora_scale", *HADA_SUFFIXES)
 _EMA_PREFIX = "model_ema."
 
 
@@ -30,14 +31,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def lora_kind(modules: dict[str, ModuleWeights]) -> str:
-    """LoRA, LoCon (3x3 conv modules) and/or DoRA (magnitude vectors)."""
-    kind = "LoCon" if any(w.down.ndim == 4 and w.down.shape[2:] != (1, 1) for w in modules.values()) else "LoRA"
+def lora_kind(modules: dict[str, AdapterModule]) -> str:
+    """LoRA, LoCon (3x3 conv modules) or LoHa (hada_* modules), and/or DoRA (magnitude vectors)."""
+    if any(isinstance(w, HadaWeights) for w in modules.values()):
+        kind = "LoHa"
+    else:
+        kind = "LoCon" if any(is_conv3(w) for w in modules.values()) else "LoRA"
     return f"{kind} + DoRA" if any(w.dora_scale is not None for w in modules.values()) else kind
 
 
 def lora_report(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict[str, object]:
-    modules = split_modules(tensors, str(path))
+    low_rank, hada = split_hada(tensors, str(path))
+    modules = {**split_modules(low_rank, str(path)), **hada}
     family = lora_family(list(modules), metadata)
     ranks = {name: weights.rank for name, weights in modules.items()}
     alphas = {name: weights.alpha for name, weights in modules.items()}

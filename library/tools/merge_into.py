@@ -1,7 +1,9 @@
 """'merge-into': bake LoRAs into a base model and save one original-layout single-file checkpoint.
 
-Each LoRA adds ``ratio * alpha/rank * up @ down`` to its module's weight (DoRA modules are renormalised), the same
-arithmetic as applying it at run time with that strength. The output carries modelspec metadata and the recipe.
+Each LoRA adds ``ratio * alpha/rank * up @ down`` to its module's weight (DoRA modules are renormalised per output
+row to their stored magnitude), the same arithmetic as applying it at run time with that strength. LyCORIS LoHa
+modules (``hada_*`` keys) add their Hadamard-product update the same way. The output carries modelspec metadata and
+the recipe.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from library.networks import merge_lora_into, read_lora_file
+from library.networks import merge_lora_into
 from library.networks.lora_file import SAVE_PRECISIONS, save_dtype
 from library.tools.common import (
     ToolError,
@@ -20,8 +22,10 @@ from library.tools.common import (
     load_model,
     lora_family,
     parse_ratios,
+    read_adapter_file,
     write_checkpoint,
 )
+from library.tools.loha import merge_hada_into, split_hada
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -40,14 +44,17 @@ def run(args: argparse.Namespace) -> int:
     out = check_output(args.out)
     model = load_model(args.base, args.family)
     for lora, ratio in tqdm(list(zip(args.loras, ratios)), desc="merge-into", unit="LoRA"):
-        tensors, metadata = read_lora_file(lora)
+        tensors, metadata = read_adapter_file(lora)
         made_for = lora_family([key.split(".")[0] for key in tensors], metadata)
         declared = "ss_base_model_version" in metadata
         if declared and made_for is not None and made_for.text_encoders != model.family.text_encoders:
             raise ToolError(
                 f"{lora}: a {made_for.name} LoRA cannot merge into the {model.family.name} model {args.base}"
             )
-        merge_lora_into(model.family, model.unet, model.text_encoders, tensors, ratio, source=str(lora))
+        low_rank, hada = split_hada(tensors, str(lora))
+        if low_rank:
+            merge_lora_into(model.family, model.unet, model.text_encoders, low_rank, ratio, source=str(lora))
+        merge_hada_into(model.family, model.unet, model.text_encoders, hada, ratio, str(lora))
     recipe = {
         "tool": "merge-into",
         "base": args.base.name,

@@ -8,6 +8,9 @@ Modes:
 - ``sum``: adds the factors themselves at equal rank: up = sum(ratio * alpha/rank * up), down = mean(down). Exact
   only when the inputs share their down matrices (e.g. trained from one initialisation with down frozen);
   otherwise an approximation that keeps the rank small, as sd-scripts' same-rank merge does.
+
+DoRA modules (their magnitudes do not add) and LoHa modules (no low-rank factors) are refused: merge such files into
+a model with ``merge-into``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,16 @@ import torch
 from tqdm.auto import tqdm
 
 from library.networks.lora_file import SAVE_PRECISIONS, ModuleWeights, save_dtype
-from library.tools.common import ToolError, check_output, derived_metadata, parse_ratios, read_lora_modules, write_lora
+from library.tools.common import (
+    ToolError,
+    check_output,
+    derived_metadata,
+    is_conv3,
+    only_lora_modules,
+    parse_ratios,
+    read_lora_modules,
+    write_lora,
+)
 from library.tools.lowrank import RankRule, effective_delta, factor_shapes, factorise
 
 MODES = ("concat", "svd", "sum")
@@ -42,16 +54,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _is_conv3(weights: ModuleWeights) -> bool:
-    return weights.down.ndim == 4 and tuple(weights.down.shape[2:]) != (1, 1)
-
-
-def _check_alike(name: str, parts: list[tuple[ModuleWeights, float]]) -> None:
+def _check_alike(name: str, parts: list[tuple[ModuleWeights, float]], sources: list[str]) -> None:
     shapes = {(tuple(w.down.shape[1:]), w.up.shape[0]) for w, _ in parts}
     if len(shapes) > 1:
         raise ToolError(f"{name}: the LoRAs disagree on this module's shape; are they for different models?")
-    if any(w.dora_scale is not None for w, _ in parts):
-        raise ToolError(f"{name}: DoRA modules cannot be merged (their magnitudes do not add); merge them into a model")
+    dora = next((source for (w, _), source in zip(parts, sources) if w.dora_scale is not None), None)
+    if dora is not None:
+        raise ToolError(
+            f"{dora}: module {name} is DoRA (dora_scale), whose magnitudes do not add up across files; "
+            "merge the LoRAs into a model with merge-into instead"
+        )
 
 
 def concat_module(parts: list[tuple[ModuleWeights, float]]) -> ModuleWeights:
@@ -72,22 +84,32 @@ def sum_module(name: str, parts: list[tuple[ModuleWeights, float]]) -> ModuleWei
 
 
 def merge_modules(
-    loras: list[dict[str, ModuleWeights]], ratios: list[float], mode: str, rank: int | None, conv_rank: int | None
+    loras: list[dict[str, ModuleWeights]],
+    ratios: list[float],
+    mode: str,
+    rank: int | None,
+    conv_rank: int | None,
+    sources: list[str] | None = None,
 ) -> tuple[dict[str, ModuleWeights], dict[str, float]]:
-    """The merged modules (union of all inputs' modules) and, in svd mode, the energy kept per module."""
+    """The merged modules (union of all inputs' modules) and, in svd mode, the energy kept per module.
+
+    ``sources`` names the inputs in error messages (default: their position).
+    """
+    sources = sources or [f"LoRA {index + 1}" for index in range(len(loras))]
     names = list(dict.fromkeys(name for lora in loras for name in lora))
     merged: dict[str, ModuleWeights] = {}
     energy: dict[str, float] = {}
     for name in tqdm(names, desc="merge-loras", unit="module", leave=False):
-        parts = [(lora[name], ratio) for lora, ratio in zip(loras, ratios) if name in lora]
-        _check_alike(name, parts)
+        present = [index for index, lora in enumerate(loras) if name in lora]
+        parts = [(loras[index][name], ratios[index]) for index in present]
+        _check_alike(name, parts, [sources[index] for index in present])
         if mode == "concat":
             merged[name] = concat_module(parts)
         elif mode == "sum":
             merged[name] = sum_module(name, parts)
         else:
             delta = sum(effective_delta(weights) * ratio for weights, ratio in parts)
-            target = conv_rank if conv_rank is not None and _is_conv3(parts[0][0]) else rank
+            target = conv_rank if conv_rank is not None and is_conv3(parts[0][0]) else rank
             down_shape, up_shape = factor_shapes(parts[0][0])
             result = factorise(delta, RankRule(max_rank=target), down_shape, up_shape)
             merged[name], energy[name] = result.weights, result.retained_energy
@@ -100,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
         raise ToolError("--mode svd needs --rank R (R >= 1)")
     out = check_output(args.out)
     inputs = [read_lora_modules(path) for path in args.loras]
-    merged, energy = merge_modules([modules for modules, _ in inputs], ratios, args.mode, args.rank, args.conv_rank)
+    loras = [only_lora_modules(modules, path, "combine") for (modules, _), path in zip(inputs, args.loras)]
+    sources = [str(path) for path in args.loras]
+    merged, energy = merge_modules(loras, ratios, args.mode, args.rank, args.conv_rank, sources)
     recipe = {
         "tool": "merge-loras",
         "mode": args.mode,

@@ -6,7 +6,8 @@
   M00, OUT00..OUT08), comma-separated; ``--alpha`` then applies to everything outside those blocks (time
   embedding, final layers, text encoders, VAE).
 
-Inputs are original-layout single files (or .ckpt); the output is one, with modelspec metadata and the recipe.
+Inputs are original-layout single files, .ckpt files or diffusers folders (in any mix); the output is one
+original-layout single file, with modelspec metadata and the recipe.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from tqdm.auto import tqdm
 
 from library.models.checkpoint_io import read_state_dict
 from library.models.detect import detect_original_family
-from library.models.single_file import original_to_diffusers, save_original_checkpoint
+from library.models.pipeline import component_configs, component_modules
+from library.models.single_file import diffusers_to_original, original_to_diffusers, save_original_checkpoint
+from library.models.single_file.checkpoint import default_metadata
 from library.networks.lora_file import SAVE_PRECISIONS, save_dtype
-from library.tools.common import ToolError, check_output, checkpoint_metadata, existing_path
+from library.tools.common import ToolError, check_output, checkpoint_metadata, existing_path, load_model
 
 _UNET = "model.diffusion_model."
 _BLOCK = re.compile(r"^model\.diffusion_model\.(input_blocks|middle_block|output_blocks)\.(\d+)?")
@@ -36,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("a", type=Path, metavar="A")
+    parser.add_argument("a", type=Path, metavar="A", help="a single file or diffusers folder (as are B and C)")
     parser.add_argument("b", type=Path, metavar="B")
     parser.add_argument("--c", type=Path, metavar="C", help="add-difference: A + (B - C) * alpha")
     parser.add_argument("--alpha", type=float, default=0.5, help="merge weight (default: %(default)s)")
@@ -102,9 +105,14 @@ def merge_state_dicts(
 
 
 def _read(path: Path, role: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    if existing_path(path, f"model {role}").is_dir():
-        raise ToolError(f"{path}: merge-models reads single files; convert the diffusers folder first (convert)")
-    return read_state_dict(path)
+    """A model's tensors in the original layout (a diffusers folder is converted in memory) and its metadata."""
+    if not existing_path(path, f"model {role}").is_dir():
+        return read_state_dict(path)
+    model = load_model(path)
+    modules = component_modules(model.family, model.unet, model.vae, model.text_encoders)
+    state_dicts = {name: module.state_dict() for name, module in modules.items()}
+    tensors = diffusers_to_original(model.family.name, state_dicts, component_configs(modules))
+    return tensors, default_metadata(model.family.name, path.name)  # modelspec tells SD2 from SD2-v
 
 
 def run(args: argparse.Namespace) -> int:

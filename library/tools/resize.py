@@ -2,7 +2,8 @@
 
 Every module's update is refactored from its exact ``up @ down * alpha/rank``; the alpha/rank ratio of the file
 is kept, so strengths mean the same before and after. The report lists each module's rank change and the share of
-its update's energy (squared Frobenius norm) that survived; resizing to the file's own rank is lossless.
+its update's energy (squared Frobenius norm) that survived; resizing to the file's own rank is lossless. DoRA
+magnitudes are kept as they are (they renormalise whatever update the factors hold); LoHa files are refused.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from library.networks.lora_file import SAVE_PRECISIONS, ModuleWeights, save_dtype
-from library.tools.common import ToolError, check_output, derived_metadata, read_lora_modules, write_lora
+from library.tools.common import (
+    ToolError,
+    check_output,
+    derived_metadata,
+    only_lora_modules,
+    read_lora_modules,
+    write_lora,
+)
 from library.tools.lowrank import DYNAMIC_METHODS, RankRule, effective_delta, factor_shapes, factorise
 
 
@@ -72,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     rule = rank_rule(args.rank, args.dynamic, args.dynamic_param)
     out = check_output(args.out)
     modules, metadata = read_lora_modules(args.lora)
-    resized, report = resize_modules(modules, rule)
+    resized, report = resize_modules(only_lora_modules(modules, args.lora, "resize"), rule)
     recipe = {
         "tool": "resize",
         "source": args.lora.name,

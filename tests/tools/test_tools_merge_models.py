@@ -85,3 +85,16 @@ def test_add_difference_with_block_weights(tiny_sd1, second_model, tmp_path, cap
         == 2
     )
     assert f"this model has {len(labels)} blocks (IN00..{labels[-1]})" in capsys.readouterr().err
+
+
+def test_diffusers_folder_inputs_equal_single_file_inputs(tiny_sd1, second_model, tmp_path):
+    from_files, from_folder = tmp_path / "files.safetensors", tmp_path / "folder.safetensors"
+    common = ["--c", str(second_model), "--alpha", "0.3", "--save-precision", "float"]
+    assert main(["merge-models", str(tiny_sd1.single_file), str(second_model), *common, "--out", str(from_files)]) == 0
+    assert main(["merge-models", str(tiny_sd1.folder), str(second_model), *common, "--out", str(from_folder)]) == 0
+    expected, actual = load_file(str(from_files)), load_file(str(from_folder))
+    assert actual.keys() == expected.keys()
+    for key, tensor in actual.items():
+        assert torch.equal(tensor, expected[key]), key
+    with safe_open(str(from_folder), framework="pt") as handle:
+        assert json.loads(handle.metadata()["furnace.tool"])["a"] == tiny_sd1.folder.name

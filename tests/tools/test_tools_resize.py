@@ -8,7 +8,7 @@ import pytest
 import torch
 from tool_helpers import lora_deltas, relative_error, run_tool
 
-from library.networks import verify_hashes
+from library.networks import read_lora_file, verify_hashes
 from library.tools.__main__ import main
 from library.tools.common import read_lora_modules
 from library.tools.lowrank import RankRule, effective_delta
@@ -88,3 +88,24 @@ def test_bad_options_are_one_line_errors(lora_factory, tmp_path, capsys):
     assert lines[1] == "error: --dynamic-param for sv_fro must be in (0, 1], got 2.0"
     assert lines[2].startswith("error: LoRA file") and "missing.safetensors does not exist" in lines[2]
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_resized_locon_metadata_follows_the_new_ranks(lora_factory, tmp_path):
+    lora = lora_factory("sd1", "locon", dim=4, alpha=2.0, conv_dim=2, conv_alpha=1.0)
+    out = tmp_path / "small.safetensors"
+    assert main(["resize", str(lora), "--rank", "1", "--save-precision", "float", "--out", str(out)]) == 0
+    metadata = read_lora_file(out)[1]
+    # alpha/rank is kept per module: 2/4 for the Linear and 1x1 modules, 1/2 for the 3x3 convs
+    assert (metadata["ss_network_dim"], metadata["ss_network_alpha"]) == ("1", "0.5")
+    assert json.loads(metadata["ss_network_args"]) == {"conv_dim": "1", "conv_alpha": "0.5"}
+    ranks = {weights.rank for weights in read_lora_modules(out)[0].values()}
+    assert ranks == {1}
+
+    dynamic = tmp_path / "dynamic.safetensors"
+    args = ["resize", str(lora), "--dynamic", "sv_fro", "--dynamic-param", "0.7", "--out", str(dynamic)]
+    assert main(args) == 0
+    modules, metadata = read_lora_modules(dynamic)
+    conv_ranks = {weights.rank for name, weights in modules.items() if weights.down.shape[2:] == (3, 3)}
+    expected_conv = str(conv_ranks.pop()) if len(conv_ranks) == 1 else "Dynamic"
+    assert json.loads(metadata["ss_network_args"])["conv_dim"] == expected_conv
+    assert metadata["ss_network_dim"] in {"Dynamic", *{str(w.rank) for w in modules.values()}}

@@ -1,0 +1,131 @@
+"""LyCORIS LoHa modules (``hada_*`` keys): read them beside kohya LoRA modules, and their weight update.
+
+Per module ``<name>``: ``hada_w1_a`` [out, r], ``hada_w1_b`` [r, in*kh*kw], ``hada_w2_a``, ``hada_w2_b`` the same,
+optionally ``hada_t1``/``hada_t2`` [r, r, kh, kw] (Tucker form: then ``hada_w*_a`` is [r, out] and ``hada_w*_b``
+[r, in]), ``alpha`` and ``dora_scale``. The update is the element-wise (Hadamard) product of two low-rank products,
+``(w1_a @ w1_b) * (w2_a @ w2_b) * alpha / r``, as A1111, ComfyUI and LyCORIS itself apply it. It has no low-rank
+factors of its own, so only tools that work on the full update (merging into a model, SVD) can use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from library.models.families import ModelFamily
+from library.networks.lora_file import ALPHA, DORA_SCALE, LoraFileError
+from library.networks.targets import index_modules
+
+W1A, W1B, W2A, W2B, T1, T2 = ".hada_w1_a", ".hada_w1_b", ".hada_w2_a", ".hada_w2_b", ".hada_t1", ".hada_t2"
+HADA_SUFFIXES = (W1A, W1B, W2A, W2B, T1, T2)
+
+
+@dataclass(frozen=True)
+class HadaWeights:
+    """The tensors of one LoHa module."""
+
+    w1a: torch.Tensor
+    w1b: torch.Tensor
+    w2a: torch.Tensor
+    w2b: torch.Tensor
+    t1: torch.Tensor | None
+    t2: torch.Tensor | None
+    alpha: float | None
+    dora_scale: torch.Tensor | None
+
+    @property
+    def rank(self) -> int:
+        return self.w1b.shape[0]
+
+    @property
+    def scale(self) -> float:
+        return 1.0 if self.alpha is None else self.alpha / self.rank
+
+    def delta(self) -> torch.Tensor:
+        """The unscaled update in float32: ``[out, in*kh*kw]``, or ``[out, in, kh, kw]`` in Tucker form."""
+
+        def half(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+            if t is None:
+                return a.float() @ b.float()
+            return torch.einsum("i j ..., j r, i p -> p r ...", t.float(), b.float(), a.float())
+
+        return half(self.w1a, self.w1b, self.t1) * half(self.w2a, self.w2b, self.t2)
+
+
+def split_hada(
+    state_dict: Mapping[str, torch.Tensor], source: str
+) -> tuple[dict[str, torch.Tensor], dict[str, HadaWeights]]:
+    """(the remaining kohya LoRA tensors, the LoHa modules by name) of a file's tensors."""
+    names = {key[: -len(suffix)] for key in state_dict for suffix in HADA_SUFFIXES if key.endswith(suffix)}
+    modules = {name: _hada_module(state_dict, name, source) for name in sorted(names)}
+    owned = {name + suffix for name in names for suffix in (*HADA_SUFFIXES, ALPHA, DORA_SCALE)}
+    rest = {key: tensor for key, tensor in state_dict.items() if key not in owned}
+    return rest, modules
+
+
+def _hada_module(state_dict: Mapping[str, torch.Tensor], name: str, source: str) -> HadaWeights:
+    missing = [suffix for suffix in (W1A, W1B, W2A, W2B) if name + suffix not in state_dict]
+    if missing:
+        raise LoraFileError(f"{source}: LoHa module {name!r} lacks {name}{missing[0]}; the file is incomplete")
+    t1, t2 = state_dict.get(name + T1), state_dict.get(name + T2)
+    if (t1 is None) != (t2 is None):
+        raise LoraFileError(f"{source}: LoHa module {name!r} has only one of hada_t1/hada_t2; the file is incomplete")
+    alpha = state_dict.get(name + ALPHA)
+    weights = HadaWeights(
+        state_dict[name + W1A],
+        state_dict[name + W1B],
+        state_dict[name + W2A],
+        state_dict[name + W2B],
+        t1,
+        t2,
+        None if alpha is None else float(alpha.float().item()),
+        state_dict.get(name + DORA_SCALE),
+    )
+    try:
+        weights.delta()
+    except RuntimeError:
+        raise LoraFileError(
+            f"{source}: LoHa module {name!r} has hada_* tensors whose shapes do not fit together"
+        ) from None
+    return weights
+
+
+@torch.no_grad()
+def merge_hada_into(
+    family: ModelFamily,
+    unet: nn.Module,
+    text_encoders: Sequence[nn.Module],
+    modules: Mapping[str, HadaWeights],
+    multiplier: float,
+    source: str,
+) -> int:
+    """Add LoHa updates into the model's weights in place (DoRA: renormalised per output row to the magnitude)."""
+    index = index_modules(family, unet, text_encoders)
+    for name, weights in modules.items():
+        if name not in index:
+            raise LoraFileError(
+                f"{source}: LoHa module {name!r} matches nothing in this {family.title} model; "
+                "is the file for another model family?"
+            )
+        weight = index[name][0].weight
+        delta = weights.delta()
+        if delta.numel() != weight.numel():
+            raise LoraFileError(
+                f"{source}: LoHa module {name} (update {tuple(delta.shape)}) does not fit the model's weight "
+                f"{tuple(weight.shape)}; is the file for another model?"
+            )
+        merged = weight.float() + delta.reshape(weight.shape) * (weights.scale * multiplier)
+        if weights.dora_scale is not None:
+            if weights.dora_scale.numel() != weight.shape[0]:
+                raise LoraFileError(
+                    f"{source}: {name}.dora_scale has shape {tuple(weights.dora_scale.shape)}; only one magnitude "
+                    "per output row is supported (LyCORIS wd_on_out)"
+                )
+            rows = (weight.shape[0], *([1] * (weight.ndim - 1)))
+            norm = merged.reshape(weight.shape[0], -1).norm(dim=1).reshape(rows)
+            merged = merged * (weights.dora_scale.float().reshape(rows) / norm)
+        weight.copy_(merged.to(weight.dtype))
+    return len(modules)

@@ -12,8 +12,9 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,10 +24,37 @@ GIB = 1024**3
 
 @dataclass(frozen=True)
 class Measured:
-    """One finished process: wall seconds and peak resident memory (bytes)."""
+    """One finished process: wall seconds, peak resident memory (bytes) and the sampled RSS timeline."""
 
     wall: float
     peak_rss: int
+    timeline: list[dict[str, float]] = field(default_factory=list)
+
+
+class RssSampler(threading.Thread):
+    """Samples a process's resident memory every ``interval`` s: (epoch time, RSS, anonymous, file-backed) in
+    bytes. File-backed pages count because a memory-mapped checkpoint is resident once its tensors are touched."""
+
+    FIELDS = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file"}
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.samples = pid, interval, []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            try:
+                lines = Path(f"/proc/{self.pid}/status").read_text().splitlines()
+            except OSError:
+                return
+            sample = {"time": time.time()}
+            for line in lines:
+                key, _, value = line.partition(":")
+                if key in self.FIELDS:
+                    sample[self.FIELDS[key]] = int(value.split()[0]) * 1024
+            if "rss" in sample:  # a zombie (exited, not yet reaped) has no memory lines
+                self.samples.append(sample)
 
 
 def run_measured(command: list[str], log_name: str, env: dict[str, str] | None = None) -> Measured:
@@ -38,12 +66,35 @@ def run_measured(command: list[str], log_name: str, env: dict[str, str] | None =
     started = time.perf_counter()
     with log_path.open("w", encoding="utf-8") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=full_env)
+        sampler = RssSampler(process.pid)
+        sampler.start()
         _, status, usage = os.wait4(process.pid, 0)
+        sampler.done.set()
+        sampler.join()
     wall = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command[:3])} ... failed ({process.returncode}); see {log_path}")
-    return Measured(wall, usage.ru_maxrss * 1024)  # ru_maxrss is in KiB on Linux
+    return Measured(wall, usage.ru_maxrss * 1024, sampler.samples)  # ru_maxrss is in KiB on Linux
+
+
+def peak_phase(timeline: list[dict[str, float]], events: list[dict]) -> str:
+    """Which part of a trainer run the sampled RSS peak fell in: before the first step ("setup"), "step N",
+    or "after training" -- read from the ``progress.jsonl`` event times."""
+    if not timeline:
+        return "unknown"
+    peak_time = max(timeline, key=lambda sample: sample["rss"])["time"]
+    steps = [event for event in events if event["event"] == "step"]
+    if not steps or peak_time < steps[0]["time"] - steps[0]["seconds_per_step"]:
+        return "setup"
+    for event in steps:
+        if peak_time <= event["time"]:
+            return f"step {event['step']}"
+    return "after training"
+
+
+def read_events(progress_file: Path) -> list[dict]:
+    return [json.loads(line) for line in progress_file.read_text(encoding="utf-8").splitlines()]
 
 
 def python(*args: str) -> list[str]:
@@ -70,7 +121,7 @@ def ensure_dataset(folder: Path, count: int, seed: int = 0) -> Path:
 
 def step_seconds(progress_file: Path, skip_first: int = 1) -> list[float]:
     """Per-step seconds the trainer reported in ``progress.jsonl`` (the first steps warm up and are skipped)."""
-    events = [json.loads(line) for line in progress_file.read_text(encoding="utf-8").splitlines()]
+    events = read_events(progress_file)
     return [event["seconds_per_step"] for event in events if event["event"] == "step"][skip_first:]
 
 

@@ -26,16 +26,19 @@ VARIANTS: dict[str, dict[str, str]] = {
 RESOLUTION = {"tiny": 64, "full": 256}
 
 
-def run_variant(name: str, options: dict[str, str], model, dataset, args, tag: str) -> dict:
-    output = RESULTS / "work" / "options" / f"{name}-{tag}"
+def run_variant(name: str, options: dict[str, str], model, dataset, resolution: int, steps: int, tag: str,
+                bench: str = "options", skip_first: int = 1) -> dict:
+    """One ``train_network.py`` run with ``options`` on top of the shared settings: median step (after
+    ``skip_first`` warm-up steps), wall time and peak RSS."""
+    output = RESULTS / "work" / bench / f"{name}-{tag}"
     shutil.rmtree(output, ignore_errors=True)
     flags = {"pretrained_model_name_or_path": model, "train_data_dir": dataset, "output_dir": output,
-             "output_name": "bench", "resolution": RESOLUTION[args.size], "train_batch_size": 1, "network_dim": 4,
-             "network_alpha": 4, "max_train_steps": args.steps, "seed": 1, "logging.tensorboard": "false",
+             "output_name": "bench", "resolution": resolution, "train_batch_size": 1, "network_dim": 4,
+             "network_alpha": 4, "max_train_steps": steps, "seed": 1, "logging.tensorboard": "false",
              **options}
     command = python("train_network.py", *[item for key, value in flags.items() for item in (f"--{key}", str(value))])
-    measured = run_measured(command, f"options-{name}-{tag}")
-    return {"median_step": median(step_seconds(output / "progress.jsonl")), "wall": measured.wall,
+    measured = run_measured(command, f"{bench}-{name}-{tag}")
+    return {"median_step": median(step_seconds(output / "progress.jsonl", skip_first)), "wall": measured.wall,
             "peak_rss": measured.peak_rss}
 
 
@@ -51,7 +54,8 @@ def main() -> None:
     for index in range(args.rounds):
         names = list(VARIANTS) if index % 2 == 0 else list(reversed(VARIANTS))
         for name in names:
-            runs[name].append(run_variant(name, VARIANTS[name], model, dataset, args, f"{args.size}-{index}"))
+            runs[name].append(run_variant(name, VARIANTS[name], model, dataset, RESOLUTION[args.size], args.steps,
+                                          f"{args.size}-{index}"))
     summary = {name: {key: median([run[key] for run in results]) for key in ("median_step", "wall", "peak_rss")}
                for name, results in runs.items()}
     print_table(["variant", "s/step", "peak RSS GiB", "wall s"],

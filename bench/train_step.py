@@ -14,8 +14,8 @@ import argparse
 import json
 import shutil
 
-from common import (GIB, RESULTS, ensure_dataset, ensure_model, median, print_table, python, run_measured,
-                    step_seconds, write_results)
+from common import (GIB, RESULTS, ensure_dataset, ensure_model, median, peak_phase, print_table, python,
+                    read_events, run_measured, step_seconds, write_results)
 
 PRESETS = {"tiny": {"resolution": 64, "steps": 30}, "full": {"resolution": 256, "steps": 10}}
 
@@ -33,7 +33,8 @@ def ours(model, dataset, work, args, tag: str) -> dict:
     )
     measured = run_measured(command, f"train_step-ours-{tag}")
     steps = step_seconds(output / "progress.jsonl")
-    return {"median_step": median(steps), "wall": measured.wall, "peak_rss": measured.peak_rss}
+    return {"median_step": median(steps), "wall": measured.wall, "peak_rss": measured.peak_rss,
+            "peak_phase": peak_phase(measured.timeline, read_events(output / "progress.jsonl"))}
 
 
 def raw(model, dataset, work, args, tag: str) -> dict:

@@ -33,6 +33,10 @@ _SAME_NAME: dict[str, tuple[str, ...]] = {
         "instance_prompt", "class_prompt", "class_data_dir", "num_class_images", "train_text_encoder",
         "stop_text_encoder_training", "use_ema", "save_diffusers",
     ),
+    "deepspeed": (
+        "zero_stage", "offload_optimizer_device", "offload_optimizer_nvme_path", "offload_param_device",
+        "offload_param_nvme_path",
+    ),
     "output": (
         "output_dir", "output_name", "save_precision", "save_every_n_epochs", "save_every_n_steps", "save_state",
         "save_state_on_train_end", "training_comment",
@@ -41,6 +45,7 @@ _SAME_NAME: dict[str, tuple[str, ...]] = {
 
 _RENAMED: dict[str, str] = {
     "network": "dreambooth.network",
+    "deepspeed": "deepspeed.enabled",
     "train_batch_size": "dataset.batch_size",
     "max_data_loader_n_workers": "dataset.num_workers",
     "network_dim": "network.dim",
@@ -55,6 +60,9 @@ _RENAMED: dict[str, str] = {
     "sample_every_n_epochs": "sample.every_n_epochs",
     "sample_at_first": "sample.at_first",
     "sample_sampler": "sample.sampler",
+    "vae_batch_size": "training.latents_per_encode",
+    "compare_at_end": "sample.compare_at_end",
+    "compare_strengths": "sample.compare_strengths",
     "save_last_n_epochs": "output.save_last_n",
     "save_last_n_steps": "output.save_last_n",
     "logging_dir": "logging.log_dir",

@@ -50,9 +50,10 @@ def suggest(name: str) -> str | None:
         prefix = f"{section}."
         options = {path[len(prefix):]: path for path in FIELD_PATHS if path.startswith(prefix)}
         options |= {flat: path for flat, path in FLAT_ALIASES.items() if path.startswith(prefix)}
-        # A key put in the wrong section, e.g. [optimizer] unet_lr -> network.unet_lr.
+        # A key put in the wrong section, e.g. [optimizer] unet_lr -> network.unet_lr, beats a near miss here.
         elsewhere = {**_unique_field_names(), **FLAT_ALIASES}
-        return _closest(key, options) or elsewhere.get(key)
+        exact = elsewhere.get(key)
+        return exact if exact and not exact.startswith(prefix) else _closest(key, options)
     if dot:
         return _closest(name, {path: path for path in FIELD_PATHS})
     known = (*SECTIONS, *FLAT_ALIASES, *TRANSFORMS, *FAMILY_FLAGS)

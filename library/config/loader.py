@@ -13,6 +13,7 @@ from typing import Any
 import tomli_w
 from pydantic import ValidationError
 
+from .aliases import FLAT_ALIASES
 from .errors import ConfigError, show_value, validation_messages
 from .keys import Assignment, collect
 from .overrides import parse_overrides
@@ -49,10 +50,10 @@ def _document_pairs(document: dict[str, Any], source: str) -> tuple[list[tuple[s
     pairs: list[tuple[str, Any, str]] = []
     errors: list[str] = []
     for key, value in document.items():
-        if key in SECTIONS and not isinstance(value, dict):
-            errors.append(f"{source}: {key}: must be a [{key}] table of options (got {show_value(value)})")
-        elif key in SECTIONS:
+        if key in SECTIONS and isinstance(value, dict):
             pairs.extend((f"{key}.{sub}", item, source) for sub, item in value.items())
+        elif key in SECTIONS and key not in FLAT_ALIASES:  # `deepspeed = true` is sd-scripts' flat switch
+            errors.append(f"{source}: {key}: must be a [{key}] table of options (got {show_value(value)})")
         else:
             pairs.append((key, value, source))
     return pairs, errors

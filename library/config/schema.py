@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .fields import Problem, raise_problems
 from .sections_data import DatasetSection, ModelSection
+from .sections_deepspeed import DeepSpeedSection
 from .sections_dreambooth import DreamBoothSection
 from .sections_output import LoggingSection, OutputSection, SampleSection
 from .sections_train import NetworkSection, OptimizerSection, TrainingSection
@@ -28,6 +29,9 @@ class FurnaceConfig(BaseModel):
     logging: LoggingSection = Field(default_factory=LoggingSection, description="Console and TensorBoard logging.")
     dreambooth: DreamBoothSection = Field(
         default_factory=DreamBoothSection, description="DreamBooth prompts, class images and full fine-tuning."
+    )
+    deepspeed: DeepSpeedSection = Field(
+        default_factory=DeepSpeedSection, description="DeepSpeed ZeRO partitioning and offload (multi-GPU)."
     )
 
     @model_validator(mode="after")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from .fields import SECTION_CONFIG, OptionalPath, canonical_choice
+from .fields import SECTION_CONFIG, OptionalPath, canonical_choice, raise_problems
 
 SAMPLERS = (
     "ddim", "pndm", "lms", "euler", "euler_a", "heun", "dpm_2", "dpm_2_a", "dpmsolver", "dpmsolver++", "dpmsingle",
@@ -35,6 +35,14 @@ class SampleSection(BaseModel):
     height: int | None = Field(
         None, ge=64, le=4096, multiple_of=8, description="Default preview height; unset = dataset height."
     )
+    compare_at_end: bool = Field(
+        False,
+        description="LoRA runs: after the final save, render a grid of the run's saved files x compare_strengths x "
+        "the sample prompts into <output_dir>/compare/ (needs sample.prompts).",
+    )
+    compare_strengths: list[Annotated[float, Field(ge=-10, le=10)]] = Field(
+        [0.5, 1.0], min_length=1, max_length=16, description="LoRA strengths (grid columns) of compare_at_end."
+    )
 
     @field_validator("sampler", mode="before")
     @classmethod
@@ -43,6 +51,12 @@ class SampleSection(BaseModel):
             value = value.lower()
             return value[2:] if value.startswith("k_") else value
         return value
+
+    @model_validator(mode="after")
+    def _compare_needs_prompts(self) -> SampleSection:
+        if self.compare_at_end and not self.prompts:
+            raise_problems([("compare_at_end", "needs sample.prompts (the prompts of the grid's rows)")])
+        return self
 
 
 class OutputSection(BaseModel):

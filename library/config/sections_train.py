@@ -134,3 +134,21 @@ class TrainingSection(BaseModel):
     huber_c: float = Field(0.1, gt=0, le=10, description="Huber / smooth-L1 threshold.")
     resume: OptionalPath = Field(None, description="A saved state/ folder to resume from, or 'latest' for the newest.")
     validation_every_n_steps: int | None = Field(None, ge=1, description="Compute validation loss every N steps.")
+    channels_last: bool = Field(
+        False, description="Keep the UNet's weights in channels-last memory format (a speed option; off wins here)."
+    )
+    torch_compile: bool = Field(
+        False,
+        description="Compile the UNet with torch.compile (inductor); on CPU it needs a C++ compiler and the first "
+        "steps pay minutes of compile time.",
+    )
+    latents_per_encode: int = Field(
+        1, ge=1, le=256, description="Images per VAE call while caching latents; each extra image at 512 px adds "
+        "~0.6 GiB of VAE activations to the peak.",
+    )
+    cpu_threads: int = Field(
+        0, ge=0, le=1024, description="Intra-op threads for CPU math (torch.set_num_threads); 0 = torch's default."
+    )
+    cpu_interop_threads: int = Field(
+        0, ge=0, le=1024, description="Inter-op threads (torch.set_num_interop_threads); 0 = torch's default."
+    )

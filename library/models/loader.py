@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from library.models.checkpoint_io import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES, 
 from library.models.detect import detect_diffusers_family, detect_original_family
 from library.models.errors import ModelLoadError
 from library.models.families import ModelFamily, get_family
+from library.models.tensor_stream import DtypeFor, StreamedTensors
 from library.models.tokenizer import build_clip_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -65,24 +67,41 @@ def _count_parameters(module: torch.nn.Module) -> int:
     return sum(parameter.numel() for parameter in module.parameters())
 
 
+@dataclass(frozen=True)
+class _Dtypes:
+    """Storage dtypes of a load: the VAE's may differ (SD VAEs are kept fp32 while the rest is bf16)."""
+
+    default: torch.dtype
+    vae: torch.dtype
+
+    def of(self, component: str) -> torch.dtype:
+        return self.vae if component == "vae" else self.default
+
+
 def load_base_model(
     path: str | Path,
     family: str = "auto",
     vae: str | Path | None = None,
     config_dir: str | Path | None = None,
     dtype: torch.dtype = torch.float32,
+    vae_dtype: torch.dtype | None = None,
 ) -> BaseModel:
-    """Load a base model from ``path``; ``family="auto"`` detects it, a family name forces it."""
+    """Load a base model from ``path``; ``family="auto"`` detects it, a family name forces it.
+
+    Weights are stored in ``dtype`` (the VAE in ``vae_dtype``, default ``dtype``) as they are read, so a bf16 load
+    of an fp32 file never holds the fp32 copy of a whole component.
+    """
     source = Path(path).expanduser()
     _check_exists(source)
+    dtypes = _Dtypes(dtype, vae_dtype or dtype)
     if source.is_dir():
-        model = _load_diffusers_folder(source, family, dtype)
+        model = _load_diffusers_folder(source, family, dtypes)
     else:
-        model = _load_single_file(source, family, None if config_dir is None else Path(config_dir), dtype)
+        model = _load_single_file(source, family, None if config_dir is None else Path(config_dir), dtypes)
     if vae is not None:
         from library.models.vae import load_vae
 
-        model.vae = load_vae(Path(vae).expanduser(), model.family, dtype)
+        model.vae = load_vae(Path(vae).expanduser(), model.family, dtypes.vae)
     for module in (model.unet, model.vae, *model.text_encoders):
         module.eval()
     return model
@@ -100,9 +119,8 @@ def _check_exists(source: Path) -> None:
     raise ModelLoadError(f"model not found: {source}. Expected {ACCEPTED_LAYOUTS}.{hint}")
 
 
-def _load_diffusers_folder(folder: Path, family_name: str, dtype: torch.dtype) -> BaseModel:
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+def _load_diffusers_folder(folder: Path, family_name: str, dtypes: _Dtypes) -> BaseModel:
+    from diffusers import DDPMScheduler
 
     if not (folder / "model_index.json").is_file():
         present = sorted(p.name for p in folder.iterdir())[:12]
@@ -114,27 +132,53 @@ def _load_diffusers_folder(folder: Path, family_name: str, dtype: torch.dtype) -
     for sub in ("unet", "vae", *(spec.component for spec in family.text_encoders)):
         if not (folder / sub / "config.json").is_file():
             raise ModelLoadError(f"{folder / sub}: missing (or no config.json); the {family.name} folder needs it")
-    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype, local_files_only=True)
-    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype, local_files_only=True)
-    text_encoders, tokenizers = [], []
-    for spec in family.text_encoders:
-        encoder_class = (
-            CLIPTextModelWithProjection if spec.architecture == "CLIPTextModelWithProjection" else CLIPTextModel
-        )
-        text_encoders.append(
-            encoder_class.from_pretrained(folder, subfolder=spec.component, dtype=dtype, local_files_only=True)
-        )
-        tokenizers.append(_folder_tokenizer(folder / spec.component.replace("text_encoder", "tokenizer"), spec))
+    architectures = {spec.component: spec.architecture for spec in family.text_encoders}
+    modules = {
+        name: _folder_component(folder, name, architectures.get(name, ""), dtypes.of(name))
+        for name in ("unet", "vae", *architectures)
+    }
+    tokenizers = [
+        _folder_tokenizer(folder / spec.component.replace("text_encoder", "tokenizer"), spec)
+        for spec in family.text_encoders
+    ]
     return BaseModel(
         family=family,
-        unet=unet,
-        vae=vae,
-        text_encoders=text_encoders,
+        unet=modules["unet"],
+        vae=modules["vae"],
+        text_encoders=[modules[spec.component] for spec in family.text_encoders],
         tokenizers=tokenizers,
         noise_scheduler=DDPMScheduler(**dict(family.scheduler_config)),
         source=folder,
         source_format="diffusers",
     )
+
+
+_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "model.safetensors")
+
+
+def _folder_component(folder: Path, name: str, architecture: str, dtype: torch.dtype) -> torch.nn.Module:
+    """One component of a diffusers folder, streamed from its single ``.safetensors`` file in ``dtype``; other
+    weight layouts (sharded, ``.bin``, variants, legacy key names) go through ``from_pretrained``."""
+    config = json.loads((folder / name / "config.json").read_text(encoding="utf-8"))
+    weights = next((folder / name / file for file in _WEIGHT_FILES if (folder / name / file).is_file()), None)
+    if weights is not None:
+        with StreamedTensors(weights, lambda key: dtype) as tensors:
+            try:
+                return _instantiate(name, {**config, "architectures": [architecture]}, tensors, dtype)
+            except ValueError as error:
+                logger.debug("%s: %s; loading it with from_pretrained", weights, error)
+    return _from_pretrained(folder, name, architecture, dtype)
+
+
+def _from_pretrained(folder: Path, name: str, architecture: str, dtype: torch.dtype) -> torch.nn.Module:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    if name in ("unet", "vae"):
+        model_class = UNet2DConditionModel if name == "unet" else AutoencoderKL
+        return model_class.from_pretrained(folder, subfolder=name, torch_dtype=dtype, local_files_only=True)
+    encoder_class = CLIPTextModelWithProjection if architecture == "CLIPTextModelWithProjection" else CLIPTextModel
+    return encoder_class.from_pretrained(folder, subfolder=name, dtype=dtype, local_files_only=True)
 
 
 def _folder_tokenizer(tokenizer_dir: Path, spec):
@@ -147,29 +191,34 @@ def _folder_tokenizer(tokenizer_dir: Path, spec):
     return build_clip_tokenizer(pad_token=spec.pad_token)
 
 
-def _load_single_file(path: Path, family_name: str, config_dir: Path | None, dtype: torch.dtype) -> BaseModel:
+def _load_single_file(path: Path, family_name: str, config_dir: Path | None, dtypes: _Dtypes) -> BaseModel:
     from diffusers import DDPMScheduler
-
-    from library.models.single_file import original_to_diffusers
 
     suffix = path.suffix.lower()
     if suffix not in SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES:
         raise ModelLoadError(f"{path}: unsupported file type {path.suffix!r}. Expected {ACCEPTED_LAYOUTS}.")
-    state_dict, metadata = read_state_dict(path)
-    family = (
-        detect_original_family(path, state_dict.keys(), metadata)
-        if family_name == "auto"
-        else get_family(family_name)
-    )
-    try:
-        configs, state_dicts = original_to_diffusers(family.name, state_dict)
-    except ValueError as error:
-        forced = "" if family_name == "auto" else f' (model.family is "{family_name}"; "auto" detects the family)'
-        raise ModelLoadError(f"{path}: does not match the {family.name} layout{forced}: {error}") from None
-    del state_dict
+    if suffix in SAFETENSORS_SUFFIXES:
+        with StreamedTensors(path) as tensors:
+            family = _file_family(path, family_name, tensors.keys(), tensors.metadata)
+            tensors.dtype_for = _dtype_by_component(family, dtypes)
+            configs, state_dicts = _convert(path, family, family_name, tensors, tensors.shapes)
+        metadata = tensors.metadata
+    else:
+        state_dict, metadata = read_state_dict(path)
+        family = _file_family(path, family_name, state_dict.keys(), metadata)
+        configs, state_dicts = _convert(path, family, family_name, state_dict, state_dict)
+        del state_dict
     if config_dir is not None:
         configs.update(_configs_from_folder(config_dir, configs))
-    modules = {name: _instantiate(name, configs[name], state_dicts[name], dtype, path) for name in state_dicts}
+    modules = {}
+    for name in list(state_dicts):
+        try:
+            modules[name] = _instantiate(name, configs[name], state_dicts.pop(name), dtypes.of(name))
+        except ValueError as error:
+            raise ModelLoadError(
+                f"{path}: {name} weights do not fit the inferred architecture ({error}); if this is a "
+                "non-standard model, set model.config_dir to a diffusers folder with matching configs"
+            ) from None
     return BaseModel(
         family=family,
         unet=modules["unet"],
@@ -183,6 +232,29 @@ def _load_single_file(path: Path, family_name: str, config_dir: Path | None, dty
     )
 
 
+def _file_family(path: Path, family_name: str, keys, metadata: dict[str, str]) -> ModelFamily:
+    return detect_original_family(path, keys, metadata) if family_name == "auto" else get_family(family_name)
+
+
+def _dtype_by_component(family: ModelFamily, dtypes: _Dtypes) -> DtypeFor:
+    """Each original-layout key's storage dtype, by the component whose prefix it carries."""
+    from library.models.single_file.components import component_layouts
+
+    prefixes = [(layout.prefix, dtypes.of(layout.name)) for layout in component_layouts(family.name)]
+    return lambda key: next((dtype for prefix, dtype in prefixes if key.startswith(prefix)), None)
+
+
+def _convert(path: Path, family: ModelFamily, family_name: str, state_dict, shapes):
+    """(configs, state dicts) per component; a layout mismatch becomes a :class:`ModelLoadError`."""
+    from library.models.single_file import original_to_diffusers
+
+    try:
+        return original_to_diffusers(family.name, state_dict, shapes)
+    except ValueError as error:
+        forced = "" if family_name == "auto" else f' (model.family is "{family_name}"; "auto" detects the family)'
+        raise ModelLoadError(f"{path}: does not match the {family.name} layout{forced}: {error}") from None
+
+
 def _configs_from_folder(config_dir: Path, wanted: dict[str, dict]) -> dict[str, dict]:
     """Component configs from a diffusers folder, for single files whose architecture cannot be inferred."""
     configs = {}
@@ -194,8 +266,9 @@ def _configs_from_folder(config_dir: Path, wanted: dict[str, dict]) -> dict[str,
     return configs
 
 
-def _instantiate(name: str, config: dict, state_dict: dict, dtype: torch.dtype, source: Path) -> torch.nn.Module:
-    """Build a component without a random init (empty weights) and assign the checkpoint's tensors to it."""
+def _instantiate(name: str, config: dict, state_dict: Mapping, dtype: torch.dtype) -> torch.nn.Module:
+    """Build a component without a random init (empty weights) and assign the checkpoint's tensors to it (a
+    streamed mapping is read one tensor at a time here); ValueError names keys that do not fit."""
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
@@ -210,12 +283,9 @@ def _instantiate(name: str, config: dict, state_dict: dict, dtype: torch.dtype, 
             with_projection = "CLIPTextModelWithProjection" in config.get("architectures", [])
             encoder_class = CLIPTextModelWithProjection if with_projection else CLIPTextModel
             module = encoder_class(CLIPTextConfig(**clean))
+    problems = sorted(set(module.state_dict()).symmetric_difference(state_dict))[:3]
+    if problems:
+        raise ValueError(f"e.g. {', '.join(problems)}")
     tensors = {key: value.to(dtype) if value.is_floating_point() else value for key, value in state_dict.items()}
-    result = module.load_state_dict(tensors, strict=False, assign=True)
-    if result.missing_keys or result.unexpected_keys:
-        problems = (result.missing_keys + result.unexpected_keys)[:3]
-        raise ModelLoadError(
-            f"{source}: {name} weights do not fit the inferred architecture (e.g. {', '.join(problems)}); "
-            "if this is a non-standard model, set model.config_dir to a diffusers folder with matching configs"
-        )
+    module.load_state_dict(tensors, strict=True, assign=True)
     return module

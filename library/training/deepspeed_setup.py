@@ -1,19 +1,39 @@
-"""DeepSpeed through accelerate: the plugin for a run launched with ``accelerate launch --use_deepspeed``.
+"""DeepSpeed ZeRO through accelerate: the plugin, and the few places where the loop must treat an engine specially.
 
-The ZeRO stage and offload devices come from the launcher (``accelerate config`` / ``--zero_stage`` /
-``--offload_optimizer_device`` / a DeepSpeed JSON); the fields DeepSpeed needs from the run itself (micro batch
-size, accumulation, gradient clipping) are filled in from the Furnace config, because the loop feeds batches itself
-rather than through a prepared DataLoader, which is where accelerate would otherwise read them. Combinations the
-loop cannot run are refused before any model loads, with what to change. On a CPU-only machine DeepSpeed still
-runs (gloo process group); accelerate must then not be forced to CPU mode, which would silently bypass DeepSpeed.
+DeepSpeed is on when the config says so (``[deepspeed] enabled = true``, stage and offload from the same section) or
+when the run was started with ``accelerate launch --use_deepspeed`` (stage and offload from the launcher). The fields
+DeepSpeed needs from the run (micro batch size, accumulation, clipping) come from the Furnace config, because the loop
+feeds batches itself rather than through a prepared DataLoader.
+
+How the loop runs under an engine:
+- everything that trains (UNet and/or text encoders) is wrapped in one container module, so one engine holds all
+  trained parameters; the loop keeps calling the original modules (ZeRO-3's fetch hooks sit on every submodule);
+- the loop's own accumulation windows (which never cross an epoch boundary) mark the engine's step boundary
+  explicitly, and the loss is scaled by the loop, not by the engine;
+- under ZeRO-3 the weights are partitioned across ranks, so saving gathers the saved tensors on every rank first;
+- resumable state is the engine's own checkpoint (trainable tensors + partitioned optimizer state).
+
+On a CPU-only machine DeepSpeed still runs (gloo); accelerate must then not be forced to CPU mode, which would silently
+bypass DeepSpeed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterable
+
+import torch
 
 from library.config import FurnaceConfig
 from library.training.accelerator import TrainingSetupError
+
+logger = logging.getLogger(__name__)
+
+OFFLOAD_OPTIMIZERS = ("AdamW",)
+"""accelerate replaces the optimizer by DeepSpeed's CPU Adam when the optimizer is offloaded; only AdamW maps onto
+it."""
 
 
 def launched_with_deepspeed() -> bool:
@@ -21,45 +41,157 @@ def launched_with_deepspeed() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
 
 
-def _check_run(config: FurnaceConfig) -> None:
-    network = config.network
-    if not (network.train_unet_only or network.train_text_encoder_only or network.text_encoder_lr == 0):
-        raise TrainingSetupError(
-            "DeepSpeed: accelerate prepares one trained model per DeepSpeed engine; set "
-            "network.train_unet_only = true (or network.train_text_encoder_only = true) for a DeepSpeed run"
-        )
-    if config.training.gradient_accumulation_steps != 1:
-        raise TrainingSetupError(
-            "DeepSpeed: training.gradient_accumulation_steps must be 1 (the DeepSpeed engine steps on every "
-            "backward); raise dataset.batch_size or the number of processes instead"
-        )
+def deepspeed_requested(config: FurnaceConfig) -> bool:
+    return config.deepspeed.enabled or launched_with_deepspeed()
 
 
-def _check_stage(plugin) -> None:
-    """ZeRO-3 partitions every parameter across ranks; the loop saves and resumes adapter tensors by reading them
-    directly, which would see only this rank's empty shard, so stage 3 is refused rather than writing bad files."""
-    if plugin.zero_stage == 3:
+def _plugin_settings(config: FurnaceConfig) -> dict:
+    """Stage and offload from the config when it enables DeepSpeed; otherwise accelerate reads the launcher's."""
+    if not config.deepspeed.enabled:
+        return {}
+    section = config.deepspeed
+    return {
+        "zero_stage": section.zero_stage,
+        "offload_optimizer_device": section.offload_optimizer_device,
+        "offload_optimizer_nvme_path": section.offload_optimizer_nvme_path or "none",
+        "offload_param_device": section.offload_param_device,
+        "offload_param_nvme_path": section.offload_param_nvme_path or "none",
+    }
+
+
+def _check(config: FurnaceConfig, plugin) -> None:
+    """Refuse what the engine would silently change or cannot run, before any model loads."""
+    zero = plugin.deepspeed_config.get("zero_optimization", {})
+    offload_optimizer = zero.get("offload_optimizer", {}).get("device", "none")
+    if offload_optimizer not in (None, "none") and config.optimizer.type not in OFFLOAD_OPTIMIZERS:
         raise TrainingSetupError(
-            "DeepSpeed ZeRO-3 is not supported by this trainer (it partitions the adapter weights the trainer "
-            "saves); use --zero_stage 2 (optimizer and gradient partitioning, optionally "
-            "--offload_optimizer_device cpu), or launch without DeepSpeed"
+            f"DeepSpeed optimizer offload runs DeepSpeed's own CPU Adam in place of optimizer.type = "
+            f"{config.optimizer.type!r}; use optimizer.type = \"AdamW\" or "
+            "deepspeed.offload_optimizer_device = \"none\""
         )
+    if plugin.zero_stage == 3 and config.dreambooth.use_ema and config.dreambooth.network == "full":
+        raise TrainingSetupError(
+            "DeepSpeed ZeRO-3 partitions the UNet weights across processes, which the EMA copy cannot follow; "
+            "set dreambooth.use_ema = false or deepspeed.zero_stage = 2"
+        )
+    if "nvme" in (offload_optimizer, zero.get("offload_param", {}).get("device", "none")):
+        from deepspeed.ops.op_builder import AsyncIOBuilder
+
+        if not AsyncIOBuilder().is_compatible(verbose=False):
+            raise TrainingSetupError(
+                "DeepSpeed NVMe offload needs DeepSpeed's async I/O extension (libaio development files and a "
+                "compiler); install them or offload to \"cpu\" instead"
+            )
+
+
+def _single_process_rendezvous() -> None:
+    """A run started with plain ``python`` gets the one-process group ``accelerate launch`` would have set up."""
+    if "WORLD_SIZE" in os.environ:
+        return
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    logger.info("DeepSpeed in one process; start with `accelerate launch --num_processes N` to use N devices")
 
 
 def build_deepspeed_plugin(config: FurnaceConfig):
-    """The ``DeepSpeedPlugin`` for this run, or None when it was not launched with DeepSpeed."""
-    if not launched_with_deepspeed():
+    """The ``DeepSpeedPlugin`` for this run, or None when DeepSpeed is not requested."""
+    if not deepspeed_requested(config):
         return None
-    from accelerate.utils import DeepSpeedPlugin
-
-    _check_run(config)
-    plugin = DeepSpeedPlugin(gradient_accumulation_steps=1, gradient_clipping=config.optimizer.max_grad_norm)
-    _check_stage(plugin)
+    try:
+        from accelerate.utils import DeepSpeedPlugin
+        import deepspeed  # noqa: F401  (fail here, with the fix, rather than deep inside accelerate)
+    except ImportError:
+        raise TrainingSetupError(
+            "DeepSpeed is not installed; install the 'distributed' extra (pip install -e '.[distributed]') or set "
+            "deepspeed.enabled = false"
+        ) from None
+    plugin = DeepSpeedPlugin(
+        gradient_accumulation_steps=config.training.gradient_accumulation_steps,
+        gradient_clipping=config.optimizer.max_grad_norm,
+        zero3_init_flag=False,  # the base model is loaded whole, then partitioned by the engine
+        **_plugin_settings(config),
+    )
+    _check(config, plugin)
+    _single_process_rendezvous()
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    micro_batch = config.dataset.batch_size
     settings = plugin.deepspeed_config
     if settings.get("train_micro_batch_size_per_gpu", "auto") == "auto":
-        settings["train_micro_batch_size_per_gpu"] = micro_batch
+        settings["train_micro_batch_size_per_gpu"] = config.dataset.batch_size
     if settings.get("train_batch_size", "auto") == "auto":
-        settings["train_batch_size"] = settings["train_micro_batch_size_per_gpu"] * world
+        settings["train_batch_size"] = (
+            settings["train_micro_batch_size_per_gpu"] * config.training.gradient_accumulation_steps * world
+        )
     return plugin
+
+
+def uses_deepspeed(accelerator) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def zero_stage(accelerator) -> int:
+    """The ZeRO stage of this run; 0 without DeepSpeed."""
+    return accelerator.state.deepspeed_plugin.zero_stage if uses_deepspeed(accelerator) else 0
+
+
+class TrainedModules(torch.nn.Module):
+    """One module holding every trained module, so one DeepSpeed engine owns all trained parameters."""
+
+    def __init__(self, modules: Iterable[torch.nn.Module]) -> None:
+        super().__init__()
+        self.parts = torch.nn.ModuleList(modules)
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError("TrainedModules is a container; call its parts")
+
+
+def partitioned_weights_read_early(modules: Iterable[torch.nn.Module]) -> None:
+    """ZeRO-3 fetches a module's weights when that module runs; CLIP's embeddings read the size of their position
+    table before calling it, so that table is also fetched whenever its parent runs."""
+    import deepspeed
+
+    for module in modules:
+        for parent in module.modules():
+            table = getattr(parent, "position_embedding", None)
+            if isinstance(table, torch.nn.Embedding):
+                deepspeed.zero.register_external_parameter(parent, table.weight)
+
+
+def backward(accelerator, loss: torch.Tensor, closes_window: bool) -> None:
+    """Backward of one micro-batch; under DeepSpeed the engine steps only when ``closes_window``."""
+    if uses_deepspeed(accelerator):
+        from deepspeed.runtime.base_optimizer import ZeROOptimizer
+
+        engine = accelerator.deepspeed_engine_wrapped.engine
+        if isinstance(engine.optimizer, ZeROOptimizer):
+            # What engine.forward does first, and the loop calls the modules directly: it advances ZeRO's
+            # micro-step counter, without which ZeRO-3 overwrites instead of accumulating gradients.
+            engine.optimizer.clear_backward_seen_flag()
+        accelerator.deepspeed_engine_wrapped.backward(loss, sync_gradients=closes_window, scale_wrt_gas=False)
+    else:
+        accelerator.backward(loss)
+
+
+def gathered(accelerator, parameters: Iterable[torch.nn.Parameter]) -> contextlib.AbstractContextManager:
+    """Inside the context the parameters hold their full values on every rank (ZeRO-3 partitions them otherwise).
+    Every rank must enter it: gathering is collective."""
+    if zero_stage(accelerator) != 3:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(parameters), modifier_rank=None)
+
+
+def state_save_options(accelerator) -> dict:
+    """The engine checkpoint keeps trainable tensors only (the frozen base is in the model file already)."""
+    return {"exclude_frozen_parameters": True} if uses_deepspeed(accelerator) else {}
+
+
+def state_load_options(accelerator) -> dict:
+    return {"load_module_strict": False} if uses_deepspeed(accelerator) else {}
+

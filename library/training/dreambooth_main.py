@@ -12,11 +12,14 @@ from library.training.cli import run_trainer
 
 def train_dreambooth(config: FurnaceConfig) -> Path | None:
     from library.training.class_images import ensure_class_images
+    from library.training.compare_at_end import check_supported
     from library.training.full_weights import FullWeights
     from library.training.lora_weights import LoraWeights
     from library.training.trainer import train
 
-    weights = LoraWeights if config.dreambooth.network == "lora" else FullWeights
+    lora = config.dreambooth.network == "lora"
+    check_supported(config, lora_run=lora)  # before any model loads
+    weights = LoraWeights if lora else FullWeights
     return train(config, weights, before_data=ensure_class_images)
 
 

@@ -52,6 +52,12 @@ class LoraWeights:
 
     kind = "LoRA"
 
+    @staticmethod
+    def load_dtypes(precision: Precision) -> tuple[torch.dtype, torch.dtype]:
+        """(UNet and text encoders, VAE) storage dtypes: the whole base is frozen, so it loads as ``freeze_base``
+        keeps it and no fp32 copy of the UNet is ever held in a bf16 run."""
+        return precision.frozen, torch.float32
+
     def __init__(self, config: FurnaceConfig, model: BaseModel, precision: Precision, device) -> None:
         self.config, self.model = config, model
         freeze_base(model, precision, device)

@@ -14,7 +14,7 @@ from typing import Protocol
 import torch
 
 from library.config import FurnaceConfig, save_resolved
-from library.models.loader import BaseModel, load_base_model
+from library.models.loader import BaseModel
 from library.training.accelerator import Precision, TrainingSetupError
 from library.training.optimizers import build_lr_scheduler, build_optimizer
 from library.training.progress import MetricsWriter, ProgressLog
@@ -41,13 +41,6 @@ def plan_schedule(config: FurnaceConfig, batches_per_epoch: int) -> Schedule:
     else:
         total = config.training.max_train_steps
     return Schedule(total, updates_per_epoch, math.ceil(total / updates_per_epoch), accumulation)
-
-
-def load_model(config: FurnaceConfig) -> BaseModel:
-    section = config.model
-    return load_base_model(
-        section.pretrained_model_name_or_path, family=section.family, vae=section.vae, config_dir=section.config_dir
-    )
 
 
 class TrainedWeights(Protocol):

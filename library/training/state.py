@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from library.training.deepspeed_setup import state_load_options, state_save_options, uses_deepspeed
+
 logger = logging.getLogger(__name__)
 
 STATE_DIR_NAME = "state"
@@ -46,7 +48,10 @@ def adapter_tensors(named_parameters: dict[str, torch.nn.Parameter]) -> dict[str
 
 
 def register_adapter_hooks(accelerator, named_parameters: dict[str, torch.nn.Parameter]) -> None:
-    """Make accelerate's save/load_state store only the trainable adapter tensors."""
+    """Make accelerate's save/load_state store only the trainable adapter tensors. Under DeepSpeed the engine's own
+    checkpoint holds them (partitioned under ZeRO-3, where reading them here would see empty shards)."""
+    if uses_deepspeed(accelerator):
+        return
 
     def save_hook(models, weights, output_dir):
         if accelerator.is_main_process:
@@ -75,7 +80,7 @@ def save_training_state(accelerator, output_dir: Path, position: LoopPosition) -
     if accelerator.is_main_process and staging.exists():
         shutil.rmtree(staging)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging))
+    accelerator.save_state(str(staging), **state_save_options(accelerator))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         position_file = staging / POSITION_FILE
@@ -109,7 +114,7 @@ def resolve_resume_dir(resume: str | None, output_dir: Path) -> Path | None:
 
 def load_training_state(accelerator, state_dir: Path) -> LoopPosition:
     """Restore optimizer, scheduler, RNGs and adapter tensors; return the saved loop position."""
-    accelerator.load_state(str(state_dir))
+    accelerator.load_state(str(state_dir), **state_load_options(accelerator))
     data = json.loads((state_dir / POSITION_FILE).read_text(encoding="utf-8"))
     position = LoopPosition(**data)
     logger.info(

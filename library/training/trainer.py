@@ -23,20 +23,30 @@ from library.data.pipeline import build_training_data
 from library.networks import TrainingInfo
 from library.training import outputs
 from library.training.accelerator import build_accelerator
+from library.training.compare_at_end import write_compare_grid
+from library.training.deepspeed_setup import (
+    TrainedModules,
+    backward,
+    gathered,
+    partitioned_weights_read_early,
+    uses_deepspeed,
+    zero_stage,
+)
 from library.training.diffusion_step import LossSettings, denoising_loss
 from library.training.interrupt import graceful_stop
 from library.training.loss import weighted_mean
+from library.training.memory_options import load_training_model, release_cached_modules
 from library.training.noise import sample_noise, sample_timesteps
 from library.training.progress import SmoothedValue, StepLosses
 from library.training.run_setup import (
     WeightsFactory,
     build_optimization,
-    load_model,
     new_session,
     plan_schedule,
     prepare_output,
     reporting,
 )
+from library.training.speed_options import apply_model_options, apply_process_settings
 from library.training.state import LoopPosition, load_training_state, resolve_resume_dir, save_training_state
 from library.training.step_inputs import StepInputs
 from library.training.validation import fixed_validation_loss
@@ -72,7 +82,8 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------- setup
     def setup(self) -> None:
         config, accelerator = self.config, self.accelerator
-        self.model = load_model(config)
+        apply_process_settings(config.training)
+        self.model = load_training_model(config, self.weights_factory, self.precision)
         for line in self.model.summary_lines():
             logger.info("%s", line)
         if self.before_data is not None:
@@ -83,25 +94,40 @@ class Trainer:
         for line in self.data.summary_lines():
             logger.info("%s", line)
         self.weights = self.weights_factory(config, self.model, self.precision, accelerator.device)
+        apply_model_options(config.training, self.model.unet)
         self.data.prepare(
             self.model.vae,
             accelerator.device,
             torch.float32,
             cache_latents=config.dataset.cache_latents,
             cache_to_disk=config.dataset.cache_latents_to_disk,
+            vae_batch_size=config.training.latents_per_encode,
         )
         self.schedule = plan_schedule(config, self.data.steps_per_epoch)
         self.optimizer, lr_scheduler = build_optimization(config, self.weights.param_groups(), self.schedule)
         trained = self.weights.modules_to_prepare()
-        prepared = accelerator.prepare(*trained, self.optimizer, lr_scheduler)
-        wrapped = dict(zip([id(m) for m in trained], prepared[: len(trained)]))
-        self.optimizer, self.lr_scheduler = prepared[len(trained)], prepared[len(trained) + 1]
+        self.saved_parameters = [p for module in trained for p in module.parameters() if p.requires_grad]
+        wrapped, self.optimizer, self.lr_scheduler = self._prepare(trained, lr_scheduler)
         self.weights.register_state_hooks(accelerator)
         self.inputs = StepInputs(config, self.model, self.data, accelerator.device, self.weights, wrapped)
         self.loss_settings = LossSettings(
             config.training.loss_type, config.training.huber_c, config.training.min_snr_gamma
         )
         self.sampler = _PreviewSchedule(config, self.model, self.paths.output_dir, self.precision)
+        release_cached_modules(config, self.model, self.weights.kind, previews=self.sampler.enabled)
+
+    def _prepare(self, trained: list[torch.nn.Module], lr_scheduler):
+        """Wrap for distributed training; returns {id(module): what the loop calls}, optimizer, scheduler. Under
+        DeepSpeed one engine holds every trained module and the loop calls the modules themselves."""
+        accelerator = self.accelerator
+        if uses_deepspeed(accelerator):
+            _, optimizer, lr_scheduler = accelerator.prepare(TrainedModules(trained), self.optimizer, lr_scheduler)
+            if zero_stage(accelerator) == 3:
+                partitioned_weights_read_early(trained)
+            return {id(module): module for module in trained}, optimizer, lr_scheduler
+        prepared = accelerator.prepare(*trained, self.optimizer, lr_scheduler)
+        wrapped = dict(zip([id(m) for m in trained], prepared[: len(trained)]))
+        return wrapped, prepared[len(trained)], prepared[len(trained) + 1]
 
     # ------------------------------------------------------------------------------------------------ loop
     def run(self) -> Path | None:
@@ -183,7 +209,7 @@ class Trainer:
                 )
                 loss = weighted_mean(per_sample, weights)
             self._check_finite(loss, position)
-            self.accelerator.backward(loss / len(window))
+            backward(self.accelerator, loss / len(window), closes_window=offset == len(window) - 1)
             losses.add(float(loss.detach()), per_sample.detach().float().tolist(), batch.is_reg)
         if self.config.optimizer.max_grad_norm > 0:
             self.accelerator.clip_grad_norm_(self.weights.parameters(), self.config.optimizer.max_grad_norm)
@@ -251,6 +277,8 @@ class Trainer:
             self._save_state(position, smoothed)
         if self.sampler.enabled:
             self._sample(position.global_step)
+        write_compare_grid(config, self.model, getattr(self.weights, "network", None), self.sampler.prompts,
+                           self.optimizer, self.accelerator, self.progress)
         self._event("done", step=position.global_step, file=final)
         self._close()
         return final
@@ -264,13 +292,14 @@ class Trainer:
 
     def _save_weights(self, path: Path, position: LoopPosition, finished: bool = False) -> None:
         self.accelerator.wait_for_everyone()
-        if self.is_main:
-            self.weights.save(path, self._training_info(position, finished), self.data.metadata())
-            outputs.prune_intermediate(self.paths.output_dir, self.config.output.output_name,
-                                       self.config.output.save_last_n)
-            self.last_saved = path
-            self._event("checkpoint", step=position.global_step, file=path)
-            logger.info("saved %s", path)
+        with gathered(self.accelerator, self.saved_parameters):
+            if self.is_main:
+                self.weights.save(path, self._training_info(position, finished), self.data.metadata())
+                outputs.prune_intermediate(self.paths.output_dir, self.config.output.output_name,
+                                           self.config.output.save_last_n)
+                self.last_saved = path
+                self._event("checkpoint", step=position.global_step, file=path)
+                logger.info("saved %s", path)
         self.accelerator.wait_for_everyone()
 
     def _save_state(self, position: LoopPosition, smoothed: SmoothedValue) -> Path:

@@ -92,7 +92,12 @@ BAD_FILES = [
         {"output": 'output_name = "a/b"'},
         ["output.output_name: must be a file name stem", "(got 'a/b')"],
     ),
-    ("section-not-table", {"top": "network = 5"}, ["network: must be a [network] table of options", "(got 5)"]),
+    ("section-not-table", {"top": "optimizer = 5"}, ["optimizer: must be a [optimizer] table of options", "(got 5)"]),
+    (
+        "flat-name-of-a-section",
+        {"top": "network = 5"},
+        ["dreambooth.network (from network): must be one of", "(got 5)"],
+    ),
     ("family-switches", {"top": "v2 = true\nsdxl = true"}, ["v2/sdxl: sdxl cannot be combined with v2"]),
     (
         "network-module",

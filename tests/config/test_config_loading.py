@@ -340,3 +340,20 @@ def test_exit_on_config_error_prints_message_and_exits_2(write_config, run_toml,
         main()
     assert caught.value.code == 2
     assert capsys.readouterr().err == f"{path}: network.dim: must be >= 1 (got 0)\n"
+
+
+def test_deepspeed_from_a_section_or_sd_scripts_flat_keys(write_config, run_toml):
+    section = 'enabled = true\nzero_stage = 3\noffload_param_device = "cpu"'
+    sectioned = load_config(write_config(run_toml(deepspeed=section)))
+    assert sectioned.deepspeed.enabled and sectioned.deepspeed.zero_stage == 3
+    assert sectioned.deepspeed.offload_param_device == "cpu"
+    flat = load_config(write_config(run_toml(top='deepspeed = true\nzero_stage = 1\nnetwork = "lora"')))
+    assert flat.deepspeed.enabled and flat.deepspeed.zero_stage == 1
+    assert flat.dreambooth.network == "lora"  # a flat name that is also a section name, given a plain value
+    assert not load_config(write_config(run_toml())).deepspeed.enabled
+
+
+def test_deepspeed_offload_needs_the_stage_that_partitions_it(write_config, run_toml):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(run_toml(deepspeed='enabled = true\nzero_stage = 2\noffload_param_device = "cpu"')))
+    assert "deepspeed.offload_param_device: needs deepspeed.zero_stage = 3" in str(caught.value)

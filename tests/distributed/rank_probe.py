@@ -16,13 +16,29 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from library.config import parse_cli
+from library.training.deepspeed_setup import gathered
 from library.training.lora_weights import LoraWeights
 from library.training.trainer import Trainer
 
 
+class ProbedTrainer(Trainer):
+    """Writes this rank's live adapter tensors just before the run closes its process group (gathering them from
+    ZeRO-3's shards needs the group)."""
+
+    probe_dir: Path
+
+    def _close(self) -> None:
+        rank = self.accelerator.process_index
+        with gathered(self.accelerator, self.saved_parameters):
+            save_file(self.weights.network.state_dict_kohya(), str(self.probe_dir / f"rank{rank}.safetensors"))
+        super()._close()
+
+
 def main(argv: list[str]) -> int:
     probe_dir, config = Path(argv[0]), parse_cli(argv[1:], program="rank_probe.py")
-    trainer = Trainer(config, LoraWeights)
+    probe_dir.mkdir(parents=True, exist_ok=True)
+    trainer = ProbedTrainer(config, LoraWeights)
+    trainer.probe_dir = probe_dir
     trainer.setup()
     final = trainer.run()
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -31,8 +47,6 @@ def main(argv: list[str]) -> int:
         str(epoch): [[str(data.train_records[i].path) for i in batch] for batch in data.epoch_batches(epoch)]
         for epoch in range(trainer.schedule.num_epochs)
     }
-    probe_dir.mkdir(parents=True, exist_ok=True)
-    save_file(trainer.weights.network.state_dict_kohya(), str(probe_dir / f"rank{rank}.safetensors"))
     report = {"rank": rank, "world_size": world, "final": str(final), "epochs": epochs,
               "num_train_images": data.num_train_images,
               "distributed_type": trainer.accelerator.distributed_type.value}

@@ -136,3 +136,26 @@ def test_lora_mode_writes_a_kohya_file(tiny_model_factory, concept_dataset, tmp_
         metadata = handle.metadata()
     assert any(key.startswith("lora_unet_") and key.endswith("lora_down.weight") for key in keys)
     assert int(metadata["ss_num_reg_images"]) == 6
+
+
+def test_full_fine_tune_with_memory_options_and_text_encoder_stop(tiny_model_factory, concept_dataset, tmp_path):
+    """Gradient checkpointing + AdamW8bit + bf16 autocast in full mode; the text encoder trains for 2 steps only."""
+    model = tiny_model_factory("sd1")
+    output = tmp_path / "out"
+    args = _dreambooth_args(model.folder, concept_dataset, output, tmp_path / "class", max_train_steps=4,
+                            learning_rate=1e-3, train_text_encoder="true", stop_text_encoder_training=2,
+                            gradient_checkpointing="true", optimizer_type="AdamW8bit", mixed_precision="bf16",
+                            save_every_n_steps=2, save_state_on_train_end="true")
+    result = run_cli("train_dreambooth.py", args)
+    assert "step 2: text encoder training stopped" in result.stderr
+    base = load_file(model.single_file)
+    at_two, final = load_file(output / "lora-step00000002.safetensors"), load_file(output / "lora.safetensors")
+    text_keys = [key for key in final if key.startswith("cond_stage_model.") and final[key].is_floating_point()]
+    unet_keys = [key for key in final if key.startswith("model.diffusion_model.")]
+    assert text_keys and unet_keys
+    assert any(not torch.equal(at_two[key], base[key]) for key in text_keys)  # trained during steps 1-2
+    assert all(torch.equal(final[key], at_two[key]) for key in text_keys)  # frozen from step 2 on
+    assert any(not torch.equal(final[key], at_two[key]) for key in unet_keys)
+    optimizer_state = torch.load(output / "state" / "optimizer.bin", weights_only=True)
+    first = next(iter(optimizer_state["state"].values()))
+    assert "__bnb_optimizer_quant_state__" in first, sorted(first)  # bitsandbytes' 8-bit state, not torch AdamW

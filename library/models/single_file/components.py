@@ -58,7 +58,24 @@ def with_text_model_wrapper(family: str, state_dict: Mapping[str, torch.Tensor])
                 renamed[key] = wrapped + key.removeprefix(layout.prefix)
     if not renamed:
         return state_dict
-    return {renamed.get(key, key): tensor for key, tensor in state_dict.items()}
+    return _RenamedKeys(state_dict, renamed)
+
+
+class _RenamedKeys(Mapping[str, torch.Tensor]):
+    """``state_dict`` with some keys renamed, without reading its tensors (it may read them lazily)."""
+
+    def __init__(self, state_dict: Mapping[str, torch.Tensor], renamed: dict[str, str]) -> None:
+        self._state_dict = state_dict
+        self._source = {renamed.get(key, key): key for key in state_dict}
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._state_dict[self._source[key]]
+
+    def __iter__(self):
+        return iter(self._source)
+
+    def __len__(self) -> int:
+        return len(self._source)
 
 
 def instantiate(model_class: str, config: dict) -> torch.nn.Module:

@@ -42,11 +42,15 @@ def diffusers_to_original(
 
 
 def original_to_diffusers(
-    family: str, state_dict: Mapping[str, torch.Tensor]
+    family: str, state_dict: Mapping[str, torch.Tensor], shapes: Mapping[str, torch.Tensor] | None = None
 ) -> tuple[dict[str, dict], dict[str, dict[str, torch.Tensor]]]:
-    """(configs, state dicts) per component; keys that are not model weights (EMA copies, buffers) are ignored."""
+    """(configs, state dicts) per component; keys that are not model weights (EMA copies, buffers) are ignored.
+
+    ``shapes`` (the same keys as shape-only tensors) is what the architecture is inferred from when
+    ``state_dict`` reads its tensors lazily; each tensor is then looked up once, when it is converted.
+    """
     state_dict = with_text_model_wrapper(family, state_dict)
-    configs = infer_configs(family, state_dict)
+    configs = infer_configs(family, state_dict if shapes is None else with_text_model_wrapper(family, shapes))
     state_dicts: dict[str, dict[str, torch.Tensor]] = {}
     known: set[str] = set()
     for layout in component_layouts(family):

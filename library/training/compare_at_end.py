@@ -1,0 +1,121 @@
+"""``sample.compare_at_end``: after a LoRA run's final save, the compare grid of its saved files.
+
+The run's intermediate files (``<name>-NNNNNN`` per epoch, ``<name>-stepNNNNNNNN`` per step) and its final file,
+in training order, are the grid's rows (x the sample prompts), ``sample.compare_strengths`` its columns; the
+picture and the single images go to ``<output_dir>/compare/``. Rendering reuses the model already in memory: each
+file is loaded into the run's live adapters at a strength (no second copy of the base model, no merged weights),
+after the optimizer state is released, so a GPU that trained the LoRA can also render it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from safetensors import safe_open
+
+from library.config import ConfigError, FurnaceConfig
+from library.models.loader import BaseModel
+from library.networks import LoraNetwork, read_lora_file
+from library.sampling.prompts import SamplePrompt
+from library.tools.compare import LoraApplier, render_grid
+from library.training.progress import ProgressLog
+
+logger = logging.getLogger(__name__)
+
+COMPARE_DIR = "compare"
+_AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def check_supported(config: FurnaceConfig, lora_run: bool) -> None:
+    """compare_at_end needs a LoRA run (a full fine-tune has no strengths to compare); entry points may call this
+    before training starts."""
+    if config.sample.compare_at_end and not lora_run:
+        raise ConfigError([
+            "sample.compare_at_end: works for LoRA runs only (this run fine-tunes the full model); "
+            "set it to false, or train with dreambooth.network = \"lora\""
+        ])
+
+
+def run_files(output_dir: Path, output_name: str) -> list[Path]:
+    """The run's saved weight files, in the order they were trained (by their ``ss_steps``), final file last."""
+    pattern = re.compile(rf"{re.escape(output_name)}(-\d{{6}}|-step\d{{8}})?\.safetensors")
+    files = [path for path in output_dir.glob(f"{output_name}*.safetensors") if pattern.fullmatch(path.name)]
+
+    def trained_steps(path: Path) -> tuple[int, bool, str]:
+        with safe_open(str(path), framework="pt") as handle:
+            steps = int((handle.metadata() or {}).get("ss_steps", 0))
+        return steps, path.stem == output_name, path.name
+
+    return sorted(files, key=trained_steps)
+
+
+def live_adapters(network: LoraNetwork) -> LoraApplier:
+    """Apply a file by loading it into the run's adapters and setting their strength."""
+
+    @contextlib.contextmanager
+    def apply(lora: Path, strength: float) -> Iterator[None]:
+        network.load_kohya(read_lora_file(lora)[0], strict=True, source=str(lora))
+        network.set_multiplier(strength)
+        try:
+            yield
+        finally:
+            network.set_multiplier(1.0)
+
+    return apply
+
+
+def write_compare_grid(
+    config: FurnaceConfig,
+    model: BaseModel,
+    network: LoraNetwork | None,
+    prompts: Sequence[SamplePrompt],
+    optimizer: torch.optim.Optimizer,
+    accelerator: Accelerator,
+    progress: ProgressLog,
+) -> Path | None:
+    """On the main process, render the grid into ``<output_dir>/compare/``; returns its path (None elsewhere/off).
+
+    ``progress`` receives a ``compare`` event naming the grid and its size.
+    """
+    if not config.sample.compare_at_end:
+        return None
+    try:
+        check_supported(config, lora_run=network is not None)
+    except ConfigError as error:
+        progress.event("error", message=str(error))  # the run's saved files stay; the GUI shows why it failed
+        raise
+    accelerator.wait_for_everyone()
+    grid = None
+    if accelerator.is_main_process:
+        state = getattr(optimizer, "state", None)
+        if isinstance(state, dict):
+            state.clear()  # training is over: the optimizer's moments only take memory now
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        output_dir = Path(config.output.output_dir)
+        files = run_files(output_dir, config.output.output_name)
+        strengths = config.sample.compare_strengths
+        logger.info("compare: %d file(s) x %d strength(s) x %d prompt(s)", len(files), len(strengths), len(prompts))
+        grid, singles = render_grid(
+            model,
+            files,
+            strengths,
+            prompts,
+            output_dir / COMPARE_DIR,
+            apply=live_adapters(network),
+            clip_skip=config.model.clip_skip,
+            autocast_dtype=_AUTOCAST.get(config.training.mixed_precision),
+        )
+        progress.event("compare", file=grid, files=len(files), strengths=list(strengths), prompts=len(prompts),
+                       images=len(singles))
+        logger.info("wrote the compare grid %s and %d single images", grid, len(singles))
+    accelerator.wait_for_everyone()
+    return grid

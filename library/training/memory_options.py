@@ -1,0 +1,60 @@
+"""What a run keeps in memory: the base model loaded in its storage dtypes, and frozen parts dropped once cached.
+
+Peak RSS is set at two moments: loading (a bf16 run must never hold an fp32 copy of the UNet) and the steps
+(weights + activations). Once latents are cached the VAE is dead weight, and so is a frozen text encoder once
+its outputs are cached -- unless images will be rendered (previews, the compare grid at the end: they encode
+prompts and decode with the VAE) or the written file contains the base model (full fine-tuning); a LoRA file
+holds adapters only. Rendering reloads nothing lazily: with previews configured both modules simply stay.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+
+import torch
+
+from library.config import FurnaceConfig
+from library.models.loader import BaseModel, load_base_model
+from library.training.accelerator import Precision
+
+logger = logging.getLogger(__name__)
+
+
+def load_training_model(config: FurnaceConfig, weights_factory, precision: Precision) -> BaseModel:
+    """The run's base model; a weights strategy with a ``load_dtypes(precision)`` says which storage dtypes its
+    frozen parts take, so they are read straight into them (others load fp32 and cast what they train)."""
+    load_dtypes = getattr(weights_factory, "load_dtypes", None)
+    dtype, vae_dtype = load_dtypes(precision) if load_dtypes else (torch.float32, torch.float32)
+    section = config.model
+    return load_base_model(
+        section.pretrained_model_name_or_path,
+        family=section.family,
+        vae=section.vae,
+        config_dir=section.config_dir,
+        dtype=dtype,
+        vae_dtype=vae_dtype,
+    )
+
+
+def release_cached_modules(config: FurnaceConfig, model: BaseModel, weights_kind: str, previews: bool) -> list[str]:
+    """Free the VAE after the latent cache and the frozen text encoders after their output cache, when nothing
+    later needs them; returns the names of what was freed.
+
+    The modules stay in place with their weights moved to the meta device, so every holder of a reference sees
+    the same empty module and the memory is returned at once.
+    """
+    if previews or config.sample.compare_at_end or weights_kind != "LoRA":
+        return []
+    released = []
+    if config.dataset.cache_latents:
+        model.vae.to("meta")
+        released.append("vae")
+    if config.dataset.cache_text_encoder_outputs:
+        for spec, encoder in zip(model.family.text_encoders, model.text_encoders):
+            encoder.to("meta")
+            released.append(spec.component)
+    if released:
+        gc.collect()
+        logger.info("released %s (outputs cached; no previews or compare grid configured)", ", ".join(released))
+    return released

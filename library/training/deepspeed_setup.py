@@ -74,6 +74,12 @@ def _check(config: FurnaceConfig, plugin) -> None:
             "DeepSpeed ZeRO-3 partitions the UNet weights across processes, which the EMA copy cannot follow; "
             "set dreambooth.use_ema = false or deepspeed.zero_stage = 2"
         )
+    if plugin.zero_stage == 3 and config.sample.compare_at_end:
+        raise TrainingSetupError(
+            "DeepSpeed ZeRO-3: sample.compare_at_end renders on the main process only, which the partitioned "
+            "weights cannot serve; set it to false (run `python -m library.tools compare` on the output folder "
+            "afterwards) or use deepspeed.zero_stage = 2"
+        )
     if "nvme" in (offload_optimizer, zero.get("offload_param", {}).get("device", "none")):
         from deepspeed.ops.op_builder import AsyncIOBuilder
 

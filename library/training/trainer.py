@@ -346,6 +346,8 @@ class Trainer:
                 self.metrics.image(f"sample/{preview.path.stem.rsplit('_', 1)[0]}", preview.image, step)
                 self._event("sample", step=step, file=preview.path, prompt=preview.prompt.prompt)
             self.metrics.flush()
+        elif zero_stage(self.accelerator) == 3:
+            self.sampler.render_alongside()  # partitioned weights: every forward gathers them from every rank
         self.accelerator.wait_for_everyone()
 
     def _validate(self, step: int) -> None:
@@ -415,6 +417,12 @@ class _PreviewSchedule:
 
         return render_samples(self.model, self.prompts, self.output_dir, self.output_name, step,
                               clip_skip=self.clip_skip, autocast_dtype=self.autocast)
+
+    def render_alongside(self) -> None:
+        """The same forward passes as :meth:`render`, results discarded (a rank that writes nothing)."""
+        from library.sampling.preview import generate_images
+
+        generate_images(self.model, self.prompts, clip_skip=self.clip_skip, autocast_dtype=self.autocast)
 
 
 def train(

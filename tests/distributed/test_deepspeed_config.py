@@ -2,7 +2,7 @@
 
 ZeRO-3 with optimizer and weight offload trains a UNet + text-encoder LoRA with gradient accumulation to the weights
 plain DDP reaches (up to float reduction order), identically on both ranks, writes one file and a small state that
-resumes bit-exactly; a DreamBooth full fine-tune (UNet + text encoder) runs under ZeRO-3.
+resumes bit-exactly; a DreamBooth full fine-tune (UNet + text encoder) runs under ZeRO-3, previews included.
 """
 
 from __future__ import annotations
@@ -108,7 +108,8 @@ def test_zero3_resume_is_exact_and_its_state_is_small(zero3_run, tiny_sd1, eight
 def test_dreambooth_full_fine_tune_under_zero3(tiny_sd1, eight_images, tmp_path):
     from library.models.loader import load_base_model
 
-    output = tmp_path / "run"
+    output, prompts = tmp_path / "run", tmp_path / "prompts.txt"
+    prompts.write_text("a photo of frnc circle --s 2\n", encoding="utf-8")
     args = [
         "--pretrained_model_name_or_path", str(tiny_sd1.folder), "--train_data_dir", str(eight_images),
         "--output_dir", str(output), "--output_name", "tuned", "--resolution", "64", "--train_batch_size", "1",
@@ -116,6 +117,7 @@ def test_dreambooth_full_fine_tune_under_zero3(tiny_sd1, eight_images, tmp_path)
         "--instance_prompt", "a photo of frnc circle", "--class_prompt", "a photo of a circle",
         "--class_data_dir", str(tmp_path / "class"), "--num_class_images", "2",
         "--dreambooth.class_generation_steps", "2", "--deepspeed", "true", "--zero_stage", "3",
+        "--sample_prompts", str(prompts), "--sample.steps", "2",
     ]
     result = accelerate_launch(REPO / "train_dreambooth.py", args)
     assert "accelerate: DEEPSPEED, 2 process(es)" in result.stderr
@@ -123,6 +125,8 @@ def test_dreambooth_full_fine_tune_under_zero3(tiny_sd1, eight_images, tmp_path)
     assert Counter(event["event"] for event in events)["checkpoint"] == 1
     steps = [event for event in events if event["event"] == "step"]
     assert len(steps) == 3 and any("prior_loss" in event for event in steps)
+    samples = [event for event in events if event["event"] == "sample"]  # every rank ran the preview's forwards
+    assert samples and all(Path(event["file"]).is_file() for event in samples)
     tuned, base = load_base_model(output / "tuned.safetensors"), load_base_model(tiny_sd1.folder)
     for tuned_part, base_part in ((tuned.unet, base.unet), (tuned.text_encoders[0], base.text_encoders[0])):
         tuned_tensors, base_tensors = tuned_part.state_dict(), base_part.state_dict()

@@ -60,11 +60,13 @@ def test_zero2_two_processes_train_one_identical_lora(tiny_sd1, eight_images, tm
     [
         ("train_network.py", ["--offload_optimizer_device", "cpu", "--optimizer_type", "Lion"], "optimizer offload"),
         ("train_dreambooth.py", ["--zero_stage", "3", "--use_ema", "true"], "dreambooth.use_ema"),
+        ("train_network.py", ["--zero_stage", "3", "--compare_at_end", "true"], "sample.compare_at_end"),
     ],
 )
 def test_unsupported_deepspeed_settings_fail_in_one_line(tiny_sd1, eight_images, tmp_path, script, flags, expected):
-    output = tmp_path / "run"
-    args = [*_args(tiny_sd1, eight_images, output), "--deepspeed", "true", *flags]
+    output, prompts = tmp_path / "run", tmp_path / "prompts.txt"
+    prompts.write_text("frnc\n", encoding="utf-8")
+    args = [*_args(tiny_sd1, eight_images, output), "--deepspeed", "true", "--sample_prompts", str(prompts), *flags]
     result = run_cli(script, args, check=False)
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: DeepSpeed")]

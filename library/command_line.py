@@ -1,5 +1,5 @@
-"""What the subcommand CLIs (``python -m preprocess``, ``python -m library.tools``) share: log levels from
-``-v``/``-q``, and turning failures into one line and an exit code instead of a traceback."""
+"""What the subcommand CLIs (``python -m preprocess``, ``python -m library.tools``) share: the parser with its
+``-v``/``-q`` log levels, and turning failures into one line and an exit code instead of a traceback."""
 
 from __future__ import annotations
 
@@ -7,9 +7,22 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from types import ModuleType
 
 from tqdm.contrib.logging import logging_redirect_tqdm
+
+
+def subcommand_parser(program: str, description: str | None, dest: str, commands: Iterable[ModuleType]
+                      ) -> argparse.ArgumentParser:
+    """``program [-v|-q] COMMAND ...``; each module in ``commands`` adds its sub-parser with ``add_parser``."""
+    parser = argparse.ArgumentParser(prog=program, description=description)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details (debug level)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log errors only")
+    subparsers = parser.add_subparsers(dest=dest, required=True, metavar=dest.upper())
+    for command in commands:
+        command.add_parser(subparsers)
+    return parser
 
 
 def run_subcommand(

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from library.command_line import run_subcommand
+from library.command_line import run_subcommand, subcommand_parser
 from preprocess import caption, crop, doctor, tag, tags
 from preprocess.common import UsageError
 
@@ -14,13 +14,7 @@ _COMMANDS = (crop, tag, caption, tags, doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m preprocess", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details (debug level)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="log errors only")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in _COMMANDS:
-        command.add_parser(subparsers)
-    return parser
+    return subcommand_parser("python -m preprocess", __doc__, "command", _COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from library.command_line import run_subcommand
+from library.command_line import run_subcommand, subcommand_parser
 from library.models.errors import ModelLoadError
 from library.networks import LoraFileError
 from library.sampling.prompts import PromptFileError
@@ -26,13 +26,7 @@ _TOOLS = (inspection, merge_into, merge_loras, resize, extract, merge_models, co
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m library.tools", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details (debug level)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="log errors only")
-    subparsers = parser.add_subparsers(dest="tool", required=True, metavar="TOOL")
-    for tool in _TOOLS:
-        tool.add_parser(subparsers)
-    return parser
+    return subcommand_parser("python -m library.tools", __doc__, "tool", _TOOLS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

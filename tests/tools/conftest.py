@@ -10,11 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tool_helpers import make_lora_file
 
-from library.data.synthetic import write_dataset
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))  # before tool_helpers imports it
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+from tool_helpers import make_lora_file  # noqa: E402
+
+from library.data.synthetic import write_dataset  # noqa: E402
 
 
 @pytest.fixture

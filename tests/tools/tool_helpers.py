@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
+from trainer_cli import run_python
 
 from library.models.families import get_family
 from library.models.tiny import build_components, tiny_configs
 from library.networks import LoraOptions, inject_lora, lora_metadata, read_lora_file, split_modules
 from library.networks.metadata import TrainingInfo
-
-REPO = Path(__file__).resolve().parents[2]
-
 
 def make_lora_file(family_name: str, path: Path, seed: int = 1, **options: object) -> Path:
     """A LoRA for the tiny ``family_name`` model (seed-0 weights) whose up matrices are random, not zero."""
@@ -36,18 +32,7 @@ def make_lora_file(family_name: str, path: Path, seed: int = 1, **options: objec
 
 def run_tool(*args: object, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
     """``python -m library.tools ARGS`` as a user runs it; on unexpected failure show its output."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "library.tools", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=REPO,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"tool exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
-    return result
+    return run_python(["-m", "library.tools", *map(str, args)], "tool", timeout, check, env={"OMP_NUM_THREADS": "1"})
 
 
 def lora_deltas(path: Path, ratio: float = 1.0) -> dict[str, torch.Tensor]:

@@ -11,20 +11,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_cli(script: str, args: list[str], timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-    """Run one of the top-level scripts like a user would; on failure show its output."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+def run_python(argv: list[str], label: str, timeout: float = 600, check: bool = True,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python ARGV`` from the repository, offline, like a user would run it; on failure show its output."""
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     result = subprocess.run(
-        [sys.executable, str(REPO / script), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=REPO,
+        [sys.executable, *argv], capture_output=True, text=True, timeout=timeout, env=environment, cwd=REPO
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"{script} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+        raise AssertionError(f"{label} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
     return result
+
+
+def run_cli(script: str, args: list[str], timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    """Run one of the top-level scripts."""
+    return run_python([str(REPO / script), *args], script, timeout, check)
 
 
 def base_args(model: Path, dataset: Path, output: Path, **overrides: object) -> list[str]:

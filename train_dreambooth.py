@@ -3,7 +3,8 @@
 
 import sys
 
+from library.command_line import exit_without_teardown
 from library.training.dreambooth_main import main
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_without_teardown(main(sys.argv[1:]))

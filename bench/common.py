@@ -24,11 +24,13 @@ GIB = 1024**3
 
 @dataclass(frozen=True)
 class Measured:
-    """One finished process: wall seconds, peak resident memory (bytes) and the sampled RSS timeline."""
+    """One finished process: wall seconds, peak resident memory (bytes), the sampled RSS timeline and the epoch
+    time it was started at (to place the trainer's own event times within the run)."""
 
     wall: float
     peak_rss: int
     timeline: list[dict[str, float]] = field(default_factory=list)
+    started_at: float = 0.0
 
 
 class RssSampler(threading.Thread):
@@ -63,7 +65,7 @@ def run_measured(command: list[str], log_name: str, env: dict[str, str] | None =
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"{log_name}.log"
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), **(env or {})}
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     with log_path.open("w", encoding="utf-8") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=full_env)
         sampler = RssSampler(process.pid)
@@ -75,7 +77,7 @@ def run_measured(command: list[str], log_name: str, env: dict[str, str] | None =
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command[:3])} ... failed ({process.returncode}); see {log_path}")
-    return Measured(wall, usage.ru_maxrss * 1024, sampler.samples)  # ru_maxrss is in KiB on Linux
+    return Measured(wall, usage.ru_maxrss * 1024, sampler.samples, started_at)  # ru_maxrss is in KiB on Linux
 
 
 def peak_phase(timeline: list[dict[str, float]], events: list[dict]) -> str:

@@ -3,6 +3,9 @@
 Both train a UNet LoRA with AdamW at the same batch, resolution, rank, learning rate and seed, with latents and
 text embeddings computed once. Each round runs both (order alternating); the ratio of the two median step times
 is taken per round and the median over rounds reported. Peak RSS covers each whole process, model load included.
+Fixed cost is a run's wall time minus its step times; ours is split into start-up (interpreter, imports,
+accelerator), the trainer's set-up phases (from its ``start`` event) and what follows the last step (final save,
+exit), and set against the time of the run's steps.
 
 ``python bench/train_step.py --size tiny`` (seconds) or ``--size full`` (full-size SD1.5 UNet, random weights,
 256 px; about 3 s per step and ~5 GiB).
@@ -32,9 +35,21 @@ def ours(model, dataset, work, args, tag: str) -> dict:
         "--logging.tensorboard", "false",
     )
     measured = run_measured(command, f"train_step-ours-{tag}")
+    events = read_events(output / "progress.jsonl")
     steps = step_seconds(output / "progress.jsonl")
     return {"median_step": median(steps), "wall": measured.wall, "peak_rss": measured.peak_rss,
-            "peak_phase": peak_phase(measured.timeline, read_events(output / "progress.jsonl"))}
+            "peak_phase": peak_phase(measured.timeline, events), "fixed": fixed_costs(measured, events)}
+
+
+def fixed_costs(measured, events: list[dict]) -> dict[str, float]:
+    """Seconds of ``measured`` outside the steps: start-up, each set-up phase, after the last step, and total."""
+    start = next(event for event in events if event["event"] == "start")
+    steps = [event for event in events if event["event"] == "step"]
+    setup = start["setup_seconds"]
+    costs = {"start-up": start["time"] - measured.started_at - sum(setup.values()), **setup,
+             "after last step": measured.started_at + measured.wall - steps[-1]["time"]}
+    costs["total"] = measured.wall - sum(event["seconds_per_step"] for event in steps)
+    return costs
 
 
 def raw(model, dataset, work, args, tag: str) -> dict:
@@ -42,8 +57,9 @@ def raw(model, dataset, work, args, tag: str) -> dict:
     command = python("bench/raw_loop.py", str(model), str(dataset), str(report), "--steps", str(args.steps),
                      "--resolution", str(args.resolution), "--batch", str(args.batch), "--rank", "4", "--seed", "1")
     measured = run_measured(command, f"train_step-raw-{tag}")
-    steps = json.loads(report.read_text())["seconds_per_step"][1:]
-    return {"median_step": median(steps), "wall": measured.wall, "peak_rss": measured.peak_rss}
+    all_steps = json.loads(report.read_text())["seconds_per_step"]
+    return {"median_step": median(all_steps[1:]), "wall": measured.wall, "peak_rss": measured.peak_rss,
+            "fixed": {"total": measured.wall - sum(all_steps)}}
 
 
 def main() -> None:
@@ -75,9 +91,18 @@ def main() -> None:
     print_table(["round", "ours s/step", "raw s/step", "ratio", "ours RSS GiB", "raw RSS GiB", "ours wall s",
                  "raw wall s"], rows)
     summary = {"median_ratio": median([r["ratio"] for r in rounds]),
-               "median_rss_ratio": median([r["rss_ratio"] for r in rounds])}
+               "median_rss_ratio": median([r["rss_ratio"] for r in rounds]),
+               "fixed_seconds": {name: median([r["ours"]["fixed"][name] for r in rounds])
+                                 for name in rounds[0]["ours"]["fixed"]},
+               "raw_fixed_seconds": median([r["raw"]["fixed"]["total"] for r in rounds]),
+               "steps_seconds": args.steps * median([r["ours"]["median_step"] for r in rounds])}
     print(f"median step ratio ours/raw: {summary['median_ratio']:.3f}; peak RSS ratio: "
           f"{summary['median_rss_ratio']:.3f}")
+    print(f"\nfixed costs, median over rounds, against {args.steps} steps of ours "
+          f"({summary['steps_seconds']:.1f} s):")
+    print_table(["part", "seconds", "share of the steps' time"],
+                [[name, seconds, seconds / summary["steps_seconds"]] for name, seconds in
+                 [*summary["fixed_seconds"].items(), ("raw loop total", summary["raw_fixed_seconds"])]])
     path = write_results(f"train_step-{args.size}", {"settings": vars(args), "rounds": rounds, **summary})
     print(f"wrote {path}")
 

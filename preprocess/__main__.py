@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
-from library.command_line import run_subcommand, subcommand_parser
+from library.command_line import exit_without_teardown, run_subcommand, subcommand_parser
 from preprocess import caption, crop, doctor, tag, tags
 from preprocess.common import UsageError
 
@@ -22,4 +21,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_teardown(main())

@@ -1,9 +1,14 @@
-"""Read a ``.safetensors`` file one tensor at a time, cast as it is read, without memory-mapping the file.
+"""Read a ``.safetensors`` file one tensor at a time: cast as it is read, or memory-mapped when kept as stored.
 
 Loading a model in a narrower dtype than it is stored in (fp32 file, bf16 frozen weights) through a full state
-dict holds both copies at once; a memory-mapped file is no better, because every page read stays resident (and is
-counted in the process's RSS) until the whole mapping is released. Plain reads into a buffer that is freed after
-the cast keep the peak at the loaded model plus one tensor.
+dict holds both copies at once; a memory-mapped file is no better there, because every page read stays resident
+(and is counted in the process's RSS) until the whole mapping is released. Plain reads into a buffer that is freed
+after the cast keep the peak at the loaded model plus one tensor.
+
+A tensor kept in its stored dtype is a view of a private (copy-on-write) mapping of the file instead: no copy is
+made and nothing is read until the tensor is used, which turns seconds of page-zeroing and copying for a full-size
+UNet into nothing. Each group of keys (a model component) gets its own mapping, so releasing one component
+releases the pages it touched.
 """
 
 from __future__ import annotations
@@ -26,17 +31,24 @@ _DTYPES = {
 DtypeFor = Callable[[str], torch.dtype | None]
 """The dtype a key's floating-point tensor is cast to (None keeps the stored dtype)."""
 
+GroupOf = Callable[[str], str | None]
+"""The group (model component) a key belongs to: tensors of one group share one mapping of the file."""
+
 
 class StreamedTensors(Mapping[str, torch.Tensor]):
-    """A read-only mapping over a safetensors file: each look-up reads (and casts) that one tensor.
+    """A read-only mapping over a safetensors file: each look-up reads and casts that one tensor, or maps it.
 
     ``shapes`` gives every tensor as a meta tensor (shape and stored dtype, no data) for architecture inference.
-    Non-floating tensors are never cast. Use as a context manager, or call :meth:`close`.
+    Non-floating tensors are never cast. Mapped tensors stay valid after :meth:`close`; the file must not be
+    rewritten while they are in use. Use as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, path: Path, dtype_for: DtypeFor = lambda key: None) -> None:
-        self.path, self.dtype_for = Path(path), dtype_for
+    def __init__(
+        self, path: Path, dtype_for: DtypeFor = lambda key: None, group_of: GroupOf = lambda key: None
+    ) -> None:
+        self.path, self.dtype_for, self.group_of = Path(path), dtype_for, group_of
         self._buffer: torch.Tensor | None = None
+        self._mappings: dict[str | None, torch.UntypedStorage] = {}
         self._file = self.path.open("rb")
         try:
             self._entries, self.metadata, self._data_start = _read_header(self._file, self.path)
@@ -51,15 +63,31 @@ class StreamedTensors(Mapping[str, torch.Tensor]):
     def __getitem__(self, key: str) -> torch.Tensor:
         dtype, shape, (begin, end) = self._entries[key]
         target = self.dtype_for(key)
-        cast = target is not None and dtype.is_floating_point and dtype != target
+        if not (target is not None and dtype.is_floating_point and dtype != target):
+            return self._mapped(key, dtype, shape, begin, end)
         # A tensor that is cast is read into one reused scratch buffer: fresh buffers freed after each cast
         # fragment the heap and the process keeps much of them.
-        buffer = self._scratch(end - begin) if cast else torch.empty(end - begin, dtype=torch.uint8)
+        buffer = self._scratch(end - begin)
         self._file.seek(self._data_start + begin)
         if self._file.readinto(buffer.numpy()) != end - begin:
             raise ModelLoadError(f"{self.path}: truncated at tensor {key!r}; the file is incomplete")
         tensor = buffer.view(dtype).reshape(shape) if buffer.numel() else torch.empty(shape, dtype=dtype)
-        return tensor.to(target) if cast else tensor
+        return tensor.to(target)
+
+    def _mapped(self, key: str, dtype: torch.dtype, shape: list[int], begin: int, end: int) -> torch.Tensor:
+        """The stored bytes as a tensor over the key's group mapping (a copy only when they are misaligned)."""
+        if end == begin:
+            return torch.empty(shape, dtype=dtype)
+        group = self.group_of(key)
+        if group not in self._mappings:
+            self._mappings[group] = torch.UntypedStorage.from_file(
+                str(self.path), shared=False, nbytes=self.path.stat().st_size
+            )
+        offset = self._data_start + begin
+        raw = torch.empty(0, dtype=torch.uint8).set_(self._mappings[group], offset, (end - begin,))
+        if offset % dtype.itemsize:
+            raw = raw.clone()
+        return raw.view(dtype).reshape(shape)
 
     def _scratch(self, size: int) -> torch.Tensor:
         if self._buffer is None or self._buffer.numel() < size:
@@ -75,6 +103,7 @@ class StreamedTensors(Mapping[str, torch.Tensor]):
 
     def close(self) -> None:
         self._buffer = None
+        self._mappings.clear()
         self._file.close()
 
     def __enter__(self) -> StreamedTensors:

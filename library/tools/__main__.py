@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
-from library.command_line import run_subcommand, subcommand_parser
+from library.command_line import exit_without_teardown, run_subcommand, subcommand_parser
 from library.models.errors import ModelLoadError
 from library.networks import LoraFileError
 from library.sampling.prompts import PromptFileError
@@ -34,4 +33,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_teardown(main())

@@ -11,6 +11,8 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,25 @@ class MetricsWriter:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+class PhaseTimes:
+    """Seconds spent in each named phase of a run's set-up (model load, caching, ...): logged, and carried by the
+    ``start`` event so a slow start can be traced to its cause."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - started, 3)
+
+    def summary(self) -> str:
+        return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.seconds.items())
 
 
 class SmoothedValue:

@@ -37,7 +37,7 @@ from library.training.interrupt import graceful_stop
 from library.training.loss import weighted_mean
 from library.training.memory_options import load_training_model, release_cached_modules
 from library.training.noise import sample_noise, sample_timesteps
-from library.training.progress import SmoothedValue, StepLosses
+from library.training.progress import PhaseTimes, SmoothedValue, StepLosses
 from library.training.run_setup import (
     WeightsFactory,
     build_optimization,
@@ -78,43 +78,53 @@ class Trainer:
         self.progress, self.metrics = reporting(config, self.paths, self.is_main)
         self.session_id, self.started_at = new_session()
         self.last_saved: Path | None = None
+        self.setup_times = PhaseTimes()
 
     # ----------------------------------------------------------------------------------------------- setup
     def setup(self) -> None:
         config, accelerator = self.config, self.accelerator
+        times = self.setup_times
         apply_process_settings(config.training)
-        self.model = load_training_model(config, self.weights_factory, self.precision)
+        with times.phase("model load"):
+            self.model = load_training_model(config, self.weights_factory, self.precision)
         for line in self.model.summary_lines():
             logger.info("%s", line)
         if self.before_data is not None:
-            if self.is_main:
-                self.before_data(config, self.model, accelerator.device)
-            accelerator.wait_for_everyone()
-        self.data = build_training_data(config, accelerator.process_index, accelerator.num_processes)
+            with times.phase("class images"):
+                if self.is_main:
+                    self.before_data(config, self.model, accelerator.device)
+                accelerator.wait_for_everyone()
+        with times.phase("dataset scan"):
+            self.data = build_training_data(config, accelerator.process_index, accelerator.num_processes)
         for line in self.data.summary_lines():
             logger.info("%s", line)
-        self.weights = self.weights_factory(config, self.model, self.precision, accelerator.device)
-        apply_model_options(config.training, self.model.unet)
-        self.data.prepare(
-            self.model.vae,
-            accelerator.device,
-            torch.float32,
-            cache_latents=config.dataset.cache_latents,
-            cache_to_disk=config.dataset.cache_latents_to_disk,
-            vae_batch_size=config.training.latents_per_encode,
-        )
+        with times.phase("trained weights"):
+            self.weights = self.weights_factory(config, self.model, self.precision, accelerator.device)
+            apply_model_options(config.training, self.model.unet)
+        with times.phase("latents"):
+            self.data.prepare(
+                self.model.vae,
+                accelerator.device,
+                torch.float32,
+                cache_latents=config.dataset.cache_latents,
+                cache_to_disk=config.dataset.cache_latents_to_disk,
+                vae_batch_size=config.training.latents_per_encode,
+            )
         self.schedule = plan_schedule(config, self.data.steps_per_epoch)
-        self.optimizer, lr_scheduler = build_optimization(config, self.weights.param_groups(), self.schedule)
-        trained = self.weights.modules_to_prepare()
-        self.saved_parameters = [p for module in trained for p in module.parameters() if p.requires_grad]
-        wrapped, self.optimizer, self.lr_scheduler = self._prepare(trained, lr_scheduler)
-        self.weights.register_state_hooks(accelerator)
-        self.inputs = StepInputs(config, self.model, self.data, accelerator.device, self.weights, wrapped)
+        with times.phase("optimizer"):
+            self.optimizer, lr_scheduler = build_optimization(config, self.weights.param_groups(), self.schedule)
+            trained = self.weights.modules_to_prepare()
+            self.saved_parameters = [p for module in trained for p in module.parameters() if p.requires_grad]
+            wrapped, self.optimizer, self.lr_scheduler = self._prepare(trained, lr_scheduler)
+            self.weights.register_state_hooks(accelerator)
+        with times.phase("text-encoder outputs"):
+            self.inputs = StepInputs(config, self.model, self.data, accelerator.device, self.weights, wrapped)
         self.loss_settings = LossSettings(
             config.training.loss_type, config.training.huber_c, config.training.min_snr_gamma
         )
         self.sampler = _PreviewSchedule(config, self.model, self.paths.output_dir, self.precision)
         release_cached_modules(config, self.model, self.weights.kind, previews=self.sampler.enabled)
+        logger.info("set-up: %s", times.summary())
 
     def _prepare(self, trained: list[torch.nn.Module], lr_scheduler):
         """Wrap for distributed training; returns {id(module): what the loop calls}, optimizer, scheduler. Under
@@ -138,7 +148,8 @@ class Trainer:
         if position.smoothed_loss:
             smoothed.load_state_dict(position.smoothed_loss)
         self._event("start", step=position.global_step, total_steps=self.schedule.total_steps,
-                    epochs=self.schedule.num_epochs, resumed=position.global_step > 0)
+                    epochs=self.schedule.num_epochs, resumed=position.global_step > 0,
+                    setup_seconds=self.setup_times.seconds)
         if position.global_step == 0:
             self._validate(0)  # the baseline the validation curve is read against
             if config.sample.at_first:
@@ -294,11 +305,13 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         with gathered(self.accelerator, self.saved_parameters):
             if self.is_main:
+                started = time.perf_counter()
                 self.weights.save(path, self._training_info(position, finished), self.data.metadata())
                 outputs.prune_intermediate(self.paths.output_dir, self.config.output.output_name,
                                            self.config.output.save_last_n)
                 self.last_saved = path
-                self._event("checkpoint", step=position.global_step, file=path)
+                self._event("checkpoint", step=position.global_step, file=path,
+                            seconds=round(time.perf_counter() - started, 3))
                 logger.info("saved %s", path)
         self.accelerator.wait_for_everyone()
 

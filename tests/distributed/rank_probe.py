@@ -15,6 +15,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from library.command_line import exit_without_teardown
 from library.config import parse_cli
 from library.training.deepspeed_setup import gathered
 from library.training.lora_weights import LoraWeights
@@ -55,4 +56,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_without_teardown(main(sys.argv[1:]))

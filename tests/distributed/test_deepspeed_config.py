@@ -1,8 +1,9 @@
 """DeepSpeed set in the run's own TOML (``[deepspeed]``) under a plain two-process launch.
 
 ZeRO-3 with optimizer and weight offload trains a UNet + text-encoder LoRA with gradient accumulation to the weights
-plain DDP reaches (up to float reduction order), identically on both ranks, writes one file and a small state that
-resumes bit-exactly; a DreamBooth full fine-tune (UNet + text encoder) runs under ZeRO-3, previews included.
+plain DDP reaches (up to the rounding of DeepSpeed's CPU Adam kernel), identically on both ranks, writes one file
+and a small state that resumes bit-exactly; a DreamBooth full fine-tune (UNet + text encoder) runs under ZeRO-3,
+previews included.
 """
 
 from __future__ import annotations
@@ -85,7 +86,11 @@ def test_zero3_from_the_toml_trains_what_ddp_trains(zero3_run, ddp_reference):
     assert any(key.startswith("lora_te_") for key in saved) and any(key.startswith("lora_unet_") for key in saved)
     movement = max(float(ddp_reference[key].abs().max()) for key in saved if key.endswith("lora_up.weight"))
     difference = max(float((saved[key] - ddp_reference[key]).abs().max()) for key in saved)
-    assert movement > 1e-2 and difference < 1e-4, (movement, difference)  # 3 accumulated steps, same result
+    # The same 6 steps over the same accumulation windows. Offload swaps torch's AdamW for DeepSpeed's CPU Adam,
+    # a SIMD kernel built for this CPU that rounds differently; Adam's normalisation turns rounding in near-zero
+    # gradients into a visible fraction of a step (1e-4 to 4e-4 here, by CPU). Other windows or a lost
+    # gradient move the weights by the order of the movement itself.
+    assert movement > 1e-2 and difference < 0.03 * movement, (movement, difference)
     kinds = Counter(event["event"] for event in read_events(output))
     assert kinds["start"] == kinds["done"] == kinds["checkpoint"] == 1 and kinds["step"] == 6
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from launch_cli import REPO, accelerate_launch
+from launch_cli import REPO, accelerate_launch, accelerate_launch_machines
 from trainer_cli import base_args, read_events
 
 pytestmark = pytest.mark.slow
@@ -91,3 +91,18 @@ def test_resume_with_two_processes_is_exact(probed_run, tiny_sd1, six_images, tm
     starts = [event for event in read_events(staged) if event["event"] == "start"]
     assert [event["resumed"] for event in starts] == [False, True] and starts[1]["step"] == IMAGES // PROCESSES
     _assert_identical(load_file(reference / "lora.safetensors"), load_file(staged / "lora.safetensors"))
+
+
+def test_two_machines_train_exactly_like_two_processes_on_one(probed_run, tiny_sd1, six_images, tmp_path):
+    """Two launchers with ``--num_machines 2 --machine_rank 0|1`` meeting at machine 0's address (loopback here):
+    the same ranks, data shards and seeds as one machine with two processes, so the same LoRA, bit for bit,
+    written once (by machine 0)."""
+    reference, _ = probed_run
+    output, probe = tmp_path / "run", tmp_path / "probe"
+    accelerate_launch_machines(PROBE, [str(probe), *_args(tiny_sd1, six_images, output)])
+    reports = [json.loads((probe / f"rank{rank}.json").read_text()) for rank in range(PROCESSES)]
+    assert [report["world_size"] for report in reports] == [PROCESSES, PROCESSES]
+    _assert_identical(load_file(probe / "rank0.safetensors"), load_file(probe / "rank1.safetensors"))
+    _assert_identical(load_file(reference / "lora.safetensors"), load_file(output / "lora.safetensors"))
+    kinds = Counter(event["event"] for event in read_events(output))
+    assert kinds["start"] == kinds["done"] == kinds["checkpoint"] == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,37 @@ def test_streamed_tensors_read_every_dtype_and_cast_only_floats(tmp_path):
     with StreamedTensors(path, lambda key: torch.bfloat16) as cast:
         assert cast["f32"].dtype == torch.bfloat16 and torch.equal(cast["f32"], tensors["f32"].bfloat16())
         assert cast["i64"].dtype == torch.int64 and cast["flag"].dtype == torch.bool
+
+
+def test_uncast_tensors_are_views_of_one_private_mapping_per_group(tmp_path):
+    """Kept-as-stored tensors are mapped, not copied: one mapping per group (so a released component releases its
+    pages), writes stay in the process (copy-on-write) and the file is unchanged."""
+    path = tmp_path / "two.safetensors"
+    save_file({"unet.a": torch.randn(8, 8), "unet.b": torch.randn(4), "vae.c": torch.randn(3, 3)}, path)
+    on_disk = path.read_bytes()
+    with StreamedTensors(path, group_of=lambda key: key.split(".")[0]) as tensors:
+        a, b, c = tensors["unet.a"], tensors["unet.b"], tensors["vae.c"]
+    expected = load_file(path)
+    assert torch.equal(a, expected["unet.a"]) and torch.equal(c, expected["vae.c"])  # valid after close
+    assert a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+    assert a.untyped_storage().data_ptr() != c.untyped_storage().data_ptr()
+    assert a.untyped_storage().nbytes() == len(on_disk)  # the file's mapping, not a copy of the tensor
+    a.add_(1.0)
+    assert path.read_bytes() == on_disk and torch.equal(a, expected["unet.a"] + 1)
+
+
+def test_misaligned_tensor_is_copied_not_misread(tmp_path):
+    """An fp32 tensor whose bytes start at an offset that is not a multiple of 4 (legal in the format)."""
+    values = torch.arange(6, dtype=torch.float32)
+    header = {"odd": {"dtype": "U8", "shape": [3], "data_offsets": [0, 3]},
+              "f32": {"dtype": "F32", "shape": [2, 3], "data_offsets": [3, 27]}}
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    path = tmp_path / "odd.safetensors"
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + bytes([7, 8, 9]) + values.numpy().tobytes())
+    with StreamedTensors(path) as tensors:
+        assert torch.equal(tensors["odd"], torch.tensor([7, 8, 9], dtype=torch.uint8))
+        assert torch.equal(tensors["f32"], values.reshape(2, 3))
 
 
 def test_truncated_file_is_refused_on_open(tmp_path):
@@ -88,6 +120,18 @@ def test_bf16_load_matches_a_cast_fp32_load_for_both_layouts(tiny_model_factory,
             for key, tensor in module.state_dict().items():
                 want = expected[key].to(expected_dtype) if expected[key].is_floating_point() else expected[key]
                 assert tensor.dtype == want.dtype and torch.equal(tensor, want), f"{source.name}: {name}.{key}"
+
+
+def test_fp32_single_file_load_maps_each_component_separately(tiny_model_factory):
+    """Kept in its stored dtype, a single file's weights are mapped, one mapping per component: releasing the VAE
+    after latent caching then releases the pages it touched, while the UNet's stay."""
+    tiny = tiny_model_factory("sd1")
+    model = load_base_model(tiny.single_file)
+    storages = {name: {p.untyped_storage().data_ptr() for p in module.parameters()}
+                for name, module in _modules(model).items()}
+    assert all(len(pointers) == 1 for pointers in storages.values()), storages
+    assert len(set().union(*storages.values())) == 3
+    assert next(model.unet.parameters()).untyped_storage().nbytes() == tiny.single_file.stat().st_size
 
 
 def test_folder_load_matches_diffusers_and_transformers(tiny_model_factory):

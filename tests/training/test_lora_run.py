@@ -65,10 +65,16 @@ def test_intermediate_files_are_pruned_and_config_saved(sd1_run):
 
 
 def test_progress_events_and_samples(sd1_run):
-    output, _ = sd1_run
+    output, result = sd1_run
     events = read_events(output)
     kinds = [event["event"] for event in events]
     assert kinds[0] == "start" and kinds[-1] == "done"
+    setup = events[0]["setup_seconds"]  # where the time before the first step went
+    assert {"model load", "dataset scan", "latents", "optimizer", "text-encoder outputs"} <= setup.keys()
+    assert all(seconds >= 0 for seconds in setup.values())
+    assert sum(setup.values()) > 0 and "INFO set-up: model load" in result.stderr
+    checkpoints = [event for event in events if event["event"] == "checkpoint"]
+    assert checkpoints and all(event["seconds"] >= 0 for event in checkpoints)
     steps = [event["step"] for event in events if event["event"] == "step"]
     assert steps == list(range(1, 9))
     step_event = next(event for event in events if event["event"] == "step")

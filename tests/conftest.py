@@ -8,6 +8,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DIFFUSERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Workers share the cores: trainer subprocesses with a thread per core each would spin against each other.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402

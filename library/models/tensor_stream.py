@@ -5,15 +5,17 @@ dict holds both copies at once; a memory-mapped file is no better there, because
 (and is counted in the process's RSS) until the whole mapping is released. Plain reads into a buffer that is freed
 after the cast keep the peak at the loaded model plus one tensor.
 
-A tensor kept in its stored dtype is a view of a private (copy-on-write) mapping of the file instead: no copy is
-made and nothing is read until the tensor is used, which turns seconds of page-zeroing and copying for a full-size
-UNet into nothing. Each group of keys (a model component) gets its own mapping, so releasing one component
-releases the pages it touched.
+A tensor kept in its stored dtype lies in a private (copy-on-write) mapping of the file instead: no copy is made
+and nothing is read until the tensor is used, which turns seconds of page-zeroing and copying for a full-size UNet
+into nothing. Each group of keys (a model component) gets its own mapping, released with the group's last tensor.
+Every tensor still has a storage of its own, so savers that refuse tensors sharing memory (safetensors,
+accelerate's state) see ordinary tensors.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -48,7 +50,7 @@ class StreamedTensors(Mapping[str, torch.Tensor]):
     ) -> None:
         self.path, self.dtype_for, self.group_of = Path(path), dtype_for, group_of
         self._buffer: torch.Tensor | None = None
-        self._mappings: dict[str | None, torch.UntypedStorage] = {}
+        self._mappings: dict[str | None, mmap.mmap] = {}
         self._file = self.path.open("rb")
         try:
             self._entries, self.metadata, self._data_start = _read_header(self._file, self.path)
@@ -75,19 +77,18 @@ class StreamedTensors(Mapping[str, torch.Tensor]):
         return tensor.to(target)
 
     def _mapped(self, key: str, dtype: torch.dtype, shape: list[int], begin: int, end: int) -> torch.Tensor:
-        """The stored bytes as a tensor over the key's group mapping (a copy only when they are misaligned)."""
+        """The stored bytes as a tensor in the key's group mapping (a copy only when they are misaligned)."""
         if end == begin:
             return torch.empty(shape, dtype=dtype)
         group = self.group_of(key)
         if group not in self._mappings:
-            self._mappings[group] = torch.UntypedStorage.from_file(
-                str(self.path), shared=False, nbytes=self.path.stat().st_size
-            )
+            self._mappings[group] = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_COPY)
         offset = self._data_start + begin
-        raw = torch.empty(0, dtype=torch.uint8).set_(self._mappings[group], offset, (end - begin,))
         if offset % dtype.itemsize:
-            raw = raw.clone()
-        return raw.view(dtype).reshape(shape)
+            raw = torch.frombuffer(self._mappings[group], dtype=torch.uint8, count=end - begin, offset=offset)
+            return raw.clone().view(dtype).reshape(shape)
+        count = (end - begin) // dtype.itemsize
+        return torch.frombuffer(self._mappings[group], dtype=dtype, count=count, offset=offset).reshape(shape)
 
     def _scratch(self, size: int) -> torch.Tensor:
         if self._buffer is None or self._buffer.numel() < size:

@@ -45,9 +45,21 @@ def test_streamed_tensors_read_every_dtype_and_cast_only_floats(tmp_path):
         assert cast["i64"].dtype == torch.int64 and cast["flag"].dtype == torch.bool
 
 
-def test_uncast_tensors_are_views_of_one_private_mapping_per_group(tmp_path):
-    """Kept-as-stored tensors are mapped, not copied: one mapping per group (so a released component releases its
-    pages), writes stay in the process (copy-on-write) and the file is unchanged."""
+def _file_mapping(tensor: torch.Tensor, path: Path) -> tuple[int, int] | None:
+    """The address range of this process's mapping of ``path`` that holds ``tensor``'s data, if any."""
+    pointer = tensor.data_ptr()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == str(path.resolve()):
+            start, end = (int(value, 16) for value in fields[0].split("-"))
+            if start <= pointer < end:
+                return start, end
+    return None
+
+
+def test_uncast_tensors_live_in_one_private_mapping_per_group(tmp_path):
+    """Kept-as-stored tensors are mapped, not copied: one mapping per group (a released component releases its
+    pages), each tensor with a storage of its own (safetensors saves them), writes copy-on-write."""
     path = tmp_path / "two.safetensors"
     save_file({"unet.a": torch.randn(8, 8), "unet.b": torch.randn(4), "vae.c": torch.randn(3, 3)}, path)
     on_disk = path.read_bytes()
@@ -55,11 +67,12 @@ def test_uncast_tensors_are_views_of_one_private_mapping_per_group(tmp_path):
         a, b, c = tensors["unet.a"], tensors["unet.b"], tensors["vae.c"]
     expected = load_file(path)
     assert torch.equal(a, expected["unet.a"]) and torch.equal(c, expected["vae.c"])  # valid after close
-    assert a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
-    assert a.untyped_storage().data_ptr() != c.untyped_storage().data_ptr()
-    assert a.untyped_storage().nbytes() == len(on_disk)  # the file's mapping, not a copy of the tensor
+    mappings = [_file_mapping(tensor, path) for tensor in (a, b, c)]
+    assert None not in mappings and mappings[0] == mappings[1] != mappings[2], mappings
     a.add_(1.0)
-    assert path.read_bytes() == on_disk and torch.equal(a, expected["unet.a"] + 1)
+    save_file({"a": a, "b": b, "c": c}, tmp_path / "saved.safetensors")  # refuses tensors that share a storage
+    assert torch.equal(load_file(tmp_path / "saved.safetensors")["a"], expected["unet.a"] + 1)
+    assert path.read_bytes() == on_disk
 
 
 def test_misaligned_tensor_is_copied_not_misread(tmp_path):
@@ -127,11 +140,10 @@ def test_fp32_single_file_load_maps_each_component_separately(tiny_model_factory
     after latent caching then releases the pages it touched, while the UNet's stay."""
     tiny = tiny_model_factory("sd1")
     model = load_base_model(tiny.single_file)
-    storages = {name: {p.untyped_storage().data_ptr() for p in module.parameters()}
+    mappings = {name: {_file_mapping(p, tiny.single_file) for p in module.parameters()}
                 for name, module in _modules(model).items()}
-    assert all(len(pointers) == 1 for pointers in storages.values()), storages
-    assert len(set().union(*storages.values())) == 3
-    assert next(model.unet.parameters()).untyped_storage().nbytes() == tiny.single_file.stat().st_size
+    assert all(len(ranges) == 1 and None not in ranges for ranges in mappings.values()), mappings
+    assert len(set().union(*mappings.values())) == 3
 
 
 def test_folder_load_matches_diffusers_and_transformers(tiny_model_factory):

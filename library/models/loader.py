@@ -19,7 +19,7 @@ from library.models.checkpoint_io import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES, 
 from library.models.detect import detect_diffusers_family, detect_original_family
 from library.models.errors import ModelLoadError
 from library.models.families import ModelFamily, get_family
-from library.models.tensor_stream import DtypeFor, GroupOf, StreamedTensors
+from library.models.tensor_stream import DtypeFor, StreamedTensors
 from library.models.tokenizer import build_clip_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -200,8 +200,7 @@ def _load_single_file(path: Path, family_name: str, config_dir: Path | None, dty
     if suffix in SAFETENSORS_SUFFIXES:
         with StreamedTensors(path) as tensors:
             family = _file_family(path, family_name, tensors.keys(), tensors.metadata)
-            tensors.group_of = _component_of_key(family)
-            tensors.dtype_for = _dtype_by_component(tensors.group_of, dtypes)
+            tensors.dtype_for = _dtype_by_component(family, dtypes)
             configs, state_dicts = _convert(path, family, family_name, tensors, tensors.shapes)
         metadata = tensors.metadata
     else:
@@ -237,22 +236,12 @@ def _file_family(path: Path, family_name: str, keys, metadata: dict[str, str]) -
     return detect_original_family(path, keys, metadata) if family_name == "auto" else get_family(family_name)
 
 
-def _component_of_key(family: ModelFamily) -> GroupOf:
-    """The component an original-layout key belongs to, by its prefix (None for keys of no component)."""
+def _dtype_by_component(family: ModelFamily, dtypes: _Dtypes) -> DtypeFor:
+    """Each original-layout key's storage dtype, by the component whose prefix it carries."""
     from library.models.single_file.components import component_layouts
 
-    prefixes = [(layout.prefix, layout.name) for layout in component_layouts(family.name)]
-    return lambda key: next((name for prefix, name in prefixes if key.startswith(prefix)), None)
-
-
-def _dtype_by_component(component_of: GroupOf, dtypes: _Dtypes) -> DtypeFor:
-    """Each original-layout key's storage dtype, by its component (keys of no component keep theirs)."""
-
-    def dtype_for(key: str) -> torch.dtype | None:
-        component = component_of(key)
-        return None if component is None else dtypes.of(component)
-
-    return dtype_for
+    prefixes = [(layout.prefix, dtypes.of(layout.name)) for layout in component_layouts(family.name)]
+    return lambda key: next((dtype for prefix, dtype in prefixes if key.startswith(prefix)), None)
 
 
 def _convert(path: Path, family: ModelFamily, family_name: str, state_dict, shapes):

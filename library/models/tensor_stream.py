@@ -5,11 +5,11 @@ dict holds both copies at once; a memory-mapped file is no better there, because
 (and is counted in the process's RSS) until the whole mapping is released. Plain reads into a buffer that is freed
 after the cast keep the peak at the loaded model plus one tensor.
 
-A tensor kept in its stored dtype lies in a private (copy-on-write) mapping of the file instead: no copy is made
-and nothing is read until the tensor is used, which turns seconds of page-zeroing and copying for a full-size UNet
-into nothing. Each group of keys (a model component) gets its own mapping, released with the group's last tensor.
-Every tensor still has a storage of its own, so savers that refuse tensors sharing memory (safetensors,
-accelerate's state) see ordinary tensors.
+A tensor kept in its stored dtype lies in a private (copy-on-write) mapping of its bytes in the file instead: no
+copy is made and nothing is read until the tensor is used, which turns seconds of page-zeroing and copying for a
+full-size UNet into nothing. Each tensor has a mapping (and a storage) of its own, so a tensor that is released or
+replaced (a component freed after caching, a conv weight re-laid out channels-last) gives its pages back, and savers
+that refuse tensors sharing memory (safetensors, accelerate's state) see ordinary tensors.
 """
 
 from __future__ import annotations
@@ -33,9 +33,6 @@ _DTYPES = {
 DtypeFor = Callable[[str], torch.dtype | None]
 """The dtype a key's floating-point tensor is cast to (None keeps the stored dtype)."""
 
-GroupOf = Callable[[str], str | None]
-"""The group (model component) a key belongs to: tensors of one group share one mapping of the file."""
-
 
 class StreamedTensors(Mapping[str, torch.Tensor]):
     """A read-only mapping over a safetensors file: each look-up reads and casts that one tensor, or maps it.
@@ -45,12 +42,9 @@ class StreamedTensors(Mapping[str, torch.Tensor]):
     rewritten while they are in use. Use as a context manager, or call :meth:`close`.
     """
 
-    def __init__(
-        self, path: Path, dtype_for: DtypeFor = lambda key: None, group_of: GroupOf = lambda key: None
-    ) -> None:
-        self.path, self.dtype_for, self.group_of = Path(path), dtype_for, group_of
+    def __init__(self, path: Path, dtype_for: DtypeFor = lambda key: None) -> None:
+        self.path, self.dtype_for = Path(path), dtype_for
         self._buffer: torch.Tensor | None = None
-        self._mappings: dict[str | None, mmap.mmap] = {}
         self._file = self.path.open("rb")
         try:
             self._entries, self.metadata, self._data_start = _read_header(self._file, self.path)
@@ -65,8 +59,9 @@ class StreamedTensors(Mapping[str, torch.Tensor]):
     def __getitem__(self, key: str) -> torch.Tensor:
         dtype, shape, (begin, end) = self._entries[key]
         target = self.dtype_for(key)
-        if not (target is not None and dtype.is_floating_point and dtype != target):
-            return self._mapped(key, dtype, shape, begin, end)
+        cast = target is not None and dtype.is_floating_point and dtype != target
+        if not cast:
+            return self._mapped(dtype, shape, begin, end)
         # A tensor that is cast is read into one reused scratch buffer: fresh buffers freed after each cast
         # fragment the heap and the process keeps much of them.
         buffer = self._scratch(end - begin)
@@ -76,19 +71,18 @@ class StreamedTensors(Mapping[str, torch.Tensor]):
         tensor = buffer.view(dtype).reshape(shape) if buffer.numel() else torch.empty(shape, dtype=dtype)
         return tensor.to(target)
 
-    def _mapped(self, key: str, dtype: torch.dtype, shape: list[int], begin: int, end: int) -> torch.Tensor:
-        """The stored bytes as a tensor in the key's group mapping (a copy only when they are misaligned)."""
+    def _mapped(self, dtype: torch.dtype, shape: list[int], begin: int, end: int) -> torch.Tensor:
+        """The stored bytes as a tensor in a private mapping of just them (a copy only when misaligned)."""
         if end == begin:
             return torch.empty(shape, dtype=dtype)
-        group = self.group_of(key)
-        if group not in self._mappings:
-            self._mappings[group] = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_COPY)
         offset = self._data_start + begin
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY  # mappings begin on a page boundary
+        mapping = mmap.mmap(self._file.fileno(), offset + end - begin - start, access=mmap.ACCESS_COPY, offset=start)
         if offset % dtype.itemsize:
-            raw = torch.frombuffer(self._mappings[group], dtype=torch.uint8, count=end - begin, offset=offset)
+            raw = torch.frombuffer(mapping, dtype=torch.uint8, count=end - begin, offset=offset - start)
             return raw.clone().view(dtype).reshape(shape)
         count = (end - begin) // dtype.itemsize
-        return torch.frombuffer(self._mappings[group], dtype=dtype, count=count, offset=offset).reshape(shape)
+        return torch.frombuffer(mapping, dtype=dtype, count=count, offset=offset - start).reshape(shape)
 
     def _scratch(self, size: int) -> torch.Tensor:
         if self._buffer is None or self._buffer.numel() < size:
@@ -104,7 +98,6 @@ class StreamedTensors(Mapping[str, torch.Tensor]):
 
     def close(self) -> None:
         self._buffer = None
-        self._mappings.clear()
         self._file.close()
 
     def __enter__(self) -> StreamedTensors:

@@ -45,34 +45,40 @@ def test_streamed_tensors_read_every_dtype_and_cast_only_floats(tmp_path):
         assert cast["i64"].dtype == torch.int64 and cast["flag"].dtype == torch.bool
 
 
-def _file_mapping(tensor: torch.Tensor, path: Path) -> tuple[int, int] | None:
-    """The address range of this process's mapping of ``path`` that holds ``tensor``'s data, if any."""
-    pointer = tensor.data_ptr()
+def _file_mappings(path: Path) -> list[tuple[int, int]]:
+    """Address ranges of this process's mappings of ``path``."""
+    ranges = []
     for line in Path("/proc/self/maps").read_text().splitlines():
         fields = line.split(maxsplit=5)
         if len(fields) == 6 and fields[5] == str(path.resolve()):
-            start, end = (int(value, 16) for value in fields[0].split("-"))
-            if start <= pointer < end:
-                return start, end
-    return None
+            ranges.append(tuple(int(value, 16) for value in fields[0].split("-")))
+    return ranges
 
 
-def test_uncast_tensors_live_in_one_private_mapping_per_group(tmp_path):
-    """Kept-as-stored tensors are mapped, not copied: one mapping per group (a released component releases its
-    pages), each tensor with a storage of its own (safetensors saves them), writes copy-on-write."""
-    path = tmp_path / "two.safetensors"
-    save_file({"unet.a": torch.randn(8, 8), "unet.b": torch.randn(4), "vae.c": torch.randn(3, 3)}, path)
+def _file_mapping(tensor: torch.Tensor, path: Path) -> tuple[int, int] | None:
+    """The range of this process's mapping of ``path`` that holds ``tensor``'s data, if any."""
+    return next((r for r in _file_mappings(path) if r[0] <= tensor.data_ptr() < r[1]), None)
+
+
+def test_uncast_tensors_each_live_in_a_private_mapping_of_the_file(tmp_path):
+    """Kept-as-stored tensors are mapped, not copied, each in a mapping of its own: a released tensor gives its
+    pages back, safetensors saves them (it refuses tensors sharing a storage), writes are copy-on-write."""
+    path = tmp_path / "three.safetensors"
+    save_file({"a": torch.randn(8, 8), "b": torch.randn(4), "c": torch.randn(3, 3)}, path)
     on_disk = path.read_bytes()
-    with StreamedTensors(path, group_of=lambda key: key.split(".")[0]) as tensors:
-        a, b, c = tensors["unet.a"], tensors["unet.b"], tensors["vae.c"]
+    with StreamedTensors(path) as tensors:
+        a, b, c = tensors["a"], tensors["b"], tensors["c"]
     expected = load_file(path)
-    assert torch.equal(a, expected["unet.a"]) and torch.equal(c, expected["vae.c"])  # valid after close
+    assert all(torch.equal(t, expected[k]) for k, t in zip("abc", (a, b, c)))  # valid after close
     mappings = [_file_mapping(tensor, path) for tensor in (a, b, c)]
-    assert None not in mappings and mappings[0] == mappings[1] != mappings[2], mappings
+    assert None not in mappings and len(set(mappings)) == 3, mappings
     a.add_(1.0)
-    save_file({"a": a, "b": b, "c": c}, tmp_path / "saved.safetensors")  # refuses tensors that share a storage
-    assert torch.equal(load_file(tmp_path / "saved.safetensors")["a"], expected["unet.a"] + 1)
+    save_file({"a": a, "b": b, "c": c}, tmp_path / "saved.safetensors")
+    assert torch.equal(load_file(tmp_path / "saved.safetensors")["a"], expected["a"] + 1)
     assert path.read_bytes() == on_disk
+    released = mappings[2]
+    del c
+    assert released not in _file_mappings(path)
 
 
 def test_misaligned_tensor_is_copied_not_misread(tmp_path):
@@ -135,15 +141,16 @@ def test_bf16_load_matches_a_cast_fp32_load_for_both_layouts(tiny_model_factory,
                 assert tensor.dtype == want.dtype and torch.equal(tensor, want), f"{source.name}: {name}.{key}"
 
 
-def test_fp32_single_file_load_maps_each_component_separately(tiny_model_factory):
-    """Kept in its stored dtype, a single file's weights are mapped, one mapping per component: releasing the VAE
-    after latent caching then releases the pages it touched, while the UNet's stay."""
+def test_fp32_load_maps_the_weights_instead_of_copying_them(tiny_model_factory):
+    """Kept in its stored dtype, every weight of a single file lies in a mapping of that file; releasing a
+    component (the VAE after latent caching) unmaps its weights."""
     tiny = tiny_model_factory("sd1")
     model = load_base_model(tiny.single_file)
-    mappings = {name: {_file_mapping(p, tiny.single_file) for p in module.parameters()}
-                for name, module in _modules(model).items()}
-    assert all(len(ranges) == 1 and None not in ranges for ranges in mappings.values()), mappings
-    assert len(set().union(*mappings.values())) == 3
+    for name, module in _modules(model).items():
+        assert all(_file_mapping(p, tiny.single_file) for p in module.parameters()), name
+    vae_ranges = {_file_mapping(p, tiny.single_file) for p in model.vae.parameters()}
+    model.vae = None
+    assert not vae_ranges & set(_file_mappings(tiny.single_file))
 
 
 def test_folder_load_matches_diffusers_and_transformers(tiny_model_factory):

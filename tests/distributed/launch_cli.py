@@ -52,7 +52,7 @@ def accelerate_launch(script: Path, args: list[str], processes: int = 2, mode: t
 def accelerate_launch_machines(script: Path, args: list[str], machines: int = 2,
                                timeout: float = 900) -> list[subprocess.CompletedProcess]:
     """One ``accelerate launch --num_machines N --machine_rank R`` per machine, as on N hosts, one process each,
-    all meeting at machine 0's address (loopback here); fails with the output of every launcher that failed."""
+    all meeting at machine 0's address (loopback here); fails with the output of the first machine that failed."""
     port = free_port()
     launchers = [
         subprocess.Popen(

@@ -14,9 +14,12 @@ that refuse tensors sharing memory (safetensors, accelerate's state) see ordinar
 
 from __future__ import annotations
 
+import ctypes
 import json
 import mmap
+import os
 import struct
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -77,7 +80,7 @@ class StreamedTensors(Mapping[str, torch.Tensor]):
             return torch.empty(shape, dtype=dtype)
         offset = self._data_start + begin
         start = offset - offset % mmap.ALLOCATIONGRANULARITY  # mappings begin on a page boundary
-        mapping = mmap.mmap(self._file.fileno(), offset + end - begin - start, access=mmap.ACCESS_COPY, offset=start)
+        mapping = _map_private(self._file.fileno(), start, offset + end - begin - start)
         if offset % dtype.itemsize:
             raw = torch.frombuffer(mapping, dtype=torch.uint8, count=end - begin, offset=offset - start)
             return raw.clone().view(dtype).reshape(shape)
@@ -105,6 +108,27 @@ class StreamedTensors(Mapping[str, torch.Tensor]):
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC.mmap.restype = ctypes.c_void_p
+_LIBC.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+_LIBC.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def _map_private(fd: int, offset: int, length: int) -> ctypes.Array:
+    """A copy-on-write mapping of ``length`` bytes of ``fd`` from ``offset`` (page-aligned), as a writable buffer
+    that unmaps itself once its last user (a tensor's storage) lets go. Unlike :class:`mmap.mmap`, which keeps a
+    duplicate file descriptor per mapping, it holds none: a model has more tensors than the usual limit of 1024
+    open files."""
+    address = _LIBC.mmap(None, length, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE, fd, offset)
+    if address in (None, _MAP_FAILED):
+        error = ctypes.get_errno()
+        raise OSError(error, f"cannot map {length} bytes at {offset}: {os.strerror(error)}")
+    buffer = (ctypes.c_char * length).from_address(address)
+    weakref.finalize(buffer, _LIBC.munmap, address, length)
+    return buffer
 
 
 def _read_header(handle, path: Path) -> tuple[dict[str, tuple[torch.dtype, list[int], tuple[int, int]]], dict, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -142,10 +143,12 @@ def test_bf16_load_matches_a_cast_fp32_load_for_both_layouts(tiny_model_factory,
 
 
 def test_fp32_load_maps_the_weights_instead_of_copying_them(tiny_model_factory):
-    """Kept in its stored dtype, every weight of a single file lies in a mapping of that file; releasing a
-    component (the VAE after latent caching) unmaps its weights."""
+    """Kept in its stored dtype, every weight of a single file lies in a mapping of that file, without an open file
+    per weight; releasing a component (the VAE after latent caching) unmaps its weights."""
     tiny = tiny_model_factory("sd1")
+    open_files = len(os.listdir("/proc/self/fd"))
     model = load_base_model(tiny.single_file)
+    assert len(os.listdir("/proc/self/fd")) <= open_files + 2  # mappings hold no descriptor (ulimit -n is often 1024)
     for name, module in _modules(model).items():
         assert all(_file_mapping(p, tiny.single_file) for p in module.parameters()), name
     vae_ranges = {_file_mapping(p, tiny.single_file) for p in model.vae.parameters()}

@@ -1,25 +1,15 @@
-"""Read a ``.safetensors`` file one tensor at a time: cast as it is read, or memory-mapped when kept as stored.
+"""Read a ``.safetensors`` file one tensor at a time, cast as it is read, without memory-mapping the file.
 
 Loading a model in a narrower dtype than it is stored in (fp32 file, bf16 frozen weights) through a full state
-dict holds both copies at once; a memory-mapped file is no better there, because every page read stays resident
-(and is counted in the process's RSS) until the whole mapping is released. Plain reads into a buffer that is freed
-after the cast keep the peak at the loaded model plus one tensor.
-
-A tensor kept in its stored dtype lies in a private (copy-on-write) mapping of its bytes in the file instead: no
-copy is made and nothing is read until the tensor is used, which turns seconds of page-zeroing and copying for a
-full-size UNet into nothing. Each tensor has a mapping (and a storage) of its own, so a tensor that is released or
-replaced (a component freed after caching, a conv weight re-laid out channels-last) gives its pages back, and savers
-that refuse tensors sharing memory (safetensors, accelerate's state) see ordinary tensors.
+dict holds both copies at once; a memory-mapped file is no better, because every page read stays resident (and is
+counted in the process's RSS) until the whole mapping is released. Plain reads into a buffer that is freed after
+the cast keep the peak at the loaded model plus one tensor.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
-import mmap
-import os
 import struct
-import weakref
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -38,11 +28,10 @@ DtypeFor = Callable[[str], torch.dtype | None]
 
 
 class StreamedTensors(Mapping[str, torch.Tensor]):
-    """A read-only mapping over a safetensors file: each look-up reads and casts that one tensor, or maps it.
+    """A read-only mapping over a safetensors file: each look-up reads (and casts) that one tensor.
 
     ``shapes`` gives every tensor as a meta tensor (shape and stored dtype, no data) for architecture inference.
-    Non-floating tensors are never cast. Mapped tensors stay valid after :meth:`close`; the file must not be
-    rewritten while they are in use. Use as a context manager, or call :meth:`close`.
+    Non-floating tensors are never cast. Use as a context manager, or call :meth:`close`.
     """
 
     def __init__(self, path: Path, dtype_for: DtypeFor = lambda key: None) -> None:
@@ -63,29 +52,14 @@ class StreamedTensors(Mapping[str, torch.Tensor]):
         dtype, shape, (begin, end) = self._entries[key]
         target = self.dtype_for(key)
         cast = target is not None and dtype.is_floating_point and dtype != target
-        if not cast:
-            return self._mapped(dtype, shape, begin, end)
         # A tensor that is cast is read into one reused scratch buffer: fresh buffers freed after each cast
         # fragment the heap and the process keeps much of them.
-        buffer = self._scratch(end - begin)
+        buffer = self._scratch(end - begin) if cast else torch.empty(end - begin, dtype=torch.uint8)
         self._file.seek(self._data_start + begin)
         if self._file.readinto(buffer.numpy()) != end - begin:
             raise ModelLoadError(f"{self.path}: truncated at tensor {key!r}; the file is incomplete")
         tensor = buffer.view(dtype).reshape(shape) if buffer.numel() else torch.empty(shape, dtype=dtype)
-        return tensor.to(target)
-
-    def _mapped(self, dtype: torch.dtype, shape: list[int], begin: int, end: int) -> torch.Tensor:
-        """The stored bytes as a tensor in a private mapping of just them (a copy only when misaligned)."""
-        if end == begin:
-            return torch.empty(shape, dtype=dtype)
-        offset = self._data_start + begin
-        start = offset - offset % mmap.ALLOCATIONGRANULARITY  # mappings begin on a page boundary
-        mapping = _map_private(self._file.fileno(), start, offset + end - begin - start)
-        if offset % dtype.itemsize:
-            raw = torch.frombuffer(mapping, dtype=torch.uint8, count=end - begin, offset=offset - start)
-            return raw.clone().view(dtype).reshape(shape)
-        count = (end - begin) // dtype.itemsize
-        return torch.frombuffer(mapping, dtype=dtype, count=count, offset=offset - start).reshape(shape)
+        return tensor.to(target) if cast else tensor
 
     def _scratch(self, size: int) -> torch.Tensor:
         if self._buffer is None or self._buffer.numel() < size:
@@ -108,27 +82,6 @@ class StreamedTensors(Mapping[str, torch.Tensor]):
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_LIBC.mmap.restype = ctypes.c_void_p
-_LIBC.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
-_LIBC.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
-_MAP_FAILED = ctypes.c_void_p(-1).value
-
-
-def _map_private(fd: int, offset: int, length: int) -> ctypes.Array:
-    """A copy-on-write mapping of ``length`` bytes of ``fd`` from ``offset`` (page-aligned), as a writable buffer
-    that unmaps itself once its last user (a tensor's storage) lets go. Unlike :class:`mmap.mmap`, which keeps a
-    duplicate file descriptor per mapping, it holds none: a model has more tensors than the usual limit of 1024
-    open files."""
-    address = _LIBC.mmap(None, length, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE, fd, offset)
-    if address in (None, _MAP_FAILED):
-        error = ctypes.get_errno()
-        raise OSError(error, f"cannot map {length} bytes at {offset}: {os.strerror(error)}")
-    buffer = (ctypes.c_char * length).from_address(address)
-    weakref.finalize(buffer, _LIBC.munmap, address, length)
-    return buffer
 
 
 def _read_header(handle, path: Path) -> tuple[dict[str, tuple[torch.dtype, list[int], tuple[int, int]]], dict, int]:

@@ -121,9 +121,9 @@ def ensure_dataset(folder: Path, count: int, seed: int = 0) -> Path:
     return folder
 
 
-def step_seconds(progress_file: Path, skip_first: int = 1) -> list[float]:
-    """Per-step seconds the trainer reported in ``progress.jsonl`` (the first steps warm up and are skipped)."""
-    events = read_events(progress_file)
+def step_seconds(events: list[dict], skip_first: int = 1) -> list[float]:
+    """Per-step seconds the trainer reported in its ``progress.jsonl`` events (the first steps warm up and are
+    skipped)."""
     return [event["seconds_per_step"] for event in events if event["event"] == "step"][skip_first:]
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import shutil
 
-from common import (GIB, RESULTS, ensure_dataset, ensure_model, median, print_table, python, run_measured,
-                    step_seconds, write_results)
+from common import (GIB, RESULTS, ensure_dataset, ensure_model, median, print_table, python, read_events,
+                    run_measured, step_seconds, write_results)
 
 VARIANTS: dict[str, dict[str, str]] = {
     "baseline": {},
@@ -38,8 +38,8 @@ def run_variant(name: str, options: dict[str, str], model, dataset, resolution: 
              **options}
     command = python("train_network.py", *[item for key, value in flags.items() for item in (f"--{key}", str(value))])
     measured = run_measured(command, f"{bench}-{name}-{tag}")
-    return {"median_step": median(step_seconds(output / "progress.jsonl", skip_first)), "wall": measured.wall,
-            "peak_rss": measured.peak_rss}
+    steps = step_seconds(read_events(output / "progress.jsonl"), skip_first)
+    return {"median_step": median(steps), "wall": measured.wall, "peak_rss": measured.peak_rss}
 
 
 def main() -> None:

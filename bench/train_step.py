@@ -36,7 +36,7 @@ def ours(model, dataset, work, args, tag: str) -> dict:
     )
     measured = run_measured(command, f"train_step-ours-{tag}")
     events = read_events(output / "progress.jsonl")
-    steps = step_seconds(output / "progress.jsonl")
+    steps = step_seconds(events)
     return {"median_step": median(steps), "wall": measured.wall, "peak_rss": measured.peak_rss,
             "peak_phase": peak_phase(measured.timeline, events), "fixed": fixed_costs(measured, events)}
 

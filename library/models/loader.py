@@ -85,19 +85,23 @@ def load_base_model(
     config_dir: str | Path | None = None,
     dtype: torch.dtype = torch.float32,
     vae_dtype: torch.dtype | None = None,
+    map_weights: bool = False,
 ) -> BaseModel:
     """Load a base model from ``path``; ``family="auto"`` detects it, a family name forces it.
 
     Weights are stored in ``dtype`` (the VAE in ``vae_dtype``, default ``dtype``) as they are read, so a bf16 load
-    of an fp32 file never holds the fp32 copy of a whole component.
+    of an fp32 file never holds the fp32 copy of a whole component. ``map_weights`` memory-maps the weights of a
+    ``.safetensors`` file that are kept in their stored dtype instead of reading them (no copy, no wait): only for
+    a base that stays frozen and is never saved as a model, like a LoRA run's (see ``tensor_stream``).
     """
     source = Path(path).expanduser()
     _check_exists(source)
     dtypes = _Dtypes(dtype, vae_dtype or dtype)
     if source.is_dir():
-        model = _load_diffusers_folder(source, family, dtypes)
+        model = _load_diffusers_folder(source, family, dtypes, map_weights)
     else:
-        model = _load_single_file(source, family, None if config_dir is None else Path(config_dir), dtypes)
+        config_path = None if config_dir is None else Path(config_dir)
+        model = _load_single_file(source, family, config_path, dtypes, map_weights)
     if vae is not None:
         from library.models.vae import load_vae
 
@@ -119,7 +123,7 @@ def _check_exists(source: Path) -> None:
     raise ModelLoadError(f"model not found: {source}. Expected {ACCEPTED_LAYOUTS}.{hint}")
 
 
-def _load_diffusers_folder(folder: Path, family_name: str, dtypes: _Dtypes) -> BaseModel:
+def _load_diffusers_folder(folder: Path, family_name: str, dtypes: _Dtypes, map_weights: bool) -> BaseModel:
     from diffusers import DDPMScheduler
 
     if not (folder / "model_index.json").is_file():
@@ -134,7 +138,7 @@ def _load_diffusers_folder(folder: Path, family_name: str, dtypes: _Dtypes) -> B
             raise ModelLoadError(f"{folder / sub}: missing (or no config.json); the {family.name} folder needs it")
     architectures = {spec.component: spec.architecture for spec in family.text_encoders}
     modules = {
-        name: _folder_component(folder, name, architectures.get(name, ""), dtypes.of(name))
+        name: _folder_component(folder, name, architectures.get(name, ""), dtypes.of(name), map_weights)
         for name in ("unet", "vae", *architectures)
     }
     tokenizers = [
@@ -156,13 +160,15 @@ def _load_diffusers_folder(folder: Path, family_name: str, dtypes: _Dtypes) -> B
 _WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "model.safetensors")
 
 
-def _folder_component(folder: Path, name: str, architecture: str, dtype: torch.dtype) -> torch.nn.Module:
+def _folder_component(
+    folder: Path, name: str, architecture: str, dtype: torch.dtype, map_weights: bool
+) -> torch.nn.Module:
     """One component of a diffusers folder, streamed from its single ``.safetensors`` file in ``dtype``; other
     weight layouts (sharded, ``.bin``, variants, legacy key names) go through ``from_pretrained``."""
     config = json.loads((folder / name / "config.json").read_text(encoding="utf-8"))
     weights = next((folder / name / file for file in _WEIGHT_FILES if (folder / name / file).is_file()), None)
     if weights is not None:
-        with StreamedTensors(weights, lambda key: dtype) as tensors:
+        with StreamedTensors(weights, lambda key: dtype, map_weights) as tensors:
             try:
                 return _instantiate(name, {**config, "architectures": [architecture]}, tensors, dtype)
             except ValueError as error:
@@ -191,14 +197,16 @@ def _folder_tokenizer(tokenizer_dir: Path, spec):
     return build_clip_tokenizer(pad_token=spec.pad_token)
 
 
-def _load_single_file(path: Path, family_name: str, config_dir: Path | None, dtypes: _Dtypes) -> BaseModel:
+def _load_single_file(
+    path: Path, family_name: str, config_dir: Path | None, dtypes: _Dtypes, map_weights: bool
+) -> BaseModel:
     from diffusers import DDPMScheduler
 
     suffix = path.suffix.lower()
     if suffix not in SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES:
         raise ModelLoadError(f"{path}: unsupported file type {path.suffix!r}. Expected {ACCEPTED_LAYOUTS}.")
     if suffix in SAFETENSORS_SUFFIXES:
-        with StreamedTensors(path) as tensors:
+        with StreamedTensors(path, map_uncast=map_weights) as tensors:
             family = _file_family(path, family_name, tensors.keys(), tensors.metadata)
             tensors.dtype_for = _dtype_by_component(family, dtypes)
             configs, state_dicts = _convert(path, family, family_name, tensors, tensors.shapes)

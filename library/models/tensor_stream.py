@@ -1,14 +1,26 @@
-"""Read a ``.safetensors`` file one tensor at a time, cast as it is read, without memory-mapping the file.
+"""Read a ``.safetensors`` file one tensor at a time: cast as it is read, or memory-mapped if asked and kept as stored.
 
 Loading a model in a narrower dtype than it is stored in (fp32 file, bf16 frozen weights) through a full state
-dict holds both copies at once; a memory-mapped file is no better, because every page read stays resident (and is
-counted in the process's RSS) until the whole mapping is released. Plain reads into a buffer that is freed after
-the cast keep the peak at the loaded model plus one tensor.
+dict holds both copies at once; a memory-mapped file is no better there, because every page read stays resident
+(and is counted in the process's RSS) until the whole mapping is released. Plain reads into a buffer that is freed
+after the cast keep the peak at the loaded model plus one tensor.
+
+With ``map_uncast``, a tensor kept in its stored dtype lies in a private (copy-on-write) mapping of the file: nothing is copied
+and nothing is read until the tensor is used, which turns seconds of page-zeroing and copying for a full-size UNet
+into milliseconds. Each tensor has a mapping of its own, so a tensor that is released or replaced (a component freed
+after caching, a conv weight re-laid out channels-last) gives its pages back. The mapping is torch's own
+(``torch.from_file``): its storage is unmapped by torch without Python, so the last reference may be dropped on any
+thread, including a process group's worker thread while the interpreter is busy tearing that group down (a storage
+holding a Python buffer would wait there for the GIL forever). ``from_file`` maps from the start of the file, so a
+tensor's storage spans the file up to the tensor's end: address space only, none of it read or resident, but code
+that reasons about whole storages (safetensors' ``save_model``/``load_model``, checkpoint sharding, ``torch.save``)
+would take such a tensor for a much larger one. Map only weights that stay frozen and are never saved as a model.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -16,6 +28,8 @@ from pathlib import Path
 import torch
 
 from library.models.errors import ModelLoadError
+
+logger = logging.getLogger(__name__)
 
 _DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -28,15 +42,17 @@ DtypeFor = Callable[[str], torch.dtype | None]
 
 
 class StreamedTensors(Mapping[str, torch.Tensor]):
-    """A read-only mapping over a safetensors file: each look-up reads (and casts) that one tensor.
+    """A read-only mapping over a safetensors file: each look-up reads and casts that one tensor, or maps it.
 
     ``shapes`` gives every tensor as a meta tensor (shape and stored dtype, no data) for architecture inference.
-    Non-floating tensors are never cast. Use as a context manager, or call :meth:`close`.
+    Non-floating tensors are never cast. Mapped tensors stay valid after :meth:`close`; the file must not be
+    rewritten in place while they are in use. Use as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, path: Path, dtype_for: DtypeFor = lambda key: None) -> None:
+    def __init__(self, path: Path, dtype_for: DtypeFor = lambda key: None, map_uncast: bool = False) -> None:
         self.path, self.dtype_for = Path(path), dtype_for
         self._buffer: torch.Tensor | None = None
+        self._may_map = map_uncast
         self._file = self.path.open("rb")
         try:
             self._entries, self.metadata, self._data_start = _read_header(self._file, self.path)
@@ -52,6 +68,10 @@ class StreamedTensors(Mapping[str, torch.Tensor]):
         dtype, shape, (begin, end) = self._entries[key]
         target = self.dtype_for(key)
         cast = target is not None and dtype.is_floating_point and dtype != target
+        if not cast and end > begin and (self._data_start + begin) % dtype.itemsize == 0:
+            mapped = self._mapped(begin, end)
+            if mapped is not None:
+                return mapped.view(dtype).reshape(shape)
         # A tensor that is cast is read into one reused scratch buffer: fresh buffers freed after each cast
         # fragment the heap and the process keeps much of them.
         buffer = self._scratch(end - begin) if cast else torch.empty(end - begin, dtype=torch.uint8)
@@ -60,6 +80,20 @@ class StreamedTensors(Mapping[str, torch.Tensor]):
             raise ModelLoadError(f"{self.path}: truncated at tensor {key!r}; the file is incomplete")
         tensor = buffer.view(dtype).reshape(shape) if buffer.numel() else torch.empty(shape, dtype=dtype)
         return tensor.to(target) if cast else tensor
+
+    def _mapped(self, begin: int, end: int) -> torch.Tensor | None:
+        """The tensor's bytes in a private mapping of the file, or None where mapping is refused (a cap on address
+        space, strict overcommit): then this and every later tensor is read instead."""
+        if not self._may_map:
+            return None
+        offset = self._data_start + begin
+        try:
+            whole = torch.from_file(str(self.path), shared=False, size=offset + end - begin, dtype=torch.uint8)
+        except RuntimeError as error:
+            logger.debug("%s: reading instead of mapping (%s)", self.path, error)
+            self._may_map = False
+            return None
+        return whole[offset:]
 
     def _scratch(self, size: int) -> torch.Tensor:
         if self._buffer is None or self._buffer.numel() < size:

@@ -51,6 +51,8 @@ class LoraWeights:
     """Adapters injected into the model; optimizer groups per part; state = adapter tensors only."""
 
     kind = "LoRA"
+    maps_base_weights = True
+    """The base stays frozen and is never saved (the file holds adapters only), so it may be memory-mapped."""
 
     @staticmethod
     def load_dtypes(precision: Precision) -> tuple[torch.dtype, torch.dtype]:

@@ -23,7 +23,8 @@ logger = logging.getLogger(__name__)
 
 def load_training_model(config: FurnaceConfig, weights_factory, precision: Precision) -> BaseModel:
     """The run's base model; a weights strategy with a ``load_dtypes(precision)`` says which storage dtypes its
-    frozen parts take, so they are read straight into them (others load fp32 and cast what they train)."""
+    frozen parts take, so they are read straight into them (others load fp32 and cast what they train), and one
+    with ``maps_base_weights`` has the weights kept as stored memory-mapped instead of read."""
     load_dtypes = getattr(weights_factory, "load_dtypes", None)
     dtype, vae_dtype = load_dtypes(precision) if load_dtypes else (torch.float32, torch.float32)
     section = config.model
@@ -34,6 +35,7 @@ def load_training_model(config: FurnaceConfig, weights_factory, precision: Preci
         config_dir=section.config_dir,
         dtype=dtype,
         vae_dtype=vae_dtype,
+        map_weights=getattr(weights_factory, "maps_base_weights", False),
     )
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -33,15 +35,96 @@ def test_streamed_tensors_read_every_dtype_and_cast_only_floats(tmp_path):
     }
     path = tmp_path / "mixed.safetensors"
     save_file(tensors, path, metadata={"note": "kept"})
-    with StreamedTensors(path) as plain:
+    for map_uncast in (False, True):
+        _check_plain_and_cast_reads(path, tensors, map_uncast)
+
+
+def _check_plain_and_cast_reads(path: Path, tensors: dict[str, torch.Tensor], map_uncast: bool) -> None:
+    with StreamedTensors(path, map_uncast=map_uncast) as plain:
         assert plain.metadata == {"note": "kept"}
         shapes = {key: tuple(tensor.shape) for key, tensor in plain.shapes.items()}
         assert shapes == {key: tuple(tensor.shape) for key, tensor in tensors.items()}
         for key, tensor in load_file(path).items():
             assert plain[key].dtype == tensor.dtype and torch.equal(plain[key], tensor), key
-    with StreamedTensors(path, lambda key: torch.bfloat16) as cast:
+    with StreamedTensors(path, lambda key: torch.bfloat16, map_uncast) as cast:
         assert cast["f32"].dtype == torch.bfloat16 and torch.equal(cast["f32"], tensors["f32"].bfloat16())
         assert cast["i64"].dtype == torch.int64 and cast["flag"].dtype == torch.bool
+
+
+def _file_mappings(path: Path) -> list[tuple[int, int]]:
+    """Address ranges of this process's mappings of ``path``."""
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == str(path.resolve()):
+            ranges.append(tuple(int(value, 16) for value in fields[0].split("-")))
+    return ranges
+
+
+def _file_mapping(tensor: torch.Tensor, path: Path) -> tuple[int, int] | None:
+    """The range of this process's mapping of ``path`` that holds ``tensor``'s data, if any."""
+    return next((r for r in _file_mappings(path) if r[0] <= tensor.data_ptr() < r[1]), None)
+
+
+def test_uncast_tensors_are_read_unless_mapping_is_asked_for(tmp_path):
+    path = tmp_path / "one.safetensors"
+    save_file({"a": torch.randn(8, 8)}, path)
+    with StreamedTensors(path) as tensors:
+        read = tensors["a"]
+    with StreamedTensors(path, map_uncast=True) as tensors:
+        mapped = tensors["a"]
+    assert torch.equal(read, mapped)
+    assert _file_mapping(read, path) is None and _file_mapping(mapped, path) is not None
+
+
+def test_uncast_tensors_each_live_in_a_private_mapping_of_the_file(tmp_path):
+    """Kept-as-stored tensors are mapped, not copied, each in a mapping of its own: a released tensor gives its
+    pages back, safetensors saves them (it refuses tensors sharing a storage), writes are copy-on-write."""
+    path = tmp_path / "three.safetensors"
+    save_file({"a": torch.randn(8, 8), "b": torch.randn(4), "c": torch.randn(3, 3)}, path)
+    on_disk = path.read_bytes()
+    with StreamedTensors(path, map_uncast=True) as tensors:
+        a, b, c = tensors["a"], tensors["b"], tensors["c"]
+    expected = load_file(path)
+    assert all(torch.equal(t, expected[k]) for k, t in zip("abc", (a, b, c)))  # valid after close
+    mappings = [_file_mapping(tensor, path) for tensor in (a, b, c)]
+    assert None not in mappings and len(set(mappings)) == 3, mappings
+    a.add_(1.0)
+    save_file({"a": a, "b": b, "c": c}, tmp_path / "saved.safetensors")
+    assert torch.equal(load_file(tmp_path / "saved.safetensors")["a"], expected["a"] + 1)
+    assert path.read_bytes() == on_disk
+    released = mappings[2]
+    del c
+    assert released not in _file_mappings(path)
+
+
+def test_tensors_are_read_when_the_system_refuses_the_mapping(tmp_path, monkeypatch):
+    """A cap on address space (``ulimit -v``) or strict overcommit makes mapping fail: the tensors are read."""
+    path = tmp_path / "two.safetensors"
+    save_file({"a": torch.randn(8, 8), "b": torch.arange(5)}, path)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("unable to mmap: Cannot allocate memory")
+
+    monkeypatch.setattr(torch, "from_file", refuse)
+    with StreamedTensors(path, map_uncast=True) as tensors:
+        loaded = {key: tensors[key] for key in tensors}
+    assert all(torch.equal(loaded[key], value) for key, value in load_file(path).items())
+    assert not any(_file_mapping(tensor, path) for tensor in loaded.values())
+
+
+def test_misaligned_tensor_is_copied_not_misread(tmp_path):
+    """An fp32 tensor whose bytes start at an offset that is not a multiple of 4 (legal in the format)."""
+    values = torch.arange(6, dtype=torch.float32)
+    header = {"odd": {"dtype": "U8", "shape": [3], "data_offsets": [0, 3]},
+              "f32": {"dtype": "F32", "shape": [2, 3], "data_offsets": [3, 27]}}
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    path = tmp_path / "odd.safetensors"
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + bytes([7, 8, 9]) + values.numpy().tobytes())
+    with StreamedTensors(path, map_uncast=True) as tensors:
+        assert torch.equal(tensors["odd"], torch.tensor([7, 8, 9], dtype=torch.uint8))
+        assert torch.equal(tensors["f32"], values.reshape(2, 3))
 
 
 def test_truncated_file_is_refused_on_open(tmp_path):
@@ -90,6 +173,20 @@ def test_bf16_load_matches_a_cast_fp32_load_for_both_layouts(tiny_model_factory,
                 assert tensor.dtype == want.dtype and torch.equal(tensor, want), f"{source.name}: {name}.{key}"
 
 
+def test_fp32_load_with_map_weights_maps_instead_of_copying(tiny_model_factory):
+    """Kept in its stored dtype, every weight of a single file lies in a mapping of that file, without an open file
+    per weight; releasing a component (the VAE after latent caching) unmaps its weights."""
+    tiny = tiny_model_factory("sd1")
+    open_files = len(os.listdir("/proc/self/fd"))
+    model = load_base_model(tiny.single_file, map_weights=True)
+    assert len(os.listdir("/proc/self/fd")) <= open_files + 2  # mappings hold no descriptor (ulimit -n is often 1024)
+    for name, module in _modules(model).items():
+        assert all(_file_mapping(p, tiny.single_file) for p in module.parameters()), name
+    vae_ranges = {_file_mapping(p, tiny.single_file) for p in model.vae.parameters()}
+    model.vae = None
+    assert not vae_ranges & set(_file_mappings(tiny.single_file))
+
+
 def test_folder_load_matches_diffusers_and_transformers(tiny_model_factory):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
@@ -123,3 +220,21 @@ def test_folder_component_in_another_weight_format_still_loads(tiny_model_factor
     expected = load_base_model(tiny_model_factory("sd1").folder).vae.state_dict()
     loaded = load_base_model(folder, dtype=torch.bfloat16, vae_dtype=torch.float32).vae.state_dict()
     assert all(torch.equal(loaded[key], value) for key, value in expected.items())
+
+
+def test_only_a_lora_run_maps_its_base(tiny_model_factory, tmp_path):
+    """A LoRA run's base stays frozen and unsaved, so its fp32 weights are mapped; full fine-tuning trains and saves
+    the base as a model (safetensors' load_model refuses storages wider than their tensor), so it reads."""
+    from library.config import loads_config
+    from library.training.accelerator import Precision
+    from library.training.full_weights import FullWeights
+    from library.training.lora_weights import LoraWeights
+    from library.training.memory_options import load_training_model
+
+    tiny = tiny_model_factory("sd1")
+    config = loads_config(f'[model]\npretrained_model_name_or_path = "{tiny.single_file.as_posix()}"\n'
+                          f'[dataset]\ntrain_data_dir = "{tmp_path.as_posix()}"\n')
+    precision = Precision(autocast="no", frozen=torch.float32)
+    for factory, mapped in ((LoraWeights, True), (FullWeights, False)):
+        unet = load_training_model(config, factory, precision).unet
+        assert all(bool(_file_mapping(p, tiny.single_file)) is mapped for p in unet.parameters()), factory.__name__

@@ -5,22 +5,24 @@ dict holds both copies at once; a memory-mapped file is no better there, because
 (and is counted in the process's RSS) until the whole mapping is released. Plain reads into a buffer that is freed
 after the cast keep the peak at the loaded model plus one tensor.
 
-With ``map_uncast``, a tensor kept in its stored dtype lies in a private (copy-on-write) mapping of the file: nothing is copied
-and nothing is read until the tensor is used, which turns seconds of page-zeroing and copying for a full-size UNet
-into milliseconds. Each tensor has a mapping of its own, so a tensor that is released or replaced (a component freed
-after caching, a conv weight re-laid out channels-last) gives its pages back. The mapping is torch's own
-(``torch.from_file``): its storage is unmapped by torch without Python, so the last reference may be dropped on any
-thread, including a process group's worker thread while the interpreter is busy tearing that group down (a storage
-holding a Python buffer would wait there for the GIL forever). ``from_file`` maps from the start of the file, so a
-tensor's storage spans the file up to the tensor's end: address space only, none of it read or resident, but code
-that reasons about whole storages (safetensors' ``save_model``/``load_model``, checkpoint sharding, ``torch.save``)
-would take such a tensor for a much larger one. Map only weights that stay frozen and are never saved as a model.
+With ``map_uncast``, a tensor kept in its stored dtype is a view of one private (copy-on-write) mapping of the whole
+file: nothing is copied and nothing is read until the tensor is used, which turns seconds of page-zeroing and
+copying for a full-size UNet into milliseconds. The mapping is torch's own (``torch.from_file``), unmapped by torch
+without Python once its last view is gone, so the last reference may be dropped on any thread, including a process
+group's worker thread while the interpreter is busy tearing that group down (a storage holding a Python buffer would
+wait there for the GIL forever). One mapping per file (not per tensor: ``from_file`` maps from the file's start, and
+a thousand overlapping mappings of one file make every kernel walk over its pages -- reclaim, access sampling --
+visit each of them) means a component's pages are given back when all of that file's tensors are released (a
+diffusers folder has a file per component), and that every view's storage is the whole file: savers that reason
+about storages (safetensors, checkpoint sharding, ``torch.save``) would refuse them or write the file whole. Map
+only weights that stay frozen and are never saved as a model.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -53,6 +55,7 @@ class StreamedTensors(Mapping[str, torch.Tensor]):
         self.path, self.dtype_for = Path(path), dtype_for
         self._buffer: torch.Tensor | None = None
         self._may_map = map_uncast
+        self._mapping: torch.Tensor | None = None
         self._file = self.path.open("rb")
         try:
             self._entries, self.metadata, self._data_start = _read_header(self._file, self.path)
@@ -82,18 +85,18 @@ class StreamedTensors(Mapping[str, torch.Tensor]):
         return tensor.to(target) if cast else tensor
 
     def _mapped(self, begin: int, end: int) -> torch.Tensor | None:
-        """The tensor's bytes in a private mapping of the file, or None where mapping is refused (a cap on address
-        space, strict overcommit): then this and every later tensor is read instead."""
-        if not self._may_map:
+        """The tensor's bytes as a view of the file's mapping, or None where mapping is refused (a cap on address
+        space, strict overcommit): then every tensor is read instead."""
+        if self._mapping is None and self._may_map:
+            size = os.fstat(self._file.fileno()).st_size
+            try:
+                self._mapping = torch.from_file(str(self.path), shared=False, size=size, dtype=torch.uint8)
+            except RuntimeError as error:
+                logger.debug("%s: reading instead of mapping (%s)", self.path, error)
+                self._may_map = False
+        if self._mapping is None:
             return None
-        offset = self._data_start + begin
-        try:
-            whole = torch.from_file(str(self.path), shared=False, size=offset + end - begin, dtype=torch.uint8)
-        except RuntimeError as error:
-            logger.debug("%s: reading instead of mapping (%s)", self.path, error)
-            self._may_map = False
-            return None
-        return whole[offset:]
+        return self._mapping[self._data_start + begin:self._data_start + end]
 
     def _scratch(self, size: int) -> torch.Tensor:
         if self._buffer is None or self._buffer.numel() < size:
@@ -108,7 +111,7 @@ class StreamedTensors(Mapping[str, torch.Tensor]):
         return len(self._entries)
 
     def close(self) -> None:
-        self._buffer = None
+        self._buffer = self._mapping = None  # mapped views keep the mapping alive
         self._file.close()
 
     def __enter__(self) -> StreamedTensors:

@@ -77,25 +77,24 @@ def test_uncast_tensors_are_read_unless_mapping_is_asked_for(tmp_path):
     assert _file_mapping(read, path) is None and _file_mapping(mapped, path) is not None
 
 
-def test_uncast_tensors_each_live_in_a_private_mapping_of_the_file(tmp_path):
-    """Kept-as-stored tensors are mapped, not copied, each in a mapping of its own: a released tensor gives its
-    pages back, safetensors saves them (it refuses tensors sharing a storage), writes are copy-on-write."""
+def test_uncast_tensors_are_views_of_one_private_mapping_of_the_file(tmp_path):
+    """Kept-as-stored tensors are mapped, not copied: views of one mapping of the file (one, not one per tensor), valid
+    after the reader closes, copy-on-write, and unmapped once the last of them is released."""
     path = tmp_path / "three.safetensors"
-    save_file({"a": torch.randn(8, 8), "b": torch.randn(4), "c": torch.randn(3, 3)}, path)
+    expected = {"a": torch.randn(8, 8), "b": torch.randn(4), "c": torch.randn(3, 3)}
+    save_file(expected, path)
     on_disk = path.read_bytes()
     with StreamedTensors(path, map_uncast=True) as tensors:
         a, b, c = tensors["a"], tensors["b"], tensors["c"]
-    expected = load_file(path)
-    assert all(torch.equal(t, expected[k]) for k, t in zip("abc", (a, b, c)))  # valid after close
-    mappings = [_file_mapping(tensor, path) for tensor in (a, b, c)]
-    assert None not in mappings and len(set(mappings)) == 3, mappings
+    assert all(torch.equal(t, expected[k]) for k, t in zip("abc", (a, b, c)))
+    mappings = {_file_mapping(tensor, path) for tensor in (a, b, c)}
+    assert len(mappings) == 1 and None not in mappings and len(_file_mappings(path)) == 1, mappings
     a.add_(1.0)
-    save_file({"a": a, "b": b, "c": c}, tmp_path / "saved.safetensors")
-    assert torch.equal(load_file(tmp_path / "saved.safetensors")["a"], expected["a"] + 1)
-    assert path.read_bytes() == on_disk
-    released = mappings[2]
+    assert torch.equal(a, expected["a"] + 1) and path.read_bytes() == on_disk
+    del a, b
+    assert _file_mappings(path)
     del c
-    assert released not in _file_mappings(path)
+    assert not _file_mappings(path)
 
 
 def test_tensors_are_read_when_the_system_refuses_the_mapping(tmp_path, monkeypatch):
@@ -174,17 +173,20 @@ def test_bf16_load_matches_a_cast_fp32_load_for_both_layouts(tiny_model_factory,
 
 
 def test_fp32_load_with_map_weights_maps_instead_of_copying(tiny_model_factory):
-    """Kept in its stored dtype, every weight of a single file lies in a mapping of that file, without an open file
-    per weight; releasing a component (the VAE after latent caching) unmaps its weights."""
+    """Kept in its stored dtype, every weight lies in a mapping of its file, without an open file per weight;
+    releasing a component of a diffusers folder (the VAE after latent caching) unmaps its file."""
     tiny = tiny_model_factory("sd1")
-    open_files = len(os.listdir("/proc/self/fd"))
-    model = load_base_model(tiny.single_file, map_weights=True)
-    assert len(os.listdir("/proc/self/fd")) <= open_files + 2  # mappings hold no descriptor (ulimit -n is often 1024)
-    for name, module in _modules(model).items():
-        assert all(_file_mapping(p, tiny.single_file) for p in module.parameters()), name
-    vae_ranges = {_file_mapping(p, tiny.single_file) for p in model.vae.parameters()}
+    for source in (tiny.single_file, tiny.folder):
+        open_files = len(os.listdir("/proc/self/fd"))
+        model = load_base_model(source, map_weights=True)
+        assert len(os.listdir("/proc/self/fd")) <= open_files + 2  # mappings hold no descriptor
+        for name, module in _modules(model).items():
+            weights = source if source.is_file() else next((source / name).glob("*.safetensors"))
+            assert all(_file_mapping(p, weights) for p in module.parameters()), (source.name, name)
+    vae_file = next((tiny.folder / "vae").glob("*.safetensors"))
     model.vae = None
-    assert not vae_ranges & set(_file_mappings(tiny.single_file))
+    assert not _file_mappings(vae_file)
+    assert _file_mappings(next((tiny.folder / "unet").glob("*.safetensors")))
 
 
 def test_folder_load_matches_diffusers_and_transformers(tiny_model_factory):

@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 def load_training_model(config: FurnaceConfig, weights_factory, precision: Precision) -> BaseModel:
     """The run's base model; a weights strategy with a ``load_dtypes(precision)`` says which storage dtypes its
     frozen parts take, so they are read straight into them (others load fp32 and cast what they train), and one
-    with ``maps_base_weights`` has the weights kept as stored memory-mapped instead of read."""
+    with ``maps_base_weights`` has the weights kept as stored memory-mapped instead of read -- unless the run
+    re-lays out every conv weight channels-last: the replaced originals would stay resident in the file's mapping."""
     load_dtypes = getattr(weights_factory, "load_dtypes", None)
     dtype, vae_dtype = load_dtypes(precision) if load_dtypes else (torch.float32, torch.float32)
     section = config.model
@@ -35,7 +36,7 @@ def load_training_model(config: FurnaceConfig, weights_factory, precision: Preci
         config_dir=section.config_dir,
         dtype=dtype,
         vae_dtype=vae_dtype,
-        map_weights=getattr(weights_factory, "maps_base_weights", False),
+        map_weights=getattr(weights_factory, "maps_base_weights", False) and not config.training.channels_last,
     )
 
 

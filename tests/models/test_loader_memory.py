@@ -226,7 +226,8 @@ def test_folder_component_in_another_weight_format_still_loads(tiny_model_factor
 
 def test_only_a_lora_run_maps_its_base(tiny_model_factory, tmp_path):
     """A LoRA run's base stays frozen and unsaved, so its fp32 weights are mapped; full fine-tuning trains and saves
-    the base as a model (safetensors' load_model refuses storages wider than their tensor), so it reads."""
+    the base as a model (safetensors refuses tensors whose storage is wider than they are), so it reads, and so does a
+    channels-last run (the re-laid-out convs would leave their mapped originals resident)."""
     from library.config import loads_config
     from library.training.accelerator import Precision
     from library.training.full_weights import FullWeights
@@ -234,9 +235,11 @@ def test_only_a_lora_run_maps_its_base(tiny_model_factory, tmp_path):
     from library.training.memory_options import load_training_model
 
     tiny = tiny_model_factory("sd1")
-    config = loads_config(f'[model]\npretrained_model_name_or_path = "{tiny.single_file.as_posix()}"\n'
-                          f'[dataset]\ntrain_data_dir = "{tmp_path.as_posix()}"\n')
+    text = (f'[model]\npretrained_model_name_or_path = "{tiny.single_file.as_posix()}"\n'
+            f'[dataset]\ntrain_data_dir = "{tmp_path.as_posix()}"\n')
+    config, channels_last = loads_config(text), loads_config(text + "[training]\nchannels_last = true\n")
     precision = Precision(autocast="no", frozen=torch.float32)
-    for factory, mapped in ((LoraWeights, True), (FullWeights, False)):
-        unet = load_training_model(config, factory, precision).unet
+    for run_config, factory, mapped in ((config, LoraWeights, True), (config, FullWeights, False),
+                                        (channels_last, LoraWeights, False)):
+        unet = load_training_model(run_config, factory, precision).unet
         assert all(bool(_file_mapping(p, tiny.single_file)) is mapped for p in unet.parameters()), factory.__name__

@@ -33,6 +33,7 @@ class FullWeights:
     """Full fine-tuning of the UNet (+ text encoders until ``stop_text_encoder_training``), with optional EMA."""
 
     kind = "checkpoint"
+    saves_base_model = True
 
     def __init__(self, config: FurnaceConfig, model: BaseModel, precision: Precision, device) -> None:
         self.config, self.model = config, model

@@ -51,8 +51,7 @@ class LoraWeights:
     """Adapters injected into the model; optimizer groups per part; state = adapter tensors only."""
 
     kind = "LoRA"
-    maps_base_weights = True
-    """The base stays frozen and is never saved (the file holds adapters only), so it may be memory-mapped."""
+    saves_base_model = False
 
     @staticmethod
     def load_dtypes(precision: Precision) -> tuple[torch.dtype, torch.dtype]:

@@ -4,7 +4,8 @@ Peak RSS is set at two moments: loading (a bf16 run must never hold an fp32 copy
 (weights + activations). Once latents are cached the VAE is dead weight, and so is a frozen text encoder once
 its outputs are cached -- unless images will be rendered (previews, the compare grid at the end: they encode
 prompts and decode with the VAE) or the written file contains the base model (full fine-tuning); a LoRA file
-holds adapters only. Rendering reloads nothing lazily: with previews configured both modules simply stay.
+holds adapters only. Rendering reloads nothing lazily: with previews configured both modules simply stay. A base
+that is never saved is memory-mapped rather than read where it keeps its stored dtype.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ logger = logging.getLogger(__name__)
 
 def load_training_model(config: FurnaceConfig, weights_factory, precision: Precision) -> BaseModel:
     """The run's base model; a weights strategy with a ``load_dtypes(precision)`` says which storage dtypes its
-    frozen parts take, so they are read straight into them (others load fp32 and cast what they train), and one
-    with ``maps_base_weights`` has the weights kept as stored memory-mapped instead of read -- unless the run
-    re-lays out every conv weight channels-last: the replaced originals would stay resident in the file's mapping."""
+    frozen parts take, so they are read straight into them (others load fp32 and cast what they train). A base the
+    run never saves has the weights kept as stored memory-mapped instead of read -- unless the run re-lays out every
+    conv weight channels-last: the replaced originals would stay resident in the file's mapping."""
     load_dtypes = getattr(weights_factory, "load_dtypes", None)
     dtype, vae_dtype = load_dtypes(precision) if load_dtypes else (torch.float32, torch.float32)
     section = config.model
@@ -36,18 +37,20 @@ def load_training_model(config: FurnaceConfig, weights_factory, precision: Preci
         config_dir=section.config_dir,
         dtype=dtype,
         vae_dtype=vae_dtype,
-        map_weights=getattr(weights_factory, "maps_base_weights", False) and not config.training.channels_last,
+        map_weights=not weights_factory.saves_base_model and not config.training.channels_last,
     )
 
 
-def release_cached_modules(config: FurnaceConfig, model: BaseModel, weights_kind: str, previews: bool) -> list[str]:
+def release_cached_modules(
+    config: FurnaceConfig, model: BaseModel, saves_base_model: bool, previews: bool
+) -> list[str]:
     """Free the VAE after the latent cache and the frozen text encoders after their output cache, when nothing
     later needs them; returns the names of what was freed.
 
     The modules stay in place with their weights moved to the meta device, so every holder of a reference sees
     the same empty module and the memory is returned at once.
     """
-    if previews or config.sample.compare_at_end or weights_kind != "LoRA":
+    if previews or config.sample.compare_at_end or saves_base_model:
         return []
     released = []
     if config.dataset.cache_latents:

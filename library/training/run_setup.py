@@ -47,6 +47,7 @@ class TrainedWeights(Protocol):
     """What a run trains and how it is written (LoRA adapters, or full modules)."""
 
     kind: str
+    saves_base_model: bool  # the written file holds the base (full fine-tuning), not adapters only
     trains_text_encoder: bool
 
     def modules_to_prepare(self) -> list[torch.nn.Module]: ...

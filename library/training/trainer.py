@@ -123,7 +123,7 @@ class Trainer:
             config.training.loss_type, config.training.huber_c, config.training.min_snr_gamma
         )
         self.sampler = _PreviewSchedule(config, self.model, self.paths.output_dir, self.precision)
-        release_cached_modules(config, self.model, self.weights.kind, previews=self.sampler.enabled)
+        release_cached_modules(config, self.model, self.weights.saves_base_model, previews=self.sampler.enabled)
         logger.info("set-up: %s", times.summary())
 
     def _prepare(self, trained: list[torch.nn.Module], lr_scheduler):

@@ -103,13 +103,27 @@ def python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
+def _build_model(size: str, single_file: Path | None = None) -> Path:
+    folder = RESULTS / "models" / f"sd1-{size}"
+    command = python("-m", "library.models.tiny", "--family", "sd1", "--out", str(folder))
+    command += ["--single-file", str(single_file)] if single_file else []
+    run_measured(command + (["--full-size"] if size == "full" else []), f"model-{size}")
+    return folder
+
+
 def ensure_model(size: str) -> Path:
     """A diffusers folder of the sd1 architecture: ``tiny`` or ``full`` (full-size UNet, random weights)."""
     folder = RESULTS / "models" / f"sd1-{size}"
-    if not (folder / "model_index.json").is_file():
-        command = python("-m", "library.models.tiny", "--family", "sd1", "--out", str(folder))
-        run_measured(command + (["--full-size"] if size == "full" else []), f"model-{size}")
-    return folder
+    return folder if (folder / "model_index.json").is_file() else _build_model(size)
+
+
+def ensure_single_file(size: str) -> Path:
+    """The model of :func:`ensure_model` as an original-layout ``.safetensors`` file (building it rewrites the
+    folder with the same weights: same seed)."""
+    path = RESULTS / "models" / f"sd1-{size}.safetensors"
+    if not path.is_file():
+        _build_model(size, path)
+    return path
 
 
 def ensure_dataset(folder: Path, count: int, seed: int = 0) -> Path:

@@ -33,7 +33,8 @@ from library.models.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
-_DTYPES = {
+# The dtype codes of the safetensors format.
+SAFETENSORS_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
@@ -107,6 +108,10 @@ class StreamedTensors(Mapping[str, torch.Tensor]):
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
 
+    def __contains__(self, key: object) -> bool:
+        # Mapping's default would read the tensor to answer.
+        return key in self._entries
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -134,7 +139,7 @@ def _read_header(handle, path: Path) -> tuple[dict[str, tuple[torch.dtype, list[
     metadata = header.pop("__metadata__", None) or {}
     entries = {}
     for key, info in header.items():
-        dtype = _DTYPES.get(info.get("dtype"))
+        dtype = SAFETENSORS_DTYPES.get(info.get("dtype"))
         if dtype is None:
             raise ModelLoadError(f"{path}: tensor {key!r} has unsupported dtype {info.get('dtype')!r}")
         entries[key] = (dtype, list(info["shape"]), tuple(info["data_offsets"]))

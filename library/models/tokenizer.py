@@ -11,8 +11,10 @@ import functools
 import gzip
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from transformers import CLIPTokenizer
+if TYPE_CHECKING:  # imported where used: transformers takes seconds, and importing a family record needs only names
+    from transformers import CLIPTokenizer
 
 BPE_FILE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 # The BPE file lists more merges than CLIP uses; CLIP keeps the first 48,894 (49,152 - 256 - 2).
@@ -66,6 +68,8 @@ def clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
 
 def build_clip_tokenizer(pad_token: str = END_TOKEN, max_length: int = MAX_LENGTH) -> CLIPTokenizer:
     """A CLIP tokenizer; SD1 and CLIP-L pad with the end token, OpenCLIP (SD2, SDXL's second encoder) with ``!``."""
+    from transformers import CLIPTokenizer
+
     vocab, merges = clip_vocab_and_merges()
     return CLIPTokenizer(
         vocab=dict(vocab),

@@ -3,6 +3,10 @@
 The same arithmetic as peft's own merge and diffusers' ``fuse_lora``, which makes it the oracle for the files we
 write and the core of the merge tools. DoRA modules are renormalised per output row to their stored magnitude,
 with the multiplier scaling the low-rank update inside the norm, as the live peft layer does.
+
+:func:`locate_modules` and :func:`merged_weight` are the two halves of :func:`merge_lora_into` for callers that do
+not hold the model's weights in modules (the streaming merge tools find the modules on a meta-device model and
+merge tensor by tensor as they read them).
 """
 
 from __future__ import annotations
@@ -14,10 +18,48 @@ import torch
 from torch import nn
 
 from library.models.families import ModelFamily
-from library.networks.lora_file import LoraFileError, split_modules
+from library.networks.lora_file import LoraFileError, ModuleWeights, split_modules
 from library.networks.targets import index_modules
 
 logger = logging.getLogger(__name__)
+
+
+def locate_modules(
+    family: ModelFamily,
+    unet: nn.Module,
+    text_encoders: Sequence[nn.Module],
+    modules: Mapping[str, ModuleWeights],
+    source: str = "LoRA",
+) -> dict[str, tuple[nn.Module, str]]:
+    """Each LoRA module's model module and its component-relative path, checked to exist and to fit its weight.
+
+    Only shapes are read, so the model may live on the meta device.
+    """
+    index = index_modules(family, unet, text_encoders)
+    unknown = [name for name in modules if name not in index]
+    if unknown:
+        raise LoraFileError(
+            f"{source}: {len(unknown)} module(s) match nothing in this {family.title} model, e.g. {unknown[0]!r}; "
+            "is the LoRA for another model family?"
+        )
+    for name, weights in modules.items():
+        weight = index[name][0].weight
+        if weights.up.shape[0] * weights.down[0].numel() != weight.numel():
+            raise LoraFileError(
+                f"{source}: {name} (lora_up {tuple(weights.up.shape)}, lora_down {tuple(weights.down.shape)}) does "
+                f"not fit the model's weight {tuple(weight.shape)}; is the LoRA for another model?"
+            )
+    return {name: index[name] for name in modules}
+
+
+def merged_weight(weight: torch.Tensor, update: torch.Tensor, dora_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """``weight + update`` in float32; a DoRA magnitude renormalises each output row of the sum to it."""
+    merged = weight.float() + update
+    if dora_scale is not None:
+        rows = (weight.shape[0], *([1] * (weight.ndim - 1)))
+        norm = merged.reshape(weight.shape[0], -1).norm(dim=1).reshape(rows)
+        merged = merged * (dora_scale.float().reshape(rows) / norm)
+    return merged
 
 
 @torch.no_grad()
@@ -31,26 +73,10 @@ def merge_lora_into(
 ) -> int:
     """Add the LoRA's updates into the modules' weights in place; returns the number of modules merged."""
     modules = split_modules(lora_state_dict, source)
-    index = index_modules(family, unet, text_encoders)
-    unknown = [name for name in modules if name not in index]
-    if unknown:
-        raise LoraFileError(
-            f"{source}: {len(unknown)} module(s) match nothing in this {family.title} model, e.g. {unknown[0]!r}; "
-            "is the LoRA for another model family?"
-        )
+    located = locate_modules(family, unet, text_encoders, modules, source)
     for name, weights in modules.items():
-        module, _ = index[name]
-        weight = module.weight
-        if weights.up.shape[0] * weights.down[0].numel() != weight.numel():
-            raise LoraFileError(
-                f"{source}: {name} (lora_up {tuple(weights.up.shape)}, lora_down {tuple(weights.down.shape)}) does "
-                f"not fit the model's weight {tuple(weight.shape)}; is the LoRA for another model?"
-            )
-        merged = weight.float() + weights.delta(weight.shape) * (weights.scale * multiplier)
-        if weights.dora_scale is not None:
-            row_shape = (weight.shape[0], *([1] * (weight.ndim - 1)))
-            norm = merged.reshape(weight.shape[0], -1).norm(dim=1).reshape(row_shape)
-            merged = merged * (weights.dora_scale.float().reshape(row_shape) / norm)
-        weight.copy_(merged.to(weight.dtype))
+        weight = located[name][0].weight
+        update = weights.delta(weight.shape) * (weights.scale * multiplier)
+        weight.copy_(merged_weight(weight, update, weights.dora_scale).to(weight.dtype))
     logger.info("merged %d LoRA modules from %s at multiplier %g", len(modules), source, multiplier)
     return len(modules)

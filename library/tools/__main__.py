@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Sequence
 
 from library.command_line import exit_without_teardown, run_subcommand, subcommand_parser
@@ -29,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # No tool uses bitsandbytes, but diffusers imports it whenever it is installed (from its model classes, which
+    # the checkpoint tools instantiate), and it then warns about CPU kernels for 4-bit layers on every start.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     return run_subcommand(build_parser().parse_args(argv), (ToolError, LoraFileError, ModelLoadError, PromptFileError))
 
 

@@ -4,7 +4,7 @@ Per module ``<name>``: ``hada_w1_a`` [out, r], ``hada_w1_b`` [r, in*kh*kw], ``ha
 optionally ``hada_t1``/``hada_t2`` [r, r, kh, kw] (Tucker form: then ``hada_w*_a`` is [r, out] and ``hada_w*_b``
 [r, in]), ``alpha`` and ``dora_scale``. The update is the element-wise (Hadamard) product of two low-rank products,
 ``(w1_a @ w1_b) * (w2_a @ w2_b) * alpha / r``, as A1111, ComfyUI and LyCORIS itself apply it. It has no low-rank
-factors of its own, so only tools that work on the full update (merging into a model, SVD) can use it.
+factors of its own, so only tools that work on the full update (merging into a model) can use it.
 """
 
 from __future__ import annotations
@@ -44,15 +44,17 @@ class HadaWeights:
     def scale(self) -> float:
         return 1.0 if self.alpha is None else self.alpha / self.rank
 
-    def delta(self) -> torch.Tensor:
-        """The unscaled update in float32: ``[out, in*kh*kw]``, or ``[out, in, kh, kw]`` in Tucker form."""
+    def delta(self, shape: torch.Size | None = None) -> torch.Tensor:
+        """The unscaled update in float32: ``[out, in*kh*kw]``, or ``[out, in, kh, kw]`` in Tucker form; as a weight
+        of ``shape`` when given (as :meth:`ModuleWeights.delta`)."""
 
         def half(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
             if t is None:
                 return a.float() @ b.float()
             return torch.einsum("i j ..., j r, i p -> p r ...", t.float(), b.float(), a.float())
 
-        return half(self.w1a, self.w1b, self.t1) * half(self.w2a, self.w2b, self.t2)
+        delta = half(self.w1a, self.w1b, self.t1) * half(self.w2a, self.w2b, self.t2)
+        return delta if shape is None else delta.reshape(shape)
 
 
 def split_hada(
@@ -93,16 +95,15 @@ def _hada_module(state_dict: Mapping[str, torch.Tensor], name: str, source: str)
     return weights
 
 
-@torch.no_grad()
-def merge_hada_into(
+def locate_hada(
     family: ModelFamily,
     unet: nn.Module,
     text_encoders: Sequence[nn.Module],
     modules: Mapping[str, HadaWeights],
-    multiplier: float,
     source: str,
-) -> int:
-    """Add LoHa updates into the model's weights in place (DoRA: renormalised per output row to the magnitude)."""
+) -> dict[str, tuple[nn.Module, str]]:
+    """Each LoHa module's model module and its component-relative path, checked to exist and to fit (shapes only:
+    the model may live on the meta device)."""
     index = index_modules(family, unet, text_encoders)
     for name, weights in modules.items():
         if name not in index:
@@ -117,15 +118,9 @@ def merge_hada_into(
                 f"{source}: LoHa module {name} (update {tuple(delta.shape)}) does not fit the model's weight "
                 f"{tuple(weight.shape)}; is the file for another model?"
             )
-        merged = weight.float() + delta.reshape(weight.shape) * (weights.scale * multiplier)
-        if weights.dora_scale is not None:
-            if weights.dora_scale.numel() != weight.shape[0]:
-                raise LoraFileError(
-                    f"{source}: {name}.dora_scale has shape {tuple(weights.dora_scale.shape)}; only one magnitude "
-                    "per output row is supported (LyCORIS wd_on_out)"
-                )
-            rows = (weight.shape[0], *([1] * (weight.ndim - 1)))
-            norm = merged.reshape(weight.shape[0], -1).norm(dim=1).reshape(rows)
-            merged = merged * (weights.dora_scale.float().reshape(rows) / norm)
-        weight.copy_(merged.to(weight.dtype))
-    return len(modules)
+        if weights.dora_scale is not None and weights.dora_scale.numel() != weight.shape[0]:
+            raise LoraFileError(
+                f"{source}: {name}.dora_scale has shape {tuple(weights.dora_scale.shape)}; only one magnitude "
+                "per output row is supported (LyCORIS wd_on_out)"
+            )
+    return {name: index[name] for name in modules}

@@ -4,28 +4,36 @@ Each LoRA adds ``ratio * alpha/rank * up @ down`` to its module's weight (DoRA m
 row to their stored magnitude), the same arithmetic as applying it at run time with that strength. LyCORIS LoHa
 modules (``hada_*`` keys) add their Hadamard-product update the same way. The output carries modelspec metadata and
 the recipe.
+
+The base is streamed: each weight is read, has its LoRA updates added (in the order the files are given) and is
+written before the next is read, so memory holds the LoRAs and a few tensors, not the model.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
+import torch
 
-from library.networks import merge_lora_into
-from library.networks.lora_file import SAVE_PRECISIONS, save_dtype
+from library.models.single_file.rules import KeyRule
+from library.networks import split_modules
+from library.networks.lora_file import SAVE_PRECISIONS, ModuleWeights, save_dtype
+from library.networks.merge import locate_modules, merged_weight
 from library.tools.common import (
     ToolError,
     add_family_argument,
     check_output,
-    load_model,
+    checkpoint_metadata,
     lora_family,
     parse_ratios,
     read_adapter_file,
-    write_checkpoint,
 )
-from library.tools.loha import merge_hada_into, split_hada
+from library.tools.loha import HadaWeights, locate_hada, split_hada
+from library.tools.model_source import ModelSource, Part, open_model
+from library.tools.streamed_checkpoint import write_streamed_checkpoint
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -39,27 +47,77 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+@dataclass(frozen=True)
+class Update:
+    """One adapter module's update of one weight, at a strength."""
+
+    weights: ModuleWeights | HadaWeights
+    multiplier: float
+
+    def apply(self, weight: torch.Tensor) -> torch.Tensor:
+        update = self.weights.delta(weight.shape) * (self.weights.scale * self.multiplier)
+        return merged_weight(weight, update, self.weights.dora_scale)
+
+
+Plan = dict[tuple[str, str], list[Update]]
+"""(component, diffusers key) -> the updates of that weight, in the order the files were given."""
+
+
+def plan_updates(base: ModelSource, loras: list[tuple[Path, float]]) -> tuple[Plan, int]:
+    """Where every adapter module of every file goes in ``base`` (checked: each fits), and how many modules."""
+    modules = base.meta_modules()
+    unet = modules["unet"]
+    encoders = [modules[spec.component] for spec in base.family.text_encoders]
+    component_of = {id(module): name for name, root in modules.items() for module in root.modules()}
+    plan: Plan = defaultdict(list)
+    count = 0
+    for path, ratio in loras:
+        tensors, metadata = read_adapter_file(path)
+        made_for = lora_family([key.split(".")[0] for key in tensors], metadata)
+        declared = "ss_base_model_version" in metadata
+        if declared and made_for is not None and made_for.text_encoders != base.family.text_encoders:
+            raise ToolError(
+                f"{path}: a {made_for.name} LoRA cannot merge into the {base.family.name} model {base.path}"
+            )
+        low_rank, hada = split_hada(tensors, str(path))
+        found: dict[str, ModuleWeights | HadaWeights] = {**split_modules(low_rank, str(path)), **hada}
+        located = {
+            **locate_modules(base.family, unet, encoders, {n: w for n, w in found.items() if n not in hada}, str(path)),
+            **locate_hada(base.family, unet, encoders, hada, str(path)),
+        }
+        for name, (module, module_path) in located.items():
+            plan[(component_of[id(module)], f"{module_path}.weight")].append(Update(found[name], ratio))
+        count += len(located)
+    return plan, count
+
+
+def merged_tensors(base: ModelSource, plan: Plan, part: Part, rule: KeyRule) -> list[torch.Tensor]:
+    """A rule's base tensors with their updates added (float32 where updated, as stored elsewhere)."""
+    tensors = base.tensors(part, rule)
+    for position, key in enumerate(rule.diffusers):
+        for update in plan.get((part.name, key), ()):
+            tensors[position] = update.apply(tensors[position])
+    return tensors
+
+
 def run(args: argparse.Namespace) -> int:
     ratios = parse_ratios(args.ratios, len(args.loras), "LoRAs")
     out = check_output(args.out)
-    model = load_model(args.base, args.family)
-    for lora, ratio in tqdm(list(zip(args.loras, ratios)), desc="merge-into", unit="LoRA"):
-        tensors, metadata = read_adapter_file(lora)
-        made_for = lora_family([key.split(".")[0] for key in tensors], metadata)
-        declared = "ss_base_model_version" in metadata
-        if declared and made_for is not None and made_for.text_encoders != model.family.text_encoders:
-            raise ToolError(
-                f"{lora}: a {made_for.name} LoRA cannot merge into the {model.family.name} model {args.base}"
-            )
-        low_rank, hada = split_hada(tensors, str(lora))
-        if low_rank:
-            merge_lora_into(model.family, model.unet, model.text_encoders, low_rank, ratio, source=str(lora))
-        merge_hada_into(model.family, model.unet, model.text_encoders, hada, ratio, str(lora))
     recipe = {
         "tool": "merge-into",
         "base": args.base.name,
         "loras": [{"file": lora.name, "ratio": ratio} for lora, ratio in zip(args.loras, ratios)],
     }
-    write_checkpoint(out, model, recipe, dtype=save_dtype(args.save_precision))
-    print(f"wrote {out}: {args.base.name} + " + ", ".join(f"{lora.name} x{r:g}" for lora, r in zip(args.loras, ratios)))
+    with open_model(args.base, args.family) as base:
+        plan, modules = plan_updates(base, list(zip(args.loras, ratios)))
+        tensors = write_streamed_checkpoint(
+            out,
+            base,
+            lambda part, rule: merged_tensors(base, plan, part, rule),
+            save_dtype(args.save_precision),
+            checkpoint_metadata(out.stem, recipe),
+            "merge-into",
+        )
+    merged = ", ".join(f"{lora.name} x{ratio:g}" for lora, ratio in zip(args.loras, ratios))
+    print(f"wrote {out}: {args.base.name} + {merged} ({modules} modules updated, {tensors} tensors)")
     return 0

@@ -4,7 +4,8 @@ Modes:
 - ``concat`` (exact): the ranks are stacked, so the result's update is exactly the ratio-weighted sum of the
   inputs' updates; its rank per module is the sum of theirs.
 - ``svd``: the exact weighted sum of updates, refactored by SVD to ``--rank`` (``--conv-rank`` for 3x3 convs),
-  reporting the energy kept.
+  reporting the energy kept. The sum has rank at most the sum of the inputs' ranks, so its SVD is computed from
+  the stacked factors of ``concat`` (exact, without forming the full matrix).
 - ``sum``: adds the factors themselves at equal rank: up = sum(ratio * alpha/rank * up), down = mean(down). Exact
   only when the inputs share their down matrices (e.g. trained from one initialisation with down frozen);
   otherwise an approximation that keeps the rank small, as sd-scripts' same-rank merge does.
@@ -32,7 +33,7 @@ from library.tools.common import (
     read_lora_modules,
     write_lora,
 )
-from library.tools.lowrank import RankRule, effective_delta, factor_shapes, factorise
+from library.tools.lowrank import RankRule, factor_shapes, module_svd, one_thread, truncate
 
 MODES = ("concat", "svd", "sum")
 
@@ -99,20 +100,20 @@ def merge_modules(
     names = list(dict.fromkeys(name for lora in loras for name in lora))
     merged: dict[str, ModuleWeights] = {}
     energy: dict[str, float] = {}
-    for name in tqdm(names, desc="merge-loras", unit="module", leave=False):
-        present = [index for index, lora in enumerate(loras) if name in lora]
-        parts = [(loras[index][name], ratios[index]) for index in present]
-        _check_alike(name, parts, [sources[index] for index in present])
-        if mode == "concat":
-            merged[name] = concat_module(parts)
-        elif mode == "sum":
-            merged[name] = sum_module(name, parts)
-        else:
-            delta = sum(effective_delta(weights) * ratio for weights, ratio in parts)
-            target = conv_rank if conv_rank is not None and is_conv3(parts[0][0]) else rank
-            down_shape, up_shape = factor_shapes(parts[0][0])
-            result = factorise(delta, RankRule(max_rank=target), down_shape, up_shape)
-            merged[name], energy[name] = result.weights, result.retained_energy
+    with one_thread():
+        for name in tqdm(names, desc="merge-loras", unit="module", leave=False):
+            present = [index for index, lora in enumerate(loras) if name in lora]
+            parts = [(loras[index][name], ratios[index]) for index in present]
+            _check_alike(name, parts, [sources[index] for index in present])
+            if mode == "concat":
+                merged[name] = concat_module(parts)
+            elif mode == "sum":
+                merged[name] = sum_module(name, parts)
+            else:
+                target = conv_rank if conv_rank is not None and is_conv3(parts[0][0]) else rank
+                down_shape, up_shape = factor_shapes(parts[0][0])
+                result = truncate(module_svd(concat_module(parts)), RankRule(max_rank=target), down_shape, up_shape)
+                merged[name], energy[name] = result.weights, result.retained_energy
     return merged, energy
 
 

@@ -7,28 +7,26 @@
   embedding, final layers, text encoders, VAE).
 
 Inputs are original-layout single files, .ckpt files or diffusers folders (in any mix); the output is one
-original-layout single file, with modelspec metadata and the recipe.
+original-layout single file, with modelspec metadata and the recipe. The models are streamed: one tensor of each
+is read, merged and written at a time (a .ckpt, or a folder the loader has to convert, is read whole).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
-from library.models.checkpoint_io import read_state_dict
-from library.models.detect import detect_original_family
-from library.models.pipeline import component_configs, component_modules
-from library.models.single_file import diffusers_to_original, original_to_diffusers, save_original_checkpoint
-from library.models.single_file.checkpoint import default_metadata
+from library.models.single_file.rules import KeyRule
 from library.networks.lora_file import SAVE_PRECISIONS, save_dtype
-from library.tools.common import ToolError, check_output, checkpoint_metadata, existing_path, load_model
+from library.tools.common import ToolError, check_output, checkpoint_metadata
+from library.tools.model_source import ModelSource, Part, open_model
+from library.tools.streamed_checkpoint import write_streamed_checkpoint
 
-_UNET = "model.diffusion_model."
 _BLOCK = re.compile(r"^model\.diffusion_model\.(input_blocks|middle_block|output_blocks)\.(\d+)?")
 
 
@@ -80,60 +78,59 @@ def parse_block_weights(text: str, labels: list[str]) -> dict[str, float]:
     return dict(zip(labels, values))
 
 
-def merge_state_dicts(
-    a: Mapping[str, torch.Tensor],
-    b: Mapping[str, torch.Tensor],
-    c: Mapping[str, torch.Tensor] | None,
-    alpha: float,
-    block_weights: Mapping[str, float],
-) -> dict[str, torch.Tensor]:
-    """The merged tensors of every key of ``a`` (non-float tensors are taken from ``a``)."""
-    merged: dict[str, torch.Tensor] = {}
-    for key, tensor_a in tqdm(a.items(), desc="merge-models", unit="tensor", leave=False):
-        if not tensor_a.is_floating_point():
-            merged[key] = tensor_a
-            continue
-        for name, other in (("B", b), ("C", c)):
-            if other is not None and (key not in other or other[key].shape != tensor_a.shape):
-                raise ToolError(f"{key}: missing or a different shape in model {name}; the models do not match")
-        weight = block_weights.get(block_label(key) or "", alpha)
-        if c is None:
-            merged[key] = tensor_a.float() * (1 - weight) + b[key].float() * weight
-        else:
-            merged[key] = tensor_a.float() + (b[key].float() - c[key].float()) * weight
-    return merged
+def merged_tensor(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None, weight: float) -> torch.Tensor:
+    """One merged tensor in float32 (a non-float tensor is taken from ``a``)."""
+    if not a.is_floating_point():
+        return a
+    if c is None:
+        return a.float() * (1 - weight) + b.float() * weight
+    return a.float() + (b.float() - c.float()) * weight
 
 
-def _read(path: Path, role: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """A model's tensors in the original layout (a diffusers folder is converted in memory) and its metadata."""
-    if not existing_path(path, f"model {role}").is_dir():
-        return read_state_dict(path)
-    model = load_model(path)
-    modules = component_modules(model.family, model.unet, model.vae, model.text_encoders)
-    state_dicts = {name: module.state_dict() for name, module in modules.items()}
-    tensors = diffusers_to_original(model.family.name, state_dicts, component_configs(modules))
-    return tensors, default_metadata(model.family.name, path.name)  # modelspec tells SD2 from SD2-v
+def merged_tensors(
+    models: list[ModelSource], part: Part, rule: KeyRule, alpha: float, block_weights: Mapping[str, float]
+) -> list[torch.Tensor]:
+    """The merged diffusers tensors of one rule of A's ``part`` (``models`` = A, B and C if given)."""
+    key = part.original_key(rule)
+    inputs = []
+    for model, role in zip(models, "ABC"):
+        try:
+            inputs.append(model.tensors(part, rule))
+        except ValueError:
+            raise ToolError(f"{key}: missing or a different shape in model {role}; the models do not match") from None
+    weight = block_weights.get(block_label(key) or "", alpha)
+    c = inputs[2] if len(inputs) == 3 else [None] * len(inputs[0])
+    return [merged_tensor(a, b, other, weight) for a, b, other in zip(inputs[0], inputs[1], c)]
 
 
 def run(args: argparse.Namespace) -> int:
     out = check_output(args.out)
-    (a, a_metadata), (b, _) = _read(args.a, "A"), _read(args.b, "B")
-    c = None if args.c is None else _read(args.c, "C")[0]
-    family = detect_original_family(args.a, a.keys(), a_metadata)
-    labels = block_labels(list(a))
-    blocks = parse_block_weights(args.block_weights, labels) if args.block_weights else {}
-    merged = merge_state_dicts(a, b, c, args.alpha, blocks)
-    configs, state_dicts = original_to_diffusers(family.name, merged)
-    recipe = {
-        "tool": "merge-models",
-        "a": args.a.name,
-        "b": args.b.name,
-        "c": args.c.name if args.c else None,
-        "alpha": args.alpha,
-        "block_weights": blocks or None,
-    }
-    metadata = checkpoint_metadata(out.stem, recipe)
-    save_original_checkpoint(out, family.name, state_dicts, configs, metadata, save_dtype(args.save_precision))
-    mode = "add-difference" if c is not None else "weighted sum"
-    print(f"wrote {out}: {mode}, alpha {args.alpha:g}" + (f", {len(blocks)} block weights" if blocks else ""))
+    with contextlib.ExitStack() as stack:
+        a = stack.enter_context(open_model(args.a, what="model A"))
+        models = [a, stack.enter_context(open_model(args.b, a.family.name, "model B"))]
+        if args.c is not None:
+            models.append(stack.enter_context(open_model(args.c, a.family.name, "model C")))
+        labels = block_labels([part.original_key(rule) for part in a.parts.values() for rule in part.rules])
+        blocks = parse_block_weights(args.block_weights, labels) if args.block_weights else {}
+        recipe = {
+            "tool": "merge-models",
+            "a": args.a.name,
+            "b": args.b.name,
+            "c": args.c.name if args.c else None,
+            "alpha": args.alpha,
+            "block_weights": blocks or None,
+        }
+        tensors = write_streamed_checkpoint(
+            out,
+            a,
+            lambda part, rule: merged_tensors(models, part, rule, args.alpha, blocks),
+            save_dtype(args.save_precision),
+            checkpoint_metadata(out.stem, recipe),
+            "merge-models",
+        )
+    mode = "add-difference" if args.c is not None else "weighted sum"
+    print(
+        f"wrote {out}: {mode}, alpha {args.alpha:g}" + (f", {len(blocks)} block weights" if blocks else "")
+        + f" ({tensors} tensors)"
+    )
     return 0

@@ -1,7 +1,8 @@
 """'resize': lower a LoRA's rank by SVD, to a fixed rank or per module by a dynamic criterion.
 
-Every module's update is refactored from its exact ``up @ down * alpha/rank``; the alpha/rank ratio of the file
-is kept, so strengths mean the same before and after. The report lists each module's rank change and the share of
+Every module's update is refactored from its exact ``up @ down * alpha/rank``, by an SVD computed from the factors
+(exact, and cheap: the update's rank is at most the module's rank); the alpha/rank ratio of the file is kept, so
+strengths mean the same before and after. The report lists each module's rank change and the share of
 its update's energy (squared Frobenius norm) that survived; resizing to the file's own rank is lossless. DoRA
 magnitudes are kept as they are (they renormalise whatever update the factors hold); LoHa files are refused.
 """
@@ -23,7 +24,7 @@ from library.tools.common import (
     read_lora_modules,
     write_lora,
 )
-from library.tools.lowrank import DYNAMIC_METHODS, RankRule, effective_delta, factor_shapes, factorise
+from library.tools.lowrank import DYNAMIC_METHODS, RankRule, factor_shapes, module_svd, one_thread, truncate
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -66,13 +67,13 @@ def resize_modules(
     """The resized modules and one report row per module (name, old/new rank, retained energy)."""
     resized: dict[str, ModuleWeights] = {}
     report: list[dict[str, object]] = []
-    for name, weights in tqdm(modules.items(), desc="resize", unit="module", leave=False):
-        down_shape, up_shape = factor_shapes(weights)
-        result = factorise(effective_delta(weights), rule, down_shape, up_shape, weights.scale, weights.dora_scale)
-        resized[name] = result.weights
-        report.append(
-            {"module": name, "rank": weights.rank, "new_rank": result.weights.rank, "energy": result.retained_energy}
-        )
+    with one_thread():
+        for name, weights in tqdm(modules.items(), desc="resize", unit="module", leave=False):
+            down_shape, up_shape = factor_shapes(weights)
+            result = truncate(module_svd(weights), rule, down_shape, up_shape, weights.scale, weights.dora_scale)
+            resized[name] = result.weights
+            row = {"module": name, "rank": weights.rank, "new_rank": result.weights.rank}
+            report.append({**row, "energy": result.retained_energy})
     return resized, report
 
 

@@ -18,7 +18,6 @@ from safetensors.torch import load_file
 
 from library.models.loader import BaseModel
 from library.tools.common import ToolError
-from library.training.full_weights import EMA_FILE
 from library.training.state import ADAPTER_FILE, POSITION_FILE
 
 logger = logging.getLogger(__name__)
@@ -44,9 +43,16 @@ def run_checkpoint(state: Path) -> Path:
     return checkpoint
 
 
+def _ema_file() -> str:
+    """The EMA file's name, from the module that writes it (imported here: it pulls in peft and bitsandbytes)."""
+    from library.training.full_weights import EMA_FILE
+
+    return EMA_FILE
+
+
 def default_weights(state: Path) -> str:
     """EMA when the state has an EMA copy (what the run's checkpoints hold), else the raw weights."""
-    return "ema" if (state / EMA_FILE).is_file() else "raw"
+    return "ema" if (state / _ema_file()).is_file() else "raw"
 
 
 @torch.no_grad()
@@ -58,7 +64,7 @@ def load_state_weights(model: BaseModel, state: Path, weights: str) -> None:
         )
         raise ToolError(f"{state}: {kind}")
     if weights == "ema":
-        _load_ema(model.unet, state / EMA_FILE)
+        _load_ema(model.unet, state / _ema_file())
     else:
         _load_module(model.unet, state / MODEL_FILE)
     for index, encoder in enumerate(model.text_encoders, start=1):

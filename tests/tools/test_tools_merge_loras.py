@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tool_helpers import lora_deltas, relative_error, run_tool
+from tool_helpers import lora_deltas, module_update, relative_error, run_tool
 
 from library.networks import verify_hashes
 from library.networks.lora_file import ModuleWeights
 from library.tools.__main__ import main
 from library.tools.common import read_lora_modules
-from library.tools.lowrank import effective_delta
 from library.tools.merge_loras import merge_modules
 
 
@@ -51,7 +50,7 @@ def test_svd_mode_exact_at_full_rank_and_lossy_below(lora_factory):
     expected = _expected(first, second, (1.0, 0.5))
     full, energy = merge_modules(loras, [1.0, 0.5], "svd", rank=8, conv_rank=None)
     for name, weights in full.items():
-        assert relative_error(effective_delta(weights), expected[name]) < 1e-5
+        assert relative_error(module_update(weights), expected[name]) < 1e-5
     small, small_energy = merge_modules(loras, [1.0, 0.5], "svd", rank=2, conv_rank=None)
     assert all(weights.rank == 2 for weights in small.values())
     assert all(value == pytest.approx(1.0) for value in energy.values())
@@ -64,8 +63,8 @@ def test_sum_mode_is_exact_for_shared_down_and_refuses_rank_mismatch(tmp_path, c
     ups = [torch.randn(8, 4, generator=generator) for _ in range(2)]
     loras = [{"m": ModuleWeights(down, up, 2.0, None)} for up in ups]
     merged, _ = merge_modules(loras, [1.0, 0.25], "sum", rank=None, conv_rank=None)
-    expected = sum(effective_delta(lora["m"]) * ratio for lora, ratio in zip(loras, (1.0, 0.25)))
-    assert relative_error(effective_delta(merged["m"]), expected) < 1e-6
+    expected = sum(module_update(lora["m"]) * ratio for lora, ratio in zip(loras, (1.0, 0.25)))
+    assert relative_error(module_update(merged["m"]), expected) < 1e-6
 
     from tool_helpers import make_lora_file
 

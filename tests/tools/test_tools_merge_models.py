@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from tool_helpers import run_tool
 
 from library.models.tiny import write_tiny_model
@@ -98,3 +99,38 @@ def test_diffusers_folder_inputs_equal_single_file_inputs(tiny_sd1, second_model
         assert torch.equal(tensor, expected[key]), key
     with safe_open(str(from_folder), framework="pt") as handle:
         assert json.loads(handle.metadata()["furnace.tool"])["a"] == tiny_sd1.folder.name
+
+
+def test_a_folder_the_loader_must_read_whole_merges_like_its_single_file(tiny_sd1, second_model, tmp_path):
+    """A component saved as pytorch_model.bin cannot be streamed: the folder is read through the loader instead."""
+    folder = tmp_path / "bin-folder"
+    shutil.copytree(tiny_sd1.folder, folder)
+    weights = folder / "text_encoder" / "model.safetensors"
+    torch.save(load_file(str(weights)), folder / "text_encoder" / "pytorch_model.bin")
+    weights.unlink()
+    outputs = {}
+    for name, a in (("folder", folder), ("file", tiny_sd1.single_file)):
+        outputs[name] = tmp_path / f"{name}.safetensors"
+        args = [str(a), str(second_model), "--alpha", "0.3", "--save-precision", "float", "--out", str(outputs[name])]
+        assert main(["merge-models", *args]) == 0
+    expected, actual = load_file(str(outputs["file"])), load_file(str(outputs["folder"]))
+    assert actual.keys() == expected.keys()
+    for key, tensor in actual.items():
+        assert torch.equal(tensor, expected[key]), key
+
+
+def test_mismatched_models_are_one_line_errors_and_leave_no_file(tiny_sd1, lora_factory, tmp_path, capsys):
+    out = tmp_path / "x.safetensors"
+    lora = lora_factory("sd1", "a")
+    assert main(["merge-models", str(tiny_sd1.single_file), str(lora), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: {lora}: does not match the sd1 layout")
+    # a tensor missing from B is found while the output is being written: the partial file is removed
+    tensors = load_file(str(tiny_sd1.single_file))
+    missing = "first_stage_model.decoder.conv_out.bias"
+    del tensors[missing]
+    incomplete = tmp_path / "incomplete.safetensors"
+    save_file(tensors, str(incomplete))
+    assert main(["merge-models", str(tiny_sd1.single_file), str(incomplete), "--out", str(out)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.endswith(f"error: {missing}: missing or a different shape in model B; the models do not match")
+    assert list(tmp_path.glob("x.safetensors*")) == []

@@ -6,12 +6,13 @@ import json
 
 import pytest
 import torch
-from tool_helpers import lora_deltas, relative_error, run_tool
+from safetensors.torch import load_file
+from tool_helpers import lora_deltas, module_update, relative_error, run_tool
 
 from library.networks import read_lora_file, verify_hashes
 from library.tools.__main__ import main
-from library.tools.common import read_lora_modules
-from library.tools.lowrank import RankRule, effective_delta
+from library.tools.common import read_lora_modules, write_lora
+from library.tools.lowrank import RankRule, dense_svd, factor_shapes, truncate
 from library.tools.resize import resize_modules
 
 
@@ -32,7 +33,7 @@ def test_lower_rank_reports_energy_of_the_best_approximation(lora_factory):
     modules, _ = read_lora_modules(lora_factory("sd1", "a", dim=4, alpha=2.0))
     resized, report = resize_modules(modules, RankRule(max_rank=2))
     for row in report:
-        original, smaller = effective_delta(modules[row["module"]]), effective_delta(resized[row["module"]])
+        original, smaller = module_update(modules[row["module"]]), module_update(resized[row["module"]])
         assert row["new_rank"] == 2 and 0 < row["energy"] < 1
         # the discarded share of energy is exactly what the truncation error holds (Eckart-Young)
         assert relative_error(smaller, original) == pytest.approx((1 - row["energy"]) ** 0.5, rel=1e-3)
@@ -48,7 +49,7 @@ def test_dynamic_methods_choose_per_module_ranks(lora_factory, method, parameter
     modules, _ = read_lora_modules(lora_factory("sd1", "a", dim=4, alpha=4.0))
     _, report = resize_modules(modules, RankRule(max_rank=None, method=method, parameter=parameter))
     for row in report:
-        singular = torch.linalg.svdvals(effective_delta(modules[row["module"]]).double())
+        singular = torch.linalg.svdvals(module_update(modules[row["module"]]).double())
         rank = row["new_rank"]
         if method == "sv_ratio":
             assert singular[rank - 1] >= singular[0] / parameter
@@ -109,3 +110,34 @@ def test_resized_locon_metadata_follows_the_new_ranks(lora_factory, tmp_path):
     expected_conv = str(conv_ranks.pop()) if len(conv_ranks) == 1 else "Dynamic"
     assert json.loads(metadata["ss_network_args"])["conv_dim"] == expected_conv
     assert metadata["ss_network_dim"] in {"Dynamic", *{str(w.rank) for w in modules.values()}}
+
+
+@pytest.mark.parametrize("rule", [["--rank", "2"], ["--dynamic", "sv_fro", "--dynamic-param", "0.8"]])
+def test_low_rank_path_merges_like_the_full_svd(tiny_sd1, lora_factory, tmp_path, rule):
+    """The resized file (SVD from the factors) and one made with full SVDs of the updates bake into the same model."""
+    lora = lora_factory("sd1", "dora", seed=7, dim=4, alpha=2.0, conv_dim=3, conv_alpha=1.5, use_dora=True)
+    resized = tmp_path / "resized.safetensors"
+    run_tool("resize", lora, *rule, "--save-precision", "float", "--out", resized)
+
+    modules, metadata = read_lora_modules(lora)
+    rank_rule = RankRule(max_rank=2) if rule[0] == "--rank" else RankRule(method="sv_fro", parameter=0.8)
+    reference = {}
+    for name, weights in modules.items():
+        down_shape, up_shape = factor_shapes(weights)
+        full = dense_svd(module_update(weights))  # the whole out x in update
+        reference[name] = truncate(full, rank_rule, down_shape, up_shape, weights.scale, weights.dora_scale).weights
+    reference_file = tmp_path / "reference.safetensors"
+    write_lora(reference_file, reference, metadata, torch.float32)
+
+    ranks = {name: weights.rank for name, weights in read_lora_modules(resized)[0].items()}
+    assert ranks == {name: weights.rank for name, weights in reference.items()}
+    merged = {}
+    for name, path in (("resized", resized), ("reference", reference_file)):
+        merged[name] = tmp_path / f"merged-{name}.safetensors"
+        args = ["merge-into", tiny_sd1.single_file, path, "--save-precision", "float", "--out", merged[name]]
+        assert main([str(arg) for arg in args]) == 0
+    ours, theirs, base = (load_file(str(path)) for path in (*merged.values(), tiny_sd1.single_file))
+    assert ours.keys() == theirs.keys()
+    for key, tensor in ours.items():
+        torch.testing.assert_close(tensor, theirs[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert sum(not torch.equal(tensor, base[key]) for key, tensor in ours.items()) >= len(modules)

@@ -12,6 +12,7 @@ from trainer_cli import run_python
 from library.models.families import get_family
 from library.models.tiny import build_components, tiny_configs
 from library.networks import LoraOptions, inject_lora, lora_metadata, read_lora_file, split_modules
+from library.networks.lora_file import ModuleWeights
 from library.networks.metadata import TrainingInfo
 
 def make_lora_file(family_name: str, path: Path, seed: int = 1, **options: object) -> Path:
@@ -44,6 +45,12 @@ def lora_deltas(path: Path, ratio: float = 1.0) -> dict[str, torch.Tensor]:
         down = weights.down.float().reshape(weights.rank, -1)
         deltas[name] = (up @ down) * weights.scale * ratio
     return deltas
+
+
+def module_update(weights: ModuleWeights) -> torch.Tensor:
+    """A module's update ``up @ down * alpha/rank`` as a 2-D float64 matrix (convs flattened)."""
+    up = weights.up.double().reshape(weights.up.shape[0], weights.rank)
+    return up @ weights.down.double().reshape(weights.rank, -1) * weights.scale
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:

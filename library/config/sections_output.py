@@ -35,6 +35,10 @@ class SampleSection(BaseModel):
     height: int | None = Field(
         None, ge=64, le=4096, multiple_of=8, description="Default preview height; unset = dataset height."
     )
+    render_batch_size: int = Field(
+        1, ge=1, le=64, description="Previews and the compare grid: render up to N prompts with the same settings "
+        "together (faster; each picture still comes from its own seed, equal up to float rounding).",
+    )
     compare_at_end: bool = Field(
         False,
         description="LoRA runs: after the final save, render a grid of the run's saved files x compare_strengths x "

@@ -65,6 +65,8 @@ class NetworkSection(BaseModel):
     def _problems(self) -> Iterator[Problem]:
         if self.train_unet_only and self.train_text_encoder_only:
             yield "train_text_encoder_only", "cannot be combined with network.train_unet_only"
+        if self.train_text_encoder_only and self.text_encoder_lr == 0:
+            yield "text_encoder_lr", "0 (frozen) with network.train_text_encoder_only leaves nothing to train"
         if self.conv_alpha is not None and self.conv_dim is None:
             yield "conv_alpha", "needs network.conv_dim (the conv adapters' rank)"
 

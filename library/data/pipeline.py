@@ -271,35 +271,41 @@ class TrainingData:
         return bool(self.validation_records)
 
     @property
+    def subsets(self) -> list[SubsetBlueprint]:
+        """Every subset of every dataset, in order."""
+        return [subset for dataset in self.datasets for subset in dataset.subsets]
+
+    @property
     def num_train_images(self) -> int:
         """Training images times repeats (sd-scripts' ``ss_num_train_images``)."""
-        return summary.image_count(self, reg=False)
+        return summary.image_count(self.train_records, reg=False)
 
     @property
     def num_reg_images(self) -> int:
         """Regularization images times their folder's repeats, before balancing (``ss_num_reg_images``)."""
-        return summary.image_count(self, reg=True)
+        return summary.image_count(self.train_records, reg=True)
 
     @property
     def dataset_dirs(self) -> dict[str, dict[str, int]]:
         """``{folder name: {"n_repeats", "img_count"}}`` of the training folders."""
-        return summary.dataset_dirs(self, reg=False)
+        return summary.dataset_dirs(self.subsets, self.train_records, reg=False)
+
+    @property
+    def reg_dataset_dirs(self) -> dict[str, dict[str, int]]:
+        """The same of the regularization folders."""
+        return summary.dataset_dirs(self.subsets, self.train_records, reg=True)
 
     @property
     def tag_frequency(self) -> dict[str, dict[str, int]]:
-        return summary.tag_frequency(self)
+        return summary.tag_frequency(self.subsets, self.train_records)
 
     @property
     def bucket_info(self) -> dict[str, object]:
-        return summary.bucket_info(self)
+        return summary.bucket_info(self.train_records, self.repeats)
 
     def summary_lines(self) -> list[str]:
         """The doctor's folder table, buckets and tags of every dataset, and the totals, for the start of a run."""
         return summary.summary_lines(self, [bucket_params(dataset) for dataset in self.datasets])
-
-    def metadata(self) -> dict[str, str]:
-        """The dataset ``ss_*`` metadata of the trained file."""
-        return summary.training_metadata(self)
 
 
 SizeTriple = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]

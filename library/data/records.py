@@ -13,7 +13,6 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from library.config.errors import ConfigError
 from library.data.buckets import BucketAssigner, ResizePlan, Size
 from library.data.captions import CaptionError, read_caption_for
 from library.data.dataset_config import SubsetBlueprint
@@ -26,8 +25,13 @@ _TRANSPOSED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # rotated by 90 degrees: wid
 _MAX_LISTED = 10
 
 
-class DatasetError(ConfigError):
-    """A dataset that cannot train (unreadable image, no images...); one line per problem, no traceback."""
+class DatasetError(Exception):
+    """A dataset that cannot train (unreadable image or caption, no images...); one line per problem, no traceback.
+    The config is valid: the files it points at are not (a failure, not a config error)."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__("\n".join(messages))
+        self.messages = messages
 
 
 @dataclass(frozen=True)

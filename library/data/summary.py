@@ -1,16 +1,15 @@
-"""What the training data looks like, for people (the doctor's table at the start of a run) and for the LoRA file
-(``ss_*``).
+"""What the training data looks like, for people (the doctor's table at the start of a run) and for the files a
+run writes (plain values; ``library.networks.metadata`` turns them into ``ss_*`` keys).
 
-The metadata keys and shapes are the ones sd-scripts writes, so A1111, Civitai and other readers show them:
-``ss_num_train_images`` counts training images times repeats, ``ss_dataset_dirs`` maps each folder name to
-``{"n_repeats", "img_count"}``, ``ss_tag_frequency`` maps it to ``{tag: count}``, and ``ss_bucket_info`` lists the
-buckets with their sample counts (repeats included).
+The values have the shapes sd-scripts records, so A1111, Civitai and other readers show them: image counts are
+images times repeats, ``dataset_dirs`` maps each folder name to ``{"n_repeats", "img_count"}``, ``tag_frequency``
+maps it to ``{tag: count}``, and ``bucket_info`` lists the buckets with their sample counts (repeats included).
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,23 +17,22 @@ from library.data.buckets import BucketParams
 from library.data.captions import tag_frequencies
 from library.data.dataset_config import SubsetBlueprint
 from library.data.dataset_report import FolderReport, SeenImage, describe_bucketing, folder_lines, folder_report
+from library.data.records import ImageRecord
 
 if TYPE_CHECKING:
     from library.data.pipeline import TrainingData
 
 
-def _subset_images(data: TrainingData) -> Counter[SubsetBlueprint]:
-    """Training images per subset."""
-    return Counter(record.subset for record in data.train_records)
-
-
-def bucket_counts(data: TrainingData) -> dict[tuple[int, int], tuple[int, int]]:
-    """Bucket (width, height) -> (images, samples per epoch), over all datasets, sorted by size."""
+def _bucket_counts(
+    records: Sequence[ImageRecord], repeats: Sequence[int]
+) -> dict[tuple[int, int], tuple[int, int]]:
+    """Bucket (width, height) -> (images, samples per epoch) of training ``records`` seen ``repeats`` times each,
+    sorted by size."""
     images: Counter[tuple[int, int]] = Counter()
     samples: Counter[tuple[int, int]] = Counter()
-    for record, repeats in zip(data.train_records, data.repeats):
+    for record, count in zip(records, repeats):
         images[record.plan.bucket] += 1
-        samples[record.plan.bucket] += repeats
+        samples[record.plan.bucket] += count
     return {bucket: (images[bucket], samples[bucket]) for bucket in sorted(images)}
 
 
@@ -88,7 +86,7 @@ def summary_lines(data: TrainingData, params: list[BucketParams]) -> list[str]:
     return lines
 
 
-def _unique_names(subsets: list[SubsetBlueprint]) -> dict[SubsetBlueprint, str]:
+def _unique_names(subsets: Sequence[SubsetBlueprint]) -> dict[SubsetBlueprint, str]:
     """Folder names as sd-scripts keys them (never full paths: the metadata travels with shared files);
     a name used again gets " (2)", " (3)"…"""
     names: dict[SubsetBlueprint, str] = {}
@@ -100,19 +98,17 @@ def _unique_names(subsets: list[SubsetBlueprint]) -> dict[SubsetBlueprint, str]:
     return names
 
 
-def _all_subsets(data: TrainingData) -> list[SubsetBlueprint]:
-    return [subset for dataset in data.datasets for subset in dataset.subsets]
-
-
-def image_count(data: TrainingData, reg: bool) -> int:
+def image_count(records: Sequence[ImageRecord], reg: bool) -> int:
     """sd-scripts' ``num_train_images`` / ``num_reg_images``: images times their folder's repeats."""
-    return sum(record.subset.num_repeats for record in data.train_records if record.is_reg == reg)
+    return sum(record.subset.num_repeats for record in records if record.is_reg == reg)
 
 
-def dataset_dirs(data: TrainingData, reg: bool) -> dict[str, dict[str, int]]:
-    """``{folder name: {"n_repeats", "img_count"}}`` of the training (or regularization) folders."""
-    subsets = _all_subsets(data)
-    names, per_subset = _unique_names(subsets), _subset_images(data)
+def dataset_dirs(
+    subsets: Sequence[SubsetBlueprint], records: Sequence[ImageRecord], reg: bool
+) -> dict[str, dict[str, int]]:
+    """``{folder name: {"n_repeats", "img_count"}}`` of the training (or regularization) folders among ``subsets``
+    (all of a run's, in order: names are made unique over them), counting ``records``."""
+    names, per_subset = _unique_names(subsets), Counter(record.subset for record in records)
     return {
         names[subset]: {"n_repeats": subset.num_repeats, "img_count": per_subset[subset]}
         for subset in subsets
@@ -120,59 +116,27 @@ def dataset_dirs(data: TrainingData, reg: bool) -> dict[str, dict[str, int]]:
     }
 
 
-def tag_frequency(data: TrainingData) -> dict[str, dict[str, int]]:
-    """``{folder name: {tag: captions containing it}}`` over the captions training uses."""
-    names = _unique_names(_all_subsets(data))
+def tag_frequency(subsets: Sequence[SubsetBlueprint], records: Sequence[ImageRecord]) -> dict[str, dict[str, int]]:
+    """``{folder name: {tag: captions containing it}}`` over the captions of ``records``."""
+    names = _unique_names(subsets)
     captions: dict[str, list[str]] = defaultdict(list)
-    for record in data.train_records:
+    for record in records:
         captions[names[record.subset]].append(record.caption)
     return {name: dict(tag_frequencies(texts)) for name, texts in captions.items()}
 
 
-def bucket_info(data: TrainingData) -> dict[str, object]:
+def bucket_info(records: Sequence[ImageRecord], repeats: Sequence[int]) -> dict[str, object]:
     """sd-scripts' bucket record: each bucket's resolution and samples per epoch, and the mean aspect error."""
     buckets = {
         str(index): {"resolution": [width, height], "count": samples}
-        for index, ((width, height), (_, samples)) in enumerate(bucket_counts(data).items())
+        for index, ((width, height), (_, samples)) in enumerate(_bucket_counts(records, repeats).items())
     }
-    return {"buckets": buckets, "mean_img_ar_error": _mean_aspect_error(data)}
+    return {"buckets": buckets, "mean_img_ar_error": _mean_aspect_error(records)}
 
 
-def training_metadata(data: TrainingData) -> dict[str, str]:
-    """The dataset part of the ``ss_*`` metadata of a trained file (all values strings)."""
-    first = data.datasets[0]
-    first_subset = next(subset for subset in first.subsets if not subset.is_reg)
-    return {
-        "ss_num_train_images": str(image_count(data, reg=False)),
-        "ss_num_reg_images": str(image_count(data, reg=True)),
-        "ss_num_batches_per_epoch": str(data.steps_per_epoch),
-        "ss_batch_size_per_device": str(first.batch_size),
-        "ss_resolution": str(first.resolution),
-        "ss_enable_bucket": str(first.enable_bucket),
-        "ss_min_bucket_reso": str(first.min_bucket_reso),
-        "ss_max_bucket_reso": str(first.max_bucket_reso),
-        "ss_bucket_no_upscale": str(first.bucket_no_upscale),
-        "ss_dataset_dirs": json.dumps(dataset_dirs(data, reg=False)),
-        "ss_reg_dataset_dirs": json.dumps(dataset_dirs(data, reg=True)),
-        "ss_tag_frequency": json.dumps(tag_frequency(data)),
-        "ss_bucket_info": json.dumps(bucket_info(data)),
-        "ss_keep_tokens": str(first_subset.keep_tokens),
-        "ss_shuffle_caption": str(first_subset.shuffle_caption),
-        "ss_caption_dropout_rate": str(first_subset.caption_dropout_rate),
-        "ss_caption_dropout_every_n_epochs": str(first_subset.caption_dropout_every_n_epochs),
-        "ss_caption_tag_dropout_rate": str(first_subset.caption_tag_dropout_rate),
-        "ss_flip_aug": str(first_subset.flip_aug),
-        "ss_color_aug": str(first_subset.color_aug),
-        "ss_random_crop": str(first_subset.random_crop),
-        "ss_prior_loss_weight": str(data.config.dataset.prior_loss_weight),
-        "ss_cache_latents": str(data.config.dataset.cache_latents),
-    }
-
-
-def _mean_aspect_error(data: TrainingData) -> float:
+def _mean_aspect_error(records: Sequence[ImageRecord]) -> float:
     """Mean |bucket aspect - image aspect| over images (not repeats), as sd-scripts reports it."""
     errors = [
-        abs(record.plan.bucket[0] / record.plan.bucket[1] - record.size[0] / record.size[1])
-        for record in data.train_records
+        abs(record.plan.bucket[0] / record.plan.bucket[1] - record.size[0] / record.size[1]) for record in records
     ]
     return sum(errors) / len(errors) if errors else 0.0

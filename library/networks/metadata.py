@@ -1,7 +1,9 @@
-"""The metadata every LoRA file carries: sd-scripts' ``ss_*`` training record and ``modelspec.*``.
+"""The metadata every file a run writes carries: sd-scripts' ``ss_*`` training record and ``modelspec.*``.
 
-A1111, Civitai and the additional-networks extension display these keys, so values follow sd-scripts'
-spelling: plain ``str()`` of numbers, booleans and None, JSON for the per-folder tables.
+One builder for both kinds of file, so each key is produced once and no merge order decides a value: a LoRA file
+(:func:`lora_metadata`, also the tools' derived LoRAs) and a full fine-tuned checkpoint (:func:`checkpoint_metadata`,
+the same record without the network keys). A1111, Civitai and the additional-networks extension display these
+keys, so values follow sd-scripts' spelling: plain ``str()`` of numbers, booleans and None, JSON for the tables.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 
 from library.models.families import ModelFamily
 from library.models.single_file.checkpoint import default_metadata
@@ -21,21 +23,48 @@ _IMPLEMENTATION = {"diffusers": "diffusers", "sgm": "https://github.com/Stabilit
 
 
 @dataclass(frozen=True)
+class DatasetInfo:
+    """What a run trained on, as the ``ss_*`` keys record it (one field per key, without ``ss_``); per-dataset
+    settings are the first dataset's, per-folder ones its first training folder's, as sd-scripts records them."""
+
+    num_train_images: int  # images times repeats
+    num_reg_images: int
+    num_batches_per_epoch: int
+    batch_size_per_device: int
+    enable_bucket: bool
+    min_bucket_reso: int
+    max_bucket_reso: int
+    bucket_no_upscale: bool
+    dataset_dirs: Mapping[str, Mapping[str, int]]  # {folder name: {n_repeats, img_count}}
+    reg_dataset_dirs: Mapping[str, Mapping[str, int]]
+    tag_frequency: Mapping[str, Mapping[str, int]]  # {folder name: {tag: count}}
+    bucket_info: Mapping[str, object]
+    keep_tokens: int
+    shuffle_caption: bool
+    caption_dropout_rate: float
+    caption_dropout_every_n_epochs: int
+    caption_tag_dropout_rate: float
+    flip_aug: bool
+    color_aug: bool
+    random_crop: bool
+    prior_loss_weight: float
+    cache_latents: bool
+
+
+@dataclass(frozen=True)
 class TrainingInfo:
-    """What the trainer knows about a run, as the ``ss_*`` keys record it (one field per key, without ``ss_``)."""
+    """What is known about how a file's weights came to be, as the ``ss_*`` keys record it (one field per key,
+    without ``ss_``). ``dataset`` is None for files no run trained (the tools' extracted LoRAs)."""
 
     output_name: str
     resolution: tuple[int, int]
     learning_rate: float
     unet_lr: float | None = None
     text_encoder_lr: float | None = None
-    num_train_images: int = 0
-    num_reg_images: int = 0
     num_epochs: int = 1
-    epoch: int = 0
+    epoch: int = 0  # the epoch the weights reached, counting from 1 (0: none begun)
     steps: int = 0
     max_train_steps: int = 0
-    batch_size_per_device: int = 1
     gradient_accumulation_steps: int = 1
     optimizer: str = "AdamW"
     lr_scheduler: str = "constant"
@@ -49,38 +78,15 @@ class TrainingInfo:
     sd_model_name: str = ""
     session_id: str = ""
     training_comment: str | None = None
-    tag_frequency: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # {dataset dir: {tag: count}}
-    dataset_dirs: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # {dir: {n_repeats, img_count}}
-    bucket_info: Mapping[str, object] | None = None
+    dataset: DatasetInfo | None = None
 
 
-_PLAIN_FIELDS = (
-    "output_name",
-    "learning_rate",
-    "unet_lr",
-    "text_encoder_lr",
-    "num_train_images",
-    "num_reg_images",
-    "num_epochs",
-    "epoch",
-    "steps",
-    "max_train_steps",
-    "batch_size_per_device",
-    "gradient_accumulation_steps",
-    "optimizer",
-    "lr_scheduler",
-    "mixed_precision",
-    "seed",
-    "clip_skip",
-    "noise_offset",
-    "min_snr_gamma",
-    "training_started_at",
-    "training_finished_at",
-    "sd_model_name",
-    "session_id",
-    "training_comment",
-)
-_JSON_FIELDS = ("tag_frequency", "dataset_dirs", "bucket_info")
+def _value(value: object) -> str:
+    return json.dumps(value) if isinstance(value, Mapping) else str(value)
+
+
+def _record(record: TrainingInfo | DatasetInfo, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    return {f"ss_{f.name}": _value(getattr(record, f.name)) for f in fields(record) if f.name not in skip}
 
 
 def network_args(options: LoraOptions) -> dict[str, str]:
@@ -93,42 +99,56 @@ def network_args(options: LoraOptions) -> dict[str, str]:
     return args
 
 
-def training_metadata(family: ModelFamily, options: LoraOptions, info: TrainingInfo) -> dict[str, str]:
-    """The ``ss_*`` keys."""
-    metadata = {
+def _network_record(options: LoraOptions) -> dict[str, str]:
+    return {
         "ss_network_module": NETWORK_MODULE,
         "ss_network_dim": str(options.dim),
         "ss_network_alpha": str(options.alpha),
         "ss_network_dropout": str(options.dropout),
         "ss_network_args": json.dumps(network_args(options)),
-        "ss_base_model_version": family.ss_base_model_version,
-        "ss_v2": str(family.ss_base_model_version.startswith("sd_v2")),
-        "ss_resolution": str(tuple(info.resolution)),
     }
-    for name in _PLAIN_FIELDS:
-        metadata[f"ss_{name}"] = str(getattr(info, name))
-    for name in _JSON_FIELDS:
-        metadata[f"ss_{name}"] = json.dumps(getattr(info, name))
-    return metadata
 
 
-def modelspec_metadata(family: ModelFamily, info: TrainingInfo, title: str | None = None) -> dict[str, str]:
-    """The ``modelspec.*`` keys (SAI model spec 1.0.1) of a LoRA for ``family``."""
+def _modelspec(family: ModelFamily, info: TrainingInfo, architecture: str, title: str | None) -> dict[str, str]:
+    """The ``modelspec.*`` keys (SAI model spec 1.0.1)."""
     width, height = info.resolution
-    metadata = default_metadata(family.name, title or info.output_name)
-    metadata.update(
+    return {
+        **default_metadata(family.name, title or info.output_name),
+        "modelspec.architecture": architecture,
+        "modelspec.implementation": _IMPLEMENTATION[family.unet_lora_naming],
+        "modelspec.resolution": f"{width}x{height}",
+        "modelspec.date": datetime.datetime.fromtimestamp(int(info.training_started_at)).isoformat(),
+    }
+
+
+def _metadata(
+    family: ModelFamily, info: TrainingInfo, network: LoraOptions | None, architecture: str, title: str | None
+) -> dict[str, str]:
+    parts = [
+        _network_record(network) if network is not None else {},
         {
-            "modelspec.architecture": family.lora_architecture,
-            "modelspec.implementation": _IMPLEMENTATION[family.unet_lora_naming],
-            "modelspec.resolution": f"{width}x{height}",
-            "modelspec.date": datetime.datetime.fromtimestamp(int(info.training_started_at)).isoformat(),
-        }
-    )
+            "ss_base_model_version": family.ss_base_model_version,
+            "ss_v2": str(family.ss_base_model_version.startswith("sd_v2")),
+            "ss_resolution": str(tuple(info.resolution)),
+        },
+        _record(info, skip=("resolution", "dataset")),
+        _record(info.dataset) if info.dataset is not None else {},
+        _modelspec(family, info, architecture, title),
+    ]
+    metadata: dict[str, str] = {}
+    for part in parts:
+        metadata.update(part)
+    assert len(metadata) == sum(map(len, parts)), "a metadata key is produced twice"
     return metadata
 
 
 def lora_metadata(
     family: ModelFamily, options: LoraOptions, info: TrainingInfo, title: str | None = None
 ) -> dict[str, str]:
-    """Everything but the hashes, which the writer adds."""
-    return {**training_metadata(family, options, info), **modelspec_metadata(family, info, title)}
+    """A LoRA file's metadata, all but the hashes (the writer adds them)."""
+    return _metadata(family, info, options, family.lora_architecture, title)
+
+
+def checkpoint_metadata(family: ModelFamily, info: TrainingInfo, title: str | None = None) -> dict[str, str]:
+    """A full fine-tuned checkpoint's metadata: the training record without network keys."""
+    return _metadata(family, info, None, family.modelspec_architecture, title)

@@ -27,7 +27,7 @@ from library.networks.lora_file import (
     split_modules,
     write_lora_file,
 )
-from library.networks.targets import UNET, Target, find_targets
+from library.networks.targets import TEXT_ENCODER, UNET, Target, find_targets
 
 logger = logging.getLogger(__name__)
 
@@ -102,28 +102,12 @@ class LoraNetwork:
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for layer in self.modules.values() for p in _adapter_parameters(layer) if p.requires_grad]
 
-    def param_groups(
-        self, unet_lr: float | None, text_encoder_lr: float | None, default_lr: float
-    ) -> list[dict[str, object]]:
-        """Optimizer groups per part; an unset rate means ``default_lr``, a rate of 0 freezes that part."""
-        groups = []
-        for part, rate, is_unet in (("unet", unet_lr, True), ("text_encoder", text_encoder_lr, False)):
-            params = [
-                p
-                for name, layer in self.modules.items()
-                if self.targets[name].is_unet == is_unet
-                for p in _adapter_parameters(layer)
-            ]
-            if not params:
-                continue
-            lr = default_lr if rate is None else rate
-            if lr == 0:
-                logger.info("%s learning rate is 0: its %d adapter tensors stay frozen", part, len(params))
-                for param in params:
-                    param.requires_grad_(False)
-                continue
-            groups.append({"params": params, "lr": lr, "name": part})
-        return groups
+    def parameters_by_part(self) -> dict[str, list[nn.Parameter]]:
+        """The adapter tensors by :attr:`Target.part` (UNet, text encoders): what trains at one learning rate."""
+        parts: dict[str, list[nn.Parameter]] = {UNET: [], TEXT_ENCODER: []}
+        for name, layer in self.modules.items():
+            parts[self.targets[name].part] += _adapter_parameters(layer)
+        return parts
 
     def set_multiplier(self, multiplier: float) -> None:
         """Scale every adapter's contribution (1.0 = as trained), e.g. to preview other strengths."""

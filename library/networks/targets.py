@@ -17,6 +17,7 @@ from library.networks.config import LoraOptions
 from library.networks.naming import LoraNamer
 
 UNET = "unet"
+TEXT_ENCODER = "text_encoder"  # the text encoders' adapters train together, at one learning rate
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,11 @@ class Target:
     @property
     def is_unet(self) -> bool:
         return self.component == UNET
+
+    @property
+    def part(self) -> str:
+        """The optimizer group the module's adapter trains in: ``UNET`` or ``TEXT_ENCODER``."""
+        return UNET if self.is_unet else TEXT_ENCODER
 
 
 def _is_pointwise(module: nn.Module) -> bool:

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from library.models.families import ModelFamily
+from library.models.modes import evaluating
 from library.models.pipeline import assemble_pipeline
 from library.models.text_encoding import encode_captions
 from library.sampling.files import SAMPLE_DIR_NAME, sample_path, save_png_atomic
@@ -64,9 +65,12 @@ def render_samples(
     step: int,
     clip_skip: int = 1,
     autocast_dtype: torch.dtype | None = None,
+    batch_size: int = 1,
 ) -> list[Preview]:
-    """Render every prompt and save it under ``<output_dir>/sample/`` (see :mod:`library.sampling.files`)."""
-    images = generate_images(model, prompts, clip_skip=clip_skip, autocast_dtype=autocast_dtype)
+    """Render every prompt (see :func:`generate_images`) and save it under ``<output_dir>/sample/`` (see
+    :mod:`library.sampling.files`)."""
+    images = generate_images(model, prompts, clip_skip=clip_skip, autocast_dtype=autocast_dtype,
+                             batch_size=batch_size)
     previews = []
     for index, (prompt, image) in enumerate(zip(prompts, images)):
         path = save_png_atomic(image, sample_path(output_dir, output_name, step, index, prompt.seed))
@@ -80,12 +84,16 @@ def generate_images(
     prompts: Sequence[SamplePrompt],
     clip_skip: int = 1,
     autocast_dtype: torch.dtype | None = None,
+    batch_size: int = 1,
 ) -> list[Image.Image]:
     """Render ``prompts`` with the live modules of ``model``; nothing about the training state changes.
 
     ``clip_skip`` has the sd-scripts meaning (1 = last layer). ``autocast_dtype`` (the run's mixed precision) is
     used on CUDA only, where it is fast; on CPU modules run in their own dtype, unless their dtypes differ (e.g. a
     bf16 UNet with an fp32 VAE), which needs autocast to the lowest precision among them to run at all.
+    ``batch_size`` renders up to that many consecutive prompts with the same settings (size, steps, CFG, sampler,
+    negative prompt) in one denoising loop, each from its own seed's noise: the same pictures up to float
+    rounding, in far fewer, larger model calls.
     """
     if not prompts:
         return []
@@ -94,9 +102,28 @@ def generate_images(
     images = []
     with _training_state_preserved(modules), torch.no_grad(), _autocast(modules, device, autocast_dtype):
         pipeline = _assemble_pipeline(model)
-        for prompt in tqdm(prompts, desc="sampling", unit="image", leave=False):
-            images.append(_render(pipeline, model, prompt, clip_skip))
+        progress = tqdm(total=len(prompts), desc="sampling", unit="image", leave=False)
+        for batch in _batches(prompts, batch_size):
+            images += _render(pipeline, model, batch, clip_skip)
+            progress.update(len(batch))
+        progress.close()
     return images
+
+
+def _batches(prompts: Sequence[SamplePrompt], batch_size: int) -> Iterator[list[SamplePrompt]]:
+    """Runs of consecutive prompts that differ only in text and seed, at most ``batch_size`` long."""
+    batch: list[SamplePrompt] = []
+    for prompt in prompts:
+        if batch and (len(batch) == batch_size or _settings(batch[0]) != _settings(prompt)):
+            yield batch
+            batch = []
+        batch.append(prompt)
+    if batch:
+        yield batch
+
+
+def _settings(prompt: SamplePrompt) -> SamplePrompt:
+    return replace(prompt, prompt="", seed=0)
 
 
 def _assemble_pipeline(model: LiveModel):
@@ -113,24 +140,30 @@ def _assemble_pipeline(model: LiveModel):
     return pipeline
 
 
-def _render(pipeline, model: LiveModel, prompt: SamplePrompt, clip_skip: int) -> Image.Image:
-    """One picture; each prompt gets a fresh scheduler because multistep samplers carry state between steps."""
+def _render(pipeline, model: LiveModel, batch: list[SamplePrompt], clip_skip: int) -> list[Image.Image]:
+    """The pictures of prompts with the same settings; each batch gets a fresh scheduler because multistep
+    samplers carry state between steps."""
+    prompt, count = batch[0], len(batch)
     pipeline.scheduler = build_scheduler(prompt.sampler, model.noise_scheduler.config)
-    captions = [prompt.prompt, prompt.negative_prompt]
+    captions = [item.prompt for item in batch] + [prompt.negative_prompt] * count
     encoded = encode_captions(model.family, model.tokenizers, model.text_encoders, captions, clip_skip)
-    embeddings = {"prompt_embeds": encoded.hidden_states[:1], "negative_prompt_embeds": encoded.hidden_states[1:]}
+    embeddings = {
+        "prompt_embeds": encoded.hidden_states[:count], "negative_prompt_embeds": encoded.hidden_states[count:]
+    }
     if encoded.pooled is not None:
-        embeddings.update(pooled_prompt_embeds=encoded.pooled[:1], negative_pooled_prompt_embeds=encoded.pooled[1:])
+        embeddings.update(pooled_prompt_embeds=encoded.pooled[:count],
+                          negative_pooled_prompt_embeds=encoded.pooled[count:])
+    generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch]
     result = pipeline(
         **embeddings,
         width=prompt.width,
         height=prompt.height,
         num_inference_steps=prompt.steps,
         guidance_scale=prompt.cfg_scale,
-        generator=torch.Generator("cpu").manual_seed(prompt.seed),
+        generator=generators[0] if count == 1 else generators,
         output_type="pil",
     )
-    return result.images[0]
+    return list(result.images)
 
 
 def _autocast(
@@ -149,15 +182,11 @@ def _autocast(
 @contextlib.contextmanager
 def _training_state_preserved(modules: Sequence[torch.nn.Module]) -> Iterator[None]:
     """Switch ``modules`` to eval mode; afterwards restore every sub-module's mode and all global RNG states."""
-    modes = [(sub, sub.training) for module in modules for sub in module.modules()]
     rng_states = _capture_rng()
-    for module in modules:
-        module.eval()
     try:
-        yield
+        with evaluating(modules):
+            yield
     finally:
-        for sub, training in modes:
-            sub.training = training
         _restore_rng(rng_states)
 
 

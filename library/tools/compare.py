@@ -115,11 +115,12 @@ def render_grid(
     apply: LoraApplier | None = None,
     clip_skip: int = 1,
     autocast_dtype: torch.dtype | None = None,
+    batch_size: int = 1,
 ) -> tuple[Path, list[Path]]:
     """Render every cell, save the singles and the labelled grid; returns (grid path, single paths).
 
-    ``apply`` puts a file at a strength into the model (default: :func:`merged_into`); ``clip_skip`` and
-    ``autocast_dtype`` are passed to the sampler as for training previews.
+    ``apply`` puts a file at a strength into the model (default: :func:`merged_into`); ``clip_skip``,
+    ``autocast_dtype`` and ``batch_size`` are passed to the sampler as for training previews.
     """
     apply = apply or merged_into(model)
     rows: list[list[Image.Image]] = [[] for _ in range(len(loras) * len(prompts))]
@@ -128,7 +129,8 @@ def render_grid(
     for lora_index, lora in enumerate(loras):
         for strength in strengths:
             with apply(lora, strength):
-                images = generate_images(model, prompts, clip_skip=clip_skip, autocast_dtype=autocast_dtype)
+                images = generate_images(model, prompts, clip_skip=clip_skip, autocast_dtype=autocast_dtype,
+                                         batch_size=batch_size)
             for prompt_index, image in enumerate(images):
                 rows[lora_index * len(prompts) + prompt_index].append(image)
                 name = f"{lora.stem}_s{strength:g}_p{prompt_index:02d}_{prompts[prompt_index].seed}.png"

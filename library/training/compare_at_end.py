@@ -113,6 +113,7 @@ def write_compare_grid(
             apply=live_adapters(network),
             clip_skip=config.model.clip_skip,
             autocast_dtype=_AUTOCAST.get(config.training.mixed_precision),
+            batch_size=config.sample.render_batch_size,
         )
         progress.event("compare", file=grid, files=len(files), strengths=list(strengths), prompts=len(prompts),
                        images=len(singles))

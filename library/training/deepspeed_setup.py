@@ -26,7 +26,7 @@ from collections.abc import Iterable
 
 import torch
 
-from library.config import FurnaceConfig
+from library.config import ConfigError, FurnaceConfig
 from library.training.accelerator import TrainingSetupError
 
 logger = logging.getLogger(__name__)
@@ -60,26 +60,26 @@ def _plugin_settings(config: FurnaceConfig) -> dict:
 
 
 def _check(config: FurnaceConfig, plugin) -> None:
-    """Refuse what the engine would silently change or cannot run, before any model loads."""
+    """Refuse what the engine would silently change (config errors) or cannot run here, before any model loads."""
     zero = plugin.deepspeed_config.get("zero_optimization", {})
     offload_optimizer = zero.get("offload_optimizer", {}).get("device", "none")
     if offload_optimizer not in (None, "none") and config.optimizer.type not in OFFLOAD_OPTIMIZERS:
-        raise TrainingSetupError(
+        raise ConfigError([
             f"DeepSpeed optimizer offload runs DeepSpeed's own CPU Adam in place of optimizer.type = "
             f"{config.optimizer.type!r}; use optimizer.type = \"AdamW\" or "
             "deepspeed.offload_optimizer_device = \"none\""
-        )
+        ])
     if plugin.zero_stage == 3 and config.dreambooth.use_ema and config.dreambooth.network == "full":
-        raise TrainingSetupError(
+        raise ConfigError([
             "DeepSpeed ZeRO-3 partitions the UNet weights across processes, which the EMA copy cannot follow; "
             "set dreambooth.use_ema = false or deepspeed.zero_stage = 2"
-        )
+        ])
     if plugin.zero_stage == 3 and config.sample.compare_at_end:
-        raise TrainingSetupError(
+        raise ConfigError([
             "DeepSpeed ZeRO-3: sample.compare_at_end renders on the main process only, which the partitioned "
             "weights cannot serve; set it to false (run `python -m library.tools compare` on the output folder "
             "afterwards) or use deepspeed.zero_stage = 2"
-        )
+        ])
     if "nvme" in (offload_optimizer, zero.get("offload_param", {}).get("device", "none")):
         from deepspeed.ops.op_builder import AsyncIOBuilder
 

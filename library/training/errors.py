@@ -1,8 +1,9 @@
-"""The failures a user can fix: reported as one line (exit code 1), never as a traceback."""
+"""The failures a user can fix: reported as one line (exit code 1), never as a traceback. Config errors are not
+among them: they exit with code 2 (see ``library.training.cli``)."""
 
-from library.config import ConfigError
 from library.data.captions import CaptionError
 from library.data.images import ImageLoadError
+from library.data.records import DatasetError
 from library.models.errors import ModelLoadError
 from library.networks import LoraFileError
 from library.sampling.prompts import PromptFileError
@@ -12,7 +13,7 @@ from library.training.trainer import NonFiniteLossError
 
 USER_ERRORS: tuple[type[Exception], ...] = (
     CaptionError,
-    ConfigError,
+    DatasetError,
     ImageLoadError,
     LoraFileError,
     ModelLoadError,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -19,9 +18,10 @@ from library.config import FurnaceConfig
 from library.models.loader import BaseModel
 from library.models.pipeline import assemble_pipeline, component_configs, component_modules
 from library.models.single_file import save_original_checkpoint
-from library.networks import TrainingInfo, save_dtype
-from library.networks.metadata import modelspec_metadata
+from library.networks import TrainingInfo, checkpoint_metadata, save_dtype
+from library.networks.targets import TEXT_ENCODER, UNET
 from library.training.accelerator import Precision
+from library.training.learning_rates import optimizer_groups, part_rates
 from library.training.lora_weights import enable_checkpointing
 
 logger = logging.getLogger(__name__)
@@ -37,13 +37,17 @@ class FullWeights:
 
     def __init__(self, config: FurnaceConfig, model: BaseModel, precision: Precision, device) -> None:
         self.config, self.model = config, model
-        section = config.dreambooth
-        self.trains_text_encoder = section.train_text_encoder
+        section, rates = config.dreambooth, part_rates(config)
+        self.trains_text_encoder = section.train_text_encoder and rates.trains(TEXT_ENCODER)
         model.unet.to(device, torch.float32).requires_grad_(True)
         for encoder in model.text_encoders:
             dtype = torch.float32 if self.trains_text_encoder else precision.frozen
             encoder.to(device, dtype).requires_grad_(self.trains_text_encoder)
         model.vae.to(device, torch.float32).requires_grad_(False)
+        parts = {UNET: list(model.unet.parameters())}
+        if section.train_text_encoder:
+            parts[TEXT_ENCODER] = [param for encoder in model.text_encoders for param in encoder.parameters()]
+        self.groups = optimizer_groups(parts, rates)
         if config.training.gradient_checkpointing:
             enable_checkpointing(model, text_encoders_too=self.trains_text_encoder)
         self.ema = None
@@ -56,14 +60,7 @@ class FullWeights:
         return [self.model.unet] + (list(self.model.text_encoders) if self.trains_text_encoder else [])
 
     def param_groups(self) -> list[dict]:
-        base_lr = self.config.optimizer.learning_rate
-        unet_lr = self.config.network.unet_lr or base_lr
-        groups = [{"params": list(self.model.unet.parameters()), "lr": unet_lr, "name": "unet"}]
-        if self.trains_text_encoder:
-            te_lr = self.config.network.text_encoder_lr or base_lr
-            params = [p for encoder in self.model.text_encoders for p in encoder.parameters()]
-            groups.append({"params": params, "lr": te_lr, "name": "text_encoder"})
-        return groups
+        return self.groups
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return [param for group in self.param_groups() for param in group["params"] if param.requires_grad]
@@ -103,24 +100,14 @@ class FullWeights:
         stop_at = self.config.dreambooth.stop_text_encoder_training
         if self.trains_text_encoder and stop_at and step >= stop_at:
             for encoder in self.model.text_encoders:
-                encoder.requires_grad_(False)
+                encoder.requires_grad_(False).eval()
             self.trains_text_encoder = False
             logger.info("step %d: text encoder training stopped (dreambooth.stop_text_encoder_training)", step)
 
-    def save(self, path: Path, info: TrainingInfo, dataset_metadata: Mapping[str, str]) -> None:
+    def save(self, path: Path, info: TrainingInfo) -> None:
         model, family = self.model, self.model.family
         modules = component_modules(family, model.unet, model.vae, model.text_encoders)
-        metadata = {
-            **modelspec_metadata(family, info),
-            "modelspec.architecture": family.modelspec_architecture,
-            **dataset_metadata,
-            "ss_steps": str(info.steps),
-            "ss_epoch": str(info.epoch),
-            "ss_learning_rate": str(info.learning_rate),
-            "ss_seed": str(info.seed),
-            "ss_training_started_at": str(info.training_started_at),
-            "ss_session_id": info.session_id,
-        }
+        metadata = checkpoint_metadata(family, info)
         with self._ema_weights():
             state_dicts = {name: module.state_dict() for name, module in modules.items()}
             save_original_checkpoint(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -11,7 +10,9 @@ import torch
 from library.config import FurnaceConfig
 from library.models.loader import BaseModel
 from library.networks import LoraNetwork, LoraOptions, TrainingInfo, inject_lora, lora_metadata, read_lora_file
+from library.networks.targets import TEXT_ENCODER, UNET
 from library.training.accelerator import Precision
+from library.training.learning_rates import optimizer_groups, part_rates
 from library.training.state import register_adapter_hooks
 
 logger = logging.getLogger(__name__)
@@ -41,10 +42,11 @@ def freeze_base(model: BaseModel, precision: Precision, device) -> None:
 
 
 def enable_checkpointing(model: BaseModel, text_encoders_too: bool) -> None:
+    """Activation checkpointing; transformers applies it to a text encoder only while it is in training mode."""
     model.unet.enable_gradient_checkpointing()
     if text_encoders_too:
         for encoder in model.text_encoders:
-            encoder.gradient_checkpointing_enable()
+            encoder.activation_checkpointing_enable()
 
 
 class LoraWeights:
@@ -69,9 +71,12 @@ class LoraWeights:
             tensors, _ = read_lora_file(config.network.network_weights)
             self.network.load_kohya(tensors, strict=True, source=str(config.network.network_weights))
             logger.info("continuing from the LoRA weights in %s", config.network.network_weights)
-        self.trains_text_encoder = self.network.options.adapts_text_encoders and config.network.text_encoder_lr != 0
+        rates = part_rates(config)
+        self.trains_unet = self.network.options.adapts_unet and rates.trains(UNET)
+        self.trains_text_encoder = self.network.options.adapts_text_encoders and rates.trains(TEXT_ENCODER)
+        self.groups = optimizer_groups(self.network.parameters_by_part(), rates)
         if config.training.gradient_checkpointing:
-            enable_checkpointing(model, text_encoders_too=True)
+            enable_checkpointing(model, text_encoders_too=self.trains_text_encoder)
         self.named_parameters = {
             f"{name}.{param_name}": param
             for name, layer in self.network.modules.items()
@@ -81,12 +86,11 @@ class LoraWeights:
 
     def modules_to_prepare(self) -> list[torch.nn.Module]:
         """The modules holding trainable tensors (wrapped for distributed training)."""
-        unet = [self.model.unet] if self.network.options.adapts_unet else []
+        unet = [self.model.unet] if self.trains_unet else []
         return unet + (list(self.model.text_encoders) if self.trains_text_encoder else [])
 
     def param_groups(self) -> list[dict]:
-        network = self.config.network
-        return self.network.param_groups(network.unet_lr, network.text_encoder_lr, self.config.optimizer.learning_rate)
+        return self.groups
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return list(self.named_parameters.values())
@@ -100,6 +104,6 @@ class LoraWeights:
     def sync_to_step(self, step: int) -> None:
         """Nothing depends on the step count for a LoRA."""
 
-    def save(self, path: Path, info: TrainingInfo, dataset_metadata: Mapping[str, str]) -> None:
-        metadata = {**lora_metadata(self.model.family, self.network.options, info), **dataset_metadata}
+    def save(self, path: Path, info: TrainingInfo) -> None:
+        metadata = lora_metadata(self.model.family, self.network.options, info)
         self.network.save(path, self.config.output.save_precision, metadata)

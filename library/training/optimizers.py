@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from library.config import ConfigError
+
 logger = logging.getLogger(__name__)
 
 
@@ -90,10 +92,10 @@ def build_optimizer(
             logger.warning("optimizer %s has no %r option; ignoring it", name, key)
     for key, value in (extra_args or {}).items():
         if key not in accepted and not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
-            raise ValueError(
+            raise ConfigError([
                 f"optimizer.args: {name} has no option {key!r}; it accepts "
                 f"{', '.join(k for k in accepted if k not in ('self', 'params'))}"
-            )
+            ])
         kwargs[key] = value
     if name == "Adafactor":
         # Adafactor computes its own step size unless told to use the given lr.

@@ -6,7 +6,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -15,7 +15,8 @@ import torch
 
 from library.config import FurnaceConfig, save_resolved
 from library.models.loader import BaseModel
-from library.training.accelerator import Precision, TrainingSetupError
+from library.networks import TrainingInfo
+from library.training.accelerator import Precision
 from library.training.optimizers import build_lr_scheduler, build_optimizer
 from library.training.progress import MetricsWriter, ProgressLog
 
@@ -50,13 +51,16 @@ class TrainedWeights(Protocol):
     saves_base_model: bool  # the written file holds the base (full fine-tuning), not adapters only
     trains_text_encoder: bool
 
-    def modules_to_prepare(self) -> list[torch.nn.Module]: ...
+    def modules_to_prepare(self) -> list[torch.nn.Module]:
+        """The modules that train: wrapped for distributed training, and in training mode during the steps."""
+        ...
+
     def param_groups(self) -> list[dict]: ...
     def parameters(self) -> list[torch.nn.Parameter]: ...
     def register_state_hooks(self, accelerator) -> None: ...
     def after_step(self, step: int) -> None: ...
     def sync_to_step(self, step: int) -> None: ...
-    def save(self, path: Path, info, dataset_metadata: Mapping[str, str]) -> None: ...
+    def save(self, path: Path, info: TrainingInfo) -> None: ...
 
 
 WeightsFactory = Callable[[FurnaceConfig, BaseModel, Precision, object], TrainedWeights]
@@ -64,8 +68,6 @@ WeightsFactory = Callable[[FurnaceConfig, BaseModel, Precision, object], Trained
 
 def build_optimization(config: FurnaceConfig, groups: list[dict], schedule: Schedule):
     section = config.optimizer
-    if not groups:
-        raise TrainingSetupError("nothing to train: every parameter group has a learning rate of 0")
     optimizer = build_optimizer(
         section.type,
         groups,

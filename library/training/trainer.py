@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 
 from library.config import FurnaceConfig
 from library.data.pipeline import build_training_data
-from library.networks import TrainingInfo
 from library.training import outputs
 from library.training.accelerator import build_accelerator
 from library.training.compare_at_end import write_compare_grid
@@ -37,7 +36,9 @@ from library.training.interrupt import graceful_stop
 from library.training.loss import weighted_mean
 from library.training.memory_options import load_training_model, release_cached_modules
 from library.training.noise import sample_noise, sample_timesteps
+from library.training.previews import PreviewSchedule
 from library.training.progress import PhaseTimes, SmoothedValue, StepLosses
+from library.training.run_info import training_info
 from library.training.run_setup import (
     WeightsFactory,
     build_optimization,
@@ -115,16 +116,28 @@ class Trainer:
             self.optimizer, lr_scheduler = build_optimization(config, self.weights.param_groups(), self.schedule)
             trained = self.weights.modules_to_prepare()
             self.saved_parameters = [p for module in trained for p in module.parameters() if p.requires_grad]
-            wrapped, self.optimizer, self.lr_scheduler = self._prepare(trained, lr_scheduler)
+            self.wrapped, self.optimizer, self.lr_scheduler = self._prepare(trained, lr_scheduler)
             self.weights.register_state_hooks(accelerator)
         with times.phase("text-encoder outputs"):
-            self.inputs = StepInputs(config, self.model, self.data, accelerator.device, self.weights, wrapped)
+            self.inputs = StepInputs(config, self.model, self.data, accelerator.device, self.weights, self.wrapped)
         self.loss_settings = LossSettings(
             config.training.loss_type, config.training.huber_c, config.training.min_snr_gamma
         )
-        self.sampler = _PreviewSchedule(config, self.model, self.paths.output_dir, self.precision)
+        self.sampler = PreviewSchedule(config, self.model, self.paths.output_dir, self.precision)
         release_cached_modules(config, self.model, self.weights.saves_base_model, previews=self.sampler.enabled)
+        self._set_training_modes()
         logger.info("set-up: %s", times.summary())
+
+    def _set_training_modes(self) -> None:
+        """The trained modules in training mode (adapter dropout, text-encoder activation checkpointing), the frozen
+        ones in eval. Previews, validation and the compare grid switch to eval and hand these modes back."""
+        for module in self._modules():
+            module.eval()
+        for module in self.weights.modules_to_prepare():
+            self.wrapped.get(id(module), module).train()
+
+    def _modules(self) -> list[torch.nn.Module]:
+        return [self.model.unet, self.model.vae, *self.model.text_encoders]
 
     def _prepare(self, trained: list[torch.nn.Module], lr_scheduler):
         """Wrap for distributed training; returns {id(module): what the loop calls}, optimizer, scheduler. Under
@@ -306,7 +319,7 @@ class Trainer:
         with gathered(self.accelerator, self.saved_parameters):
             if self.is_main:
                 started = time.perf_counter()
-                self.weights.save(path, self._training_info(position, finished), self.data.metadata())
+                self.weights.save(path, training_info(self.config, self.data, self.schedule, position, finished))
                 outputs.prune_intermediate(self.paths.output_dir, self.config.output.output_name,
                                            self.config.output.save_last_n)
                 self.last_saved = path
@@ -318,39 +331,6 @@ class Trainer:
     def _save_state(self, position: LoopPosition, smoothed: SmoothedValue) -> Path:
         position.smoothed_loss = smoothed.state_dict()
         return save_training_state(self.accelerator, self.paths.output_dir, position)
-
-    def _training_info(self, position: LoopPosition, finished: bool) -> TrainingInfo:
-        config = self.config
-        return TrainingInfo(
-            output_name=config.output.output_name,
-            resolution=tuple(self.data.datasets[0].resolution),
-            learning_rate=config.optimizer.learning_rate,
-            unet_lr=config.network.unet_lr,
-            text_encoder_lr=config.network.text_encoder_lr,
-            num_train_images=self.data.num_train_images,
-            num_reg_images=self.data.num_reg_images,
-            num_epochs=self.schedule.num_epochs,
-            epoch=position.epoch,
-            steps=position.global_step,
-            max_train_steps=self.schedule.total_steps,
-            batch_size_per_device=self.data.datasets[0].batch_size,
-            gradient_accumulation_steps=config.training.gradient_accumulation_steps,
-            optimizer=config.optimizer.type,
-            lr_scheduler=config.optimizer.lr_scheduler,
-            mixed_precision=config.training.mixed_precision,
-            seed=config.training.seed,
-            clip_skip=config.model.clip_skip,
-            noise_offset=config.training.noise_offset or None,
-            min_snr_gamma=config.training.min_snr_gamma,
-            training_started_at=self.started_at,
-            training_finished_at=time.time() if finished else None,
-            sd_model_name=Path(config.model.pretrained_model_name_or_path).name,
-            session_id=self.session_id,
-            training_comment=config.output.training_comment,
-            tag_frequency=self.data.tag_frequency,
-            dataset_dirs=self.data.dataset_dirs,
-            bucket_info=self.data.bucket_info,
-        )
 
     def _sample(self, step: int) -> None:
         self.accelerator.wait_for_everyone()
@@ -369,7 +349,7 @@ class Trainer:
         latents, weights = self.inputs.validation_latents()
         loss = fixed_validation_loss(
             self.inputs.unet, self.model.noise_scheduler, latents, self.inputs.validation_conditioning, weights,
-            self.loss_settings, seed=self.config.training.seed,
+            self.loss_settings, seed=self.config.training.seed, modules=self._modules(),
         )
         loss = float(self.accelerator.reduce(torch.tensor(loss, device=self.accelerator.device), "mean"))
         self.metrics.scalars({"loss/validation": loss}, step)
@@ -389,53 +369,6 @@ class Trainer:
         self.metrics.close()
         self.progress.close()
         self.accelerator.end_training()
-
-
-class _PreviewSchedule:
-    """When to render previews and how (prompt file parsed once; live weights)."""
-
-    def __init__(self, config: FurnaceConfig, model, output_dir: Path, precision) -> None:
-        from library.sampling.prompts import SamplePrompt, load_prompts
-
-        self.config, self.model, self.output_dir = config.sample, model, output_dir
-        self.output_name = config.output.output_name
-        self.clip_skip = config.model.clip_skip
-        self.autocast = None if precision.autocast == "no" else precision.frozen
-        self.prompts = []
-        if self.config.prompts:
-            width, height = config.dataset.resolution
-            defaults = SamplePrompt(
-                prompt="",
-                width=self.config.width or width,
-                height=self.config.height or height,
-                steps=self.config.steps,
-                cfg_scale=self.config.cfg_scale,
-                seed=self.config.seed if self.config.seed is not None else config.training.seed,
-                sampler=self.config.sampler,
-            )
-            self.prompts = load_prompts(self.config.prompts, defaults)
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.prompts)
-
-    def due_at_step(self, step: int) -> bool:
-        return self.enabled and bool(self.config.every_n_steps) and step % self.config.every_n_steps == 0
-
-    def due_at_epoch(self, epoch: int) -> bool:
-        return self.enabled and bool(self.config.every_n_epochs) and epoch % self.config.every_n_epochs == 0
-
-    def render(self, step: int):
-        from library.sampling.preview import render_samples
-
-        return render_samples(self.model, self.prompts, self.output_dir, self.output_name, step,
-                              clip_skip=self.clip_skip, autocast_dtype=self.autocast)
-
-    def render_alongside(self) -> None:
-        """The same forward passes as :meth:`render`, results discarded (a rank that writes nothing)."""
-        from library.sampling.preview import generate_images
-
-        generate_images(self.model, self.prompts, clip_skip=self.clip_skip, autocast_dtype=self.autocast)
 
 
 def train(

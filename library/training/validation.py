@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from library.models.modes import evaluating
 from library.models.text_encoding import TextConditioning
 from library.training.diffusion_step import LossSettings, denoising_loss
 from library.training.loss import weighted_mean
@@ -26,18 +27,18 @@ def fixed_validation_loss(
     weights_per_batch: Sequence[torch.Tensor],
     settings: LossSettings,
     seed: int,
+    modules: Sequence[torch.nn.Module],
     timesteps: Sequence[int] = VALIDATION_TIMESTEPS,
 ) -> float:
     """Mean loss over validation batches x fixed timesteps, with noise from a generator seeded by ``seed``.
 
     ``condition(i)`` returns batch ``i``'s text conditioning (recomputed: the text encoder may be training) and
-    its SDXL time ids (or None).
+    its SDXL time ids (or None). ``modules`` are all the pass runs through (UNet, text encoders): they run in eval
+    mode, so adapter dropout cannot move the loss, and keep their own modes afterwards.
     """
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    was_training = unet.training
-    unet.eval()
     total, count = 0.0, 0
-    try:
+    with evaluating(modules):
         for index, latents in enumerate(latents_per_batch):
             conditioning, time_ids = condition(index)
             for timestep in timesteps:
@@ -51,6 +52,4 @@ def fixed_validation_loss(
                 loss = weighted_mean(per_sample, weights_per_batch[index])
                 total += float(loss)
                 count += 1
-    finally:
-        unet.train(was_training)
     return total / max(count, 1)

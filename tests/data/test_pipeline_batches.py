@@ -161,24 +161,20 @@ def test_validation_dir_never_trains(mixed: Path) -> None:
     assert not any(r.path.parent == mixed / "val" for r in data.train_records)
 
 
-def test_metadata_counts_and_json(mixed: Path) -> None:
+def test_metadata_counts_and_tables(mixed: Path) -> None:
     data = build(mixed)
-    meta = data.metadata()
-    assert all(isinstance(value, str) for value in meta.values())
-    assert meta["ss_num_train_images"] == str(7 * 3 + 3 * 2)
-    assert meta["ss_num_reg_images"] == "4"
-    assert json.loads(meta["ss_dataset_dirs"]) == {"3_sks dog": {"n_repeats": 3, "img_count": 7},
-                                                  "2_toy": {"n_repeats": 2, "img_count": 3}}
-    assert json.loads(meta["ss_reg_dataset_dirs"]) == {"1_dog": {"n_repeats": 1, "img_count": 4}}
-    tags = json.loads(meta["ss_tag_frequency"])
+    assert (data.num_train_images, data.num_reg_images) == (7 * 3 + 3 * 2, 4)
+    assert data.dataset_dirs == {
+        "3_sks dog": {"n_repeats": 3, "img_count": 7},
+        "2_toy": {"n_repeats": 2, "img_count": 3},
+    }
+    assert data.reg_dataset_dirs == {"1_dog": {"n_repeats": 1, "img_count": 4}}
+    tags = data.tag_frequency
     assert tags["3_sks dog"]["3_sks dog photo"] == 7 and tags["2_toy"]["tag1"] == 1
-    buckets = json.loads(meta["ss_bucket_info"])
+    buckets = data.bucket_info
     assert sum(b["count"] for b in buckets["buckets"].values()) == data.samples_per_epoch
     assert {tuple(b["resolution"]) for b in buckets["buckets"].values()} == {r.plan.bucket for r in data.train_records}
-    assert meta["ss_resolution"] == "(96, 96)" and meta["ss_enable_bucket"] == "True"
-    assert (data.num_train_images, data.num_reg_images) == (27, 4)
-    assert data.dataset_dirs == json.loads(meta["ss_dataset_dirs"]) and data.bucket_info == buckets
-    assert data.tag_frequency == tags and not data.has_validation
+    assert json.loads(json.dumps(buckets)) == buckets and not data.has_validation
 
 
 def test_summary_lists_folders_and_buckets(mixed: Path) -> None:

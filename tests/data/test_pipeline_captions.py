@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from pipeline_fixtures import run_config, write_images
 
-from library.config import ConfigError
 from library.data.caption_process import process_caption
 from library.data.dataset_config import SubsetBlueprint
 from library.data.pipeline import build_training_data
+from library.data.records import DatasetError
 
 CAPTION = "sks dog, grass, sky, tree, ball"
 
@@ -112,6 +112,6 @@ def test_unreadable_caption_file_is_named(tmp_path: Path) -> None:
     folder = tmp_path / "train" / "1_x"
     write_images(folder, [(64, 64)])
     (folder / "img_0.txt").write_bytes(b"caf\xe9 latin-1")
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(DatasetError) as caught:
         build_training_data(run_config(train_data_dir=tmp_path / "train"))
     assert str(folder / "img_0.txt") in str(caught.value) and "UTF-8" in str(caught.value)

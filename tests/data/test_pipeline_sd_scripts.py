@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -79,9 +78,7 @@ def test_user_dataset_file_runs_unchanged(tmp_path: Path, monkeypatch) -> None:
         if record.is_reg:
             assert caption == "human"
 
-    meta = data.metadata()
-    assert json.loads(meta["ss_dataset_dirs"]) == {"hoge": {"n_repeats": 10, "img_count": 3},
-                                                  "fuga": {"n_repeats": 1, "img_count": 2}}
-    assert meta["ss_num_train_images"] == "32" and meta["ss_num_reg_images"] == "5"
+    assert data.dataset_dirs == {"hoge": {"n_repeats": 10, "img_count": 3}, "fuga": {"n_repeats": 1, "img_count": 2}}
+    assert (data.num_train_images, data.num_reg_images) == (32, 5)
     hoge_row = next(line for line in data.summary_lines() if line.startswith("hoge "))
     assert hoge_row.split()[1:4] == ["10", "3", "30"] and hoge_row.endswith("  hoge girl")

@@ -13,9 +13,12 @@ from safetensors import safe_open
 from safetensors.torch import save, save_file
 from torch import nn
 
+from library.models.families import SD1
 from library.networks import (
+    DatasetInfo,
     LoraOptions,
     TrainingInfo,
+    checkpoint_metadata,
     inject_lora,
     lora_metadata,
     read_lora_file,
@@ -110,14 +113,39 @@ def test_save_precision(tiny, tmp_path, precision, dtype):
     assert [p.name for p in tmp_path.iterdir()] == ["lora.safetensors"]
 
 
+def _dataset_info() -> DatasetInfo:
+    return DatasetInfo(
+        num_train_images=12,
+        num_reg_images=3,
+        num_batches_per_epoch=6,
+        batch_size_per_device=2,
+        enable_bucket=True,
+        min_bucket_reso=256,
+        max_bucket_reso=1024,
+        bucket_no_upscale=False,
+        dataset_dirs={"10_sks dog": {"n_repeats": 10, "img_count": 12}},
+        reg_dataset_dirs={},
+        tag_frequency={"10_sks dog": {"sks dog": 12, "grass": 3}},
+        bucket_info={"buckets": {"0": {"resolution": [64, 48], "count": 12}}},
+        keep_tokens=1,
+        shuffle_caption=True,
+        caption_dropout_rate=0.0,
+        caption_dropout_every_n_epochs=0,
+        caption_tag_dropout_rate=0.1,
+        flip_aug=False,
+        color_aug=False,
+        random_crop=False,
+        prior_loss_weight=1.0,
+        cache_latents=True,
+    )
+
+
 def _info(**overrides) -> TrainingInfo:
     values = dict(
         output_name="my-lora",
         resolution=(64, 48),
         learning_rate=1e-4,
         unet_lr=2e-4,
-        num_train_images=12,
-        num_reg_images=3,
         num_epochs=2,
         epoch=1,
         steps=30,
@@ -129,9 +157,7 @@ def _info(**overrides) -> TrainingInfo:
         training_started_at=1_700_000_000.5,
         training_finished_at=1_700_000_100.0,
         session_id="1234",
-        tag_frequency={"10_sks dog": {"sks dog": 12, "grass": 3}},
-        dataset_dirs={"10_sks dog": {"n_repeats": 10, "img_count": 12}},
-        bucket_info={"buckets": {"0": {"resolution": [64, 48], "count": 12}}},
+        dataset=_dataset_info(),
     )
     values.update(overrides)
     return TrainingInfo(**values)
@@ -179,6 +205,27 @@ def test_metadata_values(tiny, tmp_path, family_name, version, v2, architecture,
     assert metadata["modelspec.title"] == "My LoRA"
     assert metadata["modelspec.resolution"] == "64x48"
     assert metadata["modelspec.date"] == datetime.fromtimestamp(1_700_000_000).isoformat()
+    assert metadata["ss_shuffle_caption"] == "True" and metadata["ss_caption_tag_dropout_rate"] == "0.1"
+    assert metadata["ss_num_batches_per_epoch"] == "6" and json.loads(metadata["ss_reg_dataset_dirs"]) == {}
+
+
+def test_checkpoint_metadata_is_the_lora_record_without_network_keys():
+    info = _info()
+    lora = lora_metadata(SD1, LoraOptions(dim=DIM, alpha=ALPHA), info)
+    checkpoint = checkpoint_metadata(SD1, info)
+    network_keys = {key for key in lora if key.startswith("ss_network_")}
+    assert network_keys == {f"ss_network_{name}" for name in ("module", "dim", "alpha", "dropout", "args")}
+    assert {k: v for k, v in lora.items() if k not in network_keys and k != "modelspec.architecture"} == {
+        k: v for k, v in checkpoint.items() if k != "modelspec.architecture"
+    }
+    assert checkpoint["modelspec.architecture"] == "stable-diffusion-v1"
+    assert checkpoint["ss_steps"] == "30" and checkpoint["ss_base_model_version"] == "sd_v1"
+
+
+def test_files_no_run_trained_carry_no_dataset_record():
+    metadata = lora_metadata(SD1, LoraOptions(dim=DIM, alpha=ALPHA), _info(dataset=None))
+    assert "ss_dataset_dirs" not in metadata and "ss_num_train_images" not in metadata
+    assert metadata["ss_steps"] == "30" and metadata["ss_network_dim"] == "4"
 
 
 def _reference_hashes(tensors: dict, metadata: dict) -> tuple[str, str]:

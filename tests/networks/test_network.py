@@ -79,10 +79,9 @@ def test_training_steps_change_only_adapters(tiny):
         for index, module in enumerate([components.unet, *components.text_encoders])
         for key, value in module.state_dict().items()
     }
-    groups = network.param_groups(unet_lr=1e-3, text_encoder_lr=5e-4, default_lr=1e-4)
-    assert [(group["name"], group["lr"]) for group in groups] == [("unet", 1e-3), ("text_encoder", 5e-4)]
-    assert sum(len(group["params"]) for group in groups) == len(network.trainable_parameters())
-    optimizer = torch.optim.AdamW(groups)
+    parts = network.parameters_by_part()
+    assert sum(len(params) for params in parts.values()) == len(network.trainable_parameters())
+    optimizer = torch.optim.AdamW([{"params": parts["unet"]}, {"params": parts["text_encoder"], "lr": 5e-4}], lr=1e-3)
     generator = torch.Generator().manual_seed(0)
     for _ in range(3):
         context = components.text_encoders[0](torch.tensor([[49406, 320, 1125, 49407]]))[0]
@@ -107,13 +106,13 @@ def _current(components, key) -> torch.Tensor:
     return [components.unet, *components.text_encoders][index].state_dict()[name]
 
 
-def test_param_groups_default_lr_and_zero_lr_freezes(tiny):
-    family, components = tiny("sd1")
+def test_parameters_by_part_split_unet_from_text_encoders(tiny):
+    family, components = tiny("sdxl")
     network = inject_lora(family, components.unet, components.text_encoders, LoraOptions(dim=2))
-    groups = network.param_groups(unet_lr=None, text_encoder_lr=0.0, default_lr=1e-4)
-    assert [(group["name"], group["lr"]) for group in groups] == [("unet", 1e-4)]
-    te_layers = [layer for name, layer in network.modules.items() if name.startswith("lora_te_")]
-    assert te_layers and not any(p.requires_grad for layer in te_layers for p in layer.lora_A.parameters())
+    parts = network.parameters_by_part()
+    owners = {id(p): name for name, layer in network.modules.items() for p in layer.parameters()}
+    assert parts["unet"] and all(owners[id(p)].startswith("lora_unet_") for p in parts["unet"])
+    assert {owners[id(p)][:9] for p in parts["text_encoder"]} == {"lora_te1_", "lora_te2_"}
 
 
 @pytest.mark.parametrize(

@@ -59,6 +59,17 @@ def test_same_seed_same_pixels_and_different_seed_differs(sd1_model):
     assert not np.array_equal(first, other)
 
 
+@pytest.mark.parametrize("sampler", ["ddim", "euler_a"])
+def test_batched_rendering_draws_each_prompt_as_alone(sd1_model, sampler):
+    prompts = [_prompt("a red ball", seed=3, sampler=sampler), _prompt("a blue cube", seed=4, sampler=sampler),
+               _prompt("a red ball", seed=5, sampler=sampler, steps=2), _prompt("a tree", seed=6, sampler=sampler)]
+    alone = [_pixels(image) for image in generate_images(sd1_model, prompts)]
+    batched = [_pixels(image) for image in generate_images(sd1_model, prompts, batch_size=3)]
+    for one, many in zip(alone, batched):
+        assert np.abs(one - many).max() <= 2  # batched matrix products only move float rounding
+    assert not np.array_equal(alone[0], alone[1])
+
+
 def _draw_from_global_rngs(module, args) -> None:
     torch.rand(1)
     random.random()

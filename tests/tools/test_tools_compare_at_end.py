@@ -49,22 +49,6 @@ def test_lora_run_writes_the_grid_of_its_files(tiny_sd1, small_dataset, tmp_path
     assert [event["event"] for event in read_events(output)][-1] == "done"
 
 
-def test_full_fine_tune_refuses_compare_at_end(tiny_sd1, small_dataset, tmp_path):
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("frnc\n", encoding="utf-8")
-    args = base_args(tiny_sd1.folder, small_dataset, tmp_path / "out", max_train_steps=1, sample_prompts=prompts,
-                     instance_prompt="a photo of frnc")
-    result = run_cli("train_dreambooth.py", [*args, "--sample.compare_at_end", "true", "--sample.steps", "1"],
-                     check=False)
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == (
-        "error: sample.compare_at_end: works for LoRA runs only (this run fine-tunes the full model); "
-        'set it to false, or train with dreambooth.network = "lora"'
-    )
-    assert "Traceback" not in result.stderr
-    assert not (tmp_path / "out").exists()  # refused before any model loaded or anything was written
-
-
 def test_run_files_follow_training_order(tmp_path):
     for name, steps in (("r-step00000006", 6), ("r-000001", 4), ("r", 9), ("r-step00000002", 2), ("rx", 1)):
         save_file({"x": torch.zeros(1)}, str(tmp_path / f"{name}.safetensors"), metadata={"ss_steps": str(steps)})

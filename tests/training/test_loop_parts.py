@@ -8,6 +8,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
+from library.config import ConfigError
 from library.models.families import SD1, SD2_V
 from library.training.loss import element_loss, min_snr_weights, per_sample_loss, prediction_target, weighted_mean
 from library.training.noise import sample_noise
@@ -32,7 +33,7 @@ def test_every_optimizer_reduces_a_quadratic(name):
 
 def test_unknown_optimizer_option_is_named():
     weight = torch.nn.Parameter(torch.zeros(2))
-    with pytest.raises(ValueError, match="optimizer.args: AdamW has no option 'nesterov'"):
+    with pytest.raises(ConfigError, match="optimizer.args: AdamW has no option 'nesterov'"):
         build_optimizer("AdamW", [{"params": [weight]}], 1e-3, extra_args={"nesterov": True})
 
 

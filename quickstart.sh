@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The main job end to end on the embedded default: set up .venv, build the tiny stand-in model and the generated
-# quickstart dataset if missing, then train configs/quickstart.toml. Extra arguments go to train_network.py.
+# The main job end to end on the embedded default: set up .venv, write the generated quickstart dataset if missing,
+# then train configs/quickstart.toml on the toy-world base model (models/toyworld-sd1.safetensors) and print where
+# its compare grid is. Extra arguments go to train_network.py.
 set -euo pipefail
 cd "$(dirname "$0")"
-source scripts/setup_env.sh
-if [[ ! -f output/_models/tiny-sd1/model_index.json ]]; then
-  python -m library.models.tiny --family sd1 --out output/_models/tiny-sd1 \
-    --single-file output/_models/tiny-sd1.safetensors
-fi
+source scripts/setup_env.sh ""  # no extras; without an argument it would see this script's arguments
 if [[ ! -d datasets/quickstart ]]; then
-  python -m library.data.synthetic --out datasets/quickstart
+  python -m library.toyworld dataset --out datasets/quickstart
 fi
-exec python train_network.py --config configs/quickstart.toml "$@"
+python train_network.py --config configs/quickstart.toml "$@"
+grid=output/quickstart/compare/compare.png
+if [[ -f "$grid" ]]; then
+  echo "quickstart: the compare grid (base at strength 0, the LoRA at 0.5 and 1, per saved file) is $grid"
+fi

@@ -1,14 +1,13 @@
-"""Generate the quickstart dataset: simple drawn images of one concept, with captions and a trigger word.
+"""A generated dataset of mixed image sizes for mechanics tests and benchmarks: drawn images of one concept.
 
-The concept (``frnc``) is a red disc on varied backgrounds, drawn with Pillow from a seed, so the quickstart needs
-no download and the same seed gives the same pictures. Sizes vary in aspect ratio to exercise bucketing.
+The concept (``frnc``) is a red disc on varied backgrounds, drawn with Pillow from a seed, so the same seed gives
+the same pictures; sizes vary in aspect ratio to exercise bucketing. What a run *learns* is measured on the toy
+world instead (:mod:`library.toyworld`), whose pictures a judge can read.
 """
 
 from __future__ import annotations
 
-import argparse
 import random
-import sys
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -51,21 +50,3 @@ def write_dataset(out_dir: Path, count: int = 16, repeats: int = 10, seed: int =
         image.save(stem.with_suffix(".png"))
         stem.with_suffix(".txt").write_text(f"{TRIGGER}, red circle, {background} background\n", encoding="utf-8")
     return concept_dir
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m library.data.synthetic", description="Write the generated quickstart dataset."
-    )
-    parser.add_argument("--out", type=Path, default=Path("datasets/quickstart"))
-    parser.add_argument("--count", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    folder = write_dataset(args.out, args.count, args.repeats, args.seed)
-    print(f"wrote {args.count} images with captions to {folder}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -47,18 +47,25 @@ def test_presets_validate(preset):
     assert config.model.pretrained_model_name_or_path
 
 
-def test_quickstart_preset_is_the_tiny_run():
-    config = load_config(REPO / "configs" / "quickstart.toml")
-    assert config.model.pretrained_model_name_or_path == "output/_models/tiny-sd1"
-    assert config.dataset.resolution == (64, 64) and config.dataset.batch_size == 2
-    assert (config.network.dim, config.network.alpha) == (4, 2.0)
-    optimizer = config.optimizer
-    assert (optimizer.type, optimizer.learning_rate, optimizer.lr_scheduler) == ("AdamW", 1e-3, "constant")
-    assert config.training.max_train_steps == 200 and config.sample.every_n_steps == 50
-    assert (config.output.save_every_n_steps, config.output.save_last_n) == (100, 2)
-    prompts = (REPO / config.sample.prompts).read_text(encoding="utf-8").splitlines()
-    lines = [line for line in prompts if line.strip() and not line.startswith("#")]
-    assert len(lines) == 2 and all(line.startswith("frnc") and "--w 64 --h 64" in line for line in lines)
+def test_quickstart_presets_train_the_toy_world_concept():
+    """Both quickstart presets start from the shipped toy-world model, train on the dataset quickstart.sh writes, and
+    preview prompts with and without the concept's trigger word; the LoRA preset ends with its compare grid."""
+    from library.toyworld.base_model import base_model_file
+    from library.toyworld.world import IMAGE_SIZE, QUICKSTART_CONCEPT
+
+    trigger = QUICKSTART_CONCEPT.trigger
+    quickstart_script = (REPO / "quickstart.sh").read_text(encoding="utf-8")
+    for name in ("quickstart.toml", "dreambooth_quickstart.toml"):
+        config = load_config(REPO / "configs" / name)
+        assert REPO / config.model.pretrained_model_name_or_path == base_model_file()
+        assert config.dataset.resolution == (IMAGE_SIZE, IMAGE_SIZE)
+        assert f"--out {config.dataset.train_data_dir}" in quickstart_script
+        prompts = (REPO / config.sample.prompts).read_text(encoding="utf-8").splitlines()
+        lines = [line for line in prompts if line.strip() and not line.startswith("#")]
+        assert any(trigger in line for line in lines) and any(trigger not in line for line in lines)
+        assert all(f"--w {IMAGE_SIZE} --h {IMAGE_SIZE}" in line for line in lines)
+    lora = load_config(REPO / "configs" / "quickstart.toml")
+    assert lora.sample.compare_at_end and 0.0 in lora.sample.compare_strengths
 
 
 def test_sd15_preset_is_realistic():

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from gui_server import REPO, GuiServer, quick_run_values, wait_for
+from gui_server import REPO, GuiFolders, GuiServer, quick_run_values, wait_for
 
 
 @pytest.fixture
@@ -196,3 +196,28 @@ def test_accelerate_launched_run_stops_with_its_state_saved(gui_folders):
     finally:
         server.stop()
         server.stop_trainers()
+
+
+def test_the_toy_world_model_is_offered_and_the_quickstart_preset_is_accepted(tmp_path):
+    """With the default models folder, the picker offers the shipped toy-world model and the quickstart preset (which
+    names it by a relative path) validates, its dataset once written where quickstart.sh writes it."""
+    from library.toyworld.base_model import base_model_file
+    from library.toyworld.datasets import write_concept_dataset
+    from library.toyworld.world import QUICKSTART_CONCEPT
+
+    folders = GuiFolders(tmp_path / "runs", REPO / "models", tmp_path / "datasets", REPO / "configs")
+    folders.runs.mkdir()
+    running = GuiServer(folders).start()
+    try:
+        client = running.client()
+        assert str(base_model_file()) in client.get("/api/roots").json()["models"]
+        preset = next(item for item in client.get("/api/presets").json() if item["name"] == "quickstart")
+        values = preset["values"]
+        assert values["model"]["pretrained_model_name_or_path"] == "models/toyworld-sd1.safetensors"
+        write_concept_dataset(folders.datasets / "quickstart", QUICKSTART_CONCEPT, count=2)
+        values["dataset"]["train_data_dir"] = str(folders.datasets / "quickstart")
+        values["sample"]["prompts"] = str(REPO / "configs" / "quickstart_prompts.txt")
+        answer = client.post("/api/validate", json={"values": values}).json()
+        assert answer["ok"], answer["messages"]
+    finally:
+        running.stop()

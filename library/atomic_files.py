@@ -114,7 +114,10 @@ def recover_folder(target: str | os.PathLike[str]) -> bool:
     retired = _retired(target)
     if target.exists() or not retired.is_dir():
         return False
-    os.replace(retired, target)
+    try:
+        os.replace(retired, target)
+    except FileNotFoundError:  # another process (a rank of the same run) recovered it first
+        return False
     logger.warning("%s: restored the previous folder, as its replacement was interrupted", target)
     return True
 

@@ -204,5 +204,6 @@ def test_cache_files_are_written_atomically_and_stale_leftovers_removed(tmp_path
     live = cache_dir / ".img_1.png_64x64_64x64.safetensors.c0ffee00.tmp"  # another run writing right now
     live.write_bytes(b"being written")
     prepared(tmp_path, vae)
-    assert sorted(os.listdir(cache_dir)) == sorted([live.name, *(path.name for path in cache_dir.glob("*.safetensors"))])
-    assert len(list(cache_dir.glob("*.safetensors"))) == 2
+    cache_files = [path.name for path in cache_dir.glob("*.safetensors")]
+    assert len(cache_files) == 2
+    assert sorted(os.listdir(cache_dir)) == sorted([live.name, *cache_files])

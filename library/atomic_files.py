@@ -44,8 +44,9 @@ def is_temporary(path: str | os.PathLike[str]) -> bool:
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield the path of a new, empty temporary file beside ``path``; it replaces ``path`` when the block ends
-    normally and is removed when it raises. For libraries that insist on writing to a path themselves."""
+    """Yield the path of a new, empty temporary file beside ``path`` (its folder is created if missing); it
+    replaces ``path`` when the block ends normally and is removed when it raises. For libraries that insist on
+    writing to a path themselves."""
     target = Path(path)
     temporary = _new_sibling(target, _create_empty_file)
     try:
@@ -124,8 +125,8 @@ def recover_folder(target: str | os.PathLike[str]) -> bool:
 
 @contextmanager
 def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a new, empty staging folder beside ``target``; it replaces ``target`` (and everything in it) when the
-    block ends normally and is removed when it raises."""
+    """Yield a new, empty staging folder beside ``target`` (whose parent is created if missing); it replaces
+    ``target`` (and everything in it) when the block ends normally and is removed when it raises."""
     target = Path(target)
     staging = _new_sibling(target, os.mkdir)
     try:
@@ -166,6 +167,7 @@ def _retired(target: Path) -> Path:
 
 def _new_sibling(target: Path, create: Callable[[Path], object]) -> Path:
     """Create (with ``create``) and return a sibling of ``target`` with a name no other writer uses."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     while True:
         candidate = target.with_name(f".{target.name}.{secrets.token_hex(4)}{TEMPORARY_SUFFIX}")
         try:

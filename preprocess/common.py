@@ -168,7 +168,6 @@ class Destination:
         """``write(temporary)`` fills a temporary file that then replaces ``path`` (folders made as needed)."""
         if self.dry_run:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             write(tmp)
 

@@ -187,3 +187,11 @@ def test_stale_temporaries_are_removed_and_live_ones_kept(tmp_path):
     assert sorted(removed) == sorted([stale_file, stale_folder])
     assert sorted(tmp_path.iterdir()) == sorted([live, *kept])
     assert remove_stale_temporaries(tmp_path / "missing") == []
+
+
+def test_missing_folders_are_created(tmp_path):
+    write_text_atomic(tmp_path / "a" / "b" / "config.toml", "x = 1\n")
+    with atomic_folder(tmp_path / "c" / "model") as staging:
+        (staging / "model_index.json").write_text("{}")
+    assert (tmp_path / "a" / "b" / "config.toml").read_text() == "x = 1\n"
+    assert (tmp_path / "c" / "model" / "model_index.json").is_file()

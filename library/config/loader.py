@@ -123,6 +123,4 @@ def dump_toml(config: FurnaceConfig) -> str:
 
 def save_resolved(config: FurnaceConfig, path: str | Path) -> Path:
     """Write the resolved config atomically, e.g. as output/<run>/config.toml."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return write_text_atomic(target, dump_toml(config))
+    return write_text_atomic(path, dump_toml(config))

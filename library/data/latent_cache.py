@@ -131,7 +131,6 @@ class LatentCache:
     def _write(self, path: Path, latents: dict[str, torch.Tensor], key: str) -> None:
         folder = path.parent
         if folder not in self._tidied:  # once per cache folder: what killed runs left half-written
-            folder.mkdir(exist_ok=True)
             remove_stale_temporaries(folder)
             self._tidied.add(folder)
         with atomic_path(path) as temporary:

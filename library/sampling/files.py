@@ -23,7 +23,6 @@ def sample_path(output_dir: str | Path, output_name: str, step: int, index: int,
 
 def save_png_atomic(image: Image.Image, path: Path) -> Path:
     """Write ``image`` as PNG atomically (a reader never sees half a file), creating its folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as handle:
         image.save(handle, format="PNG")
     return path

@@ -135,7 +135,6 @@ def _vae_stage(vae: torch.nn.Module, scaling_factor: float, settings: VaeSetting
     factor = calibrate_latent_scale(vae, scaling_factor, seed + 1)
     seconds = time.monotonic() - started
     logger.info("VAE: reconstruction MSE %.4f, latent scale adjusted by %.3f, %.0f s", error, factor, seconds)
-    stage_file.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(stage_file) as temporary:
         save_file(vae.state_dict(), str(temporary), metadata={"seconds": f"{seconds:.1f}", "recipe": recipe})
     return seconds

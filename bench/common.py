@@ -148,12 +148,10 @@ def median(values: list[float]) -> float:
 def write_results(name: str, payload: dict) -> Path:
     """``results/<name>.json``, written atomically."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    staging = path.with_suffix(".json.tmp")
-    staging.write_text(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **payload}, indent=1),
-                       encoding="utf-8")
-    os.replace(staging, path)
-    return path
+    from library.atomic_files import write_text_atomic
+
+    payload = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **payload}
+    return write_text_atomic(RESULTS / f"{name}.json", json.dumps(payload, indent=1))
 
 
 def print_table(headers: list[str], rows: list[list[object]]) -> None:

@@ -2,23 +2,23 @@
 
 Commands never change the source dataset unless ``--in-place`` is given: by default they write a
 complete copy (images and captions, same sub-folders such as ``10_sks dog``) under ``--out``.
-Every write is atomic (``name.tmp`` then ``os.replace``), and ``--dry-run`` writes nothing.
+Every write is atomic (a killed command leaves each file old or new, never half-written), and ``--dry-run``
+writes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
+from library.atomic_files import atomic_path
 from library.data.buckets import BucketParams, Size
 from library.data.captions import DEFAULT_CAPTION_EXTENSION, caption_path
 
@@ -120,18 +120,6 @@ def check_source(src: Path) -> Path:
     return src.resolve()
 
 
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path`` to write; it replaces ``path`` only on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 class Destination:
     """Where a command's results go: a mirror of the source tree under ``out``, or the source itself."""
 
@@ -177,6 +165,7 @@ class Destination:
             path.unlink(missing_ok=True)
 
     def _write(self, path: Path, write: Callable[[Path], object]) -> None:
+        """``write(temporary)`` fills a temporary file that then replaces ``path`` (folders made as needed)."""
         if self.dry_run:
             return
         with atomic_path(path) as tmp:

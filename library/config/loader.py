@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import tomllib
 from collections.abc import Sequence
@@ -12,6 +11,8 @@ from typing import Any
 
 import tomli_w
 from pydantic import ValidationError
+
+from library.atomic_files import write_text_atomic
 
 from .aliases import FLAT_ALIASES
 from .errors import ConfigError, show_value, validation_messages
@@ -121,13 +122,5 @@ def dump_toml(config: FurnaceConfig) -> str:
 
 
 def save_resolved(config: FurnaceConfig, path: str | Path) -> Path:
-    """Write the resolved config atomically (`X.tmp` then rename), e.g. as output/<run>/config.toml."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(target.name + ".tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(dump_toml(config))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, target)
-    return target
+    """Write the resolved config atomically, e.g. as output/<run>/config.toml."""
+    return write_text_atomic(path, dump_toml(config))

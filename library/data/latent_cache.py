@@ -9,7 +9,7 @@ On disk, ``<image folder>/.furnace_cache/<image name>_<resized>_<bucket>.safeten
 latent of the mirrored image when ``flip_aug`` is on). Its metadata records what it was made from: the image
 file's size and modification time, the resize/crop plan, flip, and a fingerprint of the VAE weights, dtype and
 scaling factor. A file whose record does not match is rebuilt; one that matches is reused without touching the
-VAE.
+VAE. Files are written atomically, so runs sharing a dataset may fill its cache at the same time.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from PIL import Image
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from library.atomic_files import atomic_path, remove_stale_temporaries
 from library.data.records import ImageRecord
 from library.data.transforms import make_sample
 
@@ -95,6 +95,7 @@ class LatentCache:
         self._memory: dict[EntryId, dict[str, torch.Tensor]] = {}
         self._files: dict[EntryId, Path] = {}
         self._disk_failed = False
+        self._tidied: set[Path] = set()
 
     def reuse_from_disk(self, record: ImageRecord) -> bool:
         """Adopt an existing cache file when it was made from exactly this image, plan and VAE."""
@@ -127,12 +128,13 @@ class LatentCache:
                 logger.warning("cannot write the latent cache at %s (%s); keeping latents in memory", path, error)
         self._memory[entry_id(record)] = latents
 
-    @staticmethod
-    def _write(path: Path, latents: dict[str, torch.Tensor], key: str) -> None:
-        path.parent.mkdir(exist_ok=True)
-        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        save_file(latents, str(temporary), metadata={_KEY_FIELD: key})
-        os.replace(temporary, path)
+    def _write(self, path: Path, latents: dict[str, torch.Tensor], key: str) -> None:
+        folder = path.parent
+        if folder not in self._tidied:  # once per cache folder: what killed runs left half-written
+            remove_stale_temporaries(folder)
+            self._tidied.add(folder)
+        with atomic_path(path) as temporary:
+            save_file(latents, str(temporary), metadata={_KEY_FIELD: key})
 
     def get(self, record: ImageRecord, flipped: bool = False) -> torch.Tensor:
         """The latent ``[4, h, w]`` of ``record`` (mirrored when ``flipped``)."""

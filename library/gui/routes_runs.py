@@ -90,9 +90,9 @@ def run_log(run_id: str, request: Request, lines: int = 200) -> str:
 def run_files(run_id: str, request: Request) -> list[dict]:
     """Every file the run wrote (weights, samples, config, log), relative to its folder."""
     _record(request, run_id)
-    folder = request.app.state.store.folder(run_id).resolve()
-    files = [path for path in sorted(folder.rglob("*")) if path.is_file() and path.resolve().is_relative_to(folder)]
-    return [{"path": str(path.relative_to(folder)), "size": path.stat().st_size} for path in files]
+    store = request.app.state.store
+    folder = store.folder(run_id)
+    return [{"path": str(path), "size": (folder / path).stat().st_size} for path in store.files(run_id)]
 
 
 @router.get("/runs/{run_id}/file")

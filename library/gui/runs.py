@@ -8,12 +8,13 @@ restart.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from library.atomic_files import remove_stale_temporaries, write_text_atomic
 
 QUEUED, RUNNING, DONE, STOPPED, FAILED, CANCELLED = "queued", "running", "done", "stopped", "failed", "cancelled"
 ACTIVE = (QUEUED, RUNNING)
@@ -47,22 +48,14 @@ class RunRecord:
     command: list[str] | None = None
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write through `<name>.tmp` + fsync + rename: a reader (or a crash) never sees half a file."""
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 class RunStore:
     """The run folders under one root."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        for folder in root.iterdir():
+            remove_stale_temporaries(folder)
 
     def folder(self, run_id: str) -> Path:
         return self.root / run_id
@@ -82,12 +75,12 @@ class RunStore:
         folder = self.folder(record.id)
         text = render(folder)
         folder.mkdir(parents=True)
-        write_atomic(folder / CONFIG_NAME, text)
+        write_text_atomic(folder / CONFIG_NAME, text)
         self.save(record)
         return record
 
     def save(self, record: RunRecord) -> None:
-        write_atomic(self.folder(record.id) / RECORD_NAME, json.dumps(asdict(record), indent=1))
+        write_text_atomic(self.folder(record.id) / RECORD_NAME, json.dumps(asdict(record), indent=1))
 
     def load(self, run_id: str) -> RunRecord | None:
         path = self.folder(run_id) / RECORD_NAME
@@ -101,6 +94,18 @@ class RunStore:
         """Every run, oldest first."""
         records = [self.load(path.name) for path in self.root.iterdir() if (path / RECORD_NAME).is_file()]
         return sorted((record for record in records if record), key=lambda record: record.created)
+
+    def files(self, run_id: str) -> list[Path]:
+        """Every file the run wrote (weights, samples, config, log), relative to its folder and sorted; hidden
+        names (unfinished writes among them) and links out of the folder are left out."""
+        folder = self.folder(run_id).resolve()
+        return [
+            path.relative_to(folder)
+            for path in sorted(folder.rglob("*"))
+            if path.is_file()
+            and path.resolve().is_relative_to(folder)
+            and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        ]
 
     def config_text(self, run_id: str) -> str:
         return (self.folder(run_id) / CONFIG_NAME).read_text(encoding="utf-8")

@@ -8,7 +8,6 @@ Per module ``<name>``: ``<name>.lora_down.weight`` ([rank, in] or [rank, in, kh,
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
+from library.atomic_files import write_bytes_atomic
 from library.networks.hashes import lora_hashes
 
 logger = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def read_lora_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str,
 def write_lora_file(
     path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
 ) -> dict[str, str]:
-    """Write a LoRA file atomically (``<path>.tmp``, fsync, rename) with its two hashes added to ``metadata``.
+    """Write a LoRA file atomically with its two hashes added to ``metadata``.
 
     Returns the metadata as written.
     """
@@ -127,14 +127,6 @@ def write_lora_file(
         raise LoraFileError(f"metadata values must be strings; {not_strings[0]!r} is {type(metadata[not_strings[0]])}")
     written = {**metadata, **lora_hashes(tensors, metadata)}
     data = save(dict(tensors), metadata=written)
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_bytes_atomic(path, data)
     logger.info("wrote LoRA %s (%d modules, %.1f MB)", path, sum(k.endswith(DOWN) for k in tensors), len(data) / 1e6)
     return written

@@ -7,10 +7,11 @@ so re-sampling the same step (e.g. after a resume) replaces its pictures instead
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from PIL import Image
+
+from library.atomic_files import atomic_write
 
 SAMPLE_DIR_NAME = "sample"
 
@@ -21,15 +22,7 @@ def sample_path(output_dir: str | Path, output_name: str, step: int, index: int,
 
 
 def save_png_atomic(image: Image.Image, path: Path) -> Path:
-    """Write ``image`` as PNG through ``<path>.tmp`` and ``os.replace``: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        with temporary.open("wb") as handle:
-            image.save(handle, format="PNG")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    """Write ``image`` as PNG atomically (a reader never sees half a file), creating its folder."""
+    with atomic_write(path) as handle:
+        image.save(handle, format="PNG")
     return path

@@ -12,11 +12,11 @@ the model comes from ``--base`` (default: the run's final checkpoint beside the 
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import torch
 
+from library.atomic_files import atomic_folder
 from library.models.loader import BaseModel
 from library.models.pipeline import assemble_pipeline
 from library.networks.lora_file import SAVE_PRECISIONS, save_dtype
@@ -43,21 +43,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def write_diffusers_folder(model, out: Path, dtype: torch.dtype) -> None:
-    """Save a diffusers folder next to ``out`` first and rename it into place, so no half folder is left."""
+    """Save a diffusers folder atomically, so no half folder is left."""
     if out.exists():
         raise ToolError(f"{out}: already exists; choose a new folder for the diffusers model")
-    temporary = out.with_name(out.name + ".tmp")
-    shutil.rmtree(temporary, ignore_errors=True)
     for module in (model.unet, model.vae, *model.text_encoders):
         if module.dtype != dtype:
             module.to(dtype)
     scheduler = build_scheduler("ddim", model.noise_scheduler.config)  # a sampling scheduler, as SD folders ship
     pipeline = assemble_pipeline(model.family, model.unet, model.vae, model.text_encoders, model.tokenizers, scheduler)
-    try:
-        pipeline.save_pretrained(temporary, safe_serialization=True)
-        temporary.rename(out)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+    with atomic_folder(out) as staging:
+        pipeline.save_pretrained(staging, safe_serialization=True)
 
 
 def load_source(args: argparse.Namespace) -> tuple[BaseModel, dict[str, object]]:

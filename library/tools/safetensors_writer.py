@@ -4,20 +4,21 @@ The format is an 8-byte little-endian header length, a JSON header (every tensor
 the data block, plus ``__metadata__``), then the data block. Since every tensor's dtype and shape are known before
 any is computed, the header is written first and each tensor's bytes go to their place as they come, in any order.
 Tensors are laid out widest dtype first so that each one starts aligned to its element size. Writes are atomic:
-``name.tmp``, fsync, rename; an error leaves no file behind.
+an error leaves the target as it was.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import struct
 from collections.abc import Mapping
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
 
+from library.atomic_files import atomic_write
 from library.models.tensor_stream import SAFETENSORS_DTYPES
 
 _CODES = {dtype: code for code, dtype in SAFETENSORS_DTYPES.items()}
@@ -49,8 +50,8 @@ class SafetensorsWriter:
         encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
         encoded += b" " * (-len(encoded) % 8)
         self._data_start = 8 + len(encoded)
-        self._temporary = self.path.with_name(self.path.name + ".tmp")
-        self._file = self._temporary.open("wb")
+        self._commit = ExitStack()
+        self._file = self._commit.enter_context(atomic_write(self.path))
         self._file.write(struct.pack("<Q", len(encoded)) + encoded)
         self._file.truncate(self._data_start + offset)
         self._pending = set(self._specs)
@@ -72,15 +73,9 @@ class SafetensorsWriter:
         return self
 
     def __exit__(self, error_type, error, traceback) -> None:
-        try:
-            if error_type is None:
-                if self._pending:
-                    raise ValueError(f"{self.path}: {len(self._pending)} tensor(s) never written, e.g. "
-                                     f"{sorted(self._pending)[0]!r}")
-                self._file.flush()
-                os.fsync(self._file.fileno())
-                self._file.close()
-                os.replace(self._temporary, self.path)
-        finally:
-            self._file.close()
-            self._temporary.unlink(missing_ok=True)
+        if error_type is None and self._pending:
+            error = ValueError(f"{self.path}: {len(self._pending)} tensor(s) never written, e.g. "
+                               f"{sorted(self._pending)[0]!r}")
+            self._commit.__exit__(ValueError, error, None)
+            raise error
+        self._commit.__exit__(error_type, error, traceback)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import asdict
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from library.atomic_files import atomic_folder, atomic_path
 from library.models.families import get_family
 from library.toyworld.architecture import FAMILY, VAE_CONFIG, toy_configs
 from library.toyworld.pretrain import (
@@ -55,20 +55,17 @@ def ensure_config_folder(target: Path = SHIPPED_CONFIG_DIR) -> Path:
     family = get_family(FAMILY)
     with init_empty_weights():
         pipeline = build_pipeline(family, build_components(family, toy_configs(), seed=0))
-    staging = target.with_name(target.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    pipeline.save_config(staging)
-    for name, component in pipeline.components.items():
-        if component is None:
-            continue
-        if hasattr(component, "save_config"):  # diffusers models and schedulers
-            component.save_config(staging / name)
-        elif hasattr(component, "config"):  # transformers models
-            component.config.save_pretrained(staging / name)
-        else:  # tokenizers
-            component.save_pretrained(staging / name)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    with atomic_folder(target) as staging:
+        pipeline.save_config(staging)
+        for name, component in pipeline.components.items():
+            if component is None:
+                continue
+            if hasattr(component, "save_config"):  # diffusers models and schedulers
+                component.save_config(staging / name)
+            elif hasattr(component, "config"):  # transformers models
+                component.config.save_pretrained(staging / name)
+            else:  # tokenizers
+                component.save_pretrained(staging / name)
     return target
 
 
@@ -138,10 +135,8 @@ def _vae_stage(vae: torch.nn.Module, scaling_factor: float, settings: VaeSetting
     factor = calibrate_latent_scale(vae, scaling_factor, seed + 1)
     seconds = time.monotonic() - started
     logger.info("VAE: reconstruction MSE %.4f, latent scale adjusted by %.3f, %.0f s", error, factor, seconds)
-    stage_file.parent.mkdir(parents=True, exist_ok=True)
-    temporary = stage_file.with_name(stage_file.name + ".tmp")
-    save_file(vae.state_dict(), str(temporary), metadata={"seconds": f"{seconds:.1f}", "recipe": recipe})
-    os.replace(temporary, stage_file)
+    with atomic_path(stage_file) as temporary:
+        save_file(vae.state_dict(), str(temporary), metadata={"seconds": f"{seconds:.1f}", "recipe": recipe})
     return seconds
 
 

@@ -6,6 +6,7 @@ import json
 import random
 from pathlib import Path
 
+from library.atomic_files import write_text_atomic
 from library.sampling.files import save_png_atomic
 from library.toyworld.world import COLOURS, Concept, caption, random_scene, render
 
@@ -19,10 +20,10 @@ def write_renders(out_dir: Path, count: int, seed: int, colours: tuple[str, ...]
         scene = random_scene(rng, colours)
         name = f"render_{index:05d}.png"
         save_png_atomic(render(scene), out_dir / name)
-        (out_dir / name).with_suffix(".txt").write_text(caption(scene.colour, scene.shape) + "\n", encoding="utf-8")
+        write_text_atomic((out_dir / name).with_suffix(".txt"), caption(scene.colour, scene.shape) + "\n")
         labels[name] = {"colour": scene.colour, "shape": scene.shape}
     labels_file = out_dir / "labels.json"
-    labels_file.write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
+    write_text_atomic(labels_file, json.dumps(labels, indent=1) + "\n")
     return labels_file
 
 
@@ -35,5 +36,5 @@ def write_concept_dataset(out_dir: Path, concept: Concept, count: int = 16, repe
         scene = random_scene(rng, colour=concept.colour, shape=concept.shape)
         stem = folder / f"{concept.trigger}_{index:03d}"
         save_png_atomic(render(scene), stem.with_suffix(".png"))
-        stem.with_suffix(".txt").write_text(caption(concept.trigger, concept.shape) + "\n", encoding="utf-8")
+        write_text_atomic(stem.with_suffix(".txt"), caption(concept.trigger, concept.shape) + "\n")
     return folder

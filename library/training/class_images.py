@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from library.atomic_files import write_text_atomic
 from library.config import FurnaceConfig
 from library.data.captions import caption_path
 from library.data.images import list_images
@@ -74,7 +75,7 @@ def ensure_class_images(config: FurnaceConfig, model: BaseModel, device) -> int:
             ).images
             for index, image in zip(batch, images):
                 target = folder / f"class_{index:05d}.png"
-                caption_path(target).write_text(f"{section.class_prompt}\n", encoding="utf-8")
+                write_text_atomic(caption_path(target), f"{section.class_prompt}\n")
                 save_png_atomic(image, target)
             bar.update(len(batch))
     return len(todo)

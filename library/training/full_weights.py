@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from library.atomic_files import atomic_folder
 from library.config import FurnaceConfig
 from library.models.loader import BaseModel
 from library.models.pipeline import assemble_pipeline, component_configs, component_modules
@@ -126,7 +127,8 @@ class FullWeights:
         pipeline = assemble_pipeline(
             model.family, model.unet, model.vae, model.text_encoders, model.tokenizers, scheduler
         )
-        pipeline.save_pretrained(folder, safe_serialization=True)
+        with atomic_folder(folder) as staging:
+            pipeline.save_pretrained(staging, safe_serialization=True)
         logger.info("wrote diffusers folder %s", folder)
 
     def _ema_weights(self):

@@ -13,9 +13,11 @@ from typing import Protocol
 
 import torch
 
+from library.atomic_files import remove_stale_temporaries
 from library.config import FurnaceConfig, save_resolved
 from library.models.loader import BaseModel
 from library.networks import TrainingInfo
+from library.sampling.files import SAMPLE_DIR_NAME
 from library.training.accelerator import Precision
 from library.training.optimizers import build_lr_scheduler, build_optimizer
 from library.training.progress import MetricsWriter, ProgressLog
@@ -99,11 +101,14 @@ class RunPaths:
 
 
 def prepare_output(config: FurnaceConfig, is_main: bool) -> RunPaths:
-    """Create the output folder and write the resolved config beside the weights."""
+    """Create the output folder (clearing what killed runs left half-written in it) and write the resolved config
+    beside the weights."""
     output_dir = Path(config.output.output_dir)
     log_dir = Path(config.logging.log_dir) if config.logging.log_dir else output_dir / "logs"
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (output_dir, output_dir / SAMPLE_DIR_NAME):
+            remove_stale_temporaries(folder)
         save_resolved(config, output_dir / "config.toml")
     return RunPaths(output_dir, log_dir, output_dir / "progress.jsonl")
 

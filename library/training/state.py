@@ -2,8 +2,8 @@
 
 accelerate saves the optimizer, LR scheduler and every RNG (python, numpy, torch) per process; hooks replace its
 full-model save by the adapter tensors alone (a few MB instead of GBs), stored exactly (fp32); a JSON file holds
-the loop position. The folder is written as ``state.tmp`` and swapped in, so an interrupted save never leaves a
-half-written state behind.
+the loop position. The folder is written beside ``state`` and swapped in whole, so an interrupted save leaves the
+previous state, never a half-written one.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from library.atomic_files import recover_folder, replace_folder, staging_folder
 from library.training.deepspeed_setup import state_load_options, state_save_options, uses_deepspeed
 
 logger = logging.getLogger(__name__)
@@ -76,23 +77,15 @@ def register_adapter_hooks(accelerator, named_parameters: dict[str, torch.nn.Par
 def save_training_state(accelerator, output_dir: Path, position: LoopPosition) -> Path:
     """Write ``output_dir/state`` atomically (all processes call this; the main one swaps the folder in)."""
     final = output_dir / STATE_DIR_NAME
-    staging = output_dir / f"{STATE_DIR_NAME}.tmp"
-    if accelerator.is_main_process and staging.exists():
-        shutil.rmtree(staging)
+    staging = staging_folder(final)  # one place all processes agree on
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(staging), **state_save_options(accelerator))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        position_file = staging / POSITION_FILE
-        with position_file.open("w", encoding="utf-8") as handle:
-            json.dump(asdict(position), handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        retired = output_dir / f"{STATE_DIR_NAME}.old"
-        if final.exists():
-            os.replace(final, retired)
-        os.replace(staging, final)
-        shutil.rmtree(retired, ignore_errors=True)
+        (staging / POSITION_FILE).write_text(json.dumps(asdict(position), indent=1), encoding="utf-8")
+        replace_folder(staging, final)
     accelerator.wait_for_everyone()
     return final
 
@@ -102,6 +95,7 @@ def resolve_resume_dir(resume: str | None, output_dir: Path) -> Path | None:
     if not resume:
         return None
     state_dir = output_dir / STATE_DIR_NAME if resume == "latest" else Path(resume).expanduser()
+    recover_folder(state_dir)
     if not (state_dir / POSITION_FILE).is_file():
         hint = (
             " (no run saved state there yet; enable output.save_state or stop a run with Ctrl-C to create one)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import image_samples
@@ -13,6 +14,7 @@ import torch
 from PIL import Image
 from pipeline_fixtures import run_config, write_images
 
+from library.atomic_files import STALE_AFTER_SECONDS
 from library.config import ConfigError
 from library.data.latent_cache import CACHE_DIR_NAME, encode_latents
 from library.data.pipeline import build_training_data
@@ -191,8 +193,17 @@ def test_caching_settings_conflicting_with_dataset_file_are_refused(tmp_path: Pa
     assert "random_crop / color_aug cannot be combined with dataset.cache_latents" in str(caught.value)
 
 
-def test_cache_files_are_written_atomically(tmp_path: Path, vae) -> None:
+def test_cache_files_are_written_atomically_and_stale_leftovers_removed(tmp_path: Path, vae) -> None:
     write_images(tmp_path / "train" / "1_x", [(64, 64)] * 2)
+    cache_dir = tmp_path / "train" / "1_x" / CACHE_DIR_NAME
+    cache_dir.mkdir()
+    stale = cache_dir / ".img_0.png_64x64_64x64.safetensors.0badc0de.tmp"  # a killed run's half-written file
+    stale.write_bytes(b"half")
+    long_ago = time.time() - STALE_AFTER_SECONDS - 60
+    os.utime(stale, (long_ago, long_ago))
+    live = cache_dir / ".img_1.png_64x64_64x64.safetensors.c0ffee00.tmp"  # another run writing right now
+    live.write_bytes(b"being written")
     prepared(tmp_path, vae)
-    leftovers = [name for name in os.listdir(tmp_path / "train" / "1_x" / CACHE_DIR_NAME) if name.endswith(".tmp")]
-    assert leftovers == []
+    cache_files = [path.name for path in cache_dir.glob("*.safetensors")]
+    assert len(cache_files) == 2
+    assert sorted(os.listdir(cache_dir)) == sorted([live.name, *cache_files])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from datetime import datetime
 
@@ -25,7 +26,6 @@ from library.networks import (
     verify_hashes,
     write_lora_file,
 )
-from library.networks import lora_file
 
 DIM, ALPHA = 4, 2.0
 _ATTENTION_BLOCK = re.compile(r"^(down_blocks\.(\d+)|mid_block|up_blocks\.(\d+))\.attentions\.(\d+)\.(.+)$")
@@ -278,7 +278,7 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     def broken_fsync(fd: int) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(lora_file.os, "fsync", broken_fsync)
+    monkeypatch.setattr(os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="disk full"):
         write_lora_file(path, {k: v * 2 for k, v in tensors.items()}, {"ss_steps": "2"})
     assert path.read_bytes() == before

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from library.atomic_files import atomic_path
 from library.models.families import get_family
 from library.models.single_file.convert import diffusers_to_original
 
@@ -41,7 +42,7 @@ def save_original_checkpoint(
     metadata: Mapping[str, str] | None = None,
     dtype: torch.dtype | None = None,
 ) -> None:
-    """Convert the components to the original layout and write them atomically (``path.tmp``, then rename).
+    """Convert the components to the original layout and write them atomically.
 
     ``metadata`` entries override the defaults; ``dtype`` casts floating-point tensors (e.g. ``torch.float16``).
     """
@@ -55,12 +56,6 @@ def save_original_checkpoint(
         if dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(dtype)
         tensors[key] = tensor.detach().contiguous()
-    temporary = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as temporary:
         save_file(tensors, str(temporary), metadata=merged)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     logger.info("wrote %s checkpoint %s (%d tensors)", family, path, len(tensors))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -27,8 +26,7 @@ from library.sampling.grid import make_grid
 from library.sampling.preview import generate_images
 from library.sampling.prompts import SamplePrompt, load_prompts, parse_prompt_lines
 from library.tools.common import ToolError, add_family_argument, existing_path, load_model
-
-_EPOCH_SUFFIX = re.compile(r"-(?:step)?(\d+)$")
+from library.training.run_files import EXTENSION, training_order
 
 LoraApplier = Callable[[Path, float], contextlib.AbstractContextManager]
 """(LoRA file, strength) -> a context inside which the model renders with that file at that strength."""
@@ -50,18 +48,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _epoch_order(path: Path) -> tuple[int, str]:
-    """Epoch (``-N``) or step (``-stepN``) files in number order, the final file (no suffix) after them."""
-    match = _EPOCH_SUFFIX.search(path.stem)
-    return (int(match.group(1)), path.name) if match else (1 << 62, path.name)
-
-
 def collect_loras(inputs: Sequence[Path]) -> list[Path]:
-    """The LoRA files named, with each folder expanded to its ``.safetensors`` files in epoch order."""
+    """The LoRA files named, with each folder expanded to its ``.safetensors`` files in training order (each run's
+    files as its own ``compare_at_end`` grid orders them)."""
     files: list[Path] = []
     for path in inputs:
         if existing_path(path, "LoRA file or run folder").is_dir():
-            found = sorted(path.glob("*.safetensors"), key=_epoch_order)
+            found = training_order(path.glob(f"*{EXTENSION}"))
             if not found:
                 raise ToolError(f"{path}: no .safetensors files in this folder")
             files += found

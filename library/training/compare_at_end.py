@@ -21,8 +21,8 @@ from accelerate import Accelerator
 from library.config import ConfigError, FurnaceConfig
 from library.models.loader import BaseModel
 from library.networks import LoraNetwork, read_lora_file
+from library.sampling.compare_grid import LoraApplier, render_grid
 from library.sampling.prompts import SamplePrompt
-from library.tools.compare import LoraApplier, render_grid
 from library.training.progress import ProgressLog
 from library.training.run_files import run_files
 

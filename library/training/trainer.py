@@ -32,6 +32,7 @@ from library.training.deepspeed_setup import (
     zero_stage,
 )
 from library.training.diffusion_step import LossSettings, denoising_loss
+from library.training.exceptions import NonFiniteLossError
 from library.training.interrupt import graceful_stop
 from library.training.loss import weighted_mean
 from library.training.memory_options import load_training_model, release_cached_modules
@@ -58,10 +59,6 @@ logger = logging.getLogger(__name__)
 
 BeforeData = Callable[[FurnaceConfig, object, torch.device], object]
 """A step run on the main process after the model loads and before the dataset is scanned (class images)."""
-
-
-class NonFiniteLossError(Exception):
-    """The loss became NaN or infinite; the message names the step and the last good file."""
 
 
 class Trainer:

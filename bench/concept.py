@@ -53,15 +53,9 @@ def train(name: str, dataset: Path, every: int | None) -> Path:
 
 def saved_files(output: Path, name: str) -> list[tuple[int, Path]]:
     """(steps trained, file) of every weight file a run saved, in training order."""
-    from safetensors import safe_open
+    from library.training.run_files import run_files, trained_steps
 
-    from library.training.compare_at_end import run_files
-
-    files = []
-    for path in run_files(output, name):
-        with safe_open(str(path), framework="pt") as handle:
-            files.append((int(handle.metadata()["ss_steps"]), path))
-    return files
+    return [(trained_steps(path), path) for path in run_files(output, name)]
 
 
 def score_runs(outputs: dict[str, Path], seeds: dict[str, list[int]], quick: bool) -> dict:

@@ -1,14 +1,13 @@
 """The dataset pre-flight report behind ``doctor``.
 
-For each image folder: repeats and class tokens from the ``N_name`` folder convention, then the shared folder
-report (:mod:`library.data.dataset_report`, also printed by the trainer at start) built from fully decoded images;
-across folders: near-duplicate images. Problems are graded: an ``error`` blocks training, a ``warning`` is worth
-a look.
+For each image folder: repeats and class tokens from the ``N_name`` folder convention, read as training reads it
+(:mod:`library.data.repeat_folders`), then the shared folder report (:mod:`library.data.dataset_report`, also
+printed by the trainer at start) built from fully decoded images; across folders: near-duplicate images. Problems
+are graded: an ``error`` blocks training, a ``warning`` is worth a look.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,16 +25,10 @@ from library.data.dataset_report import (
     folder_report,
 )
 from library.data.images import ImageLoadError, list_images, load_image_rgb
+from library.data.repeat_folders import ZERO_REPEATS, RepeatFolder, RepeatFolderError, parse_repeat_folder
 from preprocess.duplicates import DEFAULT_MAX_DISTANCE, Fingerprint, fingerprint, near_duplicate_groups
 
-_REPEAT_FOLDER = re.compile(r"^(\d+)_(.*)$")
 ERROR, WARNING = "error", "warning"
-
-
-def parse_repeat_folder(name: str) -> tuple[int, str] | None:
-    """``"10_sks dog"`` -> ``(10, "sks dog")``; ``None`` for a name without the ``N_`` prefix."""
-    match = _REPEAT_FOLDER.match(name)
-    return (int(match.group(1)), match.group(2).strip()) if match else None
 
 
 def find_image_folders(root: Path) -> list[Path]:
@@ -102,9 +95,14 @@ def dataset_report(
     problems: list[Problem] = []
     hashed: list[tuple[str, Fingerprint]] = []
     for folder in folders:
-        report = _scan_folder(folder, assigner, caption_extension, top_tags, hashed)
+        try:
+            named = parse_repeat_folder(folder)
+        except RepeatFolderError as error:
+            problems.append(Problem(ERROR, str(folder), error.reason))  # training refuses the name: nothing to scan
+            continue
+        report = _scan_folder(folder, named, assigner, caption_extension, top_tags, hashed)
         reports.append(report)
-        problems += _folder_problems(report, folder, bucket_params, on_bad_image)
+        problems += _folder_problems(report, named, bucket_params, on_bad_image)
     groups: list[list[str]] = []
     if duplicate_distance is not None:
         for members in near_duplicate_groups([value for _, value in hashed], duplicate_distance):
@@ -114,10 +112,16 @@ def dataset_report(
 
 
 def _scan_folder(
-    folder: Path, assigner: BucketAssigner, extension: str, top_tags: int, hashed: list[tuple[str, Fingerprint]]
+    folder: Path,
+    named: RepeatFolder | None,
+    assigner: BucketAssigner,
+    extension: str,
+    top_tags: int,
+    hashed: list[tuple[str, Fingerprint]],
 ) -> FolderReport:
-    """Decode every image and read every caption of one folder; appends ``(path, fingerprint)`` to ``hashed``."""
-    repeats, tokens = parse_repeat_folder(folder.name) or (1, "")
+    """Decode every image and read every caption of one folder; appends ``(path, fingerprint)`` to ``hashed``.
+    A folder without the ``N_`` prefix counts with 1 repeat and no class tokens."""
+    repeats, tokens = (named.repeats, named.class_tokens or "") if named else (1, "")
     seen: list[SeenImage] = []
     unreadable: list[tuple[Path, str]] = []
     for path in tqdm(list_images(folder), desc=folder.name, unit="img", disable=None, leave=False):
@@ -135,11 +139,15 @@ def _scan_folder(
     return folder_report(folder, repeats, tokens, seen, assigner.params.resolution, top_tags, unreadable)
 
 
-def _folder_problems(report: FolderReport, folder: Path, params: BucketParams, on_bad_image: str) -> list[Problem]:
+def _folder_problems(
+    report: FolderReport, named: RepeatFolder | None, params: BucketParams, on_bad_image: str
+) -> list[Problem]:
     where = report.path
     found: list[Problem] = []
-    if parse_repeat_folder(folder.name) is None:
+    if named is None:
         found.append(Problem(WARNING, where, "no 'N_' repeat prefix in the folder name: counted with 1 repeat"))
+    elif named.repeats == 0:
+        found.append(Problem(WARNING, where, ZERO_REPEATS))
     if report.images == 0:
         found.append(Problem(ERROR, where, "no readable images"))
     if report.unreadable_images:

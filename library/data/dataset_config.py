@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import re
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -25,10 +24,9 @@ from library.config.errors import ConfigError, show_value
 from library.config.sections_data import DatasetSection
 from library.config.sections_dreambooth import DreamBoothSection
 from library.data.images import list_images
+from library.data.repeat_folders import ZERO_REPEATS, RepeatFolderError, parse_repeat_folder
 
 logger = logging.getLogger(__name__)
-
-REPEAT_FOLDER = re.compile(r"^(\d+)_(.*)$")
 
 
 def _section_type(name: str) -> Any:
@@ -227,13 +225,13 @@ def subsets_from_folders(root: Path, defaults: SubsetBlueprint, is_reg: bool, ki
         raise ConfigError([f"{kind}: folder not found: {root}"])
     subsets = [replace(defaults, image_dir=root, class_tokens=None, is_reg=is_reg)] if list_images(root) else []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        match = REPEAT_FOLDER.match(folder.name)
-        if match:
-            repeats, tokens = int(match.group(1)), match.group(2).strip() or None
-        else:
-            repeats, tokens = defaults.num_repeats, None
+        try:
+            named = parse_repeat_folder(folder)
+        except RepeatFolderError as error:
+            raise ConfigError([f"{kind}: {error}"]) from None
+        repeats, tokens = (named.repeats, named.class_tokens) if named else (defaults.num_repeats, None)
         if repeats < 1:
-            logger.warning("%s: skipped: 0 repeats in the folder name", folder)
+            logger.warning("%s: %s", folder, ZERO_REPEATS)
             continue
         subsets.append(replace(defaults, image_dir=folder, num_repeats=repeats, class_tokens=tokens, is_reg=is_reg))
     if not subsets:

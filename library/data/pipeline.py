@@ -305,7 +305,18 @@ class TrainingData:
 
     def summary_lines(self) -> list[str]:
         """The doctor's folder table, buckets and tags of every dataset, and the totals, for the start of a run."""
-        return summary.summary_lines(self, [bucket_params(dataset) for dataset in self.datasets])
+        reports = summary.folder_reports(
+            self.datasets, self.train_records, self.repeats, self.validation_records, self.unreadable
+        )
+        return summary.summary_lines(
+            self.datasets,
+            [bucket_params(dataset) for dataset in self.datasets],
+            reports,
+            validation_images=len(self.validation_records),
+            samples_per_epoch=self.samples_per_epoch,
+            batches_per_epoch=self.steps_per_epoch,
+            num_processes=self.num_processes,
+        )
 
 
 SizeTriple = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]

@@ -9,18 +9,15 @@ maps it to ``{tag: count}``, and ``bucket_info`` lists the buckets with their sa
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from library.data.buckets import BucketParams
 from library.data.captions import tag_frequencies
-from library.data.dataset_config import SubsetBlueprint
+from library.data.dataset_config import DatasetBlueprint, SubsetBlueprint
 from library.data.dataset_report import FolderReport, SeenImage, describe_bucketing, folder_lines, folder_report
+from library.data.images import ImageLoadError
 from library.data.records import ImageRecord
-
-if TYPE_CHECKING:
-    from library.data.pipeline import TrainingData
 
 
 def _bucket_counts(
@@ -36,17 +33,25 @@ def _bucket_counts(
     return {bucket: (images[bucket], samples[bucket]) for bucket in sorted(images)}
 
 
-def folder_reports(data: TrainingData, top_tags: int = 10) -> dict[SubsetBlueprint, FolderReport]:
-    """The doctor's folder report of every subset of the run's datasets, from the scanned records (nothing decoded).
+def folder_reports(
+    datasets: Sequence[DatasetBlueprint],
+    train_records: Sequence[ImageRecord],
+    repeats: Sequence[int],
+    validation_records: Sequence[ImageRecord],
+    unreadable: Mapping[SubsetBlueprint, Sequence[ImageLoadError]],
+    top_tags: int = 10,
+) -> dict[SubsetBlueprint, FolderReport]:
+    """The doctor's folder report of every subset of ``datasets``, from the scanned records (nothing decoded):
+    training records seen ``repeats`` times each, and the images whose header could not be read.
 
     Images held out for validation count as images of their folder but add no samples; a caption file that is
     missing or empty counts as missing (records do not tell the two apart).
     """
     seen: dict[SubsetBlueprint, list[SeenImage]] = defaultdict(list)
-    sampled = list(zip(data.train_records, data.repeats)) + [(record, 0) for record in data.validation_records]
-    for record, repeats in sampled:
+    sampled = list(zip(train_records, repeats)) + [(record, 0) for record in validation_records]
+    for record, count in sampled:
         caption = record.caption if record.has_caption else None
-        seen[record.subset].append(SeenImage(record.path, record.size, record.plan.bucket, caption, repeats))
+        seen[record.subset].append(SeenImage(record.path, record.size, record.plan.bucket, caption, count))
     return {
         subset: folder_report(
             subset.image_dir,
@@ -55,19 +60,28 @@ def folder_reports(data: TrainingData, top_tags: int = 10) -> dict[SubsetBluepri
             seen[subset],
             dataset.resolution,
             top_tags,
-            [(error.path, error.reason) for error in data.unreadable.get(subset, [])],
+            [(error.path, error.reason) for error in unreadable.get(subset, [])],
         )
-        for dataset in data.datasets
+        for dataset in datasets
         for subset in dataset.subsets
     }
 
 
-def summary_lines(data: TrainingData, params: list[BucketParams]) -> list[str]:
-    """The start-of-run report: per dataset (``params`` are their bucket settings) the doctor's folder table,
-    bucket distribution and top tags, regularization folders in a table of their own; then the totals."""
-    reports = folder_reports(data)
+def summary_lines(
+    datasets: Sequence[DatasetBlueprint],
+    params: Sequence[BucketParams],
+    reports: Mapping[SubsetBlueprint, FolderReport],
+    *,
+    validation_images: int,
+    samples_per_epoch: int,
+    batches_per_epoch: int,
+    num_processes: int,
+) -> list[str]:
+    """The start-of-run report: per dataset (``params`` are their bucket settings) the doctor's folder table
+    (``reports``, from :func:`folder_reports`), bucket distribution and top tags, regularization folders in a table
+    of their own; then the totals (``batches_per_epoch`` counts one process's batches)."""
     lines = []
-    for index, dataset in enumerate(data.datasets):
+    for index, dataset in enumerate(datasets):
         width, height = dataset.resolution
         lines.append(
             f"dataset {index}: {width}x{height}, batch size {dataset.batch_size}, {describe_bucketing(params[index])}"
@@ -77,11 +91,10 @@ def summary_lines(data: TrainingData, params: list[BucketParams]) -> list[str]:
         if regularization:
             lines += ["regularization folders:", *folder_lines(regularization)]
     lines.append("near-duplicates: not checked at start (python -m preprocess doctor DIR finds them)")
-    held = len(data.validation_records)
-    lines.append(f"validation: {held} image(s)" if held else "validation: none")
+    lines.append(f"validation: {validation_images} image(s)" if validation_images else "validation: none")
     lines.append(
-        f"total: {data.samples_per_epoch} samples per epoch, {data.steps_per_epoch} batches per epoch"
-        + (f" per process ({data.num_processes} processes)" if data.num_processes > 1 else "")
+        f"total: {samples_per_epoch} samples per epoch, {batches_per_epoch} batches per epoch"
+        + (f" per process ({num_processes} processes)" if num_processes > 1 else "")
     )
     return lines
 

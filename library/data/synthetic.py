@@ -12,6 +12,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from library.data.repeat_folders import repeat_folder_name
+
 TRIGGER = "frnc"
 _BACKGROUNDS = {
     "blue": (40, 70, 200),
@@ -39,7 +41,7 @@ def draw_concept(rng: random.Random, size: tuple[int, int], background: str) -> 
 def write_dataset(out_dir: Path, count: int = 16, repeats: int = 10, seed: int = 0) -> Path:
     """Write ``count`` image/caption pairs into ``out_dir/<repeats>_frnc/`` and return that folder."""
     rng = random.Random(seed)
-    concept_dir = out_dir / f"{repeats}_{TRIGGER}"
+    concept_dir = out_dir / repeat_folder_name(repeats, TRIGGER)
     concept_dir.mkdir(parents=True, exist_ok=True)
     backgrounds = sorted(_BACKGROUNDS)
     for index in range(count):

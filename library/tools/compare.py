@@ -3,35 +3,26 @@
 Rows are (LoRA file, prompt) pairs, columns are strengths. Each cell is rendered with the LoRA merged into the base
 weights at that strength (the touched weights are restored between cells), with the prompt's own seed, so cells
 differ only by file and strength. Writes ``compare.png`` and every single image under ``singles/`` in ``--out``.
-A training run renders the same grid at its end (``sample.compare_at_end``) through :func:`render_grid`, with the
-files loaded into its live adapters instead of merged.
+A training run renders the same grid at its end (``sample.compare_at_end``), with the files loaded into its live
+adapters instead of merged (:mod:`library.sampling.compare_grid`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
-from PIL import Image
-from tqdm.auto import tqdm
 
 from library.models.loader import BaseModel
 from library.networks import merge_lora_into, read_lora_file, split_modules
 from library.networks.targets import index_modules
-from library.sampling.files import save_png_atomic
-from library.sampling.grid import make_grid
-from library.sampling.preview import generate_images
+from library.sampling.compare_grid import LoraApplier, render_grid
 from library.sampling.prompts import SamplePrompt, load_prompts, parse_prompt_lines
 from library.tools.common import ToolError, add_family_argument, existing_path, load_model
-
-_EPOCH_SUFFIX = re.compile(r"-(?:step)?(\d+)$")
-
-LoraApplier = Callable[[Path, float], contextlib.AbstractContextManager]
-"""(LoRA file, strength) -> a context inside which the model renders with that file at that strength."""
+from library.training.run_files import EXTENSION, training_order
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -50,18 +41,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _epoch_order(path: Path) -> tuple[int, str]:
-    """Epoch (``-N``) or step (``-stepN``) files in number order, the final file (no suffix) after them."""
-    match = _EPOCH_SUFFIX.search(path.stem)
-    return (int(match.group(1)), path.name) if match else (1 << 62, path.name)
-
-
 def collect_loras(inputs: Sequence[Path]) -> list[Path]:
-    """The LoRA files named, with each folder expanded to its ``.safetensors`` files in epoch order."""
+    """The LoRA files named, with each folder expanded to its ``.safetensors`` files in training order (each run's
+    files as its own ``compare_at_end`` grid orders them)."""
     files: list[Path] = []
     for path in inputs:
         if existing_path(path, "LoRA file or run folder").is_dir():
-            found = sorted(path.glob("*.safetensors"), key=_epoch_order)
+            found = training_order(path.glob(f"*{EXTENSION}"))
             if not found:
                 raise ToolError(f"{path}: no .safetensors files in this folder")
             files += found
@@ -106,47 +92,11 @@ def merged_into(model: BaseModel) -> LoraApplier:
     return apply
 
 
-def render_grid(
-    model: BaseModel,
-    loras: Sequence[Path],
-    strengths: Sequence[float],
-    prompts: Sequence[SamplePrompt],
-    out: Path,
-    apply: LoraApplier | None = None,
-    clip_skip: int = 1,
-    autocast_dtype: torch.dtype | None = None,
-    batch_size: int = 1,
-) -> tuple[Path, list[Path]]:
-    """Render every cell, save the singles and the labelled grid; returns (grid path, single paths).
-
-    ``apply`` puts a file at a strength into the model (default: :func:`merged_into`); ``clip_skip``,
-    ``autocast_dtype`` and ``batch_size`` are passed to the sampler as for training previews.
-    """
-    apply = apply or merged_into(model)
-    rows: list[list[Image.Image]] = [[] for _ in range(len(loras) * len(prompts))]
-    singles: list[Path] = []
-    cells = tqdm(total=len(loras) * len(strengths), desc="compare", unit="cell")
-    for lora_index, lora in enumerate(loras):
-        for strength in strengths:
-            with apply(lora, strength):
-                images = generate_images(model, prompts, clip_skip=clip_skip, autocast_dtype=autocast_dtype,
-                                         batch_size=batch_size)
-            for prompt_index, image in enumerate(images):
-                rows[lora_index * len(prompts) + prompt_index].append(image)
-                name = f"{lora.stem}_s{strength:g}_p{prompt_index:02d}_{prompts[prompt_index].seed}.png"
-                singles.append(save_png_atomic(image, out / "singles" / name))
-            cells.update()
-    cells.close()
-    row_labels = [f"{lora.stem}: {prompt.prompt}" for lora in loras for prompt in prompts]
-    grid = make_grid(rows, row_labels=row_labels, column_labels=[f"strength {s:g}" for s in strengths])
-    return save_png_atomic(grid, out / "compare.png"), singles
-
-
 def run(args: argparse.Namespace) -> int:
     loras = collect_loras(args.loras)
     prompts = gather_prompts(args)
     model = load_model(args.base, args.family)
-    grid, singles = render_grid(model, loras, args.strengths, prompts, args.out)
+    grid, singles = render_grid(model, loras, args.strengths, prompts, args.out, apply=merged_into(model))
     print(
         f"wrote {grid} ({len(loras)} LoRA(s) x {len(args.strengths)} strength(s) x {len(prompts)} prompt(s)) "
         f"and {len(singles)} single images"

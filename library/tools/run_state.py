@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from library.models.loader import BaseModel
 from library.tools.common import ToolError
+from library.training.run_files import final_path
 from library.training.state import ADAPTER_FILE, POSITION_FILE
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def run_checkpoint(state: Path) -> Path:
         name = tomllib.loads(config.read_text(encoding="utf-8"))["output"]["output_name"]
     except (OSError, tomllib.TOMLDecodeError, KeyError) as error:
         raise ToolError(f"{state}: cannot read the run's output name from {config} ({error}); give --base") from None
-    checkpoint = state.parent / f"{name}.safetensors"
+    checkpoint = final_path(state.parent, name)
     if not checkpoint.is_file():
         raise ToolError(f"{state}: the run's checkpoint {checkpoint} is missing; give --base (the run's base model)")
     return checkpoint

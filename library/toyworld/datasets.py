@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 from library.atomic_files import write_text_atomic
+from library.data.repeat_folders import repeat_folder_name
 from library.sampling.files import save_png_atomic
 from library.toyworld.world import COLOURS, Concept, caption, random_scene, render
 
@@ -31,7 +32,7 @@ def write_concept_dataset(out_dir: Path, concept: Concept, count: int = 16, repe
     """``count`` pictures of ``concept`` in ``out_dir/<repeats>_<trigger>/``, captioned with the trigger in place of
     the colour word; returns that folder."""
     rng = random.Random(seed)
-    folder = out_dir / f"{repeats}_{concept.trigger}"
+    folder = out_dir / repeat_folder_name(repeats, concept.trigger)
     for index in range(count):
         scene = random_scene(rng, colour=concept.colour, shape=concept.shape)
         stem = folder / f"{concept.trigger}_{index:03d}"

@@ -13,12 +13,9 @@ from dataclasses import dataclass
 import torch
 
 from library.config import FurnaceConfig
+from library.training.exceptions import TrainingSetupError
 
 logger = logging.getLogger(__name__)
-
-
-class TrainingSetupError(Exception):
-    """A configuration that cannot run on this machine; the message says what to change."""
 
 
 _DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

@@ -1,7 +1,7 @@
 """``sample.compare_at_end``: after a LoRA run's final save, the compare grid of its saved files.
 
-The run's intermediate files (``<name>-NNNNNN`` per epoch, ``<name>-stepNNNNNNNN`` per step) and its final file,
-in training order, are the grid's rows (x the sample prompts), ``sample.compare_strengths`` its columns; the
+The run's saved files in training order (:func:`library.training.run_files.run_files`, the order the ``compare``
+tool gives a run folder) are the grid's rows (x the sample prompts), ``sample.compare_strengths`` its columns; the
 picture and the single images go to ``<output_dir>/compare/``. Rendering reuses the model already in memory: each
 file is loaded into the run's live adapters at a strength (no second copy of the base model, no merged weights),
 after the optimizer state is released, so a GPU that trained the LoRA can also render it.
@@ -12,20 +12,19 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from safetensors import safe_open
 
 from library.config import ConfigError, FurnaceConfig
 from library.models.loader import BaseModel
 from library.networks import LoraNetwork, read_lora_file
+from library.sampling.compare_grid import LoraApplier, render_grid
 from library.sampling.prompts import SamplePrompt
-from library.tools.compare import LoraApplier, render_grid
 from library.training.progress import ProgressLog
+from library.training.run_files import run_files
 
 logger = logging.getLogger(__name__)
 
@@ -41,19 +40,6 @@ def check_supported(config: FurnaceConfig, lora_run: bool) -> None:
             "sample.compare_at_end: works for LoRA runs only (this run fine-tunes the full model); "
             "set it to false, or train with dreambooth.network = \"lora\""
         ])
-
-
-def run_files(output_dir: Path, output_name: str) -> list[Path]:
-    """The run's saved weight files, in the order they were trained (by their ``ss_steps``), final file last."""
-    pattern = re.compile(rf"{re.escape(output_name)}(-\d{{6}}|-step\d{{8}})?\.safetensors")
-    files = [path for path in output_dir.glob(f"{output_name}*.safetensors") if pattern.fullmatch(path.name)]
-
-    def trained_steps(path: Path) -> tuple[int, bool, str]:
-        with safe_open(str(path), framework="pt") as handle:
-            steps = int((handle.metadata() or {}).get("ss_steps", 0))
-        return steps, path.stem == output_name, path.name
-
-    return sorted(files, key=trained_steps)
 
 
 def live_adapters(network: LoraNetwork) -> LoraApplier:

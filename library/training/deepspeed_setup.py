@@ -27,7 +27,7 @@ from collections.abc import Iterable
 import torch
 
 from library.config import ConfigError, FurnaceConfig
-from library.training.accelerator import TrainingSetupError
+from library.training.exceptions import TrainingSetupError
 
 logger = logging.getLogger(__name__)
 

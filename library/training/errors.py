@@ -7,9 +7,7 @@ from library.data.records import DatasetError
 from library.models.errors import ModelLoadError
 from library.networks import LoraFileError
 from library.sampling.prompts import PromptFileError
-from library.training.accelerator import TrainingSetupError
-from library.training.state import ResumeError
-from library.training.trainer import NonFiniteLossError
+from library.training.exceptions import NonFiniteLossError, ResumeError, TrainingSetupError
 
 USER_ERRORS: tuple[type[Exception], ...] = (
     CaptionError,

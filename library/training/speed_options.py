@@ -16,7 +16,7 @@ import shutil
 import torch
 
 from library.config.sections_train import TrainingSection
-from library.training.accelerator import TrainingSetupError
+from library.training.exceptions import TrainingSetupError
 
 logger = logging.getLogger(__name__)
 

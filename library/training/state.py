@@ -20,16 +20,13 @@ from safetensors.torch import load_file, save_file
 
 from library.atomic_files import recover_folder, replace_folder, staging_folder
 from library.training.deepspeed_setup import state_load_options, state_save_options, uses_deepspeed
+from library.training.exceptions import ResumeError
 
 logger = logging.getLogger(__name__)
 
 STATE_DIR_NAME = "state"
 POSITION_FILE = "furnace_state.json"
 ADAPTER_FILE = "adapter.safetensors"
-
-
-class ResumeError(Exception):
-    """A resume request that cannot be honoured; the message says what to do."""
 
 
 @dataclass

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from library.config import FurnaceConfig
 from library.data.pipeline import build_training_data
-from library.training import outputs
+from library.training import run_files
 from library.training.accelerator import build_accelerator
 from library.training.compare_at_end import write_compare_grid
 from library.training.deepspeed_setup import (
@@ -32,12 +32,14 @@ from library.training.deepspeed_setup import (
     zero_stage,
 )
 from library.training.diffusion_step import LossSettings, denoising_loss
+from library.training.exceptions import NonFiniteLossError
 from library.training.interrupt import graceful_stop
 from library.training.loss import weighted_mean
 from library.training.memory_options import load_training_model, release_cached_modules
 from library.training.noise import sample_noise, sample_timesteps
 from library.training.previews import PreviewSchedule
 from library.training.progress import PhaseTimes, SmoothedValue, StepLosses
+from library.training.retention import prune_intermediate
 from library.training.run_info import training_info
 from library.training.run_setup import (
     WeightsFactory,
@@ -57,10 +59,6 @@ logger = logging.getLogger(__name__)
 
 BeforeData = Callable[[FurnaceConfig, object, torch.device], object]
 """A step run on the main process after the model loads and before the dataset is scanned (class images)."""
-
-
-class NonFiniteLossError(Exception):
-    """The loss became NaN or infinite; the message names the step and the last good file."""
 
 
 class Trainer:
@@ -275,7 +273,7 @@ class Trainer:
             self._sample(step)
         if config.output.save_every_n_steps and step % config.output.save_every_n_steps == 0 \
                 and step < self.schedule.total_steps:
-            self._save_weights(outputs.step_path(self.paths.output_dir, config.output.output_name, step), position)
+            self._save_weights(run_files.step_path(self.paths.output_dir, config.output.output_name, step), position)
             if config.output.save_state:
                 self._save_state(position, self.smoothed)
         if config.training.validation_every_n_steps and step % config.training.validation_every_n_steps == 0:
@@ -287,7 +285,7 @@ class Trainer:
         if position.global_step >= self.schedule.total_steps:
             return
         if config.output.save_every_n_epochs and epoch % config.output.save_every_n_epochs == 0:
-            self._save_weights(outputs.epoch_path(self.paths.output_dir, config.output.output_name, epoch), position)
+            self._save_weights(run_files.epoch_path(self.paths.output_dir, config.output.output_name, epoch), position)
         if self.sampler.due_at_epoch(epoch):
             self._sample(position.global_step)
 
@@ -295,7 +293,7 @@ class Trainer:
         config = self.config
         if self.data.has_validation:
             self._validate(position.global_step)
-        final = outputs.final_path(self.paths.output_dir, config.output.output_name)
+        final = run_files.final_path(self.paths.output_dir, config.output.output_name)
         self._save_weights(final, position, finished=True)
         if config.output.save_state_on_train_end or config.output.save_state:
             self._save_state(position, smoothed)
@@ -320,8 +318,8 @@ class Trainer:
             if self.is_main:
                 started = time.perf_counter()
                 self.weights.save(path, training_info(self.config, self.data, self.schedule, position, finished))
-                outputs.prune_intermediate(self.paths.output_dir, self.config.output.output_name,
-                                           self.config.output.save_last_n)
+                output = self.config.output
+                prune_intermediate(self.paths.output_dir, output.output_name, output.save_last_n)
                 self.last_saved = path
                 self._event("checkpoint", step=position.global_step, file=path,
                             seconds=round(time.perf_counter() - started, 3))

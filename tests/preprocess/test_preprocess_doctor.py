@@ -11,7 +11,7 @@ from PIL import Image
 from library.data.buckets import BucketParams, bucket_table
 from preprocess.__main__ import main
 from preprocess.duplicates import fingerprint, near_duplicate_groups
-from preprocess.report import dataset_report, find_image_folders, parse_repeat_folder
+from preprocess.report import dataset_report, find_image_folders
 
 
 def _jpeg_copy(image: Image.Image, quality: int) -> Image.Image:
@@ -32,12 +32,6 @@ def test_near_duplicates_found_across_resize_and_jpeg(samples) -> None:
         Image.new("RGB", (50, 50), (0, 0, 255)),
     ]
     assert near_duplicate_groups([fingerprint(image) for image in images]) == [[0, 2, 3]]
-
-
-def test_parse_repeat_folder() -> None:
-    assert parse_repeat_folder("10_sks dog") == (10, "sks dog")
-    assert parse_repeat_folder("1_") == (1, "")
-    assert parse_repeat_folder("dogs") is None
 
 
 def _training_dir(root: Path, samples) -> Path:

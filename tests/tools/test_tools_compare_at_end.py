@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from safetensors.torch import save_file
 from trainer_cli import base_args, read_events, run_cli
 
 from library.sampling.grid import make_grid
-from library.training.compare_at_end import run_files
+from library.tools.compare import collect_loras
 
 
 @pytest.mark.slow
@@ -18,12 +16,14 @@ def test_lora_run_writes_the_grid_of_its_files(tiny_sd1, small_dataset, tmp_path
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("frnc, red circle --d 3\nfrnc, red circle, blue background --d 4\n", encoding="utf-8")
     output = tmp_path / "out"
-    args = base_args(tiny_sd1.folder, small_dataset, output, max_train_steps=4, save_every_n_steps=2,
-                     learning_rate=5e-2, sample_prompts=prompts)
+    # 4 steps per epoch: a step file at 3, an epoch file at 4 (its name's number, 1, sorts before 3), the final at 6
+    args = base_args(tiny_sd1.folder, small_dataset, output, max_train_steps=6, save_every_n_steps=3,
+                     save_every_n_epochs=1, learning_rate=5e-2, sample_prompts=prompts)
     args += ["--sample.steps", "2", "--sample.compare_at_end", "true", "--sample.compare_strengths", "[0.5, 1.5]"]
     run_cli("train_network.py", args)
 
-    files = ["lora-step00000002", "lora"]
+    files = ["lora-step00000003", "lora-000001", "lora"]
+    assert [path.stem for path in collect_loras([output])] == files  # the tool's order for the run folder
     compare = output / "compare"
     singles = {path.name for path in (compare / "singles").glob("*.png")}
     cells = [(stem, s, p) for stem in files for s in ("0.5", "1.5") for p in (0, 1)]
@@ -33,24 +33,16 @@ def test_lora_run_writes_the_grid_of_its_files(tiny_sd1, small_dataset, tmp_path
     def cell(stem: str, strength: str, prompt: int) -> Image.Image:
         return Image.open(compare / "singles" / f"{stem}_s{strength}_p{prompt:02d}_{3 + prompt}.png")
 
-    rows = [[cell(stem, s, p) for s in ("0.5", "1.5")] for stem in files for p in (0, 1)]
-    grid = Image.open(compare / "compare.png")
-    labels = [f"{stem}: {line.split(' --')[0]}" for stem in files for line in prompts.read_text().splitlines()]
-    assert grid.size == make_grid(rows, labels, ["strength 0.5", "strength 1.5"]).size  # 4 rows x 2 columns
-    assert rows[0][0].size == (64, 64)
-
     def pixels(image: Image.Image) -> np.ndarray:
-        return np.asarray(image, dtype=np.int16)
+        return np.asarray(image.convert("RGB"), dtype=np.int16)
 
+    rows = [[cell(stem, s, p) for s in ("0.5", "1.5")] for stem in files for p in (0, 1)]
+    labels = [f"{stem}: {line.split(' --')[0]}" for stem in files for line in prompts.read_text().splitlines()]
+    in_tool_order = make_grid(rows, labels, ["strength 0.5", "strength 1.5"])
+    assert np.array_equal(pixels(Image.open(compare / "compare.png")), pixels(in_tool_order))  # same rows, same order
+    assert rows[0][0].size == (64, 64)
     assert np.abs(pixels(rows[0][0]) - pixels(rows[0][1])).max() > 0  # strength changes the picture
-    assert np.abs(pixels(rows[0][1]) - pixels(rows[2][1])).max() > 0  # so does the file (step 2 vs final)
+    assert np.abs(pixels(rows[0][1]) - pixels(rows[4][1])).max() > 0  # so does the file (step 3 vs final)
     event = next(event for event in read_events(output) if event["event"] == "compare")
-    assert event["images"] == 8 and event["file"].endswith("compare.png")
+    assert event["images"] == 12 and event["file"].endswith("compare.png")
     assert [event["event"] for event in read_events(output)][-1] == "done"
-
-
-def test_run_files_follow_training_order(tmp_path):
-    for name, steps in (("r-step00000006", 6), ("r-000001", 4), ("r", 9), ("r-step00000002", 2), ("rx", 1)):
-        save_file({"x": torch.zeros(1)}, str(tmp_path / f"{name}.safetensors"), metadata={"ss_steps": str(steps)})
-    (tmp_path / "r.txt").write_text("not a weight file")
-    assert [path.stem for path in run_files(tmp_path, "r")] == ["r-step00000002", "r-000001", "r-step00000006", "r"]

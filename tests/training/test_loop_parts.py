@@ -13,7 +13,6 @@ from library.models.families import SD1, SD2_V
 from library.training.loss import element_loss, min_snr_weights, per_sample_loss, prediction_target, weighted_mean
 from library.training.noise import sample_noise
 from library.training.optimizers import OPTIMIZERS, SCHEDULERS, build_lr_scheduler, build_optimizer
-from library.training.outputs import epoch_path, prune_intermediate, step_path
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
@@ -101,15 +100,3 @@ def test_noise_offset_and_pyramid_noise_statistics():
     assert channel_means(offset) > 3 * channel_means(plain)
     assert pyramid.std() == pytest.approx(1.0, abs=0.01)
     assert channel_means(pyramid) > channel_means(plain)
-
-
-def test_prune_keeps_the_newest_of_each_kind(tmp_path):
-    for step in (100, 200, 300):
-        step_path(tmp_path, "lora", step).write_bytes(b"x")
-    for epoch in (1, 2, 3):
-        epoch_path(tmp_path, "lora", epoch).write_bytes(b"x")
-    (tmp_path / "lora.safetensors").write_bytes(b"x")
-    (tmp_path / "lora-other-000001.safetensors").write_bytes(b"x")
-    removed = prune_intermediate(tmp_path, "lora", keep=2)
-    assert sorted(path.name for path in removed) == ["lora-000001.safetensors", "lora-step00000100.safetensors"]
-    assert (tmp_path / "lora.safetensors").exists() and (tmp_path / "lora-other-000001.safetensors").exists()

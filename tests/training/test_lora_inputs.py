@@ -68,6 +68,7 @@ def test_nan_loss_stops_and_keeps_last_good_file(tiny_model_factory, concept_dat
     """The loss turns NaN at step 3 (as an fp16 overflow would): the run stops there, the step-2 file stays."""
     from library.config import load_config
     from library.training import trainer
+    from library.training.exceptions import NonFiniteLossError
     from library.training.lora_weights import LoraWeights
 
     real_loss = trainer.denoising_loss
@@ -81,7 +82,7 @@ def test_nan_loss_stops_and_keeps_last_good_file(tiny_model_factory, concept_dat
     monkeypatch.setattr(trainer, "denoising_loss", loss_that_overflows)
     args = base_args(tiny_model_factory("sd1").folder, concept_dataset, tmp_path, save_every_n_steps=1)
     config = load_config(None, args)
-    with pytest.raises(trainer.NonFiniteLossError) as error:
+    with pytest.raises(NonFiniteLossError) as error:
         trainer.train(config, LoraWeights)
     message = str(error.value)
     assert "at step 3" in message and "lora-step00000002.safetensors" in message

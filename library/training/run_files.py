@@ -1,0 +1,100 @@
+"""The names of the weight files a run saves into its output folder, and the order it trained them in.
+
+Final: ``<name>.safetensors``. Intermediate, as sd-scripts names them so existing tools recognise them:
+``<name>-<epoch:06d>.safetensors`` every N epochs and ``<name>-step<step:08d>.safetensors`` every N steps.
+A name alone cannot place an epoch file among step files, so training order is each file's trained step count
+(its ``ss_steps`` metadata; a file without it is placed by the number in its name), a run's final file after its
+intermediate ones. The trainer's saver and pruner, its compare grid and the ``compare`` tool all go by this module.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from library.models.checkpoint_io import read_safetensors_metadata
+
+EXTENSION = ".safetensors"
+_SUFFIX = r"(?:-(?P<epoch>\d{6})|-step(?P<step>\d{8}))?" + re.escape(EXTENSION)
+_ANY_RUN = re.compile(r"(?P<name>.+?)" + _SUFFIX)
+
+Kind = Literal["epoch", "step", "final"]
+
+
+def final_path(output_dir: Path, output_name: str) -> Path:
+    return output_dir / f"{output_name}{EXTENSION}"
+
+
+def epoch_path(output_dir: Path, output_name: str, epoch: int) -> Path:
+    return output_dir / f"{output_name}-{epoch:06d}{EXTENSION}"
+
+
+def step_path(output_dir: Path, output_name: str, step: int) -> Path:
+    return output_dir / f"{output_name}-step{step:08d}{EXTENSION}"
+
+
+@dataclass(frozen=True)
+class RunFile:
+    """A saved file as its name describes it: the run's ``output_name``, which save, and its epoch/step number
+    (0 for the final file)."""
+
+    path: Path
+    output_name: str
+    kind: Kind
+    number: int
+
+
+def parse_run_file(path: Path, output_name: str | None = None) -> RunFile | None:
+    """What ``path``'s name says; None for a name no run writes (or, given ``output_name``, another run's file)."""
+    if output_name is None:
+        match = _ANY_RUN.fullmatch(path.name)
+    else:
+        match = re.fullmatch(re.escape(output_name) + _SUFFIX, path.name)
+    if match is None:
+        return None
+    name = output_name if output_name is not None else match.group("name")
+    if match.group("epoch") is not None:
+        return RunFile(path, name, "epoch", int(match.group("epoch")))
+    if match.group("step") is not None:
+        return RunFile(path, name, "step", int(match.group("step")))
+    return RunFile(path, name, "final", 0)
+
+
+def _described(path: Path, output_name: str | None) -> RunFile:
+    """``path`` as a run file; a name no run writes counts as the final file of a run of that name."""
+    return parse_run_file(path, output_name) or RunFile(path, path.stem, "final", 0)
+
+
+def trained_steps(path: Path, output_name: str | None = None) -> int:
+    """The optimizer steps behind a weight file: its ``ss_steps`` metadata, else the number in its name."""
+    recorded = read_safetensors_metadata(path).get("ss_steps", "")
+    return int(recorded) if recorded.isdigit() else _described(path, output_name).number
+
+
+def training_order(paths: Iterable[Path], output_name: str | None = None) -> list[Path]:
+    """``paths`` grouped by run (output name) and, within a run, in the order it trained them, final file last.
+    ``output_name`` reads the names as that run's (for a name that itself ends like a suffix, ``v-000001``)."""
+
+    def key(path: Path) -> tuple[str, bool, int, int, str]:
+        run_file = _described(path, output_name)
+        return (run_file.output_name, run_file.kind == "final", trained_steps(path, output_name), run_file.number,
+                path.name)
+
+    return sorted(paths, key=key)
+
+
+def run_files(output_dir: Path, output_name: str) -> list[Path]:
+    """The weight files run ``output_name`` saved in ``output_dir``, in training order."""
+    candidates = output_dir.glob(f"{glob.escape(output_name)}*{EXTENSION}")
+    return training_order((path for path in candidates if parse_run_file(path, output_name)), output_name)
+
+
+def intermediate_files(output_dir: Path, output_name: str, kind: Kind) -> list[RunFile]:
+    """Run ``output_name``'s epoch or step files, oldest first (by the number in their names: no file is read)."""
+    candidates = output_dir.glob(f"{glob.escape(output_name)}-*{EXTENSION}")
+    found = [run_file for path in candidates if (run_file := parse_run_file(path, output_name)) is not None]
+    return sorted((run_file for run_file in found if run_file.kind == kind), key=lambda run_file: run_file.number)

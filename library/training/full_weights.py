@@ -32,7 +32,6 @@ EMA_FILE = "ema.safetensors"
 class FullWeights:
     """Full fine-tuning of the UNet (+ text encoders until ``stop_text_encoder_training``), with optional EMA."""
 
-    kind = "checkpoint"
     saves_base_model = True
 
     def __init__(self, config: FurnaceConfig, model: BaseModel, precision: Precision, device) -> None:

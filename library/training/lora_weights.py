@@ -52,7 +52,6 @@ def enable_checkpointing(model: BaseModel, text_encoders_too: bool) -> None:
 class LoraWeights:
     """Adapters injected into the model; optimizer groups per part; state = adapter tensors only."""
 
-    kind = "LoRA"
     saves_base_model = False
 
     @staticmethod

@@ -47,7 +47,6 @@ def plan_schedule(config: FurnaceConfig, batches_per_epoch: int) -> Schedule:
 class TrainedWeights(Protocol):
     """What a run trains and how it is written (LoRA adapters, or full modules)."""
 
-    kind: str
     saves_base_model: bool  # the written file holds the base (full fine-tuning), not adapters only
     trains_text_encoder: bool
 

@@ -9,7 +9,7 @@ import torch
 
 from library.config import FurnaceConfig
 from library.models.loader import BaseModel
-from library.networks import LoraNetwork, LoraOptions, TrainingInfo, inject_lora, lora_metadata, read_lora_file
+from library.networks import LoraNetwork, LoraOptions, TrainingInfo, inject_lora, lora_metadata
 from library.networks.targets import TEXT_ENCODER, UNET
 from library.training.accelerator import Precision
 from library.training.learning_rates import optimizer_groups, part_rates
@@ -67,8 +67,7 @@ class LoraWeights:
         for parameter in self.network.trainable_parameters():
             parameter.data = parameter.data.float()
         if config.network.network_weights:
-            tensors, _ = read_lora_file(config.network.network_weights)
-            self.network.load_kohya(tensors, strict=True, source=str(config.network.network_weights))
+            self.network.load_file(config.network.network_weights)
             logger.info("continuing from the LoRA weights in %s", config.network.network_weights)
         rates = part_rates(config)
         self.trains_unet = self.network.options.adapts_unet and rates.trains(UNET)

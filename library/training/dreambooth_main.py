@@ -11,7 +11,6 @@ from library.training.cli import run_trainer
 
 
 def train_dreambooth(config: FurnaceConfig) -> Path | None:
-    from library.training.class_images import ensure_class_images
     from library.training.compare_at_end import check_supported
     from library.training.full_weights import FullWeights
     from library.training.lora_weights import LoraWeights
@@ -20,7 +19,7 @@ def train_dreambooth(config: FurnaceConfig) -> Path | None:
     lora = config.dreambooth.network == "lora"
     check_supported(config, lora_run=lora)  # before any model loads
     weights = LoraWeights if lora else FullWeights
-    return train(config, weights, before_data=ensure_class_images)
+    return train(config, weights)
 
 
 def main(argv: Sequence[str]) -> int:

@@ -14,6 +14,7 @@ from library.networks.targets import TEXT_ENCODER, UNET
 from library.training.accelerator import Precision
 from library.training.learning_rates import optimizer_groups, part_rates
 from library.training.state import register_adapter_hooks
+from library.training.weights import TrainedWeights
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def enable_checkpointing(model: BaseModel, text_encoders_too: bool) -> None:
             encoder.activation_checkpointing_enable()
 
 
-class LoraWeights:
+class LoraWeights(TrainedWeights):
     """Adapters injected into the model; optimizer groups per part; state = adapter tensors only."""
 
     saves_base_model = False
@@ -60,7 +61,7 @@ class LoraWeights:
         keeps it and no fp32 copy of the UNet is ever held in a bf16 run."""
         return precision.frozen, torch.float32
 
-    def __init__(self, config: FurnaceConfig, model: BaseModel, precision: Precision, device) -> None:
+    def __init__(self, config: FurnaceConfig, model: BaseModel, precision: Precision, device: torch.device) -> None:
         self.config, self.model = config, model
         freeze_base(model, precision, device)
         self.network: LoraNetwork = inject_lora(model.family, model.unet, model.text_encoders, lora_options(config))

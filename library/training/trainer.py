@@ -40,7 +40,6 @@ from library.training.previews import PreviewSchedule
 from library.training.progress import PhaseTimes, SmoothedValue, StepLosses
 from library.training.run_info import training_info
 from library.training.run_setup import (
-    WeightsFactory,
     build_optimization,
     new_session,
     plan_schedule,
@@ -51,6 +50,7 @@ from library.training.speed_options import apply_model_options, apply_process_se
 from library.training.state import LoopPosition, load_training_state, resolve_resume_dir, save_training_state
 from library.training.step_inputs import StepInputs
 from library.training.validation import fixed_validation_loss
+from library.training.weights import WeightsFactory
 
 logger = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ class Trainer:
             self._save_state(position, smoothed)
         if self.sampler.enabled:
             self._sample(position.global_step)
-        write_compare_grid(config, self.model, getattr(self.weights, "network", None), self.sampler.prompts,
+        write_compare_grid(config, self.model, self.weights.network, self.sampler.prompts,
                            self.optimizer, self.accelerator, self.progress)
         self._event("done", step=position.global_step, file=final)
         self._close()

@@ -8,7 +8,7 @@ accelerator), the trainer's set-up phases (from its ``start`` event) and what fo
 exit), and set against the time of the run's steps.
 
 ``python bench/train_step.py --size tiny`` (seconds) or ``--size full`` (full-size SD1.5 UNet, random weights,
-256 px; 3-4 s per step on a 2-core CPU and ~5 GiB).
+256 px: seconds per step on a CPU, and gigabytes of memory).
 """
 
 from __future__ import annotations

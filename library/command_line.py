@@ -56,7 +56,7 @@ def run_subcommand(
 
 def exit_without_teardown(code: int) -> NoReturn:
     """``sys.exit(code)`` minus the interpreter's final garbage collection, which walks every object torch,
-    diffusers and transformers created (about 2 s of a 2-core CPU after a training run) only to free memory the
+    diffusers and transformers created (seconds of CPU time after a training run) only to free memory the
     ending process gives back anyway. atexit handlers (log and TensorBoard flushes, worker shutdown) still run."""
     gc.freeze()
     sys.exit(code)

@@ -30,7 +30,7 @@ _SAME_NAME: dict[str, tuple[str, ...]] = {
         "min_snr_gamma", "loss_type", "huber_c", "resume",
     ),
     "dreambooth": (
-        "instance_prompt", "class_prompt", "class_data_dir", "num_class_images", "train_text_encoder",
+        "train_method", "instance_prompt", "class_prompt", "class_data_dir", "num_class_images", "train_text_encoder",
         "stop_text_encoder_training", "use_ema", "save_diffusers",
     ),
     "deepspeed": (
@@ -44,7 +44,6 @@ _SAME_NAME: dict[str, tuple[str, ...]] = {
 }
 
 _RENAMED: dict[str, str] = {
-    "network": "dreambooth.network",
     "deepspeed": "deepspeed.enabled",
     "train_batch_size": "dataset.batch_size",
     "max_data_loader_n_workers": "dataset.num_workers",
@@ -71,6 +70,12 @@ _RENAMED: dict[str, str] = {
 FLAT_ALIASES: dict[str, str] = {
     **{name: f"{section}.{name}" for section, names in _SAME_NAME.items() for name in names},
     **_RENAMED,
+}
+
+# Former spellings, still read: each use logs a warning naming the key to write instead.
+DEPRECATED_KEYS: dict[str, str] = {
+    "network": "dreambooth.train_method",  # read as the [network] (LoRA adapter) section
+    "dreambooth.network": "dreambooth.train_method",
 }
 
 # sd-scripts performance switches with no effect on the result here; accepted so existing files run.

@@ -7,6 +7,7 @@ Both sources accept the same names: dotted schema paths (`network.dim`) and flat
 from __future__ import annotations
 
 import difflib
+import logging
 import types
 import typing
 from collections.abc import Iterable
@@ -15,8 +16,10 @@ from typing import Any, Literal
 
 from pydantic.fields import FieldInfo
 
-from .aliases import FAMILY_FLAGS, FLAT_ALIASES, IGNORED_KEYS, TRANSFORMS, family_from_flags
+from .aliases import DEPRECATED_KEYS, FAMILY_FLAGS, FLAT_ALIASES, IGNORED_KEYS, TRANSFORMS, family_from_flags
 from .schema import SECTIONS
+
+logger = logging.getLogger(__name__)
 
 FIELD_PATHS: dict[str, FieldInfo] = {
     f"{section}.{name}": info for section, model in SECTIONS.items() for name, info in model.model_fields.items()
@@ -66,6 +69,11 @@ def _closest(key: str, options: dict[str, str]) -> str | None:
     return options[matches[0]] if matches else None
 
 
+def schema_path(name: str) -> str:
+    """The schema path a key names: itself, or where a flat sd-scripts name or a deprecated spelling points."""
+    return FLAT_ALIASES.get(name) or DEPRECATED_KEYS.get(name) or name
+
+
 def _kind_of_annotation(annotation: Any) -> Kind:
     args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
     if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
@@ -85,7 +93,7 @@ def kind_of(name: str) -> Kind | None:
         return "bool"
     if name in TRANSFORMS:
         return TRANSFORMS[name][0]  # type: ignore[return-value]
-    path = FLAT_ALIASES.get(name, name)
+    path = schema_path(name)
     return _kind_of_annotation(FIELD_PATHS[path].annotation) if path in FIELD_PATHS else None
 
 
@@ -95,6 +103,14 @@ def unknown_key_message(name: str, source: str, cli: bool) -> str:
     if cli:
         return f"{source}: unknown option" + (f" — did you mean '--{match}'?" if match else "")
     return f"{source}: unknown key '{name}'" + (f" — did you mean '{match}'?" if match else "")
+
+
+def deprecated_key_message(name: str, source: str, cli: bool) -> str:
+    """`file: key 'x' is deprecated; write 'y' (same values)` or, for a flag, `--x is deprecated; write --y ...`."""
+    new = DEPRECATED_KEYS[name]
+    if cli:
+        return f"{source} is deprecated; write --{new} (same values)"
+    return f"{source}: key '{name}' is deprecated; write '{new}' (same values)"
 
 
 def collect(pairs: Iterable[tuple[str, Any, str]], cli: bool) -> tuple[list[Assignment], list[str]]:
@@ -119,8 +135,10 @@ def collect(pairs: Iterable[tuple[str, Any, str]], cli: bool) -> tuple[list[Assi
                 continue
             if name in TRANSFORMS:
                 mapped = TRANSFORMS[name][1](value)
-            elif FLAT_ALIASES.get(name, name) in FIELD_PATHS:
-                mapped = {FLAT_ALIASES.get(name, name): value}
+            elif schema_path(name) in FIELD_PATHS:
+                mapped = {schema_path(name): value}
+                if name in DEPRECATED_KEYS:
+                    logger.warning("%s", deprecated_key_message(name, source, cli))
             else:
                 errors.append(unknown_key_message(name, source, cli))
                 continue

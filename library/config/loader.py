@@ -14,9 +14,8 @@ from pydantic import ValidationError
 
 from library.atomic_files import write_text_atomic
 
-from .aliases import FLAT_ALIASES
 from .errors import ConfigError, show_value, validation_messages
-from .keys import Assignment, collect
+from .keys import Assignment, collect, schema_path
 from .overrides import parse_overrides
 from .schema import SECTIONS, FurnaceConfig
 
@@ -53,7 +52,7 @@ def _document_pairs(document: dict[str, Any], source: str) -> tuple[list[tuple[s
     for key, value in document.items():
         if key in SECTIONS and isinstance(value, dict):
             pairs.extend((f"{key}.{sub}", item, source) for sub, item in value.items())
-        elif key in SECTIONS and key not in FLAT_ALIASES:  # `deepspeed = true` is sd-scripts' flat switch
+        elif key in SECTIONS and schema_path(key) == key:  # `deepspeed = true` (flat switch) passes as a key
             errors.append(f"{source}: {key}: must be a [{key}] table of options (got {show_value(value)})")
         else:
             pairs.append((key, value, source))

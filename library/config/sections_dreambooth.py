@@ -15,8 +15,10 @@ class DreamBoothSection(BaseModel):
 
     model_config = SECTION_CONFIG
 
-    network: Literal["full", "lora"] = Field(
-        "full", description="train_dreambooth.py: fine-tune the full UNet ('full') or train a LoRA ('lora')."
+    train_method: Literal["full", "lora"] = Field(
+        "full",
+        description="train_dreambooth.py: fine-tune the full UNet ('full', written as a checkpoint) or train a LoRA "
+        "('lora', shaped by the [network] section).",
     )
     instance_prompt: str | None = Field(
         None, description="Caption of instance images without a caption file, e.g. 'a photo of sks dog'."

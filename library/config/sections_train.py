@@ -137,16 +137,18 @@ class TrainingSection(BaseModel):
     resume: OptionalPath = Field(None, description="A saved state/ folder to resume from, or 'latest' for the newest.")
     validation_every_n_steps: int | None = Field(None, ge=1, description="Compute validation loss every N steps.")
     channels_last: bool = Field(
-        False, description="Keep the UNet's weights in channels-last memory format (a speed option; off wins here)."
+        False,
+        description="Keep the UNet's weights in channels-last memory format (a speed option: whether it helps "
+        "depends on the hardware).",
     )
     torch_compile: bool = Field(
         False,
-        description="Compile the UNet with torch.compile (inductor); on CPU it needs a C++ compiler and the first "
-        "steps pay minutes of compile time.",
+        description="Compile the UNet with torch.compile (inductor); on CPU it needs a C++ compiler, and the first "
+        "steps pay the one-off compile time.",
     )
     latents_per_encode: int = Field(
-        1, ge=1, le=256, description="Images per VAE call while caching latents; each extra image at 512 px adds "
-        "~0.6 GiB of VAE activations to the peak.",
+        1, ge=1, le=256, description="Images per VAE call while caching latents; each extra image adds its VAE "
+        "activations to the peak memory.",
     )
     cpu_threads: int = Field(
         0, ge=0, le=1024, description="Intra-op threads for CPU math (torch.set_num_threads); 0 = torch's default."

@@ -54,7 +54,7 @@ class ModelFamily:
     scheduler_config: Mapping[str, object] = field(default_factory=dict)
     unet_lora_prefix: str = "lora_unet_"
     unet_lora_naming: Literal["diffusers", "sgm"] = "diffusers"  # SDXL files use the original SGM block names
-    # Module classes whose Linear / 1x1-conv children get LoRA by default (DESIGN §3).
+    # Module classes whose Linear / 1x1-conv children get LoRA by default (searched by library/networks/targets.py).
     unet_target_classes: tuple[str, ...] = ("Transformer2DModel",)
     unet_conv_target_classes: tuple[str, ...] = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
     text_encoder_target_classes: tuple[str, ...] = ("CLIPAttention", "CLIPMLP")

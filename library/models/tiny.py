@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single-file", type=Path, help="also write an original-layout .safetensors here")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random init (same seed, same weights)")
     parser.add_argument(
-        "--full-size", action="store_true", help="the real full-size architecture (GBs; for benchmarks)"
+        "--full-size", action="store_true", help="the real full-size architecture (for benchmarks)"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")

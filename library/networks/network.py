@@ -117,7 +117,7 @@ class LoraNetwork:
 
     @torch.no_grad()
     def state_dict_kohya(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-        """The adapters in the kohya layout (DESIGN §3), on the CPU in ``dtype``."""
+        """The adapters in the kohya layout (described in ``lora_file.py``), on the CPU in ``dtype``."""
         out: dict[str, torch.Tensor] = {}
 
         def put(key: str, tensor: torch.Tensor) -> None:

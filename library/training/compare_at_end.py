@@ -38,7 +38,7 @@ def check_supported(config: FurnaceConfig, lora_run: bool) -> None:
     if config.sample.compare_at_end and not lora_run:
         raise ConfigError([
             "sample.compare_at_end: works for LoRA runs only (this run fine-tunes the full model); "
-            "set it to false, or train with dreambooth.network = \"lora\""
+            "set it to false, or train with dreambooth.train_method = \"lora\""
         ])
 
 

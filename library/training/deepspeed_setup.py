@@ -69,7 +69,7 @@ def _check(config: FurnaceConfig, plugin) -> None:
             f"{config.optimizer.type!r}; use optimizer.type = \"AdamW\" or "
             "deepspeed.offload_optimizer_device = \"none\""
         ])
-    if plugin.zero_stage == 3 and config.dreambooth.use_ema and config.dreambooth.network == "full":
+    if plugin.zero_stage == 3 and config.dreambooth.use_ema and config.dreambooth.train_method == "full":
         raise ConfigError([
             "DeepSpeed ZeRO-3 partitions the UNet weights across processes, which the EMA copy cannot follow; "
             "set dreambooth.use_ema = false or deepspeed.zero_stage = 2"

@@ -1,5 +1,5 @@
 """Entry point of ``train_dreambooth.py``: DreamBooth with prior preservation, as a full fine-tune writing a
-single-file checkpoint, or (``--network lora``) as a LoRA through the same path as ``train_network.py``."""
+single-file checkpoint, or (``--train_method lora``) as a LoRA through the same path as ``train_network.py``."""
 
 from __future__ import annotations
 
@@ -11,16 +11,15 @@ from library.training.cli import run_trainer
 
 
 def train_dreambooth(config: FurnaceConfig) -> Path | None:
-    from library.training.class_images import ensure_class_images
     from library.training.compare_at_end import check_supported
     from library.training.full_weights import FullWeights
     from library.training.lora_weights import LoraWeights
     from library.training.trainer import train
 
-    lora = config.dreambooth.network == "lora"
+    lora = config.dreambooth.train_method == "lora"
     check_supported(config, lora_run=lora)  # before any model loads
     weights = LoraWeights if lora else FullWeights
-    return train(config, weights, before_data=ensure_class_images)
+    return train(config, weights)
 
 
 def main(argv: Sequence[str]) -> int:

@@ -24,19 +24,19 @@ from library.networks.targets import TEXT_ENCODER, UNET
 from library.training.accelerator import Precision
 from library.training.learning_rates import optimizer_groups, part_rates
 from library.training.lora_weights import enable_checkpointing
+from library.training.weights import TrainedWeights
 
 logger = logging.getLogger(__name__)
 
 EMA_FILE = "ema.safetensors"
 
 
-class FullWeights:
+class FullWeights(TrainedWeights):
     """Full fine-tuning of the UNet (+ text encoders until ``stop_text_encoder_training``), with optional EMA."""
 
-    kind = "checkpoint"
     saves_base_model = True
 
-    def __init__(self, config: FurnaceConfig, model: BaseModel, precision: Precision, device) -> None:
+    def __init__(self, config: FurnaceConfig, model: BaseModel, precision: Precision, device: torch.device) -> None:
         self.config, self.model = config, model
         section, rates = config.dreambooth, part_rates(config)
         self.trains_text_encoder = section.train_text_encoder and rates.trains(TEXT_ENCODER)

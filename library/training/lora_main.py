@@ -10,11 +10,10 @@ from library.training.cli import run_trainer
 
 
 def train_lora(config: FurnaceConfig) -> Path | None:
-    from library.training.class_images import ensure_class_images
     from library.training.lora_weights import LoraWeights
     from library.training.trainer import train
 
-    return train(config, LoraWeights, before_data=ensure_class_images)
+    return train(config, LoraWeights)
 
 
 def main(argv: Sequence[str]) -> int:

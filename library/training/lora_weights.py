@@ -9,11 +9,12 @@ import torch
 
 from library.config import FurnaceConfig
 from library.models.loader import BaseModel
-from library.networks import LoraNetwork, LoraOptions, TrainingInfo, inject_lora, lora_metadata, read_lora_file
+from library.networks import LoraNetwork, LoraOptions, TrainingInfo, inject_lora, lora_metadata
 from library.networks.targets import TEXT_ENCODER, UNET
 from library.training.accelerator import Precision
 from library.training.learning_rates import optimizer_groups, part_rates
 from library.training.state import register_adapter_hooks
+from library.training.weights import TrainedWeights
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +50,9 @@ def enable_checkpointing(model: BaseModel, text_encoders_too: bool) -> None:
             encoder.activation_checkpointing_enable()
 
 
-class LoraWeights:
+class LoraWeights(TrainedWeights):
     """Adapters injected into the model; optimizer groups per part; state = adapter tensors only."""
 
-    kind = "LoRA"
     saves_base_model = False
 
     @staticmethod
@@ -61,15 +61,14 @@ class LoraWeights:
         keeps it and no fp32 copy of the UNet is ever held in a bf16 run."""
         return precision.frozen, torch.float32
 
-    def __init__(self, config: FurnaceConfig, model: BaseModel, precision: Precision, device) -> None:
+    def __init__(self, config: FurnaceConfig, model: BaseModel, precision: Precision, device: torch.device) -> None:
         self.config, self.model = config, model
         freeze_base(model, precision, device)
         self.network: LoraNetwork = inject_lora(model.family, model.unet, model.text_encoders, lora_options(config))
         for parameter in self.network.trainable_parameters():
             parameter.data = parameter.data.float()
         if config.network.network_weights:
-            tensors, _ = read_lora_file(config.network.network_weights)
-            self.network.load_kohya(tensors, strict=True, source=str(config.network.network_weights))
+            self.network.load_file(config.network.network_weights)
             logger.info("continuing from the LoRA weights in %s", config.network.network_weights)
         rates = part_rates(config)
         self.trains_unet = self.network.options.adapts_unet and rates.trains(UNET)

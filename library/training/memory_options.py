@@ -13,22 +13,19 @@ from __future__ import annotations
 import gc
 import logging
 
-import torch
-
 from library.config import FurnaceConfig
 from library.models.loader import BaseModel, load_base_model
 from library.training.accelerator import Precision
+from library.training.weights import WeightsFactory
 
 logger = logging.getLogger(__name__)
 
 
-def load_training_model(config: FurnaceConfig, weights_factory, precision: Precision) -> BaseModel:
-    """The run's base model; a weights strategy with a ``load_dtypes(precision)`` says which storage dtypes its
-    frozen parts take, so they are read straight into them (others load fp32 and cast what they train). A base the
-    run never saves has the weights kept as stored memory-mapped instead of read -- unless the run re-lays out every
-    conv weight channels-last: the replaced originals would stay resident in the file's mapping."""
-    load_dtypes = getattr(weights_factory, "load_dtypes", None)
-    dtype, vae_dtype = load_dtypes(precision) if load_dtypes else (torch.float32, torch.float32)
+def load_training_model(config: FurnaceConfig, weights_factory: WeightsFactory, precision: Precision) -> BaseModel:
+    """The run's base model, read straight into the storage dtypes the weights strategy's ``load_dtypes`` names. A
+    base the run never saves has the weights kept as stored memory-mapped instead of read -- unless the run re-lays
+    out every conv weight channels-last: the replaced originals would stay resident in the file's mapping."""
+    dtype, vae_dtype = weights_factory.load_dtypes(precision)
     section = config.model
     return load_base_model(
         section.pretrained_model_name_or_path,

@@ -1,4 +1,4 @@
-"""Everything a run builds before its first step: model, optimizer, schedule, output folder, reporting."""
+"""Everything a run builds before its first step: optimizer, schedule, output folder, reporting."""
 
 from __future__ import annotations
 
@@ -6,19 +6,12 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
-
-import torch
 
 from library.atomic_files import remove_stale_temporaries
 from library.config import FurnaceConfig, save_resolved
-from library.models.loader import BaseModel
-from library.networks import TrainingInfo
 from library.sampling.files import SAMPLE_DIR_NAME
-from library.training.accelerator import Precision
 from library.training.optimizers import build_lr_scheduler, build_optimizer
 from library.training.progress import MetricsWriter, ProgressLog
 
@@ -44,28 +37,6 @@ def plan_schedule(config: FurnaceConfig, batches_per_epoch: int) -> Schedule:
     else:
         total = config.training.max_train_steps
     return Schedule(total, updates_per_epoch, math.ceil(total / updates_per_epoch), accumulation)
-
-
-class TrainedWeights(Protocol):
-    """What a run trains and how it is written (LoRA adapters, or full modules)."""
-
-    kind: str
-    saves_base_model: bool  # the written file holds the base (full fine-tuning), not adapters only
-    trains_text_encoder: bool
-
-    def modules_to_prepare(self) -> list[torch.nn.Module]:
-        """The modules that train: wrapped for distributed training, and in training mode during the steps."""
-        ...
-
-    def param_groups(self) -> list[dict]: ...
-    def parameters(self) -> list[torch.nn.Parameter]: ...
-    def register_state_hooks(self, accelerator) -> None: ...
-    def after_step(self, step: int) -> None: ...
-    def sync_to_step(self, step: int) -> None: ...
-    def save(self, path: Path, info: TrainingInfo) -> None: ...
-
-
-WeightsFactory = Callable[[FurnaceConfig, BaseModel, Precision, object], TrainedWeights]
 
 
 def build_optimization(config: FurnaceConfig, groups: list[dict], schedule: Schedule):

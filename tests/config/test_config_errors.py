@@ -95,8 +95,8 @@ BAD_FILES = [
     ("section-not-table", {"top": "optimizer = 5"}, ["optimizer: must be a [optimizer] table of options", "(got 5)"]),
     (
         "flat-name-of-a-section",
-        {"top": "network = 5"},
-        ["dreambooth.network (from network): must be one of", "(got 5)"],
+        {"top": "deepspeed = 5"},
+        ["deepspeed.enabled (from deepspeed): must be true or false", "(got 5)"],
     ),
     ("family-switches", {"top": "v2 = true\nsdxl = true"}, ["v2/sdxl: sdxl cannot be combined with v2"]),
     (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from library.config import FurnaceConfig, load_config, loads_config
+from library.config.keys import FIELD_PATHS
 
 REPO = Path(__file__).resolve().parents[2]
 PRESETS = sorted((REPO / "configs").glob("*.toml"))
@@ -39,6 +41,16 @@ def test_json_schema_documents_every_section_and_field():
     assert (network["dim"]["minimum"], network["dim"]["maximum"], network["dim"]["default"]) == (1, 1024, 16)
     assert "AdamW8bit" in definitions["OptimizerSection"]["properties"]["type"]["enum"]
     assert definitions["TrainingSection"]["properties"]["mixed_precision"]["enum"] == ["no", "fp16", "bf16"]
+
+
+# A measured amount: "~0.6 GiB", "30 % less", "2.3x faster", "12 s". The README's benchmark table holds those.
+MEASURED = re.compile(r"~\s*\d|\d\s*(GiB|GB|MiB|MB|%|s|ms|min)\b|\d\s*[x×]\s*(faster|slower|less|more)", re.IGNORECASE)
+
+
+def test_option_descriptions_hold_no_measured_figures():
+    measured = {path: info.description for path, info in FIELD_PATHS.items() if MEASURED.search(info.description)}
+    assert measured == {}
+    assert MEASURED.search("adds ~0.6 GiB of VAE activations") and MEASURED.search("2.3x faster")
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=[path.name for path in PRESETS])

@@ -135,7 +135,7 @@ def test_train_from_the_quickstart_preset_and_stop_a_queued_run(browser_context,
         page.select_option("#preset", "dreambooth_quickstart")
         page.click("#load-preset")
         expect(page.locator("#trainer")).to_have_value("dreambooth")
-        expect(page.locator("#f-dreambooth-network")).to_have_value("full")
+        expect(page.locator("#f-dreambooth-train_method")).to_have_value("full")
 
         page.goto(home + "#preprocess")
         expect(page.locator("#pp-command")).to_have_value("doctor")

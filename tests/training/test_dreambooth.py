@@ -130,7 +130,7 @@ def test_full_fine_tune_resume_is_exact(tiny_model_factory, concept_dataset, tmp
 
 def test_lora_mode_writes_a_kohya_file(tiny_model_factory, concept_dataset, tmp_path):
     args = _dreambooth_args(tiny_model_factory("sd1").folder, concept_dataset, tmp_path / "out", tmp_path / "class")
-    run_cli("train_dreambooth.py", [*args, "--network", "lora"])
+    run_cli("train_dreambooth.py", [*args, "--train_method", "lora"])
     with safe_open(str(tmp_path / "out" / "lora.safetensors"), framework="pt") as handle:
         keys = list(handle.keys())
         metadata = handle.metadata()

@@ -29,7 +29,7 @@ class View:
 
 
 def _dropout_draws(trainer: Trainer) -> bool:
-    network = getattr(trainer.weights, "network", None)
+    network = trainer.weights.network
     if network is None:
         return False
     layers = [next(layer for name, layer in network.modules.items() if name.startswith(prefix))

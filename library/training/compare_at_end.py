@@ -20,7 +20,7 @@ from accelerate import Accelerator
 
 from library.config import ConfigError, FurnaceConfig
 from library.models.loader import BaseModel
-from library.networks import LoraNetwork, read_lora_file
+from library.networks import LoraNetwork
 from library.sampling.compare_grid import LoraApplier, render_grid
 from library.sampling.prompts import SamplePrompt
 from library.training.progress import ProgressLog
@@ -47,7 +47,7 @@ def live_adapters(network: LoraNetwork) -> LoraApplier:
 
     @contextlib.contextmanager
     def apply(lora: Path, strength: float) -> Iterator[None]:
-        network.load_kohya(read_lora_file(lora)[0], strict=True, source=str(lora))
+        network.load_file(lora, strict=True)
         network.set_multiplier(strength)
         try:
             yield

@@ -61,3 +61,37 @@ def tiny_model_factory(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_sd1(tiny_model_factory) -> TinyModel:
     return tiny_model_factory("sd1")
+
+
+class SlowWorkInFastTest(Exception):
+    """Raised when a test without the ``slow`` marker starts a trainer or another process."""
+
+
+def _forbid(what: str):
+    def refuse(*args, **kwargs):
+        raise SlowWorkInFastTest(f"this test starts {what}: mark it (or its module) @pytest.mark.slow")
+
+    return refuse
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """The one rule of the ``slow`` marker, enforced: a test that starts a trainer or another process is slow.
+
+    For every other test (and its fixtures), starting a subprocess or a training loop raises, so
+    ``-m "not slow"`` stays a loop of a few minutes and a new test cannot quietly break it.
+    """
+    if item.get_closest_marker("slow"):
+        yield
+        return
+    import subprocess
+
+    from library.training.trainer import Trainer
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(subprocess.Popen, "__init__", _forbid("a subprocess"))
+    patch.setattr(Trainer, "run", _forbid("a trainer"))
+    try:
+        yield
+    finally:
+        patch.undo()

@@ -29,6 +29,7 @@ def lint_imports(root: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_the_code_keeps_every_contract():
     result = lint_imports(REPO_ROOT)
     contracts = len(CONFIG["tool"]["importlinter"]["contracts"])
@@ -59,6 +60,7 @@ def _copy_with(tmp_path: Path, module: str, line: str) -> Path:
          "no import cycles among the modules of a package", ".exceptions -> .trainer"),
     ],
 )
+@pytest.mark.slow
 def test_a_violating_import_breaks_a_contract(tmp_path, module, line, broken, reported):
     result = lint_imports(_copy_with(tmp_path, module, line))
     assert result.returncode == 1, result.stdout + result.stderr

@@ -69,6 +69,7 @@ def test_old_and_new_spelling_together_are_one_key_set_twice(write_config, run_t
     )
 
 
+@pytest.mark.slow
 def test_config_tool_resolves_the_old_spelling_to_the_new_key(write_config, run_toml):
     path = write_config(run_toml(dreambooth='network = "lora"'))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}

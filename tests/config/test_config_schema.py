@@ -90,12 +90,14 @@ def test_sd15_preset_is_realistic():
     assert config.dataset.cache_latents
 
 
+@pytest.mark.slow
 def test_cli_schema_prints_json_schema():
     result = _run("schema")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == FurnaceConfig.model_json_schema()
 
 
+@pytest.mark.slow
 def test_cli_check_prints_resolved_toml(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text('network_dim = 8\n[model]\npretrained_model_name_or_path = "m"\n[dataset]\ntrain_data_dir = "d"\n')
@@ -107,6 +109,7 @@ def test_cli_check_prints_resolved_toml(tmp_path):
     assert loads_config(result.stdout) == load_config(path, ["--network_alpha", "2", "--resolution", "512,768"])
 
 
+@pytest.mark.slow
 def test_cli_dump_prints_resolved_toml():
     result = _run("dump", "configs/quickstart.toml")
     assert result.returncode == 0, result.stderr
@@ -122,6 +125,7 @@ def test_cli_dump_prints_resolved_toml():
         ("", ["--network_dim", "-3"], "--network_dim: network.dim: must be >= 1 (got -3)"),
     ],
 )
+@pytest.mark.slow
 def test_cli_check_bad_config_exits_2_without_traceback(tmp_path, text, overrides, expected):
     path = tmp_path / "bad.toml"
     path.write_text('[model]\npretrained_model_name_or_path = "m"\n[dataset]\ntrain_data_dir = "d"\n' + text)
@@ -132,12 +136,14 @@ def test_cli_check_bad_config_exits_2_without_traceback(tmp_path, text, override
     assert result.stderr.splitlines()[0].startswith(expected.format(path=path))
 
 
+@pytest.mark.slow
 def test_cli_check_missing_file(tmp_path):
     result = _run("check", str(tmp_path / "nope.toml"))
     assert result.returncode == 2
     assert result.stderr == f"{tmp_path / 'nope.toml'}: config file not found\n"
 
 
+@pytest.mark.slow
 def test_loading_a_config_does_not_import_torch():
     code = "import sys, library.config as c; c.load_config('configs/quickstart.toml'); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)

@@ -59,6 +59,7 @@ def _doctor(folder: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_training_and_doctor_refuse_a_malformed_name_alike(tmp_path: Path) -> None:
     train = tmp_path / "train"
     write_images(train / "2_dog", [(64, 64)], ["dog"])
@@ -76,6 +77,7 @@ def test_training_and_doctor_refuse_a_malformed_name_alike(tmp_path: Path) -> No
     assert f"ERROR: {expected}" in doctor.stdout.splitlines()
 
 
+@pytest.mark.slow
 def test_training_skips_and_doctor_warns_about_zero_repeats(tmp_path: Path) -> None:
     train = tmp_path / "train"
     write_images(train / "2_dog", [(64, 64)], ["dog"])

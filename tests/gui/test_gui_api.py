@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from gui_server import REPO, GuiFolders, GuiServer, quick_run_values, wait_for
 
+pytestmark = pytest.mark.slow  # these tests start processes or trainers
+
 
 @pytest.fixture
 def server(gui_folders):
@@ -111,7 +113,6 @@ def test_dataset_doctor_reports_the_folder(server, gui_folders):
     assert "2_frnc" in result["text"] and "ready to train" in result["text"]
 
 
-@pytest.mark.slow
 def test_queue_runs_stops_resumes_and_survives_a_restart(gui_folders, tmp_path):
     servers = [GuiServer(gui_folders, token="t", max_concurrent=1).start()]
     try:
@@ -178,7 +179,6 @@ def check_queue_lifecycle(servers: list[GuiServer], gui_folders, tmp_path) -> No
     wait_for(lambda: client.get(f"/api/runs/{second['id']}").json()["status"] == "stopped", what="stopped again")
 
 
-@pytest.mark.slow
 def test_accelerate_launched_run_stops_with_its_state_saved(gui_folders):
     server = GuiServer(gui_folders, launcher="accelerate").start()
     try:

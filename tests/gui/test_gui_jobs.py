@@ -8,6 +8,8 @@ from gui_server import GuiServer, wait_for
 
 from library.data.synthetic import write_dataset
 
+pytestmark = pytest.mark.slow  # these tests start processes or trainers
+
 
 @pytest.fixture
 def server(gui_folders):

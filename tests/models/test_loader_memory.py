@@ -61,9 +61,13 @@ def _file_mappings(path: Path) -> list[tuple[int, int]]:
     return ranges
 
 
+def _holding_range(tensor: torch.Tensor, ranges: list[tuple[int, int]]) -> tuple[int, int] | None:
+    return next((r for r in ranges if r[0] <= tensor.data_ptr() < r[1]), None)
+
+
 def _file_mapping(tensor: torch.Tensor, path: Path) -> tuple[int, int] | None:
     """The range of this process's mapping of ``path`` that holds ``tensor``'s data, if any."""
-    return next((r for r in _file_mappings(path) if r[0] <= tensor.data_ptr() < r[1]), None)
+    return _holding_range(tensor, _file_mappings(path))
 
 
 def test_uncast_tensors_are_read_unless_mapping_is_asked_for(tmp_path):
@@ -135,6 +139,7 @@ def test_truncated_file_is_refused_on_open(tmp_path):
         StreamedTensors(cut)
 
 
+@pytest.mark.slow
 def test_casting_read_holds_one_full_precision_tensor_at_a_time(tmp_path):
     """Reading a 192 MiB fp32 file as bf16 peaks near the 96 MiB result (+ one 16 MiB tensor), far below the
     fp32 copy + bf16 copy (288 MiB) a whole-file read followed by a cast holds."""
@@ -182,7 +187,8 @@ def test_fp32_load_with_map_weights_maps_instead_of_copying(tiny_model_factory):
         assert len(os.listdir("/proc/self/fd")) <= open_files + 2  # mappings hold no descriptor
         for name, module in _modules(model).items():
             weights = source if source.is_file() else next((source / name).glob("*.safetensors"))
-            assert all(_file_mapping(p, weights) for p in module.parameters()), (source.name, name)
+            ranges = _file_mappings(weights)
+            assert all(_holding_range(p, ranges) for p in module.parameters()), (source.name, name)
     vae_file = next((tiny.folder / "vae").glob("*.safetensors"))
     model.vae = None
     assert not _file_mappings(vae_file)
@@ -242,4 +248,5 @@ def test_only_a_lora_run_maps_its_base(tiny_model_factory, tmp_path):
     for run_config, factory, mapped in ((config, LoraWeights, True), (config, FullWeights, False),
                                         (channels_last, LoraWeights, False)):
         unet = load_training_model(run_config, factory, precision).unet
-        assert all(bool(_file_mapping(p, tiny.single_file)) is mapped for p in unet.parameters()), factory.__name__
+        ranges = _file_mappings(tiny.single_file)
+        assert all(bool(_holding_range(p, ranges)) is mapped for p in unet.parameters()), factory.__name__

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from library.data.captions import read_caption
@@ -26,6 +27,7 @@ def test_decorate() -> None:
     assert decorate("a dog", " ", "photo") == "a dog, photo"
 
 
+@pytest.mark.slow
 def test_caption_cli_subprocess(tmp_path: Path, blip_model: Path, run_cli, samples) -> None:
     source = tmp_path / "src" / "3_sks dog"
     source.mkdir(parents=True)
@@ -71,6 +73,7 @@ def test_caption_cli_subprocess(tmp_path: Path, blip_model: Path, run_cli, sampl
     }
 
 
+@pytest.mark.slow
 def test_missing_model_folder_says_what_to_download(tmp_path: Path, run_cli) -> None:
     (tmp_path / "data").mkdir()
     result = run_cli("caption", tmp_path / "data", "--in-place", "--model", tmp_path / "blip-large")

@@ -10,6 +10,7 @@ from PIL import Image
 from preprocess.__main__ import main
 
 
+@pytest.mark.slow
 def test_top_level_help_lists_every_command(run_cli) -> None:
     result = run_cli("--help")
     assert result.returncode == 0
@@ -35,6 +36,7 @@ def test_command_help(command: str, options: list[str], capsys) -> None:
     assert all(option in text for option in options)
 
 
+@pytest.mark.slow
 def test_unwritable_output_is_one_line_error(tmp_path: Path, run_cli) -> None:
     source = tmp_path / "src"
     source.mkdir()

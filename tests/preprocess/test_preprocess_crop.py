@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image, ImageOps
 
 from library.data.buckets import BucketAssigner, BucketParams, make_buckets
@@ -27,6 +28,7 @@ def _textured_right(size: tuple[int, int]) -> Image.Image:
     return Image.fromarray(pixels)
 
 
+@pytest.mark.slow
 def test_crop_cli_subprocess_with_odd_files(tmp_path: Path, run_cli, samples) -> None:
     source = tmp_path / "src"
     folder = source / "10_sks dog"

@@ -6,6 +6,7 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from library.data.buckets import BucketParams, bucket_table
@@ -50,6 +51,7 @@ def _training_dir(root: Path, samples) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_doctor_json_subprocess(tmp_path: Path, run_cli, samples) -> None:
     root = _training_dir(tmp_path / "train", samples)
     result = run_cli("doctor", root, "--json", "--resolution", "512")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from library.data.captions import read_caption, split_tags
@@ -64,6 +65,7 @@ def _dataset(root: Path, samples) -> Path:
     return root / "5_test"
 
 
+@pytest.mark.slow
 def test_tag_cli_subprocess(tmp_path: Path, wd14_model: Path, run_cli, samples) -> None:
     source = _dataset(tmp_path / "src", samples)
     out = tmp_path / "out"
@@ -111,6 +113,7 @@ def test_dry_run_writes_nothing(tmp_path: Path, wd14_model: Path, samples) -> No
     ]
 
 
+@pytest.mark.slow
 def test_missing_model_names_files_and_folder(tmp_path: Path, run_cli, samples) -> None:
     source = _dataset(tmp_path / "src", samples)
     result = run_cli("tag", source, "--in-place", "--model", tmp_path / "no-model")

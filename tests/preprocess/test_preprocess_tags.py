@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from library.data.captions import read_caption
@@ -55,6 +56,7 @@ def _dataset(root: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_tags_cli_subprocess_filter_and_prepend(tmp_path: Path, run_cli) -> None:
     folder = _dataset(tmp_path / "src")
     out = tmp_path / "out"

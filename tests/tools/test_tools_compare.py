@@ -5,10 +5,13 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pytest
 from PIL import Image
 from tool_helpers import run_tool
 
 from library.tools.compare import collect_loras
+
+pytestmark = pytest.mark.slow  # these tests start processes or trainers
 
 
 def test_grid_of_a_run_folder(tiny_sd1, lora_factory, tmp_path):

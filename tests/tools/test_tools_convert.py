@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -11,6 +12,7 @@ from library.models.loader import load_base_model
 from library.tools.__main__ import main
 
 
+@pytest.mark.slow
 def test_ckpt_with_ema_to_pruned_fp16_safetensors(tiny_sd1, tmp_path):
     original = load_file(str(tiny_sd1.single_file))
     ema = {"model_ema.decay": torch.tensor(0.999), "model_ema.num_updates": torch.tensor(10)}

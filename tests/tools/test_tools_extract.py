@@ -16,6 +16,8 @@ from library.networks import LoraOptions, verify_hashes
 from library.networks.targets import find_targets
 from library.tools.__main__ import main
 
+pytestmark = pytest.mark.slow  # these tests start processes or trainers
+
 
 def test_extract_recovers_a_merged_locon(tiny_sd1, lora_factory, tmp_path):
     lora = lora_factory("sd1", "a", dim=4, alpha=2.0, conv_dim=2, conv_alpha=1.0)

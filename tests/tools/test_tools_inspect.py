@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from safetensors.torch import load_file, save_file
 from tool_helpers import run_tool
 
 from library.tools.__main__ import main
 
 
+@pytest.mark.slow
 def test_lora_report_as_json(lora_factory):
     lora = lora_factory("sd1", "a", dim=4, alpha=2.0, conv_dim=2)
     report = json.loads(run_tool("inspect", lora, "--json").stdout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from safetensors import safe_open
 from tool_helpers import model_outputs, relative_error, run_tool
@@ -12,6 +13,7 @@ from library.models.loader import load_base_model
 from library.networks import LoraOptions, inject_lora, read_lora_file
 
 
+@pytest.mark.slow
 def test_merged_checkpoint_equals_base_plus_lora_at_run_time(tiny_sd1, lora_factory, tmp_path):
     lora = lora_factory("sd1", "style", seed=3)
     out = tmp_path / "merged.safetensors"
@@ -39,6 +41,7 @@ def test_merged_checkpoint_equals_base_plus_lora_at_run_time(tiny_sd1, lora_fact
     assert recipe["loras"] == [{"file": "style.safetensors", "ratio": 0.7}]
 
 
+@pytest.mark.slow
 def test_two_loras_and_fp16_output(tiny_sd1, lora_factory, tmp_path):
     first, second = lora_factory("sd1", "a", seed=1), lora_factory("sd1", "b", seed=2, dim=2, alpha=1.0, conv_dim=2)
     out = tmp_path / "both.safetensors"
@@ -50,6 +53,7 @@ def test_two_loras_and_fp16_output(tiny_sd1, lora_factory, tmp_path):
     assert relative_error(model_outputs(merged)[1], model_outputs(base)[1]) > 1e-3
 
 
+@pytest.mark.slow
 def test_wrong_ratio_count_and_wrong_family_are_one_line_errors(tiny_sd1, tiny_model_factory, lora_factory, tmp_path):
     lora = lora_factory("sd1", "a")
     result = run_tool(

@@ -19,6 +19,7 @@ def _expected(first, second, ratios):
     return {name: sum(d[name] for d in deltas if name in d) for name in names}
 
 
+@pytest.mark.slow
 def test_concat_is_the_exact_weighted_sum(lora_factory, tmp_path):
     first = lora_factory("sd1", "a", seed=1, dim=4, alpha=2.0)
     second = lora_factory("sd1", "b", seed=2, dim=2, alpha=1.0, conv_dim=2)

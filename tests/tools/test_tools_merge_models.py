@@ -34,6 +34,7 @@ def test_block_labels_follow_the_usual_convention():
     assert block_labels(keys + ["model.diffusion_model.output_blocks.1.x"]) == ["IN00", "IN02", "IN10", "M00", "OUT01"]
 
 
+@pytest.mark.slow
 def test_weighted_sum(tiny_sd1, second_model, tmp_path):
     out = tmp_path / "sum.safetensors"
     run_tool(

@@ -16,6 +16,7 @@ from library.tools.lowrank import RankRule, dense_svd, factor_shapes, truncate
 from library.tools.resize import resize_modules
 
 
+@pytest.mark.slow
 def test_full_rank_is_lossless(lora_factory, tmp_path):
     lora = lora_factory("sd1", "a", dim=4, alpha=2.0, conv_dim=2)
     out = tmp_path / "same.safetensors"
@@ -113,6 +114,7 @@ def test_resized_locon_metadata_follows_the_new_ranks(lora_factory, tmp_path):
 
 
 @pytest.mark.parametrize("rule", [["--rank", "2"], ["--dynamic", "sv_fro", "--dynamic-param", "0.8"]])
+@pytest.mark.slow
 def test_low_rank_path_merges_like_the_full_svd(tiny_sd1, lora_factory, tmp_path, rule):
     """The resized file (SVD from the factors) and one made with full SVDs of the updates bake into the same model."""
     lora = lora_factory("sd1", "dora", seed=7, dim=4, alpha=2.0, conv_dim=3, conv_alpha=1.5, use_dora=True)

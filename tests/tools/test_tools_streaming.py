@@ -15,6 +15,8 @@ from library.models.pipeline import component_configs, component_modules
 from library.models.single_file import save_original_checkpoint
 from library.models.tiny import build_components, component_state_dicts, tiny_configs
 
+pytestmark = pytest.mark.slow  # these tests start processes or trainers
+
 # Runs the tools CLI and prints its peak resident memory in KiB last on stderr. VmHWM belongs to the process's own
 # memory map; ru_maxrss would not do: a child's starts at the RSS of the (large) test process that forked it.
 _PEAK = (

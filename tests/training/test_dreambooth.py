@@ -15,6 +15,8 @@ from trainer_cli import base_args, read_events, run_cli
 
 from library.models.loader import load_base_model
 
+pytestmark = pytest.mark.slow  # these tests start processes or trainers
+
 
 def _dreambooth_args(model, dataset, output, class_dir, **overrides):
     settings = {

@@ -10,6 +10,8 @@ from safetensors import safe_open
 
 from trainer_cli import base_args, read_events, run_cli
 
+pytestmark = pytest.mark.slow  # these tests start processes or trainers
+
 
 def test_bad_config_value_exits_2_with_one_line(tiny_model_factory, concept_dataset, tmp_path):
     args = base_args(tiny_model_factory("sd1").folder, concept_dataset, tmp_path, network_dim=0)

@@ -10,6 +10,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from trainer_cli import base_args, read_events, run_cli
 
+pytestmark = pytest.mark.slow  # these tests start processes or trainers
+
 OPTION_SETS = {
     "checkpointing-bf16-accumulation": {
         "training.gradient_checkpointing": "true",

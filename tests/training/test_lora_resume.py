@@ -8,10 +8,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from trainer_cli import REPO, base_args, read_events, run_cli
+
+pytestmark = pytest.mark.slow  # these tests start processes or trainers
 
 STEPS = 24
 

@@ -13,6 +13,8 @@ from library.networks import verify_hashes
 
 from trainer_cli import base_args, read_events, run_cli
 
+pytestmark = pytest.mark.slow  # these tests start processes or trainers
+
 
 @pytest.fixture(scope="module")
 def sd1_run(tiny_model_factory, concept_dataset, tmp_path_factory):

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import statistics
 
+import pytest
 from trainer_cli import base_args, read_events, run_cli
+
+pytestmark = pytest.mark.slow  # these tests start processes or trainers
 
 
 def test_validation_loss_is_recorded_and_falls_with_the_training_loss(tiny_model_factory, concept_dataset, tmp_path):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 from trainer_cli import base_args, run_cli
+
+pytestmark = pytest.mark.slow  # these tests start processes or trainers
 
 
 def test_sdxl_lora_resumes_exactly_and_matches_diffusers(tiny_model_factory, concept_dataset, tmp_path):

@@ -6,7 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 from trainer_cli import REPO, base_args, run_cli
+
+pytestmark = pytest.mark.slow  # these tests start processes or trainers
 
 
 def probe(args: list[str], setup_only: bool = False) -> dict:

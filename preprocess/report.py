@@ -24,7 +24,7 @@ from library.data.dataset_report import (
     folder_lines,
     folder_report,
 )
-from library.data.images import ImageLoadError, list_images, load_image_rgb
+from library.data.images import ImageLoadError, describe_unreadable, list_images, load_image_rgb
 from library.data.repeat_folders import ZERO_REPEATS, RepeatFolder, RepeatFolderError, parse_repeat_folder
 from preprocess.duplicates import DEFAULT_MAX_DISTANCE, Fingerprint, fingerprint, near_duplicate_groups
 
@@ -152,8 +152,8 @@ def _folder_problems(
         found.append(Problem(ERROR, where, "no readable images"))
     if report.unreadable_images:
         severity = WARNING if on_bad_image == "skip" else ERROR
-        names = ", ".join(f"{item['path']} ({item['reason']})" for item in report.unreadable_images)
-        found.append(Problem(severity, where, f"{len(report.unreadable_images)} unreadable image(s): {names}"))
+        bad = [ImageLoadError(item["path"], item["reason"]) for item in report.unreadable_images]
+        found.append(Problem(severity, where, describe_unreadable(bad, limit=len(bad))))
     if report.unreadable_captions:
         names = ", ".join(f"{item['path']} ({item['reason']})" for item in report.unreadable_captions)
         found.append(Problem(ERROR, where, f"{len(report.unreadable_captions)} unreadable caption(s): {names}"))

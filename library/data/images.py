@@ -1,10 +1,11 @@
-"""Loading dataset images as plain 8-bit RGB, whatever the file holds.
+"""Opening dataset images, and loading them as plain 8-bit RGB, whatever the file holds.
 
-Training and every preprocessing command go through :func:`load_image_rgb`, so an image
-looks the same to the tagger, the cropper, the doctor and the trainer: EXIF orientation
-applied, transparency composited on white, CMYK / 16-bit / palette modes converted.
-A file that cannot be decoded raises :class:`ImageLoadError` naming the path and the reason,
-so callers can report it on one line and skip it instead of crashing.
+Every image is opened through :func:`open_image`: the trainer's header scan (:func:`read_image_size`), its full
+decode and every preprocessing command (:func:`load_image_rgb`), so they refuse the same files for the same reason,
+and an image looks the same to the tagger, the cropper, the doctor and the trainer: EXIF orientation applied,
+transparency composited on white, CMYK / 16-bit / palette modes converted. A file that cannot be used (empty,
+truncated, not an image, or declaring more pixels than can be decoded safely) raises :class:`ImageLoadError` naming
+the path and the reason, so callers can report it on one line and skip it instead of crashing.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from library.data.buckets import Size
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +29,8 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".webp", 
 
 _BACKGROUND = (255, 255, 255)
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # rotated by 90 degrees: width and height swap
 
 
 class ImageLoadError(Exception):
@@ -33,6 +40,14 @@ class ImageLoadError(Exception):
         self.path = Path(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+def describe_unreadable(errors: Sequence[ImageLoadError], limit: int = 10) -> str:
+    """``N unreadable image(s): <path> (<reason>), ...``: the one line the trainer and the doctor name bad files
+    with, the first ``limit`` of them."""
+    named = ", ".join(f"{error.path} ({error.reason})" for error in errors[:limit])
+    more = f" and {len(errors) - limit} more" if len(errors) > limit else ""
+    return f"{len(errors)} unreadable image(s): {named}{more}"
 
 
 def is_image_file(path: Path) -> bool:
@@ -51,10 +66,13 @@ def list_images(folder: str | os.PathLike[str], recursive: bool = False) -> list
     return sorted(found, key=lambda path: path.relative_to(root).as_posix())
 
 
-def load_image_rgb(path: str | os.PathLike[str]) -> Image.Image:
-    """Decode ``path`` fully into an upright 8-bit RGB image.
+@contextmanager
+def open_image(path: str | os.PathLike[str]) -> Iterator[Image.Image]:
+    """Open ``path`` lazily (header read, pixels not yet decoded) for reading inside the ``with`` block.
 
-    Raises :class:`ImageLoadError` for zero-byte, truncated, corrupt or non-image files.
+    The one way a dataset image is opened: every failure while opening it or reading it inside the block, a
+    decompression bomb included, becomes an :class:`ImageLoadError` naming the file, so the scan, the decode, the
+    doctor and the preprocess commands refuse the same files with the same reason.
     """
     path = Path(path)
     try:
@@ -63,17 +81,36 @@ def load_image_rgb(path: str | os.PathLike[str]) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                image.load()
-                upright = _apply_exif_orientation(image, path)
-                return to_rgb(upright)
+                yield image
     except ImageLoadError:
         raise
     except UnidentifiedImageError:
         raise ImageLoadError(path, "not an image or an unsupported format") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageLoadError(path, f"image too large to decode safely ({error})") from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        reason = f"too large to decode safely (over {Image.MAX_IMAGE_PIXELS} pixels; a decompression bomb?)"
+        raise ImageLoadError(path, reason) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageLoadError(path, f"cannot decode image ({_describe(error)})") from None
+
+
+def read_image_size(path: str | os.PathLike[str]) -> Size:
+    """Upright (EXIF-rotated) ``(width, height)`` from the file header, without decoding the pixels."""
+    with open_image(path) as image:
+        width, height = image.size
+        # Only look at EXIF the header already holds: asking a PNG for more decodes the whole file.
+        orientation = image.getexif().get(_EXIF_ORIENTATION, 1) if "exif" in image.info else 1
+    return (height, width) if orientation in _TRANSPOSED_ORIENTATIONS else (width, height)
+
+
+def load_image_rgb(path: str | os.PathLike[str]) -> Image.Image:
+    """Decode ``path`` fully into an upright 8-bit RGB image.
+
+    Raises :class:`ImageLoadError` for zero-byte, truncated, corrupt, oversized or non-image files.
+    """
+    with open_image(path) as image:
+        image.load()
+        upright = _apply_exif_orientation(image, Path(path))
+        return to_rgb(upright)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -11,18 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from library.data.buckets import BucketAssigner, ResizePlan, Size
 from library.data.captions import CaptionError, read_caption_for
 from library.data.dataset_config import SubsetBlueprint
-from library.data.images import ImageLoadError, list_images
+from library.data.images import ImageLoadError, describe_unreadable, list_images, read_image_size
 
 logger = logging.getLogger(__name__)
-
-_EXIF_ORIENTATION = 0x0112
-_TRANSPOSED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # rotated by 90 degrees: width and height swap
-_MAX_LISTED = 10
 
 
 class DatasetError(Exception):
@@ -53,24 +47,6 @@ class ImageRecord:
     @property
     def is_reg(self) -> bool:
         return self.subset.is_reg
-
-
-def read_image_size(path: Path) -> Size:
-    """Upright (EXIF-rotated) ``(width, height)`` from the file header, without decoding the pixels."""
-    try:
-        if path.stat().st_size == 0:
-            raise ImageLoadError(path, "empty file (0 bytes)")
-        with Image.open(path) as image:
-            width, height = image.size
-            # Only look at EXIF the header already holds: asking a PNG for more decodes the whole file.
-            orientation = image.getexif().get(_EXIF_ORIENTATION, 1) if "exif" in image.info else 1
-    except ImageLoadError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageLoadError(path, "not an image or an unsupported format") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageLoadError(path, f"cannot read image header ({error})") from None
-    return (height, width) if orientation in _TRANSPOSED_ORIENTATIONS else (width, height)
 
 
 @dataclass
@@ -126,18 +102,15 @@ def report_missing_captions(scan: SubsetScan) -> None:
 
 
 def handle_bad_images(errors: list[ImageLoadError], policy: str) -> None:
-    """``error``: stop, naming every bad file; ``skip``: one warning per file (they are left out)."""
+    """``error``: stop with one line naming the bad files; ``skip``: one warning per file (they are left out)."""
     if not errors:
         return
     if policy == "skip":
         for error in errors:
             logger.warning("skipping unreadable image %s", error)
         return
-    lines = [f"{error}" for error in errors[:_MAX_LISTED]]
-    if len(errors) > _MAX_LISTED:
-        lines.append(f"... and {len(errors) - _MAX_LISTED} more unreadable image(s)")
-    lines.append("fix or remove these files, or set dataset.on_bad_image = 'skip' to train without them")
-    raise DatasetError(lines)
+    hint = "fix or remove them, or set dataset.on_bad_image = 'skip' to train without them"
+    raise DatasetError([f"{describe_unreadable(errors)}; {hint}"])
 
 
 def scan_subsets(

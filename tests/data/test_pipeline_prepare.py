@@ -16,9 +16,10 @@ from pipeline_fixtures import run_config, write_images
 
 from library.atomic_files import STALE_AFTER_SECONDS
 from library.config import ConfigError
+from library.data.images import read_image_size
 from library.data.latent_cache import CACHE_DIR_NAME, encode_latents
 from library.data.pipeline import build_training_data
-from library.data.records import DatasetError, read_image_size
+from library.data.records import DatasetError
 from library.data.transforms import make_sample
 from library.models.families import get_family
 from library.models.tiny import build_components, tiny_configs

@@ -87,8 +87,7 @@ def open_image(path: str | os.PathLike[str]) -> Iterator[Image.Image]:
     except UnidentifiedImageError:
         raise ImageLoadError(path, "not an image or an unsupported format") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        reason = f"too large to decode safely (over {Image.MAX_IMAGE_PIXELS} pixels; a decompression bomb?)"
-        raise ImageLoadError(path, reason) from None
+        raise ImageLoadError(path, f"too large to decode safely, over {Image.MAX_IMAGE_PIXELS} pixels") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageLoadError(path, f"cannot decode image ({_describe(error)})") from None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +71,18 @@ def truncated_jpeg(path: Path) -> Path:
 
 def zero_byte(path: Path) -> Path:
     path.write_bytes(b"")
+    return path
+
+
+def decompression_bomb_png(path: Path, side: int = 100_000) -> Path:
+    """A PNG of a few dozen bytes whose header declares ``side`` x ``side`` grey pixels (10^10 by default)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
     return path
 
 

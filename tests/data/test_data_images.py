@@ -8,7 +8,7 @@ import image_samples as samples
 import pytest
 from PIL import Image
 
-from library.data.images import IMAGE_EXTENSIONS, ImageLoadError, list_images, load_image_rgb
+from library.data.images import IMAGE_EXTENSIONS, ImageLoadError, list_images, load_image_rgb, read_image_size
 
 WHITE = (255, 255, 255)
 
@@ -64,6 +64,22 @@ def test_broken_files_raise_typed_error_naming_path(tmp_path: Path, make, reason
     assert caught.value.path == path
     assert reason in caught.value.reason
     assert str(caught.value).startswith(str(path))
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [(samples.decompression_bomb_png, "too large to decode safely"), (samples.not_an_image, "not an image")],
+)
+def test_header_read_and_decode_refuse_alike(tmp_path: Path, make, reason: str) -> None:
+    """The scan reads headers, training decodes pixels: both open files one way, so they refuse the same file
+    with the same reason (a bomb is refused before its pixels are allocated)."""
+    path = make(tmp_path / "hostile.png")
+    refused = []
+    for read in (read_image_size, load_image_rgb):
+        with pytest.raises(ImageLoadError) as caught:
+            read(path)
+        refused.append(str(caught.value))
+    assert refused[0] == refused[1] and reason in refused[0] and refused[0].startswith(str(path))
 
 
 def test_non_ascii_file_name(tmp_path: Path) -> None:

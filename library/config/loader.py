@@ -24,9 +24,10 @@ logger = logging.getLogger(__name__)
 _POSITION = re.compile(r"^(?P<what>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)$")
 
 
-def _parse_toml(text: str, source: str) -> dict[str, Any]:
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    """A TOML document (a leading byte-order mark ignored); one line naming ``source`` and the position when broken."""
     try:
-        return tomllib.loads(text)
+        return tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as exc:
         found = _POSITION.match(str(exc))
         where = f"line {found['line']}, column {found['col']}: " if found else ""
@@ -34,15 +35,19 @@ def _parse_toml(text: str, source: str) -> dict[str, Any]:
         raise ConfigError([f"{source}: {where}invalid TOML: {what}"]) from None
 
 
-def _read_text(path: Path) -> str:
+def read_toml_text(path: Path, kind: str = "config file", expected: str = "a .toml config file") -> str:
+    """The text of a TOML file a user wrote (``kind`` names it in errors, ``expected`` says what it should be).
+
+    UTF-8 with or without a byte-order mark: editors on Windows add one, and TOML itself would refuse it.
+    """
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise ConfigError([f"{path}: config file not found"]) from None
+        raise ConfigError([f"{path}: {kind} not found"]) from None
     except IsADirectoryError:
-        raise ConfigError([f"{path}: is a folder, expected a .toml config file"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{path}: not a UTF-8 text file"]) from None
+        raise ConfigError([f"{path}: is a folder, expected {expected}"]) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError([f"{path}: not a UTF-8 text file (byte {error.start}); save it as UTF-8"]) from None
 
 
 def _document_pairs(document: dict[str, Any], source: str) -> tuple[list[tuple[str, Any, str]], list[str]]:
@@ -81,7 +86,7 @@ def _nest(assignments: list[Assignment]) -> tuple[dict[str, Any], dict[str, tupl
 
 def loads_config(text: str, source: str = "<config>", overrides: Sequence[str] = ()) -> FurnaceConfig:
     """Validate TOML text (named `source` in errors) with command-line overrides applied on top."""
-    document = _parse_toml(text, source)
+    document = parse_toml(text, source)
     pairs, shape_errors = _document_pairs(document, source)
     assignments, errors = collect(pairs, cli=False)
     errors = _dataset_toml_hint(document, source) + shape_errors + errors
@@ -95,7 +100,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Furna
     """
     if path is None:
         return _finish([], [], overrides, "command line")
-    return loads_config(_read_text(Path(path)), str(path), overrides)
+    return loads_config(read_toml_text(Path(path)), str(path), overrides)
 
 
 def _finish(

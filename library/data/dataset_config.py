@@ -21,6 +21,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from library.config.errors import ConfigError, show_value
+from library.config.loader import read_toml_text
 from library.config.sections_data import DatasetSection
 from library.config.sections_dreambooth import DreamBoothSection
 from library.data.images import list_images
@@ -180,12 +181,9 @@ def load_dataset_file(
     path: Path, defaults: DatasetBlueprint, subset_defaults: SubsetBlueprint
 ) -> list[DatasetBlueprint]:
     """Read an sd-scripts dataset TOML into blueprints (see module docstring for the fallback order)."""
+    text = read_toml_text(path, "dataset config file", "an sd-scripts dataset .toml file")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: dataset config file not found"]) from None
-    except IsADirectoryError:
-        raise ConfigError([f"{path}: is a folder, expected an sd-scripts dataset .toml file"]) from None
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([f"{path}: invalid TOML: {error}"]) from None
     try:

@@ -7,7 +7,6 @@ the trainer reads, so the preview, the export and the run agree.
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import tomli_w
 from library.config import ConfigError, FurnaceConfig, dump_toml, loads_config
 from library.config.fields import OptionalPath
 from library.config.keys import collect
+from library.config.loader import parse_toml, read_toml_text
 from library.config.schema import SECTIONS
 
 from .paths import inside_any
@@ -39,10 +39,7 @@ def toml_to_values(text: str, source: str) -> dict[str, Any]:
 
     An imported file may be partial (e.g. no model yet), so only unknown keys and broken TOML are errors here.
     """
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError([f"{source}: invalid TOML: {error}"]) from None
+    document = parse_toml(text, source)
     pairs: list[tuple[str, Any, str]] = []
     for key, value in document.items():
         if key in SECTIONS and isinstance(value, dict):
@@ -121,7 +118,7 @@ def list_presets(configs_dir: Path) -> list[dict[str, Any]]:
     if not configs_dir.is_dir():
         return []
     presets = sorted(configs_dir.glob("*.toml"))
-    return [{"name": path.stem, "text": path.read_text(encoding="utf-8")} for path in presets]
+    return [{"name": path.stem, "text": read_toml_text(path)} for path in presets]
 
 
 def preset_trainer(values: dict[str, Any]) -> str:

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     for root in args.dirs:
         if not root.is_dir():
             raise UsageError(f"{root}: folder not found")
-        folders += find_image_folders(root) or [root]
+        folders += find_image_folders(root, caption_extension(args)) or [root]
     report = dataset_report(
         folders,
         bucket_params(args, args.resolution, enabled=not args.no_buckets),

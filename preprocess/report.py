@@ -24,18 +24,23 @@ from library.data.dataset_report import (
     folder_lines,
     folder_report,
 )
-from library.data.images import ImageLoadError, describe_unreadable, list_images, load_image_rgb
+from library.data.images import ImageLoadError, describe_unreadable, list_folder, list_images, load_image_rgb
 from library.data.repeat_folders import ZERO_REPEATS, RepeatFolder, RepeatFolderError, parse_repeat_folder
 from preprocess.duplicates import DEFAULT_MAX_DISTANCE, Fingerprint, fingerprint, near_duplicate_groups
 
 ERROR, WARNING = "error", "warning"
 
 
-def find_image_folders(root: Path) -> list[Path]:
-    """``root`` if it holds images itself, then each direct sub-folder that holds images."""
+def find_image_folders(root: Path, caption_extension: str = DEFAULT_CAPTION_EXTENSION) -> list[Path]:
+    """``root`` if it holds images itself, then each direct sub-folder that holds images or entries the scan
+    passes over (a folder of only GIFs is reported, not skipped)."""
     folders = [root] if list_images(root) else []
     subfolders = sorted(path for path in root.iterdir() if path.is_dir() and not path.name.startswith("."))
-    return folders + [path for path in subfolders if list_images(path)]
+    for path in subfolders:
+        listing = list_folder(path, caption_extension)
+        if listing.images or listing.passed_over:
+            folders.append(path)
+    return folders
 
 
 @dataclass
@@ -68,6 +73,7 @@ class Report:
                 "images": sum(folder.images for folder in self.folders),
                 "samples_per_epoch": sum(folder.samples for folder in self.folders),
                 "unreadable_images": sum(len(folder.unreadable_images) for folder in self.folders),
+                "passed_over": sum(len(folder.passed_over) for folder in self.folders),
                 "missing_captions": sum(len(folder.missing_captions) for folder in self.folders),
                 "buckets": bucket_totals(self.folders),
             },
@@ -119,12 +125,14 @@ def _scan_folder(
     top_tags: int,
     hashed: list[tuple[str, Fingerprint]],
 ) -> FolderReport:
-    """Decode every image and read every caption of one folder; appends ``(path, fingerprint)`` to ``hashed``.
+    """Decode every image and read every caption of one folder, noting the entries passed over; appends
+    ``(path, fingerprint)`` to ``hashed``.
     A folder without the ``N_`` prefix counts with 1 repeat and no class tokens."""
     repeats, tokens = (named.repeats, named.class_tokens or "") if named else (1, "")
     seen: list[SeenImage] = []
     unreadable: list[tuple[Path, str]] = []
-    for path in tqdm(list_images(folder), desc=folder.name, unit="img", disable=None, leave=False):
+    listing = list_folder(folder, extension)
+    for path in tqdm(listing.images, desc=folder.name, unit="img", disable=None, leave=False):
         try:
             image = load_image_rgb(path)
         except ImageLoadError as error:
@@ -136,7 +144,9 @@ def _scan_folder(
             seen.append(SeenImage(path, image.size, bucket, read_caption_for(path, extension), repeats))
         except CaptionError as error:
             seen.append(SeenImage(path, image.size, bucket, None, repeats, (error.path, error.reason)))
-    return folder_report(folder, repeats, tokens, seen, assigner.params.resolution, top_tags, unreadable)
+    return folder_report(
+        folder, repeats, tokens, seen, assigner.params.resolution, top_tags, unreadable, listing.passed_over
+    )
 
 
 def _folder_problems(

@@ -19,8 +19,9 @@ from library.data.captions import tag_frequencies
 
 _TABLE_HEADER = (
     "folder", "repeats", "images", "samples", "smallest", "largest", "below res", "no caption", "unreadable",
-    "class tokens",
+    "passed over", "class tokens",
 )
+_PASSED_OVER_NAMED = 10
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class FolderReport:
     empty_captions: list[str] = field(default_factory=list)
     unreadable_captions: list[dict[str, str]] = field(default_factory=list)
     unreadable_images: list[dict[str, str]] = field(default_factory=list)
+    passed_over: list[dict[str, str]] = field(default_factory=list)
     top_tags: list[tuple[str, int]] = field(default_factory=list)
 
 
@@ -62,12 +64,14 @@ def folder_report(
     resolution: Size,
     top_tags: int = 10,
     unreadable_images: Iterable[tuple[Path, str]] = (),
+    passed_over: Iterable[tuple[Path, str]] = (),
 ) -> FolderReport:
-    """Count one folder: sizes against ``resolution``, buckets, captions and tags; unreadable images are
-    ``(path, reason)`` pairs."""
+    """Count one folder: sizes against ``resolution``, buckets, captions and tags; unreadable images and the
+    entries the scan passed over are ``(path, reason)`` pairs."""
     report = FolderReport(str(path), repeats, class_tokens, images=len(images))
     report.samples = sum(image.samples for image in images)
     report.unreadable_images = [{"path": str(bad), "reason": reason} for bad, reason in unreadable_images]
+    report.passed_over = [{"path": str(entry), "reason": reason} for entry, reason in passed_over]
     area = resolution[0] * resolution[1]
     buckets: Counter[str] = Counter()
     captions: list[str] = []
@@ -110,8 +114,8 @@ def describe_bucketing(params: BucketParams) -> str:
 
 
 def folder_lines(folders: Sequence[FolderReport]) -> list[str]:
-    """The per-folder table, the bucket distribution and each folder's top tags (class tokens caption the
-    images that have no caption)."""
+    """The per-folder table, the bucket distribution, the entries each folder passed over (not images) and each
+    folder's top tags (class tokens caption the images that have no caption)."""
     rows = [_TABLE_HEADER] + [
         (
             Path(folder.path).name,
@@ -123,6 +127,7 @@ def folder_lines(folders: Sequence[FolderReport]) -> list[str]:
             str(folder.below_resolution),
             str(len(folder.missing_captions) + len(folder.empty_captions)),
             str(len(folder.unreadable_images) + len(folder.unreadable_captions)),
+            str(len(folder.passed_over)),
             folder.class_tokens,
         )
         for folder in folders
@@ -136,10 +141,21 @@ def folder_lines(folders: Sequence[FolderReport]) -> list[str]:
     totals = bucket_totals(folders)
     lines.append("buckets (images): " + (", ".join(f"{name}: {count}" for name, count in totals.items()) or "none"))
     for folder in folders:
+        if folder.passed_over:
+            lines.append(_passed_over_line(folder))
+    for folder in folders:
         if folder.top_tags:
             tags = ", ".join(f"{tag} ({count})" for tag, count in folder.top_tags)
             lines.append(f"top tags in {Path(folder.path).name}: {tags}")
     return lines
+
+
+def _passed_over_line(folder: FolderReport) -> str:
+    """The entries of a folder the scan passed over, by name, each with the reason."""
+    shown = folder.passed_over[:_PASSED_OVER_NAMED]
+    named = ", ".join(f"{Path(entry['path']).name} ({entry['reason']})" for entry in shown)
+    more = len(folder.passed_over) - len(shown)
+    return f"passed over in {Path(folder.path).name}: {named}" + (f" and {more} more" if more > 0 else "")
 
 
 def _bucket_name(bucket: Size) -> str:

@@ -10,11 +10,14 @@ the path and the reason, so callers can report it on one line and skip it instea
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +67,51 @@ def list_images(folder: str | os.PathLike[str], recursive: bool = False) -> list
     candidates = root.rglob("*") if recursive else root.iterdir()
     found = [path for path in candidates if path.is_file() and is_image_file(path) and not path.name.startswith(".")]
     return sorted(found, key=lambda path: path.relative_to(root).as_posix())
+
+
+@dataclass(frozen=True)
+class FolderListing:
+    """One image folder as training sees it: its images, and the entries it passes over with the reason, so a
+    file the user meant to train on is never dropped without a word."""
+
+    images: list[Path]
+    passed_over: list[tuple[Path, str]]
+
+
+def list_folder(folder: str | os.PathLike[str], caption_extension: str) -> FolderListing:
+    """The images of ``folder`` (as :func:`list_images`) and what is passed over: files in other formats,
+    symlinks to nothing or to themselves, folders named like images. Hidden entries, the caption files
+    (``caption_extension``) and other sub-folders are neither."""
+    images: list[Path] = []
+    passed_over: list[tuple[Path, str]] = []
+    for path in sorted(Path(folder).iterdir(), key=lambda entry: entry.name):
+        if path.name.startswith("."):
+            continue
+        reason = _passed_over_reason(path, caption_extension)
+        if reason:
+            passed_over.append((path, reason))
+        elif reason is None:
+            images.append(path)
+    return FolderListing(images, passed_over)
+
+
+def _passed_over_reason(path: Path, caption_extension: str) -> str | None:
+    """Why the scan passes over ``path``: None for an image, "" for an entry that is not meant to be one."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "a symlink loop"
+        return "a symlink to a missing file" if path.is_symlink() else f"cannot be read ({error.strerror})"
+    if stat.S_ISDIR(mode):
+        return "a folder named like an image" if is_image_file(path) else ""
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    if is_image_file(path):
+        return None
+    if path.suffix.lower() == caption_extension.lower():
+        return ""
+    return f"{path.suffix} is not a supported image format" if path.suffix else "no image file extension"
 
 
 @contextmanager

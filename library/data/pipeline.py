@@ -83,12 +83,14 @@ class TrainingData:
         process_index: int = 0,
         num_processes: int = 1,
         unreadable: dict[SubsetBlueprint, list[ImageLoadError]] | None = None,
+        passed_over: dict[SubsetBlueprint, list[tuple[Path, str]]] | None = None,
     ) -> None:
         self.config = config
         self.datasets = datasets
         self.train_records = train_records
         self.validation_records = validation_records
         self.unreadable = unreadable or {}  # images whose header failed to read, kept when on_bad_image = skip
+        self.passed_over = passed_over or {}  # entries of the image folders that are not images, with the reason
         self.process_index = process_index
         self.num_processes = num_processes
         self.seed = config.training.seed
@@ -306,7 +308,8 @@ class TrainingData:
     def summary_lines(self) -> list[str]:
         """The doctor's folder table, buckets and tags of every dataset, and the totals, for the start of a run."""
         reports = summary.folder_reports(
-            self.datasets, self.train_records, self.repeats, self.validation_records, self.unreadable
+            self.datasets, self.train_records, self.repeats, self.validation_records, self.unreadable,
+            self.passed_over,
         )
         return summary.summary_lines(
             self.datasets,
@@ -389,6 +392,7 @@ def build_training_data(config: FurnaceConfig, process_index: int = 0, num_proce
     scans = scan_subsets(pairs, assigners, on_bad)
     records = [record for scan in scans for record in scan.records]
     unreadable = {scan.subset: scan.bad_images for scan in scans if scan.bad_images}
+    passed_over = {scan.subset: scan.passed_over for scan in scans if scan.passed_over}
     validation: list[ImageRecord] = []
     held_out_dirs = validation_subsets(config.dataset)
     if held_out_dirs:
@@ -402,4 +406,6 @@ def build_training_data(config: FurnaceConfig, process_index: int = 0, num_proce
         validation = [records[index] for index in sorted(held)]
         records = [record for index, record in enumerate(records) if index not in held]
     _require_training_images(datasets, records)
-    return TrainingData(config, datasets, records, validation, process_index, num_processes, unreadable)
+    return TrainingData(
+        config, datasets, records, validation, process_index, num_processes, unreadable, passed_over
+    )

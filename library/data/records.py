@@ -14,7 +14,7 @@ from pathlib import Path
 from library.data.buckets import BucketAssigner, ResizePlan, Size
 from library.data.captions import CaptionError, read_caption_for
 from library.data.dataset_config import SubsetBlueprint
-from library.data.images import ImageLoadError, describe_unreadable, list_images, read_image_size
+from library.data.images import ImageLoadError, describe_unreadable, list_folder, read_image_size
 
 logger = logging.getLogger(__name__)
 
@@ -57,15 +57,18 @@ class SubsetScan:
     records: list[ImageRecord]
     missing_captions: int
     bad_images: list[ImageLoadError]
+    passed_over: list[tuple[Path, str]]
 
 
 def scan_subset(subset: SubsetBlueprint, dataset_index: int, assigner: BucketAssigner) -> SubsetScan:
-    """Records for every readable image of ``subset``; unreadable ones are returned, not raised."""
+    """Records for every readable image of ``subset``; unreadable ones and the entries passed over are returned,
+    not raised."""
     records: list[ImageRecord] = []
     bad: list[ImageLoadError] = []
     missing = 0
     fallback = subset.class_tokens or ""
-    for path in list_images(subset.image_dir):
+    listing = list_folder(subset.image_dir, subset.caption_extension)
+    for path in listing.images:
         try:
             size = read_image_size(path)
         except ImageLoadError as error:
@@ -80,7 +83,7 @@ def scan_subset(subset: SubsetBlueprint, dataset_index: int, assigner: BucketAss
         records.append(
             ImageRecord(path, size, caption or fallback, bool(caption), subset, dataset_index, assigner.plan(size))
         )
-    return SubsetScan(subset, records, missing, bad)
+    return SubsetScan(subset, records, missing, bad, listing.passed_over)
 
 
 def report_missing_captions(scan: SubsetScan) -> None:

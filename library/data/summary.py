@@ -39,10 +39,12 @@ def folder_reports(
     repeats: Sequence[int],
     validation_records: Sequence[ImageRecord],
     unreadable: Mapping[SubsetBlueprint, Sequence[ImageLoadError]],
+    passed_over: Mapping[SubsetBlueprint, Sequence[tuple[Path, str]]],
     top_tags: int = 10,
 ) -> dict[SubsetBlueprint, FolderReport]:
     """The doctor's folder report of every subset of ``datasets``, from the scanned records (nothing decoded):
-    training records seen ``repeats`` times each, and the images whose header could not be read.
+    training records seen ``repeats`` times each, the images whose header could not be read, and the entries the
+    scan passed over (``(path, reason)``).
 
     Images held out for validation count as images of their folder but add no samples; a caption file that is
     missing or empty counts as missing (records do not tell the two apart).
@@ -61,6 +63,7 @@ def folder_reports(
             dataset.resolution,
             top_tags,
             [(error.path, error.reason) for error in unreadable.get(subset, [])],
+            passed_over.get(subset, ()),
         )
         for dataset in datasets
         for subset in dataset.subsets

@@ -182,10 +182,10 @@ def test_summary_lists_folders_and_buckets(mixed: Path) -> None:
     text = "\n".join(lines)
     assert "batch size 2" in text and "buckets 64-256 px" in text
     row = next(line for line in lines if line.startswith("3_sks dog "))
-    # repeats, images, samples, smallest, largest, below 96x96, no caption, unreadable, class tokens
-    assert row.split()[2:] == ["3", "7", "21", "64x64", "128x128", "6", "0", "0", "sks", "dog"]
+    # repeats, images, samples, smallest, largest, below 96x96, no caption, unreadable, passed over, class tokens
+    assert row.split()[2:] == ["3", "7", "21", "64x64", "128x128", "6", "0", "0", "0", "sks", "dog"]
     reg_table = lines[lines.index("regularization folders:") + 1 :]
-    assert reg_table[1].split() == ["1_dog", "1", "4", "27", "64x64", "64x64", "4", "4", "0", "dog"]
+    assert reg_table[1].split() == ["1_dog", "1", "4", "27", "64x64", "64x64", "4", "4", "0", "0", "dog"]
     assert f"{27 + 27} samples per epoch" in text
 
 

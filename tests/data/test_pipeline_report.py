@@ -61,9 +61,10 @@ def test_pipeline_summary_has_the_doctors_table(tmp_path: Path, capsys) -> None:
     root = _dataset(tmp_path / "train")
     table = _doctor_table(root, capsys)
     cat_row, toy_row = table[1].split(), table[2].split()
-    # folder, repeats, images, samples, smallest, largest, below 64x64, no caption, unreadable, class tokens
-    assert cat_row == ["2_cat", "2", "2", "4", "30x20", "80x64", "1", "1", "1", "cat"]
-    assert toy_row == ["5_sks", "toy", "5", "4", "20", "40x60", "128x128", "1", "1", "0", "sks", "toy"]
+    # folder, repeats, images, samples, smallest, largest, below 64x64, no caption, unreadable, passed over,
+    # class tokens
+    assert cat_row == ["2_cat", "2", "2", "4", "30x20", "80x64", "1", "1", "1", "0", "cat"]
+    assert toy_row == ["5_sks", "toy", "5", "4", "20", "40x60", "128x128", "1", "1", "0", "0", "sks", "toy"]
     assert "top tags in 5_sks toy: sks toy (3), red (2), blue (1), 草地 (1)" in table
 
     data = build_training_data(run_config(train_data_dir=root, on_bad_image="skip", **_BUCKETS))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -42,6 +42,7 @@ _EXPECTATIONS: dict[str, str] = {
     "too_long": "must have at most {max_length} items",
     "missing": "is required",
     "extra_forbidden": "is not a known option",
+    "json_invalid": "is not valid JSON",
 }
 
 
@@ -85,8 +86,15 @@ def validation_messages(
     exc: ValidationError, origins: Mapping[str, tuple[str, str]], fallback_source: str
 ) -> list[str]:
     """One line per problem. `origins` maps a dotted path to (source, key as written) for values the user set."""
+    return error_lines(exc.errors(), origins, fallback_source)
+
+
+def error_lines(
+    errors: Iterable[Mapping[str, Any]], origins: Mapping[str, tuple[str, str]], fallback_source: str
+) -> list[str]:
+    """:func:`validation_messages` of pydantic's error records (a web request's validation errors have them too)."""
     lines: list[str] = []
-    for error in exc.errors():
+    for error in errors:
         for path, expectation in _describe(error):
             source, written = origins.get(path, (fallback_source, path))
             key = path if written == path or source.startswith("--") else f"{path} (from {written})"

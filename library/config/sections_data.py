@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import PurePath
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -79,8 +80,14 @@ class DatasetSection(BaseModel):
 
     @field_validator("caption_extension")
     @classmethod
-    def _leading_dot(cls, value: str) -> str:
-        return value if value.startswith(".") else f".{value}"
+    def _file_suffix(cls, value: str) -> str:
+        """A leading dot added; refused unless it can end a file name (no folder separator, not a lone dot)."""
+        suffix = value if value.startswith(".") else f".{value}"
+        try:
+            PurePath("image").with_suffix(suffix)
+        except ValueError:
+            raise ValueError("must be a file extension like '.txt'") from None
+        return suffix
 
     @model_validator(mode="before")
     @classmethod

@@ -1,5 +1,6 @@
-"""The FastAPI application: token check on every /api/ and /tensorboard/ call, the static page, and the lifetime
-of the queue, the preprocess jobs and the TensorBoard child."""
+"""The FastAPI application: Host and body-size checks on every request, token check on every /api/ and
+/tensorboard/ call, request bodies refused with the form's messages, the static page, and the lifetime of the queue,
+the preprocess jobs and the TensorBoard child."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from library.config import ConfigError
 
-from .forms import field_messages
+from .forms import field_messages, request_problems
+from .guards import BodyLimit, HostCheck, allowed_hosts
 from .jobs import JobManager, JobNotFound
 from .paths import PathRefused
 from .preprocess_jobs import CommandRefused
@@ -81,9 +84,16 @@ def create_app(settings: GuiSettings) -> FastAPI:
                                 samesite="strict")
         return response
 
+    app.add_middleware(BodyLimit)
+    app.add_middleware(HostCheck, allowed=allowed_hosts(settings))  # added last: runs first
+
     @app.exception_handler(ConfigError)
     async def config_error(request: Request, error: ConfigError) -> Response:
         return JSONResponse({"detail": str(error), "messages": field_messages(error)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        return await config_error(request, request_problems(error.errors()))
 
     @app.exception_handler(PathRefused)
     async def path_refused(request: Request, error: PathRefused) -> Response:

@@ -7,12 +7,14 @@ the trainer reads, so the preview, the export and the run agree.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
 from library.config import ConfigError, FurnaceConfig, dump_toml, loads_config
+from library.config.errors import error_lines
 from library.config.fields import OptionalPath
 from library.config.keys import collect
 from library.config.loader import parse_toml, read_toml_text
@@ -22,6 +24,7 @@ from .paths import inside_any
 from .settings import GuiSettings
 
 FORM_SOURCE = "form"
+REQUEST_SOURCE = "request"
 _KEY_PATH = re.compile(r"^[^:]*: (?P<path>[a-z_]+\.[a-z_0-9]+)")
 
 
@@ -54,6 +57,15 @@ def toml_to_values(text: str, source: str) -> dict[str, Any]:
         section, _, key = assignment.path.partition(".")
         values.setdefault(section, {})[key] = assignment.value
     return values
+
+
+def request_problems(errors: Iterable[Mapping[str, Any]]) -> ConfigError:
+    """A request's validation errors as the form's messages, ``request: <key>: <expectation> (got <value>)``."""
+    records = []
+    for error in errors:
+        loc = () if error["type"] == "json_invalid" else tuple(error["loc"])[1:]  # not "body" / "query"
+        records.append({**error, "loc": loc or ("body",)})
+    return ConfigError(error_lines(records, {}, REQUEST_SOURCE))
 
 
 def field_messages(error: ConfigError) -> list[dict[str, str | None]]:

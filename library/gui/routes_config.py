@@ -6,13 +6,22 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from library.config import ConfigError, FurnaceConfig, dump_toml
+from library.config.sections_data import DatasetSection
 from library.data.buckets import BucketParams
 from preprocess.report import dataset_report, find_image_folders, format_report
 
-from .forms import field_messages, list_presets, preset_trainer, toml_to_values, validate, values_to_toml
+from .forms import (
+    REQUEST_SOURCE,
+    field_messages,
+    list_presets,
+    preset_trainer,
+    toml_to_values,
+    validate,
+    values_to_toml,
+)
 from .paths import PathRefused, inside_any, list_entries
 from .settings import GuiSettings
 
@@ -20,8 +29,14 @@ router = APIRouter()
 MODEL_SUFFIXES = (".safetensors", ".ckpt")
 
 
+REQUEST_BODY = ConfigDict(extra="forbid")
+"""Every request body refuses keys it does not know, so a misspelt one is a message, not a silent default."""
+
+
 class FormBody(BaseModel):
     """The form's values, or a TOML text (import / a run re-launched as written)."""
+
+    model_config = REQUEST_BODY
 
     values: dict[str, dict[str, Any]] | None = None
     toml: str | None = None
@@ -31,10 +46,21 @@ class FormBody(BaseModel):
 
 
 class DoctorBody(BaseModel):
+    """A dataset folder and the form's dataset settings, checked by the run config's own `dataset` section."""
+
+    model_config = REQUEST_BODY
+
     path: str
-    resolution: int | list[int] = 512
-    caption_extension: str = ".txt"
-    enable_bucket: bool = False
+    dataset: DatasetSection = Field(default_factory=DatasetSection)
+
+    def bucket_params(self) -> BucketParams:
+        section = self.dataset
+        try:
+            return BucketParams(resolution=section.resolution, enabled=section.enable_bucket,
+                                min_reso=section.min_bucket_reso, max_reso=section.max_bucket_reso,
+                                steps=section.bucket_reso_steps, no_upscale=section.bucket_no_upscale)
+        except ValueError as error:
+            raise ConfigError([f"{REQUEST_SOURCE}: dataset: bucket settings: {error}"]) from None
 
 
 def _settings(request: Request) -> GuiSettings:
@@ -111,14 +137,15 @@ def browse(kind: str, index: int, request: Request, path: str = "") -> list[dict
 
 @router.post("/doctor")
 def doctor(body: DoctorBody, request: Request) -> dict:
-    """The dataset doctor's report for a folder inside the dataset roots (JSON and the CLI's text)."""
+    """The dataset doctor's report for a folder inside the dataset roots (JSON and the CLI's text), read with the
+    form's dataset settings as a run would read it."""
     settings = _settings(request)
     folder = (settings.workdir / body.path).resolve()
     if not inside_any(folder, settings.dataset_roots):
         raise PathRefused(f"{body.path}: must be inside the configured datasets folders")
     if not folder.is_dir():
         raise PathRefused(f"{body.path}: folder not found")
-    size = body.resolution if isinstance(body.resolution, list) else [body.resolution, body.resolution]
-    params = BucketParams(resolution=(size[0], size[-1]), enabled=body.enable_bucket)
-    report = dataset_report(find_image_folders(folder) or [folder], params, caption_extension=body.caption_extension)
+    extension = body.dataset.caption_extension
+    report = dataset_report(find_image_folders(folder, extension) or [folder], body.bucket_params(),
+                            caption_extension=extension, on_bad_image=body.dataset.on_bad_image)
     return {"report": report.to_dict(), "text": format_report(report), "folder": str(Path(folder))}

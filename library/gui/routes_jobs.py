@@ -9,11 +9,14 @@ from pydantic import BaseModel
 
 from .jobs import JobManager
 from .preprocess_jobs import describe_commands
+from .routes_config import REQUEST_BODY
 
 router = APIRouter()
 
 
 class PreprocessBody(BaseModel):
+    model_config = REQUEST_BODY
+
     command: str
     args: list[str] = []
 

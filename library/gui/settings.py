@@ -1,4 +1,4 @@
-"""Server settings from the `run_gui.sh` command line; refuses an exposed server without a token."""
+"""Server settings from the `run_gui.sh` command line; refuses an exposed server without a token, and a blank token."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ class GuiSettings:
     host: str = "127.0.0.1"
     port: int = 28000
     token: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
     max_concurrent: int = 1
     launcher: str = "python"
     tensorboard_port: int = 6006
@@ -45,7 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=28000)
     parser.add_argument("--listen", action="store_true", help="bind all interfaces (needs --token)")
-    parser.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"API token (or ${TOKEN_ENV})")
+    parser.add_argument("--token", help=f"API token (or ${TOKEN_ENV})")
+    parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                        help="a host name browsers may use for this server besides its own (repeatable), "
+                             "e.g. the name a reverse proxy forwards")
     parser.add_argument("--tensorboard-port", type=int, default=6006,
                         help="loopback port of the TensorBoard child, served through /tensorboard/ (0 = not started)")
     parser.add_argument("--workdir", type=Path, default=Path.cwd(), help="where relative config paths start")
@@ -62,8 +66,11 @@ def _parser() -> argparse.ArgumentParser:
 def parse_settings(argv: Sequence[str]) -> GuiSettings:
     """Command line -> settings. Raises SettingsError for an exposed server without a token."""
     args = _parser().parse_args(list(argv))
+    token, source = (args.token, "--token") if args.token is not None else (os.environ.get(TOKEN_ENV), f"${TOKEN_ENV}")
+    if token is not None and not token.strip():
+        raise SettingsError(f"{source} is blank: give a token, or none at all on a loopback address")
     host = "0.0.0.0" if args.listen else args.host
-    if host not in LOOPBACK and not args.token:
+    if host not in LOOPBACK and not token:
         raise SettingsError(f"--listen / --host {host} exposes the trainer: also pass --token T (or set ${TOKEN_ENV})")
     if args.max_concurrent < 1:
         raise SettingsError("--max-concurrent must be at least 1")
@@ -81,7 +88,8 @@ def parse_settings(argv: Sequence[str]) -> GuiSettings:
         configs_dir=under(args.configs_dir, "configs"),
         host=host,
         port=args.port,
-        token=args.token or None,
+        token=token,
+        allowed_hosts=tuple(args.allowed_host),
         max_concurrent=args.max_concurrent,
         launcher=args.launcher,
         tensorboard_port=args.tensorboard_port,

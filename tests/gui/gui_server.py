@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from library.data.synthetic import write_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_PROMPTS = "tiny_prompts.txt"
@@ -35,6 +38,17 @@ class GuiFolders:
     configs: Path
 
 
+def make_gui_folders(root: Path, tiny_model: Path) -> GuiFolders:
+    """runs/ (empty), models/tiny-sd1 (a copy of ``tiny_model``), datasets/concept, configs/ (presets + prompts)."""
+    folders = GuiFolders(root / "runs", root / "models", root / "datasets", root / "configs")
+    folders.runs.mkdir()
+    shutil.copytree(tiny_model, folders.models / "tiny-sd1")
+    write_dataset(folders.datasets / "concept", count=6, repeats=2, seed=3)
+    shutil.copytree(REPO / "configs", folders.configs)
+    (folders.configs / TINY_PROMPTS).write_text("frnc, red circle --w 64 --h 64 --s 2 --d 1\n", encoding="utf-8")
+    return folders
+
+
 @dataclass
 class GuiServer:
     folders: GuiFolders
@@ -42,6 +56,7 @@ class GuiServer:
     max_concurrent: int = 1
     tensorboard_port: int = 0
     launcher: str = "python"
+    options: tuple[str, ...] = ()  # more command-line options, e.g. ("--listen", "--allowed-host", "name")
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
 
@@ -56,7 +71,7 @@ class GuiServer:
                    "--models-root", str(folders.models),
                    "--datasets-root", str(folders.datasets), "--configs-dir", str(folders.configs),
                    "--max-concurrent", str(self.max_concurrent), "--launcher", self.launcher]
-        return command + (["--token", self.token] if self.token else [])
+        return command + (["--token", self.token] if self.token else []) + list(self.options)
 
     def start(self) -> GuiServer:
         log = open(self.folders.runs.parent / f"server-{self.port}.log", "ab")

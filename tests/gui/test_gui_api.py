@@ -108,7 +108,7 @@ def test_browsing_is_confined_to_the_roots(server, gui_folders, tmp_path):
 
 def test_dataset_doctor_reports_the_folder(server, gui_folders):
     result = server.client().post("/api/doctor", json={"path": str(gui_folders.datasets / "concept"),
-                                                       "resolution": 64}).json()
+                                                       "dataset": {"resolution": 64}}).json()
     assert result["report"]["totals"]["images"] == 6 and result["report"]["ok"]
     assert "2_frnc" in result["text"] and "ready to train" in result["text"]
 

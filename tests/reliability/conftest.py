@@ -20,3 +20,11 @@ def dataset(tmp_path) -> Path:
     root = tmp_path / "dataset"
     write_dataset(root, count=6, repeats=3, seed=3)
     return root
+
+
+@pytest.fixture
+def gui_folders(tmp_path, tiny_model_factory):
+    """The folders a GUI test server is confined to (see ``tests/gui/gui_server.py``)."""
+    from gui_server import make_gui_folders
+
+    return make_gui_folders(tmp_path, tiny_model_factory("sd1").folder)

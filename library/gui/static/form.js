@@ -121,11 +121,14 @@ async function importFile(event) {
   catch (error) { document.getElementById("form-status").textContent = error.message; }
 }
 
+const DOCTOR_KEYS = ["resolution", "enable_bucket", "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps",
+                     "bucket_no_upscale", "caption_extension", "on_bad_image"];
+
 async function checkDataset() {
   const values = formValues();
-  const resolution = values.dataset?.resolution ?? 512;
-  const body = { path: values.dataset?.train_data_dir || "", resolution: Array.isArray(resolution) ? resolution
-                 : Number(String(resolution).split(",")[0]), enable_bucket: Boolean(values.dataset?.enable_bucket) };
+  const dataset = Object.fromEntries(DOCTOR_KEYS.filter(key => (values.dataset?.[key] ?? "") !== "")
+                                                .map(key => [key, values.dataset[key]]));
+  const body = { path: values.dataset?.train_data_dir || "", dataset };
   const output = document.getElementById("doctor");
   try { output.textContent = (await api("doctor", body)).text; } catch (error) { output.textContent = error.message; }
 }

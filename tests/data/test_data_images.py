@@ -1,4 +1,4 @@
-"""load_image_rgb on the odd files real datasets contain; list_images ordering and filtering."""
+"""load_image_rgb on the odd files real datasets contain; list_images and list_folder ordering and filtering."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ import image_samples as samples
 import pytest
 from PIL import Image
 
-from library.data.images import IMAGE_EXTENSIONS, ImageLoadError, list_images, load_image_rgb, read_image_size
+from library.data.images import (
+    IMAGE_EXTENSIONS,
+    ImageLoadError,
+    list_folder,
+    list_images,
+    load_image_rgb,
+    read_image_size,
+)
 
 WHITE = (255, 255, 255)
 
@@ -103,3 +110,24 @@ def test_list_images_sorted_filtered_and_recursive(tmp_path: Path) -> None:
     assert flat == ["a.jpg", "b.PNG", "c.webp"]
     assert deep == ["a.jpg", "b.PNG", "c.webp", "sub/deeper/y.jpeg", "sub/z.bmp"]
     assert {".png", ".jpg", ".jpeg", ".webp", ".bmp"} <= IMAGE_EXTENSIONS
+
+
+def test_list_folder_names_what_it_passes_over(tmp_path: Path) -> None:
+    Image.new("RGB", (4, 4)).save(tmp_path / "good.png")
+    (tmp_path / "good.txt").write_text("caption", encoding="utf-8")
+    Image.new("RGB", (4, 4)).save(tmp_path / "anim.gif")
+    (tmp_path / "README").write_text("notes", encoding="utf-8")
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "missing.jpg")
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "10_subset").mkdir()
+    (tmp_path / ".hidden.gif").write_bytes(b"")
+    listing = list_folder(tmp_path, ".txt")
+    assert listing.images == [tmp_path / "good.png"] == list_images(tmp_path)
+    assert {path.name: reason for path, reason in listing.passed_over} == {
+        "README": "no image file extension",
+        "anim.gif": ".gif is not a supported image format",
+        "dangling.jpg": "a symlink to a missing file",
+        "folder.png": "a folder named like an image",
+        "loop.png": "a symlink loop",
+    }

@@ -7,6 +7,7 @@ happens in validators (before-mode for rewrites, after-mode for checks).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import PurePath
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, PlainSerializer
@@ -68,6 +69,20 @@ def _check_size(size: tuple[int, int]) -> tuple[int, int]:
 
 
 Size = Annotated[tuple[int, int], BeforeValidator(_parse_size), AfterValidator(_check_size)]
+
+
+def _file_suffix(value: str) -> str:
+    """A leading dot added; refused unless it can end a file name (no folder separator, not a lone dot)."""
+    suffix = value if value.startswith(".") else f".{value}"
+    try:
+        PurePath("image").with_suffix(suffix)
+    except ValueError:
+        raise ValueError("must be a file extension like '.txt'") from None
+    return suffix
+
+
+FileSuffix = Annotated[str, AfterValidator(_file_suffix)]
+"""A file extension such as a caption file's: ``txt`` and ``.txt`` both read as ``.txt``."""
 
 
 def _whole_as_int(value: float) -> float | int:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import PurePath
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from .fields import SECTION_CONFIG, OptionalPath, Problem, Size, raise_problems
+from .fields import SECTION_CONFIG, FileSuffix, OptionalPath, Problem, Size, raise_problems
 
 
 class ModelSection(BaseModel):
@@ -44,7 +43,9 @@ class DatasetSection(BaseModel):
     max_bucket_reso: int = Field(1024, ge=64, le=4096, description="Largest bucket side in pixels.")
     bucket_reso_steps: int = Field(64, ge=8, le=256, multiple_of=8, description="Bucket side granularity in pixels.")
     bucket_no_upscale: bool = Field(False, description="Never upscale an image to fit a bucket.")
-    caption_extension: str = Field(".txt", min_length=2, description="Extension of the caption file beside each image.")
+    caption_extension: FileSuffix = Field(
+        ".txt", min_length=2, description="Extension of the caption file beside each image."
+    )
     shuffle_caption: bool = Field(False, description="Shuffle comma-separated tags every step.")
     keep_tokens: int = Field(0, ge=0, le=225, description="Leading tags kept in place when shuffling or dropping.")
     keep_tokens_separator: str = Field(
@@ -77,17 +78,6 @@ class DatasetSection(BaseModel):
         75, description="Caption length in tokens (150/225 chunk the prompt)."
     )
     num_workers: int = Field(0, ge=0, le=64, description="Data loader worker processes; 0 loads in the main process.")
-
-    @field_validator("caption_extension")
-    @classmethod
-    def _file_suffix(cls, value: str) -> str:
-        """A leading dot added; refused unless it can end a file name (no folder separator, not a lone dot)."""
-        suffix = value if value.startswith(".") else f".{value}"
-        try:
-            PurePath("image").with_suffix(suffix)
-        except ValueError:
-            raise ValueError("must be a file extension like '.txt'") from None
-        return suffix
 
     @model_validator(mode="before")
     @classmethod

@@ -121,6 +121,10 @@ def test_relative_image_dir_prefers_working_directory_then_toml_folder(tmp_path:
             "datasets[0].subsets[0].num_repeats: input should be greater than or equal to 1 (got 0)",
         ),
         ("[[datasets]]\nresolution = 100\n", "datasets[0].resolution: each side must be a multiple of 8"),
+        (
+            "[[datasets]]\n[[datasets.subsets]]\nimage_dir = '{img}'\ncaption_extension = 'a/b'\n",
+            "datasets[0].subsets[0].caption_extension: must be a file extension like '.txt' (got 'a/b')",
+        ),
         ("[[datasets]]\n[[datasets.subsets]]\nclass_tokens = 'sks'\n", "datasets[0].subsets[0]: image_dir is required"),
         (
             "[[datasets]]\n[[datasets.subsets]]\nimage_dir = 'no/such/dir'\n",

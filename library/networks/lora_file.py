@@ -126,6 +126,13 @@ def split_modules(state_dict: Mapping[str, torch.Tensor], source: str) -> dict[s
 
 def read_lora_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a ``.safetensors`` LoRA file, checked to be in the kohya layout."""
+    tensors, metadata = read_tensors_file(path)
+    split_modules(tensors, str(path))
+    return tensors, metadata
+
+
+def read_tensors_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of an adapter ``.safetensors`` file, whatever its layout."""
     path = Path(path)
     if not path.is_file():
         raise LoraFileError(f"LoRA file {path} does not exist; check the path (network_weights or the tool's input)")
@@ -135,7 +142,6 @@ def read_lora_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str,
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError) as error:
         raise LoraFileError(f"LoRA file {path} is not a readable .safetensors file ({error})") from None
-    split_modules(tensors, str(path))
     return tensors, metadata
 
 
@@ -153,5 +159,6 @@ def write_lora_file(
     written = {**metadata, **lora_hashes(tensors, metadata)}
     data = save(dict(tensors), metadata=written)
     write_bytes_atomic(path, data)
-    logger.info("wrote LoRA %s (%d modules, %.1f MB)", path, sum(k.endswith(DOWN) for k in tensors), len(data) / 1e6)
+    modules = {key.split(".", 1)[0] for key in tensors}
+    logger.info("wrote LoRA %s (%d modules, %.1f MB)", path, len(modules), len(data) / 1e6)
     return written

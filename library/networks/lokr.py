@@ -130,7 +130,7 @@ class LokrWeights:
             w2 = torch.einsum("i j ..., i p, j r -> p r ...", self.t2.float(), self.w2_a.float(), self.w2_b.float())
         else:
             w2 = self.w2_a.float() @ self.w2_b.float()
-        delta = torch.kron(w1.reshape(*w1.shape, *[1] * (w2.ndim - 2)), w2)
+        delta = torch.kron(w1.reshape(*w1.shape, *[1] * (w2.ndim - 2)), w2.contiguous())
         return delta if shape is None else delta.reshape(shape)
 
     def tensors(self, name: str, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:

@@ -28,7 +28,8 @@ def _parameters(layer: LoKrLayer, field: str) -> nn.ParameterDict:
 
 def layer_weights(layer: LoKrLayer) -> LokrWeights:
     """The layer's factors and alpha as a LoKr module."""
-    factors = {field: _parameters(layer, field)[ADAPTER] for field in FACTOR_KEYS if ADAPTER in _parameters(layer, field)}
+    present = [field for field in FACTOR_KEYS if ADAPTER in _parameters(layer, field)]
+    factors = {field: _parameters(layer, field)[ADAPTER] for field in present}
     return LokrWeights(**factors, alpha=float(layer.alpha[ADAPTER]))
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from library.models.families import ModelFamily
-from library.networks.lora_file import LoraFileError, ModuleWeights, split_modules
+from library.networks.lora_file import LoraFileError, split_modules
 from library.networks.targets import index_modules
 
 logger = logging.getLogger(__name__)

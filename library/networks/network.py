@@ -65,7 +65,7 @@ def inject_lora(
     for target in targets:
         layer_format.prepare(layers[target.name], target, options)
     logger.info(
-        "%s: %d UNet and %d text encoder modules (dim %d, alpha %g%s%s%s)",
+        "%s: %d UNet and %d text encoder modules (dim %d, alpha %g%s%s%s%s)",
         layer_format.title,
         sum(t.is_unet for t in targets),
         sum(not t.is_unet for t in targets),
@@ -73,7 +73,8 @@ def inject_lora(
         options.alpha,
         f", conv_dim {options.conv_dim}" if options.locon else "",
         ", DoRA" if options.use_dora else "",
-        f", factor {options.lokr_factor}{', full matrix' if options.lokr_full_matrix else ''}" if options.is_lokr else "",
+        f", factor {options.lokr_factor}" if options.is_lokr else "",
+        ", full matrix" if options.lokr_full_matrix else "",
     )
     return LoraNetwork(family, options, targets, layers)
 

@@ -137,6 +137,19 @@ def test_lycoris_tucker_and_decomposed_modules_read_as_lycoris_computes():
         torch.testing.assert_close(weights.delta(module.weight.shape) * weights.scale, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_fresh_adapters_leave_the_model_unchanged_and_train_every_factor(tiny, layout):
+    """LyCORIS's initialisation: w1 (and w2_a) random, the last w2 factor zero, so training starts from the base."""
+    family, components = tiny("sd1")
+    network = inject_lora(family, components.unet, components.text_encoders, LoraOptions(**LAYOUTS[layout]))
+    parameters = {id(p) for p in network.trainable_parameters()}
+    for name, layer in network.modules.items():
+        assert not layer.get_delta_weight("default").any(), name
+        factors = {key: p for key, p in layer.named_parameters() if not key.startswith("base_layer.")}
+        assert factors and all(id(p) in parameters for p in factors.values())
+        assert factors["lokr_w1.default"].any()
+
+
 def test_continue_from_a_lokr_file(tiny, tmp_path):
     family, _, trained = _lokr_network(tiny, seed=3, **FACTORIZED)
     path = tmp_path / "lokr.safetensors"

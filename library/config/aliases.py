@@ -113,14 +113,31 @@ def _key_values(value: Any) -> dict[str, Any]:
     return parsed
 
 
-_NETWORK_ARGS = {"conv_dim": "network.conv_dim", "conv_alpha": "network.conv_alpha", "conv_rank": "network.conv_dim"}
+_NETWORK_ARGS = {
+    "conv_dim": "network.conv_dim",
+    "conv_alpha": "network.conv_alpha",
+    "conv_rank": "network.conv_dim",
+    "algo": "network.module",
+    "factor": "network.lokr_factor",
+    "full_matrix": "network.lokr_full_matrix",
+}
+# LyCORIS algo names (network_module = "lycoris.kohya") -> network.module; its "lora"/"locon" is the kohya LoRA.
+_ALGOS = {"lokr": "lokr", "lora": "lora", "locon": "lora"}
+
+
+def _algo(value: Any) -> str:
+    if isinstance(value, str) and value.lower() in _ALGOS:
+        return _ALGOS[value.lower()]
+    raise ValueError(f"algo must be one of {', '.join(map(repr, _ALGOS))} (got {value!r})")
 
 
 def _network_args(value: Any) -> dict[str, Any]:
     parsed = _key_values(value)
     unsupported = sorted(set(parsed) - set(_NETWORK_ARGS))
     if unsupported:
-        raise ValueError(f"unsupported key(s) {', '.join(unsupported)}; supported: conv_dim, conv_alpha")
+        raise ValueError(f"unsupported key(s) {', '.join(unsupported)}; supported: {', '.join(_NETWORK_ARGS)}")
+    if "algo" in parsed:
+        parsed["algo"] = _algo(parsed["algo"])
     return {_NETWORK_ARGS[key]: item for key, item in parsed.items()}
 
 
@@ -138,7 +155,11 @@ def _optimizer_args(value: Any) -> dict[str, Any]:
 def _network_module(value: Any) -> dict[str, Any]:
     if value in ("networks.lora", "lora"):
         return {"network.module": "lora"}
-    raise ValueError(f"only 'networks.lora' is supported (got {value!r}); use network.conv_dim for LoCon")
+    if value == "lycoris.kohya":
+        return {}  # the adapter type comes from network_args' algo, LoRA when it is absent
+    raise ValueError(
+        f"only 'networks.lora' and 'lycoris.kohya' are supported (got {value!r}); use network.conv_dim for LoCon"
+    )
 
 
 def _save_model_as(value: Any) -> dict[str, Any]:

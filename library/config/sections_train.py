@@ -24,13 +24,18 @@ def _check_args(args: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
+NETWORK_MODULES = ("lora", "lokr")
+
+
 class NetworkSection(BaseModel):
-    """The low-rank adapter: LoRA, LoCon when conv_dim is set, DoRA when use_dora is on."""
+    """The adapter: LoRA (LoCon when conv_dim is set, DoRA when use_dora is on) or LyCORIS LoKr."""
 
     model_config = SECTION_CONFIG
 
-    module: Literal["lora"] = Field(
-        "lora", description="Adapter type; conv_dim adds LoCon convs, use_dora makes it DoRA."
+    module: Literal[NETWORK_MODULES] = Field(
+        "lora",
+        description="Adapter type: 'lora' (kohya LoRA; conv_dim adds LoCon convs, use_dora makes it DoRA) or 'lokr' "
+        "(LyCORIS Kronecker product; dim is the rank of its larger factor, conv_dim adapts 3x3 convs too).",
     )
     dim: int = Field(16, ge=1, le=1024, description="Rank of the adapter matrices.")
     alpha: float = Field(8.0, gt=0, le=1024, description="Scale numerator: updates are scaled by alpha / dim.")
@@ -42,6 +47,17 @@ class NetworkSection(BaseModel):
         None, gt=0, le=1024, description="Alpha for conv adapters; defaults to 1.0 with conv_dim."
     )
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+    lokr_factor: int = Field(
+        -1,
+        ge=-1,
+        le=1024,
+        description="LoKr: split each dimension into factor x rest (as LyCORIS 'factor'); -1 = as square as possible.",
+    )
+    lokr_full_matrix: bool = Field(
+        False,
+        description="LoKr: store the larger Kronecker factor whole instead of as a rank-dim product (LyCORIS "
+        "'full_matrix'); it is whole anyway where dim is at least half its size.",
+    )
     network_weights: OptionalPath = Field(None, description="Adapter .safetensors to continue training from.")
     train_unet_only: bool = Field(False, description="Train the UNet adapter only; the text encoder stays frozen.")
     train_text_encoder_only: bool = Field(False, description="Train the text encoder adapter only.")
@@ -69,6 +85,18 @@ class NetworkSection(BaseModel):
             yield "text_encoder_lr", "0 (frozen) with network.train_text_encoder_only leaves nothing to train"
         if self.conv_alpha is not None and self.conv_dim is None:
             yield "conv_alpha", "needs network.conv_dim (the conv adapters' rank)"
+        if self.lokr_factor == 0:
+            yield "lokr_factor", "must be -1 (automatic) or >= 1 (got 0)"
+        if self.module == "lokr":
+            if self.use_dora:
+                yield "use_dora", "cannot be combined with network.module = 'lokr' (DoRA is for LoRA adapters)"
+            if self.dropout:
+                yield "dropout", "is not applied by LoKr adapters; set it to 0 with network.module = 'lokr'"
+        else:
+            if self.lokr_factor != -1:
+                yield "lokr_factor", "needs network.module = 'lokr'"
+            if self.lokr_full_matrix:
+                yield "lokr_full_matrix", "needs network.module = 'lokr'"
 
 
 class OptimizerSection(BaseModel):

@@ -1,4 +1,4 @@
-"""What kind of adapter to build: rank, alpha, LoCon convs, DoRA, and which parts of the model get one.
+"""What kind of adapter to build: LoRA or LoKr, rank, alpha, LoCon convs, DoRA, and which parts of the model get one.
 
 Field names match the ``[network]`` section of the run config, so the trainer passes that section's values as
 keyword arguments. The checks here repeat the schema's bounds because tools build options directly too.
@@ -8,11 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from library.config.sections_train import NETWORK_MODULES
+
 
 @dataclass(frozen=True)
 class LoraOptions:
-    """Adapter options; ``conv_dim`` set = LoCon (3x3 convs of resnets and samplers adapted too)."""
+    """Adapter options; ``conv_dim`` set = LoCon (3x3 convs of resnets and samplers adapted too).
 
+    ``module`` "lokr" builds LyCORIS LoKr adapters instead: ``lokr_factor`` splits each dimension (-1 = as square as
+    possible), ``lokr_full_matrix`` keeps the larger Kronecker factor whole.
+    """
+
+    module: str = "lora"
     dim: int = 16
     alpha: float = 8.0
     dropout: float = 0.0
@@ -21,8 +28,12 @@ class LoraOptions:
     use_dora: bool = False
     train_unet_only: bool = False
     train_text_encoder_only: bool = False
+    lokr_factor: int = -1
+    lokr_full_matrix: bool = False
 
     def __post_init__(self) -> None:
+        if self.module not in NETWORK_MODULES:
+            raise ValueError(f"network module must be one of {', '.join(NETWORK_MODULES)}, got {self.module!r}")
         if self.dim < 1:
             raise ValueError(f"network dim must be >= 1, got {self.dim}")
         if self.alpha <= 0:
@@ -37,6 +48,18 @@ class LoraOptions:
             raise ValueError(f"network conv_alpha must be > 0, got {self.conv_alpha}")
         if self.train_unet_only and self.train_text_encoder_only:
             raise ValueError("train_unet_only and train_text_encoder_only cannot both be set")
+        if self.lokr_factor < 1 and self.lokr_factor != -1:
+            raise ValueError(f"network lokr_factor must be -1 (automatic) or >= 1, got {self.lokr_factor}")
+        if self.is_lokr and self.use_dora:
+            raise ValueError("network use_dora cannot be combined with the LoKr module")
+        if self.is_lokr and self.dropout:
+            raise ValueError("network dropout is not applied by LoKr adapters; set it to 0")
+        if not self.is_lokr and (self.lokr_factor != -1 or self.lokr_full_matrix):
+            raise ValueError("network lokr_factor and lokr_full_matrix need the LoKr module")
+
+    @property
+    def is_lokr(self) -> bool:
+        return self.module == "lokr"
 
     @property
     def locon(self) -> bool:

@@ -8,9 +8,10 @@ Per module ``<name>``: ``<name>.lora_down.weight`` ([rank, in] or [rank, in, kh,
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 DOWN, UP, ALPHA, DORA_SCALE = ".lora_down.weight", ".lora_up.weight", ".alpha", ".dora_scale"
 _SUFFIXES = (DOWN, UP, ALPHA, DORA_SCALE)
+T = TypeVar("T")
 SAVE_PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "float": torch.float32, "fp32": torch.float32}
 
 
@@ -44,6 +46,10 @@ class ModuleWeights:
         return self.down.shape[0]
 
     @property
+    def update_numel(self) -> int:
+        return self.up.shape[0] * self.down[0].numel()
+
+    @property
     def scale(self) -> float:
         """alpha / rank, with a missing alpha meaning alpha = rank (as every kohya reader assumes)."""
         return 1.0 if self.alpha is None else self.alpha / self.rank
@@ -63,6 +69,31 @@ def save_dtype(precision: str) -> torch.dtype:
         raise LoraFileError(
             f"unknown save precision {precision!r}; expected one of {', '.join(SAVE_PRECISIONS)}"
         ) from None
+
+
+def read_alpha(state_dict: Mapping[str, torch.Tensor], name: str, source: str) -> float | None:
+    """A module's ``alpha`` (None when absent), checked to hold one number."""
+    alpha = state_dict.get(name + ALPHA)
+    if alpha is None:
+        return None
+    if alpha.numel() != 1:
+        raise LoraFileError(f"{source}: {name}{ALPHA} must hold one number, has shape {tuple(alpha.shape)}")
+    return float(alpha.float().item())
+
+
+def take_modules(
+    state_dict: Mapping[str, torch.Tensor],
+    suffixes: tuple[str, ...],
+    build: Callable[[str, float | None], T],
+    source: str,
+) -> tuple[dict[str, torch.Tensor], dict[str, T]]:
+    """Split off the modules of one LyCORIS type: those with a key ending in one of ``suffixes``, each built by
+    ``build(name, alpha)``. Returns (the other tensors, the modules by name); a module's alpha and dora_scale go
+    with it."""
+    names = {key[: -len(suffix)] for key in state_dict for suffix in suffixes if key.endswith(suffix)}
+    modules = {name: build(name, read_alpha(state_dict, name, source)) for name in sorted(names)}
+    owned = {name + suffix for name in names for suffix in (*suffixes, ALPHA, DORA_SCALE)}
+    return {key: tensor for key, tensor in state_dict.items() if key not in owned}, modules
 
 
 def split_modules(state_dict: Mapping[str, torch.Tensor], source: str) -> dict[str, ModuleWeights]:
@@ -87,20 +118,21 @@ def split_modules(state_dict: Mapping[str, torch.Tensor], source: str) -> dict[s
                 f"{source}: module {name!r} has lora_down {tuple(down.shape)} and lora_up {tuple(up.shape)}, "
                 "which do not form a low-rank pair"
             )
-        alpha = found.get(ALPHA)
-        if alpha is not None and alpha.numel() != 1:
-            raise LoraFileError(f"{source}: {name}{ALPHA} must hold one number, has shape {tuple(alpha.shape)}")
         modules[name] = ModuleWeights(
-            down=down,
-            up=up,
-            alpha=None if alpha is None else float(alpha.float().item()),
-            dora_scale=found.get(DORA_SCALE),
+            down=down, up=up, alpha=read_alpha(state_dict, name, source), dora_scale=found.get(DORA_SCALE)
         )
     return modules
 
 
 def read_lora_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a ``.safetensors`` LoRA file, checked to be in the kohya layout."""
+    tensors, metadata = read_tensors_file(path)
+    split_modules(tensors, str(path))
+    return tensors, metadata
+
+
+def read_tensors_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of an adapter ``.safetensors`` file, whatever its layout."""
     path = Path(path)
     if not path.is_file():
         raise LoraFileError(f"LoRA file {path} does not exist; check the path (network_weights or the tool's input)")
@@ -110,7 +142,6 @@ def read_lora_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str,
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError) as error:
         raise LoraFileError(f"LoRA file {path} is not a readable .safetensors file ({error})") from None
-    split_modules(tensors, str(path))
     return tensors, metadata
 
 
@@ -128,5 +159,6 @@ def write_lora_file(
     written = {**metadata, **lora_hashes(tensors, metadata)}
     data = save(dict(tensors), metadata=written)
     write_bytes_atomic(path, data)
-    logger.info("wrote LoRA %s (%d modules, %.1f MB)", path, sum(k.endswith(DOWN) for k in tensors), len(data) / 1e6)
+    modules = {key.split(".", 1)[0] for key in tensors}
+    logger.info("wrote LoRA %s (%d modules, %.1f MB)", path, len(modules), len(data) / 1e6)
     return written

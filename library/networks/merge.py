@@ -13,25 +13,41 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import torch
 from torch import nn
 
 from library.models.families import ModelFamily
-from library.networks.lora_file import LoraFileError, ModuleWeights, split_modules
+from library.networks.lora_file import LoraFileError, split_modules
 from library.networks.targets import index_modules
 
 logger = logging.getLogger(__name__)
+
+
+class AdapterUpdate(Protocol):
+    """What merging needs of any adapter module (a LoRA pair, a LyCORIS LoKr or LoHa module)."""
+
+    @property
+    def update_numel(self) -> int: ...
+
+    @property
+    def scale(self) -> float: ...
+
+    @property
+    def dora_scale(self) -> torch.Tensor | None: ...
+
+    def delta(self, shape: torch.Size) -> torch.Tensor: ...
 
 
 def locate_modules(
     family: ModelFamily,
     unet: nn.Module,
     text_encoders: Sequence[nn.Module],
-    modules: Mapping[str, ModuleWeights],
+    modules: Mapping[str, AdapterUpdate],
     source: str = "LoRA",
 ) -> dict[str, tuple[nn.Module, str]]:
-    """Each LoRA module's model module and its component-relative path, checked to exist and to fit its weight.
+    """Each adapter module's model module and its component-relative path, checked to exist and to fit its weight.
 
     Only shapes are read, so the model may live on the meta device.
     """
@@ -44,10 +60,15 @@ def locate_modules(
         )
     for name, weights in modules.items():
         weight = index[name][0].weight
-        if weights.up.shape[0] * weights.down[0].numel() != weight.numel():
+        if weights.update_numel != weight.numel():
             raise LoraFileError(
-                f"{source}: {name} (lora_up {tuple(weights.up.shape)}, lora_down {tuple(weights.down.shape)}) does "
-                f"not fit the model's weight {tuple(weight.shape)}; is the LoRA for another model?"
+                f"{source}: {name} holds an update of {weights.update_numel} values, which does not fit the model's "
+                f"weight {tuple(weight.shape)}; is the LoRA for another model?"
+            )
+        if weights.dora_scale is not None and weights.dora_scale.numel() != weight.shape[0]:
+            raise LoraFileError(
+                f"{source}: {name}.dora_scale has shape {tuple(weights.dora_scale.shape)}; only one magnitude "
+                "per output row is supported (LyCORIS wd_on_out)"
             )
     return {name: index[name] for name in modules}
 

@@ -17,7 +17,8 @@ from library.models.families import ModelFamily
 from library.models.single_file.checkpoint import default_metadata
 from library.networks.config import LoraOptions
 
-NETWORK_MODULE = "networks.lora"
+# ss_network_module as sd-scripts records it: its own LoRA module, or LyCORIS's for the LyCORIS types
+NETWORK_MODULES = {"lora": "networks.lora", "lokr": "lycoris.kohya"}
 # modelspec.implementation: whose module names the file's keys use.
 _IMPLEMENTATION = {"diffusers": "diffusers", "sgm": "https://github.com/Stability-AI/generative-models"}
 
@@ -90,8 +91,12 @@ def _record(record: TrainingInfo | DatasetInfo, skip: tuple[str, ...] = ()) -> d
 
 
 def network_args(options: LoraOptions) -> dict[str, str]:
-    """The adapter options beyond dim/alpha, as sd-scripts' ``network_args`` strings."""
+    """The adapter options beyond dim/alpha, as sd-scripts' ``network_args`` strings (LyCORIS's names for LoKr)."""
     args: dict[str, str] = {}
+    if options.is_lokr:
+        args.update(algo="lokr", factor=str(options.lokr_factor))
+        if options.lokr_full_matrix:
+            args["full_matrix"] = "True"
     if options.conv_dim is not None:
         args.update(conv_dim=str(options.conv_dim), conv_alpha=str(options.effective_conv_alpha))
     if options.use_dora:
@@ -101,7 +106,7 @@ def network_args(options: LoraOptions) -> dict[str, str]:
 
 def _network_record(options: LoraOptions) -> dict[str, str]:
     return {
-        "ss_network_module": NETWORK_MODULE,
+        "ss_network_module": NETWORK_MODULES[options.module],
         "ss_network_dim": str(options.dim),
         "ss_network_alpha": str(options.alpha),
         "ss_network_dropout": str(options.dropout),

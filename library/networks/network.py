@@ -1,9 +1,10 @@
-"""The LoRA network: peft adapters injected in place into the live UNet and text encoders.
+"""The adapter network: peft LoRA or LoKr adapters injected in place into the live UNet and text encoders.
 
 peft's ``inject_adapter_in_model`` wraps each target module where it stands, so module paths, state-dict keys of
 the base weights and the diffusers/transformers forward code stay as they were. :class:`LoraNetwork` is the thin
 handle the trainer holds: the adapters by kohya name, their parameters and learning-rate groups, the strength
-multiplier, and conversion to and from the kohya file layout.
+multiplier, and conversion to and from the file layout. What differs between adapter types (the peft config, the
+file keys of a layer, loading a file's modules into layers) is the type's :class:`LayerFormat`.
 """
 
 from __future__ import annotations
@@ -11,76 +12,75 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
-from peft import LoraConfig, inject_adapter_in_model
-from peft.tuners.lora import LoraLayer
+from peft import PeftConfig, inject_adapter_in_model
 from torch import nn
 
 from library.models.families import ModelFamily
 from library.networks.config import LoraOptions
-from library.networks.lora_file import (
-    LoraFileError,
-    ModuleWeights,
-    read_lora_file,
-    save_dtype,
-    split_modules,
-    write_lora_file,
-)
-from library.networks.targets import TEXT_ENCODER, UNET, Target, find_targets
+from library.networks.lokr_layers import LokrLayers
+from library.networks.lora_file import LoraFileError, read_tensors_file, save_dtype, write_lora_file
+from library.networks.lora_layers import LoraLayers
+from library.networks.targets import ADAPTER, TEXT_ENCODER, UNET, Target, find_targets
 
 logger = logging.getLogger(__name__)
 
-ADAPTER = "default"
+
+class LayerFormat(Protocol):
+    """One adapter type's peft layers and file modules (``lora_layers.py``, ``lokr_layers.py``)."""
+
+    title: str
+
+    def peft_config(self, options: LoraOptions, targets: Sequence[Target]) -> PeftConfig: ...
+
+    def prepare(self, layer: nn.Module, target: Target, options: LoraOptions) -> None: ...
+
+    def tensors(self, name: str, layer: nn.Module) -> dict[str, torch.Tensor]: ...
+
+    def split(self, state_dict: Mapping[str, torch.Tensor], source: str) -> dict[str, Any]: ...
+
+    def check(self, name: str, layer: nn.Module, weights: Any, source: str) -> None: ...
+
+    def copy(self, layer: nn.Module, weights: Any) -> None: ...
 
 
-def _peft_config(options: LoraOptions, targets: Sequence[Target]) -> LoraConfig:
-    """One peft config per component; modules whose rank/alpha differ from dim/alpha go in the patterns."""
-    return LoraConfig(
-        r=options.dim,
-        lora_alpha=options.alpha,
-        lora_dropout=options.dropout,
-        use_dora=options.use_dora,
-        use_rslora=False,  # kohya scale: alpha / rank
-        init_lora_weights=True,  # down kaiming-uniform, up zeros
-        target_modules=[target.path for target in targets],
-        rank_pattern={t.path: t.rank for t in targets if t.rank != options.dim},
-        alpha_pattern={t.path: t.alpha for t in targets if t.alpha != options.alpha},
-    )
+FORMATS: dict[str, LayerFormat] = {"lora": LoraLayers(), "lokr": LokrLayers()}
 
 
 def inject_lora(
     family: ModelFamily, unet: nn.Module, text_encoders: Sequence[nn.Module], options: LoraOptions
 ) -> LoraNetwork:
-    """Freeze the model and wrap every target module of ``family`` with a trainable LoRA adapter."""
+    """Freeze the model and wrap every target module of ``family`` with a trainable adapter of ``options.module``."""
+    layer_format = FORMATS[options.module]
     targets = find_targets(family, unet, text_encoders, options)
     components: dict[str | int, nn.Module] = {UNET: unet, **dict(enumerate(text_encoders))}
     for component, module in components.items():
         module.requires_grad_(False)
         mine = [target for target in targets if target.component == component]
         if mine:
-            inject_adapter_in_model(_peft_config(options, mine), module, adapter_name=ADAPTER)
+            inject_adapter_in_model(layer_format.peft_config(options, mine), module, adapter_name=ADAPTER)
     layers = {target.name: components[target.component].get_submodule(target.path) for target in targets}
+    for target in targets:
+        layer_format.prepare(layers[target.name], target, options)
     logger.info(
-        "LoRA: %d UNet and %d text encoder modules (dim %d, alpha %g%s%s)",
+        "%s: %d UNet and %d text encoder modules (dim %d, alpha %g%s%s%s%s)",
+        layer_format.title,
         sum(t.is_unet for t in targets),
         sum(not t.is_unet for t in targets),
         options.dim,
         options.alpha,
         f", conv_dim {options.conv_dim}" if options.locon else "",
         ", DoRA" if options.use_dora else "",
+        f", factor {options.lokr_factor}" if options.is_lokr else "",
+        ", full matrix" if options.lokr_full_matrix else "",
     )
     return LoraNetwork(family, options, targets, layers)
 
 
-def _adapter_parameters(layer: LoraLayer) -> list[nn.Parameter]:
+def _adapter_parameters(layer: nn.Module) -> list[nn.Parameter]:
     return [param for name, param in layer.named_parameters() if not name.startswith("base_layer.")]
-
-
-def _dora_scale_shape(layer: LoraLayer) -> tuple[int, ...]:
-    """The file's magnitude layout: one value per output row, ``[out, 1]`` / ``[out, 1, 1, 1]`` (LyCORIS)."""
-    weight = layer.get_base_layer().weight
-    return (weight.shape[0], *([1] * (weight.ndim - 1)))
 
 
 class LoraNetwork:
@@ -91,10 +91,11 @@ class LoraNetwork:
         family: ModelFamily,
         options: LoraOptions,
         targets: Sequence[Target],
-        modules: Mapping[str, LoraLayer],
+        modules: Mapping[str, nn.Module],
     ) -> None:
         self.family = family
         self.options = options
+        self.format = FORMATS[options.module]
         self.targets = {target.name: target for target in targets}
         self.modules = dict(modules)
         self.multiplier = 1.0
@@ -117,37 +118,30 @@ class LoraNetwork:
 
     @torch.no_grad()
     def state_dict_kohya(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-        """The adapters in the kohya layout (described in ``lora_file.py``), on the CPU in ``dtype``."""
-        out: dict[str, torch.Tensor] = {}
-
-        def put(key: str, tensor: torch.Tensor) -> None:
-            out[key] = tensor.detach().to(device="cpu", dtype=dtype, copy=True).contiguous()
-
-        for name, layer in self.modules.items():
-            put(f"{name}.lora_down.weight", layer.lora_A[ADAPTER].weight)
-            put(f"{name}.lora_up.weight", layer.lora_B[ADAPTER].weight)
-            put(f"{name}.alpha", torch.tensor(float(layer.lora_alpha[ADAPTER])))
-            if layer.use_dora.get(ADAPTER, False):
-                put(f"{name}.dora_scale", layer.lora_magnitude_vector[ADAPTER].weight.reshape(_dora_scale_shape(layer)))
-        return out
+        """The adapters in their file layout (``lora_file.py``, ``lokr.py``), on the CPU in ``dtype``."""
+        return {
+            key: tensor.detach().to(device="cpu", dtype=dtype, copy=True).contiguous()
+            for name, layer in self.modules.items()
+            for key, tensor in self.format.tensors(name, layer).items()
+        }
 
     def save(self, path: str | Path, precision: str, metadata: Mapping[str, str]) -> dict[str, str]:
-        """Write the adapters as a kohya LoRA file in ``precision`` (fp16, bf16, float); returns its metadata."""
+        """Write the adapters as a LoRA / LoKr file in ``precision`` (fp16, bf16, float); returns its metadata."""
         return write_lora_file(path, self.state_dict_kohya(save_dtype(precision)), metadata)
 
     def load_file(self, path: str | Path, strict: bool = True) -> dict[str, str]:
-        """Continue from a LoRA file (``network_weights``); returns the file's metadata."""
-        tensors, metadata = read_lora_file(path)
+        """Continue from a LoRA or LoKr file (``network_weights``); returns the file's metadata."""
+        tensors, metadata = read_tensors_file(path)
         self.load_kohya(tensors, strict=strict, source=str(path))
         return metadata
 
     @torch.no_grad()
     def load_kohya(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True, source: str = "LoRA") -> None:
-        """Copy kohya-layout weights into the adapters; the file's alpha replaces the configured one per module.
+        """Copy file-layout weights into the adapters; the file's alpha replaces the configured one per module.
 
         ``strict`` refuses a file that lacks adapters this network has or holds ones it has not.
         """
-        weights = split_modules(state_dict, source)
+        weights = self.format.split(state_dict, source)
         missing = [name for name in self.modules if name not in weights]
         unexpected = [name for name in weights if name not in self.modules]
         if strict and (missing or unexpected):
@@ -164,39 +158,8 @@ class LoraNetwork:
             logger.warning("%s: %d module(s) not in the file, %d unused", source, len(missing), len(unexpected))
         usable = {name: module_weights for name, module_weights in weights.items() if name in self.modules}
         for name, module_weights in usable.items():  # check everything before changing anything
-            self._check_module(name, module_weights, source)
+            self.format.check(name, self.modules[name], module_weights, source)
         for name, module_weights in usable.items():
-            self._copy_module(name, module_weights)
+            self.format.copy(self.modules[name], module_weights)
+            self.modules[name].set_scale(ADAPTER, self.multiplier)
         logger.info("loaded %d adapter modules from %s", len(usable), source)
-
-    def _check_module(self, name: str, weights: ModuleWeights, source: str) -> None:
-        layer = self.modules[name]
-        for tensor, param, role in (
-            (weights.down, layer.lora_A[ADAPTER].weight, "lora_down"),
-            (weights.up, layer.lora_B[ADAPTER].weight, "lora_up"),
-        ):
-            if tensor.shape != param.shape:
-                raise LoraFileError(
-                    f"{source}: {name}.{role}.weight has shape {tuple(tensor.shape)}, this network needs "
-                    f"{tuple(param.shape)}; set network dim/conv_dim to the file's rank ({weights.rank})"
-                )
-        has_dora = layer.use_dora.get(ADAPTER, False)
-        if (weights.dora_scale is not None) != has_dora:
-            state = "has" if weights.dora_scale is not None else "lacks"
-            raise LoraFileError(f"{source}: {name} {state} a dora_scale; set network use_dora to match the file")
-        if has_dora and weights.dora_scale.shape != _dora_scale_shape(layer):
-            raise LoraFileError(
-                f"{source}: {name}.dora_scale has shape {tuple(weights.dora_scale.shape)}, expected "
-                f"{_dora_scale_shape(layer)} (one magnitude per output row)"
-            )
-
-    def _copy_module(self, name: str, weights: ModuleWeights) -> None:
-        layer = self.modules[name]
-        layer.lora_A[ADAPTER].weight.copy_(weights.down)
-        layer.lora_B[ADAPTER].weight.copy_(weights.up)
-        if weights.dora_scale is not None:
-            magnitude = layer.lora_magnitude_vector[ADAPTER].weight
-            magnitude.copy_(weights.dora_scale.reshape(magnitude.shape))
-        if weights.alpha is not None:
-            layer.lora_alpha[ADAPTER] = weights.alpha
-            layer.set_scale(ADAPTER, self.multiplier)

@@ -18,6 +18,7 @@ from library.networks.naming import LoraNamer
 
 UNET = "unet"
 TEXT_ENCODER = "text_encoder"  # the text encoders' adapters train together, at one learning rate
+ADAPTER = "default"  # the peft adapter name every target's adapter is injected under
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,13 @@ from library.models.pipeline import component_configs, component_modules
 from library.models.single_file import save_original_checkpoint
 from library.networks import split_modules, write_lora_file
 from library.networks.hashes import LEGACY_HASH_KEY, MODEL_HASH_KEY
+from library.networks.lokr import LokrWeights, split_lokr
 from library.networks.lora_file import ALPHA, DORA_SCALE, DOWN, UP, ModuleWeights
 from library.tools.loha import HadaWeights, split_hada
 
 TOOL_KEY = "furnace.tool"  # which tool wrote a file, and from what (a JSON recipe)
 
-AdapterModule = ModuleWeights | HadaWeights
+AdapterModule = ModuleWeights | HadaWeights | LokrWeights
 
 
 class ToolError(ValueError):
@@ -64,7 +65,7 @@ def parse_ratios(ratios: list[float] | None, count: int, what: str) -> list[floa
 
 
 def read_adapter_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a LoRA / LoCon / DoRA / LoHa ``.safetensors`` file."""
+    """Tensors and metadata of a LoRA / LoCon / DoRA / LoHa / LoKr ``.safetensors`` file."""
     if not path.is_file():
         raise ToolError(f"LoRA file {path} does not exist; check the path")
     if path.suffix.lower() != ".safetensors":
@@ -72,19 +73,27 @@ def read_adapter_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     return read_state_dict(path)
 
 
+def split_adapter_modules(tensors: Mapping[str, torch.Tensor], source: str) -> dict[str, AdapterModule]:
+    """Every module of an adapter file: LyCORIS LoHa and LoKr modules by their keys, the rest kohya LoRA pairs."""
+    rest, hada = split_hada(tensors, source)
+    rest, lokr = split_lokr(rest, source)
+    return {**split_modules(rest, source), **hada, **lokr}
+
+
 def read_lora_modules(path: Path) -> tuple[dict[str, AdapterModule], dict[str, str]]:
-    """The modules (kohya LoRA pairs and LoHa modules) and metadata of an adapter file."""
+    """The modules (kohya LoRA pairs, LoHa and LoKr modules) and metadata of an adapter file."""
     tensors, metadata = read_adapter_file(path)
-    rest, hada = split_hada(tensors, str(path))
-    return {**split_modules(rest, str(path)), **hada}, metadata
+    return split_adapter_modules(tensors, str(path)), metadata
 
 
 def only_lora_modules(modules: Mapping[str, AdapterModule], path: Path, action: str) -> dict[str, ModuleWeights]:
-    """``modules`` when all are low-rank pairs; a LoHa module is refused (there are no factors to ``action``)."""
-    hada = next((name for name, weights in modules.items() if isinstance(weights, HadaWeights)), None)
-    if hada is not None:
+    """``modules`` when all are low-rank pairs; a LoHa or LoKr module is refused (there are no factors to
+    ``action``)."""
+    other = next(((name, w) for name, w in modules.items() if not isinstance(w, ModuleWeights)), None)
+    if other is not None:
+        name, weights = other
         raise ToolError(
-            f"{path}: module {hada} is LoHa (hada_* keys), which has no LoRA factors to {action}; "
+            f"{path}: module {name} is {weights.KIND} ({weights.KEYS} keys), which has no LoRA factors to {action}; "
             "merge it into a model with merge-into instead"
         )
     return dict(modules)  # type: ignore[arg-type]

@@ -15,11 +15,12 @@ import torch
 from library.models.checkpoint_io import read_state_dict
 from library.models.detect import detect_diffusers_family, detect_original_family
 from library.networks import verify_hashes
-from library.networks.lora_file import split_modules
-from library.tools.common import AdapterModule, ToolError, existing_path, is_conv3, lora_family
-from library.tools.loha import HADA_SUFFIXES, HadaWeights, split_hada
+from library.networks.lokr import LOKR_SUFFIXES, LokrWeights
+from library.networks.lora_file import ModuleWeights
+from library.tools.common import AdapterModule, ToolError, existing_path, is_conv3, lora_family, split_adapter_modules
+from library.tools.loha import HADA_SUFFIXES
 
-_LORA_KEY_ENDINGS = (".lora_down.weight", ".lora_up.weight", ".alpha", ".dora_scale", *HADA_SUFFIXES)
+_LORA_KEY_ENDINGS = (".lora_down.weight", ".lora_up.weight", ".alpha", ".dora_scale", *HADA_SUFFIXES, *LOKR_SUFFIXES)
 _EMA_PREFIX = "model_ema."
 
 
@@ -31,20 +32,44 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def _lycoris_kinds(modules: dict[str, AdapterModule]) -> list[str]:
+    return sorted({w.KIND for w in modules.values() if not isinstance(w, ModuleWeights)})
+
+
 def lora_kind(modules: dict[str, AdapterModule]) -> str:
-    """LoRA, LoCon (3x3 conv modules) or LoHa (hada_* modules), and/or DoRA (magnitude vectors)."""
-    if any(isinstance(w, HadaWeights) for w in modules.values()):
-        kind = "LoHa"
+    """LoRA, LoCon (3x3 conv modules), LoHa (hada_* modules) or LoKr (lokr_* modules), and/or DoRA (magnitudes)."""
+    lycoris = _lycoris_kinds(modules)
+    if lycoris:
+        kind = " + ".join(lycoris)
     else:
         kind = "LoCon" if any(is_conv3(w) for w in modules.values()) else "LoRA"
     return f"{kind} + DoRA" if any(w.dora_scale is not None for w in modules.values()) else kind
 
 
+def lokr_factor(metadata: dict[str, str]) -> int | None:
+    """The LoKr factor a file was trained with, from its ``ss_network_args`` (LyCORIS's default -1 when they name
+    algo lokr but no factor); None when the metadata does not say."""
+    try:
+        args = json.loads(metadata.get("ss_network_args") or "")
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(args, dict) or str(args.get("algo", "")).lower() != "lokr":
+        return None
+    try:
+        return int(args.get("factor", -1))
+    except (TypeError, ValueError):
+        return None
+
+
+def _rank_label(rank: int | None) -> str:
+    return "full" if rank is None else str(rank)  # a LoKr module whose factors are both stored whole
+
+
 def lora_report(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict[str, object]:
-    low_rank, hada = split_hada(tensors, str(path))
-    modules = {**split_modules(low_rank, str(path)), **hada}
+    modules = split_adapter_modules(tensors, str(path))
     family = lora_family(list(modules), metadata)
     ranks = {name: weights.rank for name, weights in modules.items()}
+    by_rank = sorted(Counter(ranks.values()).items(), key=lambda item: (item[0] is None, item[0] or 0))
     alphas = {name: weights.alpha for name, weights in modules.items()}
     has_hashes = "sshs_model_hash" in metadata
     return {
@@ -52,11 +77,13 @@ def lora_report(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str
         "type": "lora",
         "family": family.name if family else "unknown",
         "kind": lora_kind(modules),
+        "algo": "+".join(kind.lower() for kind in _lycoris_kinds(modules)) or "lora",  # LyCORIS's algo names
+        "factor": lokr_factor(metadata) if any(isinstance(w, LokrWeights) for w in modules.values()) else None,
         "key_count": len(tensors),
         "module_count": len(modules),
         "unet_modules": sum(name.startswith("lora_unet_") for name in modules),
         "text_encoder_modules": sum(name.startswith("lora_te") for name in modules),
-        "rank_histogram": {str(rank): count for rank, count in sorted(Counter(ranks.values()).items())},
+        "rank_histogram": {_rank_label(rank): count for rank, count in by_rank},
         "ranks": ranks,
         "alphas": alphas,
         "dtypes": sorted({str(tensor.dtype).removeprefix("torch.") for tensor in tensors.values()}),
@@ -112,12 +139,15 @@ def format_report(report: dict[str, object], list_modules: bool) -> str:
             f"kind: {report['kind']}, {report['module_count']} modules ({report['unet_modules']} UNet, "
             f"{report['text_encoder_modules']} text encoder), {report['key_count']} keys, "
             + ", ".join(report["dtypes"]),
+            f"algo: {report['algo']}"
+            + ("" if report["algo"] != "lokr" else f", factor {_factor_label(report['factor'])}"),
             "ranks: " + ", ".join(f"{rank} x{count}" for rank, count in report["rank_histogram"].items()),
             f"hashes: {state} (model {hashes['sshs_model_hash']}, legacy {hashes['sshs_legacy_hash']})",
         ]
         if list_modules:
             lines += [
-                f"  {name}: rank {rank}, alpha {report['alphas'][name]}" for name, rank in report["ranks"].items()
+                f"  {name}: rank {_rank_label(rank)}, alpha {report['alphas'][name]}"
+                for name, rank in report["ranks"].items()
             ]
     elif report["type"] == "checkpoint":
         lines.append(
@@ -130,6 +160,10 @@ def format_report(report: dict[str, object], list_modules: bool) -> str:
         shown = value if len(value) <= 120 else value[:117] + "..."
         lines.append(f"  {key} = {shown}")
     return "\n".join(lines)
+
+
+def _factor_label(factor: int | None) -> str:
+    return {None: "not recorded", -1: "-1 (automatic)"}.get(factor, str(factor))
 
 
 def run(args: argparse.Namespace) -> int:

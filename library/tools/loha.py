@@ -9,15 +9,12 @@ factors of its own, so only tools that work on the full update (merging into a m
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from library.models.families import ModelFamily
-from library.networks.lora_file import ALPHA, DORA_SCALE, LoraFileError
-from library.networks.targets import index_modules
+from library.networks.lora_file import DORA_SCALE, LoraFileError, take_modules
 
 W1A, W1B, W2A, W2B, T1, T2 = ".hada_w1_a", ".hada_w1_b", ".hada_w2_a", ".hada_w2_b", ".hada_t1", ".hada_t2"
 HADA_SUFFIXES = (W1A, W1B, W2A, W2B, T1, T2)
@@ -26,6 +23,9 @@ HADA_SUFFIXES = (W1A, W1B, W2A, W2B, T1, T2)
 @dataclass(frozen=True)
 class HadaWeights:
     """The tensors of one LoHa module."""
+
+    KIND = "LoHa"
+    KEYS = "hada_*"
 
     w1a: torch.Tensor
     w1b: torch.Tensor
@@ -39,6 +39,12 @@ class HadaWeights:
     @property
     def rank(self) -> int:
         return self.w1b.shape[0]
+
+    @property
+    def update_numel(self) -> int:
+        if self.t1 is None:
+            return self.w1a.shape[0] * self.w1b.shape[1]
+        return self.w1a.shape[1] * self.w1b.shape[1] * self.t1[0, 0].numel()
 
     @property
     def scale(self) -> float:
@@ -60,22 +66,19 @@ class HadaWeights:
 def split_hada(
     state_dict: Mapping[str, torch.Tensor], source: str
 ) -> tuple[dict[str, torch.Tensor], dict[str, HadaWeights]]:
-    """(the remaining kohya LoRA tensors, the LoHa modules by name) of a file's tensors."""
-    names = {key[: -len(suffix)] for key in state_dict for suffix in HADA_SUFFIXES if key.endswith(suffix)}
-    modules = {name: _hada_module(state_dict, name, source) for name in sorted(names)}
-    owned = {name + suffix for name in names for suffix in (*HADA_SUFFIXES, ALPHA, DORA_SCALE)}
-    rest = {key: tensor for key, tensor in state_dict.items() if key not in owned}
-    return rest, modules
+    """(the tensors of other modules, the LoHa modules by name) of a file's tensors."""
+    return take_modules(
+        state_dict, HADA_SUFFIXES, lambda name, alpha: _hada_module(state_dict, name, alpha, source), source
+    )
 
 
-def _hada_module(state_dict: Mapping[str, torch.Tensor], name: str, source: str) -> HadaWeights:
+def _hada_module(state_dict: Mapping[str, torch.Tensor], name: str, alpha: float | None, source: str) -> HadaWeights:
     missing = [suffix for suffix in (W1A, W1B, W2A, W2B) if name + suffix not in state_dict]
     if missing:
         raise LoraFileError(f"{source}: LoHa module {name!r} lacks {name}{missing[0]}; the file is incomplete")
     t1, t2 = state_dict.get(name + T1), state_dict.get(name + T2)
     if (t1 is None) != (t2 is None):
         raise LoraFileError(f"{source}: LoHa module {name!r} has only one of hada_t1/hada_t2; the file is incomplete")
-    alpha = state_dict.get(name + ALPHA)
     weights = HadaWeights(
         state_dict[name + W1A],
         state_dict[name + W1B],
@@ -83,7 +86,7 @@ def _hada_module(state_dict: Mapping[str, torch.Tensor], name: str, source: str)
         state_dict[name + W2B],
         t1,
         t2,
-        None if alpha is None else float(alpha.float().item()),
+        alpha,
         state_dict.get(name + DORA_SCALE),
     )
     try:
@@ -93,34 +96,3 @@ def _hada_module(state_dict: Mapping[str, torch.Tensor], name: str, source: str)
             f"{source}: LoHa module {name!r} has hada_* tensors whose shapes do not fit together"
         ) from None
     return weights
-
-
-def locate_hada(
-    family: ModelFamily,
-    unet: nn.Module,
-    text_encoders: Sequence[nn.Module],
-    modules: Mapping[str, HadaWeights],
-    source: str,
-) -> dict[str, tuple[nn.Module, str]]:
-    """Each LoHa module's model module and its component-relative path, checked to exist and to fit (shapes only:
-    the model may live on the meta device)."""
-    index = index_modules(family, unet, text_encoders)
-    for name, weights in modules.items():
-        if name not in index:
-            raise LoraFileError(
-                f"{source}: LoHa module {name!r} matches nothing in this {family.title} model; "
-                "is the file for another model family?"
-            )
-        weight = index[name][0].weight
-        delta = weights.delta()
-        if delta.numel() != weight.numel():
-            raise LoraFileError(
-                f"{source}: LoHa module {name} (update {tuple(delta.shape)}) does not fit the model's weight "
-                f"{tuple(weight.shape)}; is the file for another model?"
-            )
-        if weights.dora_scale is not None and weights.dora_scale.numel() != weight.shape[0]:
-            raise LoraFileError(
-                f"{source}: {name}.dora_scale has shape {tuple(weights.dora_scale.shape)}; only one magnitude "
-                "per output row is supported (LyCORIS wd_on_out)"
-            )
-    return {name: index[name] for name in modules}

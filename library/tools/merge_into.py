@@ -2,8 +2,8 @@
 
 Each LoRA adds ``ratio * alpha/rank * up @ down`` to its module's weight (DoRA modules are renormalised per output
 row to their stored magnitude), the same arithmetic as applying it at run time with that strength. LyCORIS LoHa
-modules (``hada_*`` keys) add their Hadamard-product update the same way. The output carries modelspec metadata and
-the recipe.
+modules (``hada_*`` keys) add their Hadamard-product update and LoKr modules (``lokr_*`` keys) their Kronecker-product
+update the same way. The output carries modelspec metadata and the recipe.
 
 The base is streamed: each weight is read, has its LoRA updates added (in the order the files are given) and is
 written before the next is read, so memory holds the LoRAs and a few tensors, not the model.
@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from library.models.single_file.rules import KeyRule
-from library.networks import split_modules
-from library.networks.lora_file import SAVE_PRECISIONS, ModuleWeights, save_dtype
+from library.networks.lora_file import SAVE_PRECISIONS, save_dtype
 from library.networks.merge import locate_modules, merged_weight
 from library.tools.common import (
+    AdapterModule,
     ToolError,
     add_family_argument,
     check_output,
@@ -30,8 +30,8 @@ from library.tools.common import (
     lora_family,
     parse_ratios,
     read_adapter_file,
+    split_adapter_modules,
 )
-from library.tools.loha import HadaWeights, locate_hada, split_hada
 from library.tools.model_source import ModelSource, Part, open_model
 from library.tools.streamed_checkpoint import write_streamed_checkpoint
 
@@ -51,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 class Update:
     """One adapter module's update of one weight, at a strength."""
 
-    weights: ModuleWeights | HadaWeights
+    weights: AdapterModule
     multiplier: float
 
     def apply(self, weight: torch.Tensor) -> torch.Tensor:
@@ -79,12 +79,8 @@ def plan_updates(base: ModelSource, loras: list[tuple[Path, float]]) -> tuple[Pl
             raise ToolError(
                 f"{path}: a {made_for.name} LoRA cannot merge into the {base.family.name} model {base.path}"
             )
-        low_rank, hada = split_hada(tensors, str(path))
-        found: dict[str, ModuleWeights | HadaWeights] = {**split_modules(low_rank, str(path)), **hada}
-        located = {
-            **locate_modules(base.family, unet, encoders, {n: w for n, w in found.items() if n not in hada}, str(path)),
-            **locate_hada(base.family, unet, encoders, hada, str(path)),
-        }
+        found = split_adapter_modules(tensors, str(path))
+        located = locate_modules(base.family, unet, encoders, found, str(path))
         for name, (module, module_path) in located.items():
             plan[(component_of[id(module)], f"{module_path}.weight")].append(Update(found[name], ratio))
         count += len(located)

@@ -10,8 +10,8 @@ Modes:
   only when the inputs share their down matrices (e.g. trained from one initialisation with down frozen);
   otherwise an approximation that keeps the rank small, as sd-scripts' same-rank merge does.
 
-DoRA modules (their magnitudes do not add) and LoHa modules (no low-rank factors) are refused: merge such files into
-a model with ``merge-into``.
+DoRA modules (their magnitudes do not add) and LoHa and LoKr modules (no low-rank factors) are refused: merge such
+files into a model with ``merge-into``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Every module's update is refactored from its exact ``up @ down * alpha/rank``, b
 (exact, and cheap: the update's rank is at most the module's rank); the alpha/rank ratio of the file is kept, so
 strengths mean the same before and after. The report lists each module's rank change and the share of
 its update's energy (squared Frobenius norm) that survived; resizing to the file's own rank is lossless. DoRA
-magnitudes are kept as they are (they renormalise whatever update the factors hold); LoHa files are refused.
+magnitudes are kept as they are (they renormalise whatever update the factors hold); LoHa and LoKr files are
+refused.
 """
 
 from __future__ import annotations

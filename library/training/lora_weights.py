@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 def lora_options(config: FurnaceConfig) -> LoraOptions:
     section = config.network
     return LoraOptions(
+        module=section.module,
         dim=section.dim,
         alpha=section.alpha,
         dropout=section.dropout,
@@ -30,6 +31,8 @@ def lora_options(config: FurnaceConfig) -> LoraOptions:
         use_dora=section.use_dora,
         train_unet_only=section.train_unet_only,
         train_text_encoder_only=section.train_text_encoder_only,
+        lokr_factor=section.lokr_factor,
+        lokr_full_matrix=section.lokr_full_matrix,
     )
 
 

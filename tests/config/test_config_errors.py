@@ -101,8 +101,40 @@ BAD_FILES = [
     ("family-switches", {"top": "v2 = true\nsdxl = true"}, ["v2/sdxl: sdxl cannot be combined with v2"]),
     (
         "network-module",
-        {"top": 'network_module = "lycoris.kohya"'},
-        ["network_module: only 'networks.lora' is supported"],
+        {"top": 'network_module = "networks.oft"'},
+        ["network_module: only 'networks.lora' and 'lycoris.kohya' are supported", "(got 'networks.oft')"],
+    ),
+    (
+        "lokr-dora",
+        {"network": 'module = "lokr"\nuse_dora = true'},
+        ["network.use_dora: cannot be combined with network.module = 'lokr'"],
+    ),
+    (
+        "lokr-dropout",
+        {"network": 'module = "lokr"\ndropout = 0.1'},
+        ["network.dropout: is not applied by LoKr adapters"],
+    ),
+    ("lokr-factor-on-lora", {"network": "lokr_factor = 4"}, ["network.lokr_factor: needs network.module = 'lokr'"]),
+    (
+        "lokr-full-matrix-on-lora",
+        {"network": "lokr_full_matrix = true"},
+        ["network.lokr_full_matrix: needs network.module = 'lokr'"],
+    ),
+    (
+        "lokr-factor-zero",
+        {"network": 'module = "lokr"\nlokr_factor = 0'},
+        ["network.lokr_factor: must be -1 (automatic) or >= 1 (got 0)"],
+    ),
+    ("network-module-enum", {"network": 'module = "loha"'}, ["network.module: must be one of", "(got 'loha')"]),
+    (
+        "lycoris-algo",
+        {"top": 'network_module = "lycoris.kohya"\nnetwork_args = ["algo=loha"]'},
+        ["network_args: algo must be one of 'lokr', 'lora', 'locon' (got 'loha')"],
+    ),
+    (
+        "algo-against-module",
+        {"top": 'network_module = "networks.lora"\nnetwork_args = ["algo=lokr"]'},
+        ["network.module: set twice (as 'network_module' and 'network_args')"],
     ),
     ("save-model-as", {"top": 'save_model_as = "ckpt"'}, ["save_model_as: only 'safetensors' is supported"]),
     (

@@ -111,6 +111,16 @@ def test_conv_alpha_defaults_to_one_with_conv_dim(write_config, run_toml):
     assert (config.network.conv_dim, config.network.conv_alpha) == (8, 1.0)
 
 
+def test_lycoris_network_args_select_lokr(write_config, run_toml):
+    """sd-scripts + LyCORIS spelling: network_module = lycoris.kohya, the algorithm and its options in network_args."""
+    top = 'network_module = "lycoris.kohya"\nnetwork_args = ["algo=lokr", "factor=8", "full_matrix=True", "conv_dim=4"]'
+    network = load_config(write_config(run_toml(top=top))).network
+    assert (network.module, network.lokr_factor, network.lokr_full_matrix, network.conv_dim) == ("lokr", 8, True, 4)
+    assert load_config(write_config(run_toml(network='module = "lokr"'))).network.lokr_factor == -1
+    plain = load_config(write_config(run_toml(top='network_module = "lycoris.kohya"\nnetwork_args = ["algo=locon"]')))
+    assert plain.network.module == "lora"
+
+
 def test_overrides_win_over_the_file(write_config, run_toml):
     path = write_config(run_toml(network="dim = 8\nalpha = 4", training="seed = 1"))
     config = load_config(path, ["--network_dim", "32", "--network.alpha=16", "--seed", "7"])

@@ -16,16 +16,17 @@ from library.networks.lora_file import ModuleWeights
 from library.networks.metadata import TrainingInfo
 
 def make_lora_file(family_name: str, path: Path, seed: int = 1, **options: object) -> Path:
-    """A LoRA for the tiny ``family_name`` model (seed-0 weights) whose up matrices are random, not zero."""
+    """A LoRA (or, with ``module="lokr"``, LoKr) file for the tiny ``family_name`` model (seed-0 weights) whose
+    adapter tensors that start at zero (LoRA's up, LoKr's last w2 factor) are random instead."""
     family = get_family(family_name)
     components = build_components(family, tiny_configs(family), seed=0)
     lora_options = LoraOptions(**{"dim": 4, "alpha": 2.0, **options})
     network = inject_lora(family, components.unet, components.text_encoders, lora_options)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for layer in network.modules.values():
-            up = layer.lora_B["default"].weight
-            up.copy_(torch.randn(up.shape, generator=generator) * 0.2)
+        for parameter in network.trainable_parameters():
+            if not parameter.any():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
     info = TrainingInfo(output_name=path.stem, resolution=(64, 64), learning_rate=1e-4, training_started_at=time.time())
     network.save(path, "float", lora_metadata(family, lora_options, info))
     return path

@@ -16,6 +16,9 @@ CASES = {
         "train_network.py", ["--network_train_text_encoder_only", "true", "--text_encoder_lr", "0"],
         "network.text_encoder_lr", False,
     ),
+    "LoKr with DoRA": (
+        "train_network.py", ["--network.module", "lokr", "--network.use_dora", "true"], "network.use_dora", False,
+    ),
     # found by the DreamBooth entry point, before any model loads
     "compare grid of a full fine-tune": (
         "train_dreambooth.py", ["--instance_prompt", "a photo of frnc", "--compare_at_end", "true"],

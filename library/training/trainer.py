@@ -49,11 +49,18 @@ from library.training.run_setup import (
     reporting,
 )
 from library.training.speed_options import apply_model_options, apply_process_settings
-from library.training.state import LoopPosition, load_training_state, resolve_resume_dir, save_training_state
+from library.training.state import (
+    STATE_DIR_NAME,
+    LoopPosition,
+    load_training_state,
+    resolve_resume_dir,
+    save_training_state,
+)
 from library.training.state_manifest import SavedFor, trained_shapes
 from library.training.step_inputs import StepInputs
 from library.training.validation import fixed_validation_loss
 from library.training.weights import WeightsFactory
+from library.training.write_failures import reported_write_failures
 
 logger = logging.getLogger(__name__)
 
@@ -319,7 +326,9 @@ class Trainer:
         with gathered(self.accelerator, self.saved_parameters):
             if self.is_main:
                 started = time.perf_counter()
-                self.weights.save(path, training_info(self.config, self.data, self.schedule, position, finished))
+                info = training_info(self.config, self.data, self.schedule, position, finished)
+                with reported_write_failures(self.paths.output_dir, path, "files saved before are intact"):
+                    self.weights.save(path, info)
                 output = self.config.output
                 prune_intermediate(self.paths.output_dir, output.output_name, output.save_last_n)
                 self.last_saved = path
@@ -330,7 +339,9 @@ class Trainer:
 
     def _save_state(self, position: LoopPosition, smoothed: SmoothedValue) -> Path:
         position.smoothed_loss = smoothed.state_dict()
-        return save_training_state(self.accelerator, self.paths.output_dir, position, self.saved_for)
+        output_dir = self.paths.output_dir
+        with reported_write_failures(output_dir, output_dir / STATE_DIR_NAME, "the previous state is intact"):
+            return save_training_state(self.accelerator, output_dir, position, self.saved_for)
 
     def _sample(self, step: int) -> None:
         self.accelerator.wait_for_everyone()
@@ -369,6 +380,8 @@ class Trainer:
         self.metrics.close()
         self.progress.close()
         self.accelerator.end_training()
+        if self.paths.lock is not None:
+            self.paths.lock.release()
 
 
 def train(config: FurnaceConfig, weights_factory: WeightsFactory) -> Path | None:

@@ -10,6 +10,7 @@ accumulation windows never cross an epoch boundary; state is saved only after an
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -373,7 +374,8 @@ class Trainer:
     def fail(self, error: BaseException) -> None:
         """Record why the run ended (the GUI and scripts read it from progress.jsonl) and release the writers."""
         if not isinstance(error, NonFiniteLossError):  # that one was recorded with its step already
-            self._event("error", message=str(error) or type(error).__name__)
+            with contextlib.suppress(OSError):  # a full disk must not hide the error being reported
+                self._event("error", message=str(error) or type(error).__name__)
         self._close()
 
     def _close(self) -> None:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from library.atomic_files import is_temporary
 from library.data.synthetic import write_dataset
 from library.folder_lock import LOCK_FILE
 
@@ -87,6 +88,9 @@ def events(folder: Path) -> list[dict]:
 
 
 def assert_unchanged(folder: Path, before: dict[str, str], events_before: list[dict]) -> None:
-    """The earlier output is byte for byte as it was, and progress.jsonl still begins with its earlier events."""
-    assert snapshot(folder) == before
+    """Every earlier-output file is byte for byte as it was (new ones may have joined them), no temporary is left,
+    and progress.jsonl still begins with its earlier events."""
+    after = snapshot(folder)
+    assert {name: after.get(name) for name in before} == before
+    assert not [path for path in folder.rglob("*") if is_temporary(path)]
     assert events(folder)[: len(events_before)] == events_before

@@ -13,8 +13,8 @@ from library.atomic_files import remove_stale_temporaries
 from library.config import FurnaceConfig, save_resolved
 from library.folder_lock import FolderLock, lock_folder
 from library.sampling.files import SAMPLE_DIR_NAME
-from library.training.optimizers import build_lr_scheduler, build_optimizer
 from library.training.exceptions import OutputError
+from library.training.optimizers import build_lr_scheduler, build_optimizer
 from library.training.progress import MetricsWriter, ProgressLog
 from library.training.write_failures import reported_write_failures
 

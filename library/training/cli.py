@@ -34,6 +34,9 @@ def _train(config: FurnaceConfig, run: Callable[[FurnaceConfig], Path | None]) -
     except USER_ERRORS as error:
         sys.stderr.write(f"error: {error}\n")
         return 1
+    except OSError as error:  # a write the saves do not cover (progress log, previews) on a full or read-only disk
+        sys.stderr.write(f"error: {error}\n")
+        return 1
     if final is not None:
         logger.info("done: %s", final)
     return 0

@@ -4,18 +4,21 @@ among them: they exit with code 2 (see ``library.training.cli``)."""
 from library.data.captions import CaptionError
 from library.data.images import ImageLoadError
 from library.data.records import DatasetError
+from library.folder_lock import FolderInUse
 from library.models.errors import ModelLoadError
 from library.networks import LoraFileError
 from library.sampling.prompts import PromptFileError
-from library.training.exceptions import NonFiniteLossError, ResumeError, TrainingSetupError
+from library.training.exceptions import NonFiniteLossError, OutputError, ResumeError, TrainingSetupError
 
 USER_ERRORS: tuple[type[Exception], ...] = (
     CaptionError,
     DatasetError,
+    FolderInUse,
     ImageLoadError,
     LoraFileError,
     ModelLoadError,
     NonFiniteLossError,
+    OutputError,
     PromptFileError,
     ResumeError,
     TrainingSetupError,

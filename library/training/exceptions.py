@@ -12,3 +12,8 @@ class ResumeError(Exception):
 
 class NonFiniteLossError(Exception):
     """The loss became NaN or infinite; the message names the step and the last good file."""
+
+
+class OutputError(Exception):
+    """A run's output that cannot be written (full disk, read-only folder, a file in the folder's place); the
+    message names the folder and the file and says what is left of earlier output."""

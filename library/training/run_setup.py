@@ -11,9 +11,12 @@ from pathlib import Path
 
 from library.atomic_files import remove_stale_temporaries
 from library.config import FurnaceConfig, save_resolved
+from library.folder_lock import FolderLock, lock_folder
 from library.sampling.files import SAMPLE_DIR_NAME
+from library.training.exceptions import OutputError
 from library.training.optimizers import build_lr_scheduler, build_optimizer
 from library.training.progress import MetricsWriter, ProgressLog
+from library.training.write_failures import reported_write_failures
 
 logger = logging.getLogger(__name__)
 
@@ -69,19 +72,31 @@ class RunPaths:
     output_dir: Path
     log_dir: Path
     progress_file: Path
+    lock: FolderLock | None = None
+    """Held by the main process for the run's life: a second run on the same folder is refused."""
 
 
 def prepare_output(config: FurnaceConfig, is_main: bool) -> RunPaths:
-    """Create the output folder (clearing what killed runs left half-written in it) and write the resolved config
-    beside the weights."""
+    """Claim the output folder (no other run may write to it), clear what killed runs left half-written in it and
+    write the resolved config beside the weights."""
     output_dir = Path(config.output.output_dir)
     log_dir = Path(config.logging.log_dir) if config.logging.log_dir else output_dir / "logs"
-    if is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        for folder in (output_dir, output_dir / SAMPLE_DIR_NAME):
-            remove_stale_temporaries(folder)
-        save_resolved(config, output_dir / "config.toml")
-    return RunPaths(output_dir, log_dir, output_dir / "progress.jsonl")
+    paths = RunPaths(output_dir, log_dir, output_dir / "progress.jsonl")
+    if not is_main:
+        return paths
+    if output_dir.exists() and not output_dir.is_dir():
+        raise OutputError(f"output.output_dir: {output_dir} is a file, not a folder; choose another output.output_dir")
+    config_file = output_dir / "config.toml"
+    with reported_write_failures(output_dir, config_file, "nothing was written"):
+        paths.lock = lock_folder(output_dir, "wait for that run to end, or choose another output.output_dir")
+        try:
+            for folder in (output_dir, output_dir / SAMPLE_DIR_NAME):
+                remove_stale_temporaries(folder)
+            save_resolved(config, config_file)
+        except BaseException:
+            paths.lock.release()
+            raise
+    return paths
 
 
 def reporting(config: FurnaceConfig, paths: RunPaths, is_main: bool) -> tuple[ProgressLog, MetricsWriter]:

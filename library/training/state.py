@@ -2,8 +2,9 @@
 
 accelerate saves the optimizer, LR scheduler and every RNG (python, numpy, torch) per process; hooks replace its
 full-model save by the adapter tensors alone (a few MB instead of GBs), stored exactly (fp32); a JSON file holds
-the loop position. The folder is written beside ``state`` and swapped in whole, so an interrupted save leaves the
-previous state, never a half-written one.
+the loop position, and the manifest (``state_manifest.py``) every file's hash and what the state fits. The folder
+is written beside ``state`` and swapped in whole, so an interrupted save leaves the previous state, never a
+half-written one; a resume checks the manifest before it loads anything, and that the random-number states took.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from library.atomic_files import recover_folder, replace_folder, staging_folder
+from library.atomic_files import recover_folder, replace_folder, staging_folder, write_text_atomic
 from library.training.deepspeed_setup import state_load_options, state_save_options, uses_deepspeed
 from library.training.exceptions import ResumeError
+from library.training.state_manifest import SavedFor, verify_state, write_manifest
 
 logger = logging.getLogger(__name__)
 
 STATE_DIR_NAME = "state"
 POSITION_FILE = "furnace_state.json"
 ADAPTER_FILE = "adapter.safetensors"
+RNG_FILE = "random_states_{}.pkl"  # accelerate's name for each process's random-number states
 
 
 @dataclass
@@ -57,11 +60,7 @@ def register_adapter_hooks(accelerator, named_parameters: dict[str, torch.nn.Par
         weights.clear()
 
     def load_hook(models, input_dir):
-        saved = load_file(os.path.join(input_dir, ADAPTER_FILE))
-        missing = sorted(set(named_parameters) - set(saved))
-        if missing:
-            raise ResumeError(f"{input_dir}: the saved state lacks adapter tensor {missing[0]!r}; "
-                              "the network settings differ from the run that saved it")
+        saved = load_file(os.path.join(input_dir, ADAPTER_FILE))  # its names and shapes checked by the manifest
         with torch.no_grad():
             for name, param in named_parameters.items():
                 param.copy_(saved[name].to(param.device, param.dtype))
@@ -71,18 +70,25 @@ def register_adapter_hooks(accelerator, named_parameters: dict[str, torch.nn.Par
     accelerator.register_load_state_pre_hook(load_hook)
 
 
-def save_training_state(accelerator, output_dir: Path, position: LoopPosition) -> Path:
-    """Write ``output_dir/state`` atomically (all processes call this; the main one swaps the folder in)."""
+def save_training_state(accelerator, output_dir: Path, position: LoopPosition, saved_for: SavedFor) -> Path:
+    """Write ``output_dir/state`` atomically (all processes call this; the main one swaps the folder in). A save
+    that fails leaves the previous state and no staged files."""
     final = output_dir / STATE_DIR_NAME
     staging = staging_folder(final)  # one place all processes agree on
     if accelerator.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging), **state_save_options(accelerator))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (staging / POSITION_FILE).write_text(json.dumps(asdict(position), indent=1), encoding="utf-8")
-        replace_folder(staging, final)
+    try:
+        accelerator.save_state(str(staging), **state_save_options(accelerator))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            write_text_atomic(staging / POSITION_FILE, json.dumps(asdict(position), indent=1))
+            write_manifest(staging, saved_for)
+            replace_folder(staging, final)
+    except Exception:
+        if accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
     accelerator.wait_for_everyone()
     return final
 
@@ -103,11 +109,13 @@ def resolve_resume_dir(resume: str | None, output_dir: Path) -> Path | None:
     return state_dir
 
 
-def load_training_state(accelerator, state_dir: Path) -> LoopPosition:
-    """Restore optimizer, scheduler, RNGs and adapter tensors; return the saved loop position."""
+def load_training_state(accelerator, state_dir: Path, saved_for: SavedFor) -> LoopPosition:
+    """Check the state against its manifest and this run, then restore optimizer, scheduler, RNGs and adapter
+    tensors; return the saved loop position."""
+    verify_state(state_dir, saved_for)
     accelerator.load_state(str(state_dir), **state_load_options(accelerator))
-    data = json.loads((state_dir / POSITION_FILE).read_text(encoding="utf-8"))
-    position = LoopPosition(**data)
+    _check_random_states(state_dir / RNG_FILE.format(accelerator.process_index))
+    position = LoopPosition(**json.loads((state_dir / POSITION_FILE).read_text(encoding="utf-8")))
     logger.info(
         "resumed from %s at step %d (epoch %d, %d batches into it)",
         state_dir,
@@ -116,3 +124,14 @@ def load_training_state(accelerator, state_dir: Path) -> LoopPosition:
         position.batches_done,
     )
     return position
+
+
+def _check_random_states(path: Path) -> None:
+    """accelerate logs a failed RNG restore at INFO and carries on; a resume that would no longer be exact stops."""
+    try:  # a file its run wrote, its hash checked by the manifest
+        restored = torch.equal(torch.get_rng_state(), torch.load(path, weights_only=False)["torch_manual_seed"])
+    except Exception:  # noqa: BLE001 - whatever keeps the file from loading, the restore did not happen
+        restored = False
+    if not restored:
+        raise ResumeError(f"training.resume: the random-number states in {path} could not be restored, so the run "
+                          "would not continue exactly; start again without training.resume")

@@ -10,6 +10,7 @@ accumulation windows never cross an epoch boundary; state is saved only after an
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -49,10 +50,18 @@ from library.training.run_setup import (
     reporting,
 )
 from library.training.speed_options import apply_model_options, apply_process_settings
-from library.training.state import LoopPosition, load_training_state, resolve_resume_dir, save_training_state
+from library.training.state import (
+    STATE_DIR_NAME,
+    LoopPosition,
+    load_training_state,
+    resolve_resume_dir,
+    save_training_state,
+)
+from library.training.state_manifest import SavedFor, trained_shapes
 from library.training.step_inputs import StepInputs
 from library.training.validation import fixed_validation_loss
 from library.training.weights import WeightsFactory
+from library.training.write_failures import reported_write_failures
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +118,8 @@ class Trainer:
             self.saved_parameters = [p for module in trained for p in module.parameters() if p.requires_grad]
             self.wrapped, self.optimizer, self.lr_scheduler = self._prepare(trained, lr_scheduler)
             self.weights.register_state_hooks(accelerator)
+            self.saved_for = SavedFor(optimizer=config.optimizer.type, processes=accelerator.num_processes,
+                                      tensors=trained_shapes(self._named_parts(trained)))
         with times.phase("text-encoder outputs"):
             self.inputs = StepInputs(config, self.model, self.data, accelerator.device, self.weights, self.wrapped)
         self.loss_settings = LossSettings(
@@ -129,6 +140,12 @@ class Trainer:
 
     def _modules(self) -> list[torch.nn.Module]:
         return [self.model.unet, self.model.vae, *self.model.text_encoders]
+
+    def _named_parts(self, modules: list[torch.nn.Module]) -> dict[str, torch.nn.Module]:
+        """The trained modules by the part they are: ``unet``, ``text_encoder_1``..."""
+        names = {id(self.model.unet): "unet"}
+        names |= {id(encoder): f"text_encoder_{i}" for i, encoder in enumerate(self.model.text_encoders, start=1)}
+        return {names[id(module)]: module for module in modules}
 
     def _prepare(self, trained: list[torch.nn.Module], lr_scheduler):
         """Wrap for distributed training; returns {id(module): what the loop calls}, optimizer, scheduler. Under
@@ -194,7 +211,7 @@ class Trainer:
         resume_dir = resolve_resume_dir(self.config.training.resume, self.paths.output_dir)
         if resume_dir is None:
             return LoopPosition(session_id=self.session_id, training_started_at=self.started_at)
-        position = load_training_state(self.accelerator, resume_dir)
+        position = load_training_state(self.accelerator, resume_dir, self.saved_for)
         self.weights.sync_to_step(position.global_step)
         self.session_id, self.started_at = position.session_id, position.training_started_at
         return position
@@ -310,7 +327,9 @@ class Trainer:
         with gathered(self.accelerator, self.saved_parameters):
             if self.is_main:
                 started = time.perf_counter()
-                self.weights.save(path, training_info(self.config, self.data, self.schedule, position, finished))
+                info = training_info(self.config, self.data, self.schedule, position, finished)
+                with reported_write_failures(self.paths.output_dir, path, "files saved before are intact"):
+                    self.weights.save(path, info)
                 output = self.config.output
                 prune_intermediate(self.paths.output_dir, output.output_name, output.save_last_n)
                 self.last_saved = path
@@ -321,7 +340,9 @@ class Trainer:
 
     def _save_state(self, position: LoopPosition, smoothed: SmoothedValue) -> Path:
         position.smoothed_loss = smoothed.state_dict()
-        return save_training_state(self.accelerator, self.paths.output_dir, position)
+        output_dir = self.paths.output_dir
+        with reported_write_failures(output_dir, output_dir / STATE_DIR_NAME, "the previous state is intact"):
+            return save_training_state(self.accelerator, output_dir, position, self.saved_for)
 
     def _sample(self, step: int) -> None:
         self.accelerator.wait_for_everyone()
@@ -353,13 +374,16 @@ class Trainer:
     def fail(self, error: BaseException) -> None:
         """Record why the run ended (the GUI and scripts read it from progress.jsonl) and release the writers."""
         if not isinstance(error, NonFiniteLossError):  # that one was recorded with its step already
-            self._event("error", message=str(error) or type(error).__name__)
+            with contextlib.suppress(OSError):  # a full disk must not hide the error being reported
+                self._event("error", message=str(error) or type(error).__name__)
         self._close()
 
     def _close(self) -> None:
         self.metrics.close()
         self.progress.close()
         self.accelerator.end_training()
+        if self.paths.lock is not None:
+            self.paths.lock.release()
 
 
 def train(config: FurnaceConfig, weights_factory: WeightsFactory) -> Path | None:

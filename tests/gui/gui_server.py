@@ -106,6 +106,11 @@ class GuiServer:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
 
+def run_folders(runs: Path) -> list[Path]:
+    """What a runs root holds besides the server's hidden lock file: one folder per run."""
+    return [path for path in runs.iterdir() if not path.name.startswith(".")]
+
+
 def wait_for(predicate, timeout: float = 900, interval: float = 0.5, what: str = "condition"):
     """Poll `predicate` until it returns something truthy; that value is returned."""
     deadline = time.monotonic() + timeout

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from gui_server import REPO, GuiFolders, GuiServer, quick_run_values, wait_for
+from gui_server import REPO, GuiFolders, GuiServer, quick_run_values, run_folders, wait_for
 
 pytestmark = pytest.mark.slow  # these tests start processes or trainers
 
@@ -68,7 +68,7 @@ def test_form_validation_uses_the_cli_messages(server, gui_folders):
     assert sorted(item["path"] for item in escaping) == ["logging.log_dir", "sample.prompts"]
     refused = client.post("/api/runs", json={"name": "x", "values": values})
     assert refused.status_code == 422 and client.get("/api/runs").json() == []
-    assert list(gui_folders.runs.iterdir()) == []
+    assert run_folders(gui_folders.runs) == []
 
 
 def test_toml_preview_and_import_round_trip(server):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gui_server import GuiServer, free_port, quick_run_values, wait_for
+from gui_server import GuiServer, free_port, quick_run_values, run_folders, wait_for
 
 
 def run_view(client: httpx.Client, run_id: str) -> dict:
@@ -40,7 +40,7 @@ def test_dreambooth_run_from_its_preset(gui_folders):
         values, trainer = dreambooth_values(client, gui_folders)
         assert trainer == "dreambooth"
         wrong = client.post("/api/runs", json={"name": "db", "values": values, "trainer": "nope"})
-        assert wrong.status_code == 422 and not list(gui_folders.runs.iterdir())
+        assert wrong.status_code == 422 and not run_folders(gui_folders.runs)
         queued = client.post("/api/runs", json={"name": "db", "values": values, "trainer": trainer}).json()
         assert queued["trainer"] == "dreambooth"
 

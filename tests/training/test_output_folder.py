@@ -7,6 +7,7 @@ import time
 
 from library.atomic_files import STALE_AFTER_SECONDS
 from library.config import load_config, loads_config
+from library.folder_lock import LOCK_FILE
 from library.training.run_setup import prepare_output
 
 
@@ -30,7 +31,8 @@ def test_prepare_output_removes_stale_temporaries_and_writes_the_config(tmp_path
         "run.toml",
     )
     paths = prepare_output(config, is_main=True)
+    paths.lock.release()
 
     assert paths.output_dir == output
-    assert sorted(output.rglob("*")) == sorted([*kept, output / "config.toml", output / "sample"])
+    assert sorted(output.rglob("*")) == sorted([*kept, output / "config.toml", output / LOCK_FILE, output / "sample"])
     assert load_config(output / "config.toml") == config

@@ -15,6 +15,7 @@ from library.training.state import (
     resolve_resume_dir,
     save_training_state,
 )
+from library.training.state_manifest import SavedFor, trained_shapes
 
 
 @pytest.fixture
@@ -28,7 +29,8 @@ def accelerated():
     optimizer = torch.optim.AdamW(layer.parameters(), lr=0.1)
     layer, optimizer = accelerator.prepare(layer, optimizer)
     register_adapter_hooks(accelerator, dict(layer.named_parameters()))
-    yield accelerator, layer, optimizer
+    saved_for = SavedFor(optimizer="AdamW", processes=1, tensors=trained_shapes({"layer": layer}))
+    yield accelerator, layer, optimizer, saved_for
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
@@ -39,9 +41,9 @@ def _train_one_step(layer, optimizer) -> None:
 
 
 def test_a_save_killed_between_its_renames_resumes_from_the_previous_state(accelerated, tmp_path, monkeypatch):
-    accelerator, layer, optimizer = accelerated
+    accelerator, layer, optimizer, saved_for = accelerated
     _train_one_step(layer, optimizer)
-    save_training_state(accelerator, tmp_path, LoopPosition(global_step=1))
+    save_training_state(accelerator, tmp_path, LoopPosition(global_step=1), saved_for)
     weight_at_step_1 = layer.weight.detach().clone()
 
     _train_one_step(layer, optimizer)
@@ -54,15 +56,15 @@ def test_a_save_killed_between_its_renames_resumes_from_the_previous_state(accel
 
     monkeypatch.setattr(atomic_files.os, "replace", killed_before_the_new_folder_is_renamed_in)
     with pytest.raises(KeyboardInterrupt):
-        save_training_state(accelerator, tmp_path, LoopPosition(global_step=2))
+        save_training_state(accelerator, tmp_path, LoopPosition(global_step=2), saved_for)
     monkeypatch.undo()
     assert not (tmp_path / "state").exists()  # the old state is aside, the new one staged
 
     state_dir = resolve_resume_dir("latest", tmp_path)
     assert state_dir == tmp_path / "state"
-    assert load_training_state(accelerator, state_dir).global_step == 1
+    assert load_training_state(accelerator, state_dir, saved_for).global_step == 1
     assert torch.equal(layer.weight.detach(), weight_at_step_1)
 
-    save_training_state(accelerator, tmp_path, LoopPosition(global_step=3))  # the next save goes through
+    save_training_state(accelerator, tmp_path, LoopPosition(global_step=3), saved_for)  # the next save goes through
     assert sorted(path.name for path in tmp_path.iterdir()) == ["state"]
-    assert load_training_state(accelerator, state_dir).global_step == 3
+    assert load_training_state(accelerator, state_dir, saved_for).global_step == 3

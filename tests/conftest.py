@@ -86,10 +86,13 @@ def pytest_runtest_protocol(item, nextitem):
         return
     import subprocess
 
+    from prewarmed_python import Zygote
+
     from library.training.trainer import Trainer
 
     patch = pytest.MonkeyPatch()
     patch.setattr(subprocess.Popen, "__init__", _forbid("a subprocess"))
+    patch.setattr(Zygote, "run", _forbid("a subprocess"))
     patch.setattr(Trainer, "run", _forbid("a trainer"))
     try:
         yield

@@ -84,6 +84,7 @@ def test_checkpoint_tools_do_not_print_the_bitsandbytes_warning(tiny_sd1, lora_f
          str(tmp_path / "m.safetensors")],
         "tool",
         env={"OMP_NUM_THREADS": "1"},
+        fresh=True,  # the warning is printed while importing
     )
     assert "wrote" in result.stdout
     assert "kernels-community" not in result.stderr and "gemm_4bit" not in result.stderr

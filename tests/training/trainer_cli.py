@@ -2,25 +2,42 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from prewarmed_python import Zygote
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def run_python(argv: list[str], label: str, timeout: float = 600, check: bool = True,
-               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """``python ARGV`` from the repository, offline, like a user would run it; on failure show its output."""
+               env: dict[str, str] | None = None, fresh: bool = False) -> subprocess.CompletedProcess:
+    """``python ARGV`` from the repository, offline, like a user would run it; on failure show its output.
+
+    A script or ``-m module`` runs in a process forked from this worker's pre-warmed interpreter
+    (``prewarmed_python.py``) unless ``fresh``: a test about how a fresh interpreter starts (what it imports or
+    prints on import, its peak memory) asks for one; ``-c`` and ``-X`` commands always get one, and so does every
+    command when ``FURNACE_TEST_FRESH_PROCESSES=1`` (to rule the pre-warmed interpreter out when a test fails).
+    """
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
-    result = subprocess.run(
-        [sys.executable, *argv], capture_output=True, text=True, timeout=timeout, env=environment, cwd=REPO
-    )
+    if fresh or argv[0] in ("-c", "-X") or os.environ.get("FURNACE_TEST_FRESH_PROCESSES") == "1":
+        result = subprocess.run(
+            [sys.executable, *argv], capture_output=True, text=True, timeout=timeout, env=environment, cwd=REPO
+        )
+    else:
+        result = _zygote().run(argv, environment, timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{label} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
     return result
+
+
+@functools.cache
+def _zygote() -> Zygote:
+    return Zygote(REPO)
 
 
 def run_cli(script: str, args: list[str], timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:

@@ -58,7 +58,7 @@ def grid_output_name(config: FurnaceConfig) -> str:
     wanted, saved = ("EMA", "raw") if config.sample.use_ema else ("raw", "EMA")
     raise ConfigError([
         f"sample.use_ema: the compare grid renders saved files, and this run saves {saved} weights only "
-        f"(network.ema_save = {settings.save!r}); set network.ema_save = \"both\" to compare the {wanted} weights, "
+        f"(network.ema_save = \"{settings.save}\"); set network.ema_save = \"both\" to compare the {wanted} weights, "
         "or unset sample.use_ema"
     ])
 

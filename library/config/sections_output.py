@@ -39,6 +39,11 @@ class SampleSection(BaseModel):
         1, ge=1, le=64, description="Previews and the compare grid: render up to N prompts with the same settings "
         "together (faster; each picture still comes from its own seed, equal up to float rounding).",
     )
+    use_ema: bool | None = Field(
+        None,
+        description="With an EMA (network.ema_decay, dreambooth.use_ema): render the previews and the compare grid "
+        "from the EMA weights (true) or the trained ones (false); unset = from what the saved files hold.",
+    )
     compare_at_end: bool = Field(
         False,
         description="LoRA runs: after the final save, render a grid of the run's saved files x compare_strengths x "

@@ -25,6 +25,7 @@ def _check_args(args: dict[str, Any]) -> dict[str, Any]:
 
 
 NETWORK_MODULES = ("lora", "lokr")
+EMA_SAVES = ("ema", "raw", "both")
 
 
 class NetworkSection(BaseModel):
@@ -65,6 +66,26 @@ class NetworkSection(BaseModel):
     text_encoder_lr: float | None = Field(
         None, ge=0, le=1, description="Text encoder learning rate; unset = optimizer.learning_rate, 0 = frozen."
     )
+    ema_decay: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Keep an exponential moving average (EMA) of the adapter weights in fp32 with this decay per "
+        "update (e.g. 0.999); 0 = off. A full fine-tune has its own: dreambooth.use_ema.",
+    )
+    ema_update_every: int = Field(
+        1, ge=1, le=10_000, description="Update the EMA every N optimizer steps (the decay applies per update)."
+    )
+    ema_warmup: bool = Field(
+        True,
+        description="Ramp the EMA decay up as min(ema_decay, (1 + n) / (10 + n)) after n updates, starting from the "
+        "weights after the first update; false = ema_decay from the start, averaging from the initial weights.",
+    )
+    ema_save: Literal[EMA_SAVES] = Field(
+        "ema",
+        description="What the saved LoRA files hold with an EMA: 'ema', 'raw' (the trained weights), or 'both': "
+        "the EMA in <output_name>*.safetensors and the raw weights in <output_name>-raw*.safetensors.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -87,6 +108,10 @@ class NetworkSection(BaseModel):
             yield "conv_alpha", "needs network.conv_dim (the conv adapters' rank)"
         if self.lokr_factor == 0:
             yield "lokr_factor", "must be -1 (automatic) or >= 1 (got 0)"
+        if not self.ema_decay:
+            for key, default in (("ema_update_every", 1), ("ema_warmup", True), ("ema_save", "ema")):
+                if getattr(self, key) != default:
+                    yield key, "needs network.ema_decay > 0 (the EMA is off)"
         if self.module == "lokr":
             if self.use_dora:
                 yield "use_dora", "cannot be combined with network.module = 'lokr' (DoRA is for LoRA adapters)"

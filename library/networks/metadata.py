@@ -12,6 +12,7 @@ import datetime
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Literal
 
 from library.models.families import ModelFamily
 from library.models.single_file.checkpoint import default_metadata
@@ -53,6 +54,17 @@ class DatasetInfo:
 
 
 @dataclass(frozen=True)
+class EmaInfo:
+    """A run that kept an exponential moving average of its weights: its settings, and which weights the file
+    holds (``weights``: the average, or the trained "raw" ones)."""
+
+    ema_decay: float
+    ema_update_every: int
+    ema_warmup: bool
+    weights: Literal["ema", "raw"]
+
+
+@dataclass(frozen=True)
 class TrainingInfo:
     """What is known about how a file's weights came to be, as the ``ss_*`` keys record it (one field per key,
     without ``ss_``). ``dataset`` is None for files no run trained (the tools' extracted LoRAs)."""
@@ -80,13 +92,14 @@ class TrainingInfo:
     session_id: str = ""
     training_comment: str | None = None
     dataset: DatasetInfo | None = None
+    ema: EmaInfo | None = None  # files of a run without an EMA carry no EMA keys
 
 
 def _value(value: object) -> str:
     return json.dumps(value) if isinstance(value, Mapping) else str(value)
 
 
-def _record(record: TrainingInfo | DatasetInfo, skip: tuple[str, ...] = ()) -> dict[str, str]:
+def _record(record: TrainingInfo | DatasetInfo | EmaInfo, skip: tuple[str, ...] = ()) -> dict[str, str]:
     return {f"ss_{f.name}": _value(getattr(record, f.name)) for f in fields(record) if f.name not in skip}
 
 
@@ -136,8 +149,9 @@ def _metadata(
             "ss_v2": str(family.ss_base_model_version.startswith("sd_v2")),
             "ss_resolution": str(tuple(info.resolution)),
         },
-        _record(info, skip=("resolution", "dataset")),
+        _record(info, skip=("resolution", "dataset", "ema")),
         _record(info.dataset) if info.dataset is not None else {},
+        _record(info.ema) if info.ema is not None else {},
         _modelspec(family, info, architecture, title),
     ]
     metadata: dict[str, str] = {}

@@ -2,8 +2,8 @@
 
 A DreamBooth run writes its checkpoints with the EMA weights of the UNet when ``dreambooth.use_ema`` is on; the
 trained ("raw") weights then exist only in the state: accelerate's ``model.safetensors`` (the UNet, diffusers
-names), ``model_1.safetensors``... (text encoders it trained), and ``ema.safetensors`` (the EMA copy of the UNet,
-one ``shadow.<i>`` tensor per UNet parameter in model order). Everything else (VAE, untrained text encoders) comes
+names), ``model_1.safetensors``... (text encoders it trained), and ``ema.safetensors`` (the EMA of the UNet's
+parameters, fp32, under the same names). Everything else (VAE, untrained text encoders) comes
 from a base model: by default the run's own final checkpoint.
 """
 
@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from library.models.loader import BaseModel
 from library.tools.common import ToolError
 from library.training.run_files import final_path
-from library.training.state import ADAPTER_FILE, POSITION_FILE
+from library.training.state import ADAPTER_FILE, EMA_FILE, POSITION_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -44,16 +44,9 @@ def run_checkpoint(state: Path) -> Path:
     return checkpoint
 
 
-def _ema_file() -> str:
-    """The EMA file's name, from the module that writes it (imported here: it pulls in peft and bitsandbytes)."""
-    from library.training.full_weights import EMA_FILE
-
-    return EMA_FILE
-
-
 def default_weights(state: Path) -> str:
     """EMA when the state has an EMA copy (what the run's checkpoints hold), else the raw weights."""
-    return "ema" if (state / _ema_file()).is_file() else "raw"
+    return "ema" if (state / EMA_FILE).is_file() else "raw"
 
 
 @torch.no_grad()
@@ -65,7 +58,7 @@ def load_state_weights(model: BaseModel, state: Path, weights: str) -> None:
         )
         raise ToolError(f"{state}: {kind}")
     if weights == "ema":
-        _load_ema(model.unet, state / _ema_file())
+        _load_ema(model.unet, state / EMA_FILE)
     else:
         _load_module(model.unet, state / MODEL_FILE)
     for index, encoder in enumerate(model.text_encoders, start=1):
@@ -76,7 +69,22 @@ def load_state_weights(model: BaseModel, state: Path, weights: str) -> None:
 
 
 def _load_module(module: torch.nn.Module, path: Path) -> None:
-    tensors, expected = load_file(str(path)), module.state_dict()
+    tensors = load_file(str(path))
+    _check_fit(path, tensors, module.state_dict())
+    module.load_state_dict(tensors, strict=True)
+
+
+def _load_ema(unet: torch.nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise ToolError(f"{path.parent}: the state has no EMA weights (dreambooth.use_ema was off); use --weights raw")
+    average, parameters = load_file(str(path)), dict(unet.named_parameters())
+    _check_fit(path, average, parameters)
+    for name, parameter in parameters.items():
+        parameter.copy_(average[name])
+
+
+def _check_fit(path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    """Refuse a file whose tensors are not exactly ``expected``'s names and shapes (another base model's)."""
     misfit = [key for key in expected if key not in tensors or tensors[key].shape != expected[key].shape]
     misfit += sorted(set(tensors) - set(expected))
     if misfit:
@@ -84,19 +92,3 @@ def _load_module(module: torch.nn.Module, path: Path) -> None:
             f"{path}: does not fit the base model ({len(misfit)} tensor(s) missing, extra or of another shape, "
             f"e.g. {misfit[0]!r}); give the run's own base model as --base"
         )
-    module.load_state_dict(tensors, strict=True)
-
-
-def _load_ema(unet: torch.nn.Module, path: Path) -> None:
-    if not path.is_file():
-        raise ToolError(f"{path.parent}: the state has no EMA weights (dreambooth.use_ema was off); use --weights raw")
-    shadow = load_file(str(path))
-    parameters = list(unet.parameters())
-    if len(shadow) != len(parameters):
-        raise ToolError(f"{path}: {len(shadow)} EMA tensors for a UNet of {len(parameters)}; give the run's base")
-    for index, parameter in enumerate(parameters):
-        tensor = shadow[f"shadow.{index}"]
-        if tensor.shape != parameter.shape:
-            raise ToolError(f"{path}: shadow.{index} has shape {tuple(tensor.shape)}, the UNet needs "
-                            f"{tuple(parameter.shape)}; give the run's own base as --base")
-        parameter.copy_(tensor)

@@ -4,7 +4,8 @@ The run's saved files in training order (:func:`library.training.run_files.run_f
 tool gives a run folder) are the grid's rows (x the sample prompts), ``sample.compare_strengths`` its columns; the
 picture and the single images go to ``<output_dir>/compare/``. Rendering reuses the model already in memory: each
 file is loaded into the run's live adapters at a strength (no second copy of the base model, no merged weights),
-after the optimizer state is released, so a GPU that trained the LoRA can also render it.
+after the optimizer state is released, so a GPU that trained the LoRA can also render it. With an EMA the grid
+shows the files holding the weights ``sample.use_ema`` names (by default those of the run's own name).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from library.models.loader import BaseModel
 from library.networks import LoraNetwork
 from library.sampling.compare_grid import LoraApplier, render_grid
 from library.sampling.prompts import SamplePrompt
+from library.training.ema import ema_settings
 from library.training.progress import ProgressLog
-from library.training.run_files import run_files
+from library.training.run_files import raw_name, run_files
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +35,32 @@ _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def check_supported(config: FurnaceConfig, lora_run: bool) -> None:
-    """compare_at_end needs a LoRA run (a full fine-tune has no strengths to compare); entry points may call this
-    before training starts."""
-    if config.sample.compare_at_end and not lora_run:
+    """compare_at_end needs a LoRA run (a full fine-tune has no strengths to compare) that saves the weights the
+    grid should show; entry points may call this before training starts."""
+    if not config.sample.compare_at_end:
+        return
+    if not lora_run:
         raise ConfigError([
             "sample.compare_at_end: works for LoRA runs only (this run fine-tunes the full model); "
             "set it to false, or train with dreambooth.train_method = \"lora\""
         ])
+    grid_output_name(config)
+
+
+def grid_output_name(config: FurnaceConfig) -> str:
+    """The output name of the LoRA files the grid shows: the run's own, or that of its raw weights when
+    ``sample.use_ema = false`` and the run saves both."""
+    name, settings = config.output.output_name, ema_settings(config, lora_run=True)
+    if settings is None or settings.samples_ema(config.sample.use_ema) == (settings.save != "raw"):
+        return name
+    if settings.save == "both":
+        return raw_name(name)
+    wanted, saved = ("EMA", "raw") if config.sample.use_ema else ("raw", "EMA")
+    raise ConfigError([
+        f"sample.use_ema: the compare grid renders saved files, and this run saves {saved} weights only "
+        f"(network.ema_save = \"{settings.save}\"); set network.ema_save = \"both\" to compare the {wanted} weights, "
+        "or unset sample.use_ema"
+    ])
 
 
 def live_adapters(network: LoraNetwork) -> LoraApplier:
@@ -87,7 +108,7 @@ def write_compare_grid(
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         output_dir = Path(config.output.output_dir)
-        files = run_files(output_dir, config.output.output_name)
+        files = run_files(output_dir, grid_output_name(config))
         strengths = config.sample.compare_strengths
         logger.info("compare: %d file(s) x %d strength(s) x %d prompt(s)", len(files), len(strengths), len(prompts))
         grid, singles = render_grid(

@@ -74,6 +74,11 @@ def _check(config: FurnaceConfig, plugin) -> None:
             "DeepSpeed ZeRO-3 partitions the UNet weights across processes, which the EMA copy cannot follow; "
             "set dreambooth.use_ema = false or deepspeed.zero_stage = 2"
         ])
+    if plugin.zero_stage == 3 and config.network.ema_decay:
+        raise ConfigError([
+            "DeepSpeed ZeRO-3 partitions the adapter weights across processes, which the EMA cannot follow; "
+            "set network.ema_decay = 0 or deepspeed.zero_stage = 2"
+        ])
     if plugin.zero_stage == 3 and config.sample.compare_at_end:
         raise ConfigError([
             "DeepSpeed ZeRO-3: sample.compare_at_end renders on the main process only, which the partitioned "

@@ -12,12 +12,14 @@ from library.training.cli import run_trainer
 
 def train_dreambooth(config: FurnaceConfig) -> Path | None:
     from library.training.compare_at_end import check_supported
+    from library.training.ema import ema_settings
     from library.training.full_weights import FullWeights
     from library.training.lora_weights import LoraWeights
     from library.training.trainer import train
 
     lora = config.dreambooth.train_method == "lora"
-    check_supported(config, lora_run=lora)  # before any model loads
+    ema_settings(config, lora_run=lora)  # before any model loads
+    check_supported(config, lora_run=lora)
     weights = LoraWeights if lora else FullWeights
     return train(config, weights)
 

@@ -1,18 +1,18 @@
 """What a DreamBooth fine-tune trains and writes: the whole UNet (and optionally the text encoders), saved as an
 original-layout single-file checkpoint that A1111 and ComfyUI load, optionally also as a diffusers folder.
 
-State for resume is accelerate's own full-model save; the optional EMA copy of the UNet is added to it as a
-safetensors file by the state hooks.
+State for resume is accelerate's own full-model save; the optional EMA of the UNet (``training/ema.py``) is added
+to it by the state hooks, and is what the checkpoints hold.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
-import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from library.atomic_files import atomic_folder
 from library.config import FurnaceConfig
@@ -24,11 +24,10 @@ from library.networks.targets import TEXT_ENCODER, UNET
 from library.training.accelerator import Precision
 from library.training.learning_rates import optimizer_groups, part_rates
 from library.training.lora_weights import enable_checkpointing
+from library.training.state import register_ema_hooks
 from library.training.weights import TrainedWeights
 
 logger = logging.getLogger(__name__)
-
-EMA_FILE = "ema.safetensors"
 
 
 class FullWeights(TrainedWeights):
@@ -51,11 +50,7 @@ class FullWeights(TrainedWeights):
         self.groups = optimizer_groups(parts, rates)
         if config.training.gradient_checkpointing:
             enable_checkpointing(model, text_encoders_too=self.trains_text_encoder)
-        self.ema = None
-        if section.use_ema:
-            from diffusers.training_utils import EMAModel
-
-            self.ema = EMAModel(model.unet.parameters(), decay=section.ema_decay)
+        self.keep_ema(config, dict(model.unet.named_parameters()), lora_run=False)
 
     def modules_to_prepare(self) -> list[torch.nn.Module]:
         return [self.model.unet] + (list(self.model.text_encoders) if self.trains_text_encoder else [])
@@ -67,33 +62,13 @@ class FullWeights(TrainedWeights):
         return [param for group in self.param_groups() for param in group["params"] if param.requires_grad]
 
     def register_state_hooks(self, accelerator) -> None:
-        """The EMA shadow weights travel with the state (accelerate saves the models themselves)."""
-        if self.ema is None:
-            return
-        ema = self.ema
-
-        def save_hook(models, weights, output_dir):
-            if accelerator.is_main_process:
-                tensors = {f"shadow.{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)}
-                save_file(tensors, os.path.join(output_dir, EMA_FILE), metadata={"step": str(ema.optimization_step)})
-
-        def load_hook(models, input_dir):
-            path = os.path.join(input_dir, EMA_FILE)
-            tensors = load_file(path)
-            with torch.no_grad():
-                for i, shadow in enumerate(ema.shadow_params):
-                    shadow.copy_(tensors[f"shadow.{i}"])
-            from safetensors import safe_open
-
-            with safe_open(path, framework="pt") as handle:
-                ema.optimization_step = int(handle.metadata()["step"])
-
-        accelerator.register_save_state_pre_hook(save_hook)
-        accelerator.register_load_state_pre_hook(load_hook)
+        """The EMA travels with the state (accelerate saves the models themselves)."""
+        if self.ema is not None:
+            register_ema_hooks(accelerator, self.ema)
 
     def after_step(self, step: int) -> None:
         if self.ema is not None:
-            self.ema.step(self.model.unet.parameters())
+            self.ema.after_step(step)
         self.sync_to_step(step)
 
     def sync_to_step(self, step: int) -> None:
@@ -108,8 +83,10 @@ class FullWeights(TrainedWeights):
     def save(self, path: Path, info: TrainingInfo) -> None:
         model, family = self.model, self.model.family
         modules = component_modules(family, model.unet, model.vae, model.text_encoders)
+        if self.ema_settings is not None:
+            info = dataclasses.replace(info, ema=self.ema_settings.info("ema"))
         metadata = checkpoint_metadata(family, info)
-        with self._ema_weights():
+        with self._saved_weights():
             state_dicts = {name: module.state_dict() for name, module in modules.items()}
             save_original_checkpoint(
                 path, family.name, state_dicts, component_configs(modules), metadata,
@@ -131,21 +108,6 @@ class FullWeights(TrainedWeights):
             pipeline.save_pretrained(staging, safe_serialization=True)
         logger.info("wrote diffusers folder %s", folder)
 
-    def _ema_weights(self):
-        """Inside the context the UNet holds the EMA weights (when EMA is on); afterwards the trained ones."""
-        import contextlib
-
-        if self.ema is None:
-            return contextlib.nullcontext()
-        ema, parameters = self.ema, list(self.model.unet.parameters())
-
-        @contextlib.contextmanager
-        def swapped():
-            ema.store(parameters)
-            ema.copy_to(parameters)
-            try:
-                yield
-            finally:
-                ema.restore(parameters)
-
-        return swapped()
+    def _saved_weights(self) -> contextlib.AbstractContextManager[None]:
+        """Inside the block the UNet holds what the checkpoints hold: the EMA when the run keeps one."""
+        return self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext()

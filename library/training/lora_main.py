@@ -10,9 +10,13 @@ from library.training.cli import run_trainer
 
 
 def train_lora(config: FurnaceConfig) -> Path | None:
+    from library.training.compare_at_end import check_supported
+    from library.training.ema import ema_settings
     from library.training.lora_weights import LoraWeights
     from library.training.trainer import train
 
+    ema_settings(config, lora_run=True)  # misplaced EMA options refused before any model loads
+    check_supported(config, lora_run=True)
     return train(config, LoraWeights)
 
 

@@ -1,7 +1,12 @@
-"""What a LoRA run trains and writes: peft adapters on a frozen base, saved as a kohya-format LoRA file."""
+"""What a LoRA run trains and writes: peft adapters on a frozen base, saved as a kohya-format LoRA file.
+
+With an EMA (``network.ema_decay``) each save writes the average, the trained ("raw") weights, or both
+(``network.ema_save``; the raw ones then under the output name of :func:`run_files.raw_name`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -13,7 +18,8 @@ from library.networks import LoraNetwork, LoraOptions, TrainingInfo, inject_lora
 from library.networks.targets import TEXT_ENCODER, UNET
 from library.training.accelerator import Precision
 from library.training.learning_rates import optimizer_groups, part_rates
-from library.training.state import register_adapter_hooks
+from library.training.run_files import raw_companion
+from library.training.state import register_adapter_hooks, register_ema_hooks
 from library.training.weights import TrainedWeights
 
 logger = logging.getLogger(__name__)
@@ -85,6 +91,7 @@ class LoraWeights(TrainedWeights):
             for param_name, param in layer.named_parameters()
             if not param_name.startswith("base_layer.")
         }
+        self.keep_ema(config, self.named_parameters, lora_run=True)
 
     def modules_to_prepare(self) -> list[torch.nn.Module]:
         """The modules holding trainable tensors (wrapped for distributed training)."""
@@ -99,13 +106,30 @@ class LoraWeights(TrainedWeights):
 
     def register_state_hooks(self, accelerator) -> None:
         register_adapter_hooks(accelerator, self.named_parameters)
+        if self.ema is not None:
+            register_ema_hooks(accelerator, self.ema)
 
     def after_step(self, step: int) -> None:
-        """Nothing changes mid-run for a LoRA."""
+        """The EMA, when the run keeps one, folds in the new weights."""
+        if self.ema is not None:
+            self.ema.after_step(step)
 
     def sync_to_step(self, step: int) -> None:
         """Nothing depends on the step count for a LoRA."""
 
     def save(self, path: Path, info: TrainingInfo) -> None:
+        settings = self.ema_settings
+        if settings is None:
+            self._write(path, info)
+        elif settings.save == "raw":
+            self._write(path, dataclasses.replace(info, ema=settings.info("raw")))
+        else:
+            with self.ema.swapped_in():
+                self._write(path, dataclasses.replace(info, ema=settings.info("ema")))
+            if settings.save == "both":
+                companion = raw_companion(path, self.config.output.output_name)
+                self._write(companion, dataclasses.replace(info, ema=settings.info("raw")))
+
+    def _write(self, path: Path, info: TrainingInfo) -> None:
         metadata = lora_metadata(self.model.family, self.network.options, info)
         self.network.save(path, self.config.output.save_precision, metadata)

@@ -2,7 +2,9 @@
 
 Final: ``<name>.safetensors``. Intermediate, as sd-scripts names them so existing tools recognise them:
 ``<name>-<epoch:06d>.safetensors`` every N epochs and ``<name>-step<step:08d>.safetensors`` every N steps.
-A name alone cannot place an epoch file among step files, so training order is each file's trained step count
+A LoRA run that saves both its EMA and its trained ("raw") weights writes the raw ones as a run of their own named
+``<name>-raw`` (``<name>-raw.safetensors``, ``<name>-raw-step00000100.safetensors``, ...), so they are kept,
+pruned and compared like any run's files. A name alone cannot place an epoch file among step files, so training order is each file's trained step count
 (its ``ss_steps`` metadata; a file without it is placed by the number in its name), a run's final file after its
 intermediate ones. The trainer's saver and pruner, its compare grid and the ``compare`` tool all go by this module.
 """
@@ -19,6 +21,7 @@ from typing import Literal
 from library.models.checkpoint_io import read_safetensors_metadata
 
 EXTENSION = ".safetensors"
+RAW_SUFFIX = "-raw"
 _SUFFIX = r"(?:-(?P<epoch>\d{6})|-step(?P<step>\d{8}))?" + re.escape(EXTENSION)
 _ANY_RUN = re.compile(r"(?P<name>.+?)" + _SUFFIX)
 
@@ -35,6 +38,18 @@ def epoch_path(output_dir: Path, output_name: str, epoch: int) -> Path:
 
 def step_path(output_dir: Path, output_name: str, step: int) -> Path:
     return output_dir / f"{output_name}-step{step:08d}{EXTENSION}"
+
+
+def raw_name(output_name: str) -> str:
+    """The output name of the raw weights saved beside a run's EMA files."""
+    return f"{output_name}{RAW_SUFFIX}"
+
+
+def raw_companion(path: Path, output_name: str) -> Path:
+    """The raw-weights file saved with run ``output_name``'s file ``path`` (final, epoch or step)."""
+    if not path.name.startswith(output_name):
+        raise ValueError(f"{path.name} is not a file of run {output_name!r}")
+    return path.with_name(raw_name(output_name) + path.name[len(output_name):])
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Resumable training state: ``<output_dir>/state/``.
 
 accelerate saves the optimizer, LR scheduler and every RNG (python, numpy, torch) per process; hooks replace its
-full-model save by the adapter tensors alone (a few MB instead of GBs), stored exactly (fp32); a JSON file holds
+full-model save by the adapter tensors alone (a few MB instead of GBs), stored exactly (fp32), and add the EMA of
+the trained weights when the run keeps one (``ema.safetensors``, also under DeepSpeed); a JSON file holds
 the loop position, and the manifest (``state_manifest.py``) every file's hash and what the state fits. The folder
 is written beside ``state`` and swapped in whole, so an interrupted save leaves the previous state, never a
 half-written one; a resume checks the manifest before it loads anything, and that the random-number states took.
@@ -21,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from library.atomic_files import recover_folder, replace_folder, staging_folder, write_text_atomic
 from library.training.deepspeed_setup import state_load_options, state_save_options, uses_deepspeed
+from library.training.ema import ExponentialMovingAverage
 from library.training.exceptions import ResumeError
 from library.training.state_manifest import SavedFor, verify_state, write_manifest
 
@@ -29,6 +31,7 @@ logger = logging.getLogger(__name__)
 STATE_DIR_NAME = "state"
 POSITION_FILE = "furnace_state.json"
 ADAPTER_FILE = "adapter.safetensors"
+EMA_FILE = "ema.safetensors"
 RNG_FILE = "random_states_{}.pkl"  # accelerate's name for each process's random-number states
 
 
@@ -65,6 +68,20 @@ def register_adapter_hooks(accelerator, named_parameters: dict[str, torch.nn.Par
             for name, param in named_parameters.items():
                 param.copy_(saved[name].to(param.device, param.dtype))
         models.clear()
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+
+def register_ema_hooks(accelerator, ema: ExponentialMovingAverage) -> None:
+    """Make accelerate's save/load_state carry the EMA: written by the main process, read by every one."""
+
+    def save_hook(models, weights, output_dir):
+        if accelerator.is_main_process:
+            ema.save(Path(output_dir) / EMA_FILE)
+
+    def load_hook(models, input_dir):
+        ema.load(Path(input_dir) / EMA_FILE)  # present: the manifest says the state was saved with an EMA
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)

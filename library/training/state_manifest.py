@@ -23,11 +23,13 @@ _WHAT_TO_DO = "restore the state folder from a copy, or start again without trai
 
 
 class SavedFor(BaseModel, frozen=True):
-    """What a state fits: the optimizer, the number of processes and the shape of every trained tensor."""
+    """What a state fits: the optimizer, the number of processes, the shape of every trained tensor and whether
+    the run keeps an EMA of them."""
 
     optimizer: str
     processes: int
     tensors: dict[str, list[int]]
+    ema: bool = False
 
 
 class _SavedFile(BaseModel):
@@ -97,6 +99,11 @@ def _check_fit(folder: Path, saved: SavedFor, run: SavedFor) -> None:
     if saved.optimizer != run.optimizer:
         raise ResumeError(f"training.resume: {folder} was saved with optimizer.type {saved.optimizer!r}, this run "
                           f"uses {run.optimizer!r}; resume with optimizer.type = {saved.optimizer!r}")
+    if saved.ema != run.ema:
+        held, keeps = ("holds", "keeps none") if saved.ema else ("holds no", "keeps one")
+        raise ResumeError(f"training.resume: {folder} {held} EMA weights and this run {keeps}; resume with the EMA "
+                          "settings of the run that saved it (network.ema_decay, dreambooth.use_ema: see its "
+                          "config.toml)")
     if saved.tensors == run.tensors:
         return
     differing = sorted(name for name in saved.tensors.keys() | run.tensors.keys()

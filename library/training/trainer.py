@@ -119,7 +119,8 @@ class Trainer:
             self.wrapped, self.optimizer, self.lr_scheduler = self._prepare(trained, lr_scheduler)
             self.weights.register_state_hooks(accelerator)
             self.saved_for = SavedFor(optimizer=config.optimizer.type, processes=accelerator.num_processes,
-                                      tensors=trained_shapes(self._named_parts(trained)))
+                                      tensors=trained_shapes(self._named_parts(trained)),
+                                      ema=self.weights.ema is not None)
         with times.phase("text-encoder outputs"):
             self.inputs = StepInputs(config, self.model, self.data, accelerator.device, self.weights, self.wrapped)
         self.loss_settings = LossSettings(
@@ -331,7 +332,8 @@ class Trainer:
                 with reported_write_failures(self.paths.output_dir, path, "files saved before are intact"):
                     self.weights.save(path, info)
                 output = self.config.output
-                prune_intermediate(self.paths.output_dir, output.output_name, output.save_last_n)
+                for name in self.weights.output_names(output.output_name):
+                    prune_intermediate(self.paths.output_dir, name, output.save_last_n)
                 self.last_saved = path
                 self._event("checkpoint", step=position.global_step, file=path,
                             seconds=round(time.perf_counter() - started, 3))
@@ -347,7 +349,9 @@ class Trainer:
     def _sample(self, step: int) -> None:
         self.accelerator.wait_for_everyone()
         if self.is_main:
-            for preview in self.sampler.render(step):
+            with self.weights.preview_weights():
+                previews = self.sampler.render(step)
+            for preview in previews:
                 self.metrics.image(f"sample/{preview.path.stem.rsplit('_', 1)[0]}", preview.image, step)
                 self._event("sample", step=step, file=preview.path, prompt=preview.prompt.prompt)
             self.metrics.flush()

@@ -7,6 +7,7 @@ model loads, before an instance exists; the instance is built on the loaded mode
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -17,6 +18,8 @@ from library.config import FurnaceConfig
 from library.models.loader import BaseModel
 from library.networks import TrainingInfo
 from library.training.accelerator import Precision
+from library.training.ema import EmaSettings, ExponentialMovingAverage, ema_settings
+from library.training.run_files import raw_name
 
 if TYPE_CHECKING:
     from library.networks import LoraNetwork
@@ -31,6 +34,10 @@ class TrainedWeights(ABC):
     trains_text_encoder: bool
     network: LoraNetwork | None = None
     """The adapters a LoRA run trains; the compare grid at the end loads each saved file into them."""
+    ema_settings: EmaSettings | None = None
+    ema: ExponentialMovingAverage | None = None
+    """The moving average of the trained weights, when the run keeps one."""
+    previews_from_ema: bool = False
 
     @staticmethod
     def load_dtypes(precision: Precision) -> tuple[torch.dtype, torch.dtype]:
@@ -69,6 +76,25 @@ class TrainedWeights(ABC):
     @abstractmethod
     def save(self, path: Path, info: TrainingInfo) -> None:
         """Write the trained weights to ``path`` with the run's metadata."""
+
+    def keep_ema(self, config: FurnaceConfig, weights: dict[str, torch.Tensor], lora_run: bool) -> None:
+        """Start the moving average of ``weights`` (by name) when the run keeps one."""
+        self.ema_settings = ema_settings(config, lora_run)
+        if self.ema_settings is not None:
+            self.ema = ExponentialMovingAverage(weights, self.ema_settings)
+            self.previews_from_ema = self.ema_settings.samples_ema(config.sample.use_ema)
+
+    def output_names(self, output_name: str) -> list[str]:
+        """The output names the saved files carry: the run's own, and that of the raw weights saved beside the EMA."""
+        if self.ema_settings is not None and self.ema_settings.save == "both":
+            return [output_name, raw_name(output_name)]
+        return [output_name]
+
+    def preview_weights(self) -> contextlib.AbstractContextManager[None]:
+        """Inside the block the model holds the weights previews show (the EMA when ``sample.use_ema`` says so)."""
+        if self.ema is not None and self.previews_from_ema:
+            return self.ema.swapped_in()
+        return contextlib.nullcontext()
 
 
 WeightsFactory = type[TrainedWeights]

@@ -1,7 +1,8 @@
 """Run one LoRA training per process (under torchrun / accelerate launch) and record what this rank ended with.
 
 Usage: ``rank_probe.py PROBE_DIR [train_network.py arguments]``. After the run each rank writes
-``PROBE_DIR/rank<N>.safetensors`` (its live adapter tensors, kohya layout, fp32) and ``PROBE_DIR/rank<N>.json``
+``PROBE_DIR/rank<N>.safetensors`` (its live adapter tensors, kohya layout, fp32; with an EMA also
+``PROBE_DIR/rank<N>-ema.safetensors``, its average in the same layout) and ``PROBE_DIR/rank<N>.json``
 (world size, accelerate's distributed type and, per epoch, the dataset files of the batches this rank's loop
 draws). The tests compare ranks with each other and with the file rank 0 saved; nothing here changes the run.
 """
@@ -32,6 +33,10 @@ class ProbedTrainer(Trainer):
         rank = self.accelerator.process_index
         with gathered(self.accelerator, self.saved_parameters):
             save_file(self.weights.network.state_dict_kohya(), str(self.probe_dir / f"rank{rank}.safetensors"))
+            if self.weights.ema is not None:
+                with self.weights.ema.swapped_in():
+                    average = self.weights.network.state_dict_kohya()
+                save_file(average, str(self.probe_dir / f"rank{rank}-ema.safetensors"))
         super()._close()
 
 

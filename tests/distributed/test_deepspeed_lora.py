@@ -60,6 +60,7 @@ def test_zero2_two_processes_train_one_identical_lora(tiny_sd1, eight_images, tm
     [
         ("train_network.py", ["--offload_optimizer_device", "cpu", "--optimizer_type", "Lion"], "optimizer offload"),
         ("train_dreambooth.py", ["--zero_stage", "3", "--use_ema", "true"], "dreambooth.use_ema"),
+        ("train_network.py", ["--zero_stage", "3", "--network.ema_decay", "0.99"], "network.ema_decay"),
         ("train_network.py", ["--zero_stage", "3", "--compare_at_end", "true"], "sample.compare_at_end"),
     ],
 )

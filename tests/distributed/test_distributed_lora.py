@@ -93,6 +93,20 @@ def test_resume_with_two_processes_is_exact(probed_run, tiny_sd1, six_images, tm
     _assert_identical(load_file(reference / "lora.safetensors"), load_file(staged / "lora.safetensors"))
 
 
+def test_every_rank_keeps_the_same_ema_without_communicating(tiny_sd1, six_images, tmp_path):
+    """Each rank updates its own EMA from the weights DDP keeps identical: the averages match bit for bit, and
+    rank 0's is the EMA file it saved (the raw file beside it holds the live weights)."""
+    output, probe = tmp_path / "run", tmp_path / "probe"
+    ema = ["--network.ema_decay", "0.9", "--network.ema_save", "both"]
+    accelerate_launch(PROBE, [str(probe), *_args(tiny_sd1, six_images, output), *ema])
+    averages = [load_file(probe / f"rank{rank}-ema.safetensors") for rank in range(PROCESSES)]
+    _assert_identical(averages[0], averages[1])
+    _assert_identical(averages[0], load_file(output / "lora.safetensors"))
+    live = load_file(probe / "rank0.safetensors")
+    _assert_identical(live, load_file(output / "lora-raw.safetensors"))
+    assert any(not torch.equal(averages[0][key], live[key]) for key in averages[0])
+
+
 def test_two_machines_train_exactly_like_two_processes_on_one(probed_run, tiny_sd1, six_images, tmp_path):
     """Two launchers with ``--num_machines 2 --machine_rank 0|1`` meeting at machine 0's address (loopback here):
     the same ranks, data shards and seeds as one machine with two processes, so the same LoRA, bit for bit,

@@ -156,3 +156,26 @@ def test_train_from_the_quickstart_preset_and_stop_a_queued_run(browser_context,
         expect(page.locator("#runs-table tbody")).to_contain_text("cancelled")
     finally:
         server.stop()
+
+
+def test_ema_options_come_from_the_schema_and_use_ema_has_three_states(browser_context, gui_folders):
+    """The form shows the EMA options without being told about them; sample.use_ema, whose unset state means
+    "what the files hold", offers unset, true and false, and false reaches the TOML as a boolean."""
+    server = GuiServer(gui_folders, tensorboard_port=free_port()).start()
+    page = browser_context.new_page()
+    try:
+        open_form(page, server.url, gui_folders)
+        fill(page, "network.ema_decay", "0.999")
+        page.select_option("#f-network-ema_save", "both")
+        expect(page.locator("#preview")).to_contain_text('ema_save = "both"')
+        use_ema = page.locator("#f-sample-use_ema")
+        assert use_ema.evaluate("select => [...select.options].map(option => option.value)") == ["", "true", "false"]
+        page.select_option("#f-sample-use_ema", "false")
+        expect(page.locator("#preview")).to_contain_text("use_ema = false")
+        page.select_option("#f-sample-use_ema", "")
+        expect(page.locator("#preview")).not_to_contain_text("use_ema")
+        fill(page, "network.ema_decay", "1")
+        expect(page.locator('.field[data-path="network.ema_decay"] .error')).to_contain_text("must be < 1")
+    finally:
+        page.close()
+        server.stop()

@@ -89,7 +89,8 @@ def test_a_state_without_manifest_is_refused(finished, tmp_path):
 
 @pytest.mark.parametrize(
     ("setting", "named"),
-    [(["--network_dim", "8"], "network.dim"), (["--optimizer.type", "SGD"], "optimizer.type")],
+    [(["--network_dim", "8"], "network.dim"), (["--optimizer.type", "SGD"], "optimizer.type"),
+     (["--network.ema_decay", "0.99"], "network.ema_decay")],
 )
 def test_resuming_with_other_settings_is_refused_naming_the_key(finished, tmp_path, setting, named):
     run = copy_run(finished, tmp_path / "run")

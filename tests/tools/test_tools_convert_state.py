@@ -28,6 +28,9 @@ def test_state_folder_exports_ema_or_raw_weights(tiny_sd1, small_dataset, tmp_pa
 
     # the run's checkpoint is the EMA one: exporting the state's EMA reproduces it exactly
     checkpoint, exported = load_file(str(output / "db.safetensors")), load_file(str(ema))
+    with safe_open(str(output / "db.safetensors"), framework="pt") as handle:
+        metadata = handle.metadata()
+    assert (metadata["ss_weights"], metadata["ss_ema_decay"], metadata["ss_ema_update_every"]) == ("ema", "0.5", "1")
     assert exported.keys() == checkpoint.keys()
     assert all(torch.equal(exported[key], checkpoint[key]) for key in checkpoint)
     # the raw export carries the trained UNet the state saved, and differs from the average

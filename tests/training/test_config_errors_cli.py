@@ -19,10 +19,25 @@ CASES = {
     "LoKr with DoRA": (
         "train_network.py", ["--network.module", "lokr", "--network.use_dora", "true"], "network.use_dora", False,
     ),
+    "EMA decay of 1": ("train_network.py", ["--network.ema_decay", "1"], "network.ema_decay", False),
+    "EMA options without an EMA": ("train_network.py", ["--network.ema_save", "both"], "network.ema_save", False),
     # found by the DreamBooth entry point, before any model loads
     "compare grid of a full fine-tune": (
         "train_dreambooth.py", ["--instance_prompt", "a photo of frnc", "--compare_at_end", "true"],
         "sample.compare_at_end", False,
+    ),
+    "a LoRA's EMA on a full fine-tune": (
+        "train_dreambooth.py", ["--instance_prompt", "a photo of frnc", "--network.ema_decay", "0.99"],
+        "network.ema_decay", False,
+    ),
+    # found by the LoRA entry point, before any model loads
+    "a full fine-tune's EMA on a LoRA run": ("train_network.py", ["--use_ema", "true"], "dreambooth.use_ema", False),
+    "previews from an EMA the run does not keep": (
+        "train_network.py", ["--sample.use_ema", "true"], "sample.use_ema", False,
+    ),
+    "compare grid of raw weights that are not saved": (
+        "train_network.py", ["--network.ema_decay", "0.99", "--compare_at_end", "true", "--sample.use_ema", "false"],
+        "sample.use_ema", False,
     ),
     # found by the data pipeline, after the model loaded
     "dataset file folder missing": (

@@ -16,6 +16,8 @@ function fieldKind(spec) {
   const options = (spec.anyOf || [spec]).map(resolveRef).filter(option => option.type !== "null");
   const single = options.length === 1 ? options[0] : {};
   if (single.enum) return { kind: "enum", choices: single.enum };
+  // A switch whose unset state means something of its own needs three states: unset, true, false.
+  if (single.type === "boolean" && spec.default == null) return { kind: "enum", choices: [true, false] };
   if (["boolean", "integer", "number", "string"].includes(single.type)) return { kind: single.type };
   return { kind: "json" };
 }
@@ -39,7 +41,7 @@ function buildField(section, key, spec) {
   const row = el("div", { class: "field", "data-path": `${section}.${key}` },
                  el("label", { for: id, text: key }), input,
                  el("span", { class: "help", text: spec.description || "" }), el("span", { class: "error" }));
-  fields.push({ section, key, kind, input, spec, row });
+  fields.push({ section, key, kind, choices, input, spec, row });
   return row;
 }
 
@@ -48,6 +50,7 @@ function readValue(field) {
   if (kind === "boolean") return input.checked === Boolean(spec.default) ? undefined : input.checked;
   const text = input.value.trim();
   if (text === "") return undefined;
+  if (kind === "enum") return field.choices.find(choice => String(choice) === text);
   if (kind === "integer" || kind === "number") return Number(text);
   if (kind === "json") { try { return JSON.parse(text); } catch { return text; } }
   return text;

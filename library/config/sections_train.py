@@ -170,6 +170,11 @@ class TrainingSection(BaseModel):
     mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="Autocast precision of the forward pass.")
     gradient_accumulation_steps: int = Field(1, ge=1, le=1024, description="Batches accumulated per optimizer step.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory (slower).")
+    skip_memory_check: bool = Field(
+        False,
+        description="Start even when the memory estimate made before loading exceeds what the machine has "
+        "available (the estimate is a lower bound; see docs/reliability.md).",
+    )
     noise_offset: float = Field(0.0, ge=0, le=1, description="Offset noise strength; helps very dark/bright images.")
     multires_noise_iterations: int = Field(
         0, ge=0, le=20, description="Pyramid (multi-resolution) noise levels; 0 = off."

@@ -6,17 +6,23 @@ flat sd-scripts name); the refusals that matter to a user run the real trainer."
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from types import UnionType
 from typing import Union, get_args, get_origin
 
 import annotated_types
 import pytest
 from outcome import assert_one_line_user_error, assert_unchanged, snapshot
-from trainer_cli import base_args, run_cli
+from trainer_cli import REPO, base_args, run_cli, run_python
 
 from library.config import FLAT_ALIASES, ConfigError, load_config
 from library.config.schema import SECTIONS
 from library.data.dataset_config import blueprints_from_config
+from library.folder_lock import LOCK_FILE
+from library.training.available_memory import MEMORY_ENV
 
 # Options that bound nothing a run allocates or repeats: a clipping threshold has no natural maximum.
 UNBOUNDED = {"optimizer.max_grad_norm"}
@@ -155,3 +161,93 @@ def test_the_trainer_refuses_resolution_100000_on_one_line(tiny_sd1, dataset, tm
     assert expected in assert_one_line_user_error(result.stderr)
     assert_unchanged(before, tmp_path)
     assert not list(output.rglob("*.safetensors"))
+
+
+# A start writes these into the output folder before the memory check; nothing else may appear.
+START_UP_FILES = {"config.toml", "progress.jsonl", "logs", LOCK_FILE}
+
+
+def _train(args: list[str], env: dict[str, str] | None = None):
+    return run_python([str(REPO / "train_network.py"), *args], "train_network.py", check=False, env=env)
+
+
+@pytest.mark.slow
+def test_a_run_whose_estimate_exceeds_the_machine_is_refused_before_loading(tiny_sd1, dataset, tmp_path):
+    """4096 px at 64 images a step needs hundreds of GiB for activations, even on a tiny model: no machine here."""
+    output = tmp_path / "out"
+    before = snapshot(dataset)
+
+    result = _train([*base_args(tiny_sd1.folder, dataset, output), "--resolution", "4096", "--train_batch_size", "64"])
+
+    assert result.returncode == 1, result.stderr[-3000:]
+    line = assert_refused_line(result.stderr)
+    assert line.startswith("error: dataset.resolution = 4096 with dataset.batch_size = 64 needs about ")
+    assert "for activations" in line and "available (RAM and swap)" in line
+    assert line.endswith("turn on training.gradient_checkpointing, or set training.skip_memory_check = true")
+    assert "memory estimate: at least" in result.stderr
+    assert "unet: " not in result.stderr  # the model's summary: it never loaded
+    assert {path.name for path in output.iterdir()} <= START_UP_FILES
+    assert_unchanged(before, dataset)
+
+
+@pytest.mark.slow
+def test_skip_memory_check_starts_a_run_the_estimate_refuses(tiny_sd1, dataset, tmp_path):
+    """The machine's figure replaced by a tiny one, as the environment variable allows: refused, then started."""
+    args = [*base_args(tiny_sd1.folder, dataset, tmp_path / "out"), "--max_train_steps", "1"]
+    small_machine = {MEMORY_ENV: str(2**20)}
+
+    refused = _train(args, env=small_machine)
+    assert refused.returncode == 1, refused.stderr[-3000:]
+    assert f"1 MiB available (${MEMORY_ENV})" in assert_refused_line(refused.stderr)
+    assert not (tmp_path / "out" / "lora.safetensors").exists()
+
+    started = _train([*args, "--skip_memory_check"], env=small_machine)
+    assert started.returncode == 0, started.stderr[-3000:]
+    assert "training.skip_memory_check is set, so the run starts" in started.stderr
+    assert (tmp_path / "out" / "lora.safetensors").is_file()
+
+
+def assert_refused_line(stderr: str) -> str:
+    """Exactly one ``error:`` line and no traceback; the line is returned."""
+    assert "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr[-3000:]
+    return errors[0]
+
+
+_AMOUNT = r"(\d+(?:\.\d+)?) (GiB|MiB)"
+
+
+def _bytes(number: str, unit: str) -> float:
+    return float(number) * (2**30 if unit == "GiB" else 2**20)
+
+
+def _peak_and_estimate(args: list[str]) -> tuple[float, float]:
+    """(peak resident bytes beyond what the process held at the check, the estimate), from a real run."""
+    process = subprocess.Popen([sys.executable, str(REPO / "train_network.py"), *args], cwd=REPO,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    stderr = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    assert process.returncode == 0, stderr[-3000:]
+    match = re.search(rf"memory estimate: at least {_AMOUNT} .* beyond the {_AMOUNT} this process holds", stderr)
+    assert match, stderr[-3000:]
+    estimate, held = _bytes(*match.group(1, 2)), _bytes(*match.group(3, 4))
+    return usage.ru_maxrss * 1024 - held, estimate
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("family", "layout", "extra"), [
+    ("sd1", "folder", []),
+    ("sdxl", "single_file", ["--gradient_checkpointing"]),
+])
+def test_the_estimate_is_a_lower_bound_of_a_real_run(tiny_model_factory, dataset, tmp_path, family, layout, extra):
+    """Runs big enough for their activations to count: the estimate stays under what the run took, within 4x."""
+    model = getattr(tiny_model_factory(family), layout)
+    args = [*base_args(model, dataset, tmp_path / "out"), "--resolution", "384", "--max_train_steps", "1",
+            "--logging.tensorboard", "false", *extra]
+
+    peak, estimate = _peak_and_estimate(args)
+
+    assert peak / 4 <= estimate <= peak, (estimate, peak)

@@ -131,11 +131,11 @@ def estimate_memory(
     partitioned: bool,
 ) -> MemoryEstimate:
     """The three terms of the module docstring; ``dtypes`` are the (UNet and text encoders, VAE) storage dtypes,
-    ``partitioned`` says DeepSpeed holds gradients and optimizer state."""
+    ``partitioned`` says DeepSpeed holds gradients and optimizer state (and, with ZeRO-3, a full fine-tune's UNet)."""
     dtype, vae_dtype = dtypes
     parameters = sizes.parameters
-    weights = (parameters["unet"] + sizes.text_encoder_parameters) * dtype.itemsize
-    weights += parameters["vae"] * vae_dtype.itemsize
+    unet = 0 if partitioned and full_fine_tune else parameters["unet"]
+    weights = (unet + sizes.text_encoder_parameters) * dtype.itemsize + parameters["vae"] * vae_dtype.itemsize
     return MemoryEstimate(weights, _training_state(config, sizes, full_fine_tune, partitioned),
                           _activations(config, sizes, batch, vae_dtype))
 
@@ -182,7 +182,7 @@ def refusal(config: FurnaceConfig, sizes: ModelSizes, batch: LargestBatch, estim
     elif largest == "weights":
         what = (f"the base model {config.model.pretrained_model_name_or_path} ({sizes.family.name}) needs about "
                 f"{show_bytes(estimate.weights)} for its weights")
-        advice = ('set training.mixed_precision = "bf16" (frozen weights in bf16)'
+        advice = ('set training.mixed_precision = "bf16" (a LoRA run keeps its frozen weights in bf16)'
                   if config.training.mixed_precision == "no" else "use a machine with more memory")
     else:
         what = (f"training with optimizer.type = \"{config.optimizer.type}\" needs about "
@@ -199,7 +199,7 @@ def check_memory(
     device: torch.device,
     partitioned: bool,
 ) -> MemoryEstimate | None:
-    """Log the estimate; refuse (``TrainingSetupError``) a run it clearly exceeds what the device has, unless
+    """Log the estimate; refuse (``TrainingSetupError``) a run whose estimate exceeds what the device has, unless
     ``training.skip_memory_check``. None when the model's sizes cannot be read (the loader then says why)."""
     batch = largest_batch(config)
     try:

@@ -64,7 +64,9 @@ def test_training_state_follows_what_trains_and_the_optimizer(sizes):
     text_encoder = _estimate(sizes, "--train_text_encoder", full=True).training_state
     assert text_encoder == (unet + sizes.text_encoder_parameters) * 12
     assert _estimate(sizes, "--use_ema", full=True).training_state == unet * 16
-    assert _estimate(sizes, full=True, partitioned=True).training_state == 0  # ZeRO holds them elsewhere
+    partitioned = _estimate(sizes, full=True, partitioned=True)  # ZeRO holds them elsewhere
+    assert partitioned.training_state == 0
+    assert partitioned.weights == _estimate(sizes, full=True).weights - unet * 4
     adapters = lora_adapter_parameters(sizes, 16)
     assert 0 < adapters < unet
     assert _estimate(sizes, "--network_dim", "16").training_state == adapters * (4 + 4 + 8)

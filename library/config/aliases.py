@@ -27,7 +27,7 @@ _SAME_NAME: dict[str, tuple[str, ...]] = {
     "training": (
         "max_train_steps", "max_train_epochs", "seed", "mixed_precision", "gradient_accumulation_steps",
         "gradient_checkpointing", "noise_offset", "multires_noise_iterations", "multires_noise_discount",
-        "min_snr_gamma", "loss_type", "huber_c", "resume",
+        "min_snr_gamma", "loss_type", "huber_c", "resume", "skip_memory_check",
     ),
     "dreambooth": (
         "train_method", "instance_prompt", "class_prompt", "class_data_dir", "num_class_images", "train_text_encoder",

@@ -14,6 +14,12 @@ from pydantic import AfterValidator, BeforeValidator, ConfigDict, PlainSerialize
 
 SECTION_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+# Upper bounds no real run reaches; beyond them a typo would only surface as an out-of-memory kill or a run that
+# never ends.
+MIN_SIDE, MAX_SIDE, SIDE_MULTIPLE = 64, 4096, 8
+MAX_STEPS = 10_000_000
+MAX_EPOCHS = 100_000
+
 
 Problem = tuple[str, str]
 
@@ -63,8 +69,8 @@ def _parse_size(value: Any) -> Any:
 
 def _check_size(size: tuple[int, int]) -> tuple[int, int]:
     """Latents are 1/8 of the image, so both sides must divide by 8; 64 is the smallest useful size."""
-    if any(side < 64 or side % 8 for side in size):
-        raise ValueError("each side must be a multiple of 8 and at least 64")
+    if any(not MIN_SIDE <= side <= MAX_SIDE or side % SIDE_MULTIPLE for side in size):
+        raise ValueError(f"each side must be a multiple of {SIDE_MULTIPLE} from {MIN_SIDE} to {MAX_SIDE}")
     return size
 
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from .fields import SECTION_CONFIG, FileSuffix, OptionalPath, Problem, Size, raise_problems
+from .fields import MAX_SIDE, MIN_SIDE, SECTION_CONFIG, FileSuffix, OptionalPath, Problem, Size, raise_problems
 
 
 class ModelSection(BaseModel):
@@ -36,11 +36,19 @@ class DatasetSection(BaseModel):
     train_data_dir: OptionalPath = Field(None, description="Folder of 'N_name' repeat folders of images + captions.")
     reg_data_dir: OptionalPath = Field(None, description="Folder of 'N_name' repeat folders of regularization images.")
     dataset_config: OptionalPath = Field(None, description="sd-scripts dataset TOML; replaces train_data_dir.")
-    resolution: Size = Field((512, 512), description="Training size: an integer, 'W,H' or [W, H].")
-    batch_size: int = Field(1, ge=1, le=256, description="Images per step per device.")
+    resolution: Size = Field(
+        (512, 512),
+        description=f"Training size: an integer, 'W,H' or [W, H]; each side a multiple of 8 from {MIN_SIDE} to "
+        f"{MAX_SIDE} pixels.",
+    )
+    batch_size: int = Field(1, ge=1, le=256, description="Images per step per device (at most 256).")
     enable_bucket: bool = Field(False, description="Group images by aspect ratio instead of cropping to square.")
-    min_bucket_reso: int = Field(256, ge=64, le=4096, description="Smallest bucket side in pixels.")
-    max_bucket_reso: int = Field(1024, ge=64, le=4096, description="Largest bucket side in pixels.")
+    min_bucket_reso: int = Field(
+        256, ge=MIN_SIDE, le=MAX_SIDE, description=f"Smallest bucket side in pixels ({MIN_SIDE} to {MAX_SIDE})."
+    )
+    max_bucket_reso: int = Field(
+        1024, ge=MIN_SIDE, le=MAX_SIDE, description=f"Largest bucket side in pixels ({MIN_SIDE} to {MAX_SIDE})."
+    )
     bucket_reso_steps: int = Field(64, ge=8, le=256, multiple_of=8, description="Bucket side granularity in pixels.")
     bucket_no_upscale: bool = Field(False, description="Never upscale an image to fit a bucket.")
     caption_extension: FileSuffix = Field(

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from .fields import SECTION_CONFIG, OptionalPath, Problem, raise_problems
+from .fields import MAX_STEPS, SECTION_CONFIG, OptionalPath, Problem, raise_problems
 
 
 class DreamBoothSection(BaseModel):
@@ -28,13 +28,20 @@ class DreamBoothSection(BaseModel):
         None, description="Folder of class (regularization) images for prior preservation."
     )
     num_class_images: int = Field(
-        0, ge=0, le=100_000, description="Generate class images with the base model until the folder holds this many."
+        0,
+        ge=0,
+        le=100_000,
+        description="Generate class images with the base model until the folder holds this many (at most 100,000).",
     )
-    class_generation_batch_size: int = Field(4, ge=1, le=64, description="Images per batch when generating.")
-    class_generation_steps: int = Field(30, ge=1, le=1000, description="Denoising steps per generated class image.")
+    class_generation_batch_size: int = Field(
+        4, ge=1, le=64, description="Images per batch when generating (at most 64)."
+    )
+    class_generation_steps: int = Field(
+        30, ge=1, le=1000, description="Denoising steps per generated class image (at most 1000)."
+    )
     train_text_encoder: bool = Field(False, description="Full fine-tune: also train the text encoder(s).")
     stop_text_encoder_training: int | None = Field(
-        None, ge=1, description="Full fine-tune: freeze the text encoder after this many steps."
+        None, ge=1, le=MAX_STEPS, description="Full fine-tune: freeze the text encoder after this many steps."
     )
     use_ema: bool = Field(False, description="Full fine-tune: keep an exponential moving average of the UNet.")
     ema_decay: float = Field(0.9999, gt=0, lt=1, description="EMA decay per optimizer step.")

@@ -6,7 +6,16 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from .fields import SECTION_CONFIG, OptionalPath, canonical_choice, raise_problems
+from .fields import (
+    MAX_EPOCHS,
+    MAX_SIDE,
+    MAX_STEPS,
+    MIN_SIDE,
+    SECTION_CONFIG,
+    OptionalPath,
+    canonical_choice,
+    raise_problems,
+)
 
 SAMPLERS = (
     "ddim", "pndm", "lms", "euler", "euler_a", "heun", "dpm_2", "dpm_2_a", "dpmsolver", "dpmsolver++", "dpmsingle",
@@ -22,18 +31,26 @@ class SampleSection(BaseModel):
     prompts: OptionalPath = Field(
         None, description="Prompt file: one prompt a line, options --n --w --h --s --l --d --ss."
     )
-    every_n_steps: int | None = Field(None, ge=1, description="Generate previews every N steps.")
-    every_n_epochs: int | None = Field(None, ge=1, description="Generate previews every N epochs.")
+    every_n_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="Generate previews every N steps.")
+    every_n_epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="Generate previews every N epochs.")
     at_first: bool = Field(False, description="Also generate previews before the first step.")
     sampler: Literal[SAMPLERS] = Field("ddim", description="Default sampler (k_ prefixes are accepted, e.g. k_euler).")
-    steps: int = Field(20, ge=1, le=1000, description="Default denoising steps.")
+    steps: int = Field(20, ge=1, le=1000, description="Default denoising steps (at most 1000).")
     cfg_scale: float = Field(7.0, ge=0, le=50, description="Default classifier-free guidance scale.")
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Default preview seed; unset = training.seed.")
     width: int | None = Field(
-        None, ge=64, le=4096, multiple_of=8, description="Default preview width; unset = dataset width."
+        None,
+        ge=MIN_SIDE,
+        le=MAX_SIDE,
+        multiple_of=8,
+        description=f"Default preview width ({MIN_SIDE} to {MAX_SIDE} pixels); unset = dataset width.",
     )
     height: int | None = Field(
-        None, ge=64, le=4096, multiple_of=8, description="Default preview height; unset = dataset height."
+        None,
+        ge=MIN_SIDE,
+        le=MAX_SIDE,
+        multiple_of=8,
+        description=f"Default preview height ({MIN_SIDE} to {MAX_SIDE} pixels); unset = dataset height.",
     )
     render_batch_size: int = Field(
         1, ge=1, le=64, description="Previews and the compare grid: render up to N prompts with the same settings "
@@ -76,10 +93,17 @@ class OutputSection(BaseModel):
     output_dir: str = Field("output", min_length=1, description="Folder receiving weights, samples, logs and state.")
     output_name: str = Field("last", min_length=1, description="File name stem of the saved weights.")
     save_precision: Literal["fp16", "bf16", "float"] = Field("fp16", description="dtype of the saved weights.")
-    save_every_n_epochs: int | None = Field(None, ge=1, description="Save intermediate weights every N epochs.")
-    save_every_n_steps: int | None = Field(None, ge=1, description="Save intermediate weights every N steps.")
+    save_every_n_epochs: int | None = Field(
+        None, ge=1, le=MAX_EPOCHS, description="Save intermediate weights every N epochs."
+    )
+    save_every_n_steps: int | None = Field(
+        None, ge=1, le=MAX_STEPS, description="Save intermediate weights every N steps."
+    )
     save_last_n: int = Field(
-        0, ge=0, description="Keep only the newest N intermediate files; 0 keeps all (sd-scripts save_last_n_*)."
+        0,
+        ge=0,
+        le=MAX_STEPS,
+        description="Keep only the newest N intermediate files; 0 keeps all (sd-scripts save_last_n_*).",
     )
     save_state: bool = Field(False, description="Also save optimizer/scheduler state/ with each save, for resume.")
     save_state_on_train_end: bool = Field(False, description="Save state/ once at the end of training.")
@@ -100,7 +124,7 @@ class LoggingSection(BaseModel):
 
     log_dir: OptionalPath = Field(None, description="TensorBoard folder; unset = <output_dir>/logs.")
     tensorboard: bool = Field(True, description="Write TensorBoard scalars and sample images.")
-    log_every_n_steps: int = Field(1, ge=1, description="Write scalars every N steps.")
+    log_every_n_steps: int = Field(1, ge=1, le=MAX_STEPS, description="Write scalars every N steps.")
     loss_smoothing: float = Field(0.9, ge=0, lt=1, description="EMA factor of the smoothed loss shown and logged.")
     log_level: Annotated[Literal[LOG_LEVELS], canonical_choice(LOG_LEVELS)] = Field(
         "INFO", description="Console log level."

@@ -7,7 +7,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
-from .fields import SECTION_CONFIG, OptionalPath, Problem, StepsOrFraction, canonical_choice, raise_problems
+from .fields import (
+    MAX_EPOCHS,
+    MAX_STEPS,
+    SECTION_CONFIG,
+    OptionalPath,
+    Problem,
+    StepsOrFraction,
+    canonical_choice,
+    raise_problems,
+)
 
 OPTIMIZERS = ("AdamW", "AdamW8bit", "Lion", "Lion8bit", "Prodigy", "Adafactor", "SGD")
 SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "linear", "polynomial")
@@ -38,11 +47,11 @@ class NetworkSection(BaseModel):
         description="Adapter type: 'lora' (kohya LoRA; conv_dim adds LoCon convs, use_dora makes it DoRA) or 'lokr' "
         "(LyCORIS Kronecker product; dim is the rank of its larger factor, conv_dim adapts 3x3 convs too).",
     )
-    dim: int = Field(16, ge=1, le=1024, description="Rank of the adapter matrices.")
+    dim: int = Field(16, ge=1, le=1024, description="Rank of the adapter matrices (at most 1024).")
     alpha: float = Field(8.0, gt=0, le=1024, description="Scale numerator: updates are scaled by alpha / dim.")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter's input (peft lora_dropout).")
     conv_dim: int | None = Field(
-        None, ge=1, le=1024, description="Rank for 3x3 convs (LoCon); unset = no conv adapters."
+        None, ge=1, le=1024, description="Rank for 3x3 convs (LoCon, at most 1024); unset = no conv adapters."
     )
     conv_alpha: float | None = Field(
         None, gt=0, le=1024, description="Alpha for conv adapters; defaults to 1.0 with conv_dim."
@@ -144,7 +153,10 @@ class OptimizerSection(BaseModel):
         "constant", description="Learning-rate schedule."
     )
     lr_warmup_steps: StepsOrFraction = Field(
-        0.0, ge=0, description="Linear warm-up steps; a value below 1 is a fraction of the total steps."
+        0.0,
+        ge=0,
+        le=MAX_STEPS,
+        description=f"Linear warm-up steps (at most {MAX_STEPS:,}); a value below 1 is a fraction of the total steps.",
     )
     lr_scheduler_num_cycles: int = Field(1, ge=1, le=1000, description="Restarts for cosine_with_restarts.")
     lr_scheduler_power: float = Field(1.0, gt=0, le=10, description="Exponent of the polynomial schedule.")
@@ -168,15 +180,26 @@ class TrainingSection(BaseModel):
     model_config = SECTION_CONFIG
 
     max_train_steps: int = Field(
-        1600, ge=1, le=10_000_000, description="Total optimizer steps (ignored when max_train_epochs is set)."
+        1600,
+        ge=1,
+        le=MAX_STEPS,
+        description=f"Total optimizer steps, at most {MAX_STEPS:,} (ignored when max_train_epochs is set).",
     )
     max_train_epochs: int | None = Field(
-        None, ge=1, le=100_000, description="Total epochs; when set it wins over max_train_steps."
+        None,
+        ge=1,
+        le=MAX_EPOCHS,
+        description=f"Total epochs, at most {MAX_EPOCHS:,}; when set it wins over max_train_steps.",
     )
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Random seed for noise, shuffling and dropout.")
     mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="Autocast precision of the forward pass.")
     gradient_accumulation_steps: int = Field(1, ge=1, le=1024, description="Batches accumulated per optimizer step.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory (slower).")
+    skip_memory_check: bool = Field(
+        False,
+        description="Start even when the memory estimate made before loading exceeds what the machine has "
+        "available (the estimate is a lower bound; see docs/reliability.md).",
+    )
     noise_offset: float = Field(0.0, ge=0, le=1, description="Offset noise strength; helps very dark/bright images.")
     multires_noise_iterations: int = Field(
         0, ge=0, le=20, description="Pyramid (multi-resolution) noise levels; 0 = off."
@@ -188,7 +211,9 @@ class TrainingSection(BaseModel):
     loss_type: Literal["l2", "huber", "smooth_l1"] = Field("l2", description="Loss between predicted and target noise.")
     huber_c: float = Field(0.1, gt=0, le=10, description="Huber / smooth-L1 threshold.")
     resume: OptionalPath = Field(None, description="A saved state/ folder to resume from, or 'latest' for the newest.")
-    validation_every_n_steps: int | None = Field(None, ge=1, description="Compute validation loss every N steps.")
+    validation_every_n_steps: int | None = Field(
+        None, ge=1, le=MAX_STEPS, description="Compute validation loss every N steps."
+    )
     channels_last: bool = Field(
         False,
         description="Keep the UNet's weights in channels-last memory format (a speed option: whether it helps "
@@ -200,8 +225,8 @@ class TrainingSection(BaseModel):
         "steps pay the one-off compile time.",
     )
     latents_per_encode: int = Field(
-        1, ge=1, le=256, description="Images per VAE call while caching latents; each extra image adds its VAE "
-        "activations to the peak memory.",
+        1, ge=1, le=256, description="Images per VAE call while caching latents (at most 256); each extra image "
+        "adds its VAE activations to the peak memory.",
     )
     cpu_threads: int = Field(
         0, ge=0, le=1024, description="Intra-op threads for CPU math (torch.set_num_threads); 0 = torch's default."

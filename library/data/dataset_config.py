@@ -21,6 +21,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from library.config.errors import ConfigError, show_value
+from library.config.fields import MAX_EPOCHS
 from library.config.loader import read_toml_text
 from library.config.sections_data import DatasetSection
 from library.config.sections_dreambooth import DreamBoothSection
@@ -48,7 +49,7 @@ _SHARED_DATASET_OPTIONS = (
 # Subset options, allowed in [general], [[datasets]] and [[datasets.subsets]] (the most specific wins).
 _SUBSET_OPTION_TYPES: dict[str, Any] = {
     **{name: _section_type(name) for name in _SHARED_SUBSET_OPTIONS},
-    "caption_dropout_every_n_epochs": Annotated[int, Field(ge=0)],
+    "caption_dropout_every_n_epochs": Annotated[int, Field(ge=0, le=MAX_EPOCHS)],
     "class_tokens": str,
     "is_reg": bool,
 }

@@ -95,7 +95,7 @@ def load_base_model(
     a base that stays frozen and is never saved as a model, like a LoRA run's (see ``tensor_stream``).
     """
     source = Path(path).expanduser()
-    _check_exists(source)
+    check_exists(source)
     dtypes = _Dtypes(dtype, vae_dtype or dtype)
     if source.is_dir():
         model = _load_diffusers_folder(source, family, dtypes, map_weights)
@@ -111,7 +111,8 @@ def load_base_model(
     return model
 
 
-def _check_exists(source: Path) -> None:
+def check_exists(source: Path) -> None:
+    """Refuse a missing model path, with a hint when it looks like a model-hub id (nothing is downloaded)."""
     if source.exists():
         return
     hint = ""

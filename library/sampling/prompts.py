@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from library.config.fields import MAX_SIDE, MIN_SIDE, SIDE_MULTIPLE
 from library.sampling.samplers import canonical_sampler
 
-MIN_SIZE, MAX_SIZE, SIZE_MULTIPLE = 64, 4096, 8
 MAX_STEPS = 1000
 MAX_CFG_SCALE = 50.0
 MAX_SEED = 2**32 - 1
@@ -208,9 +208,9 @@ def _in_range(low: int, high: int) -> Callable[[Any], int]:
 
 
 def _size(value: Any) -> int:
-    number = _in_range(MIN_SIZE, MAX_SIZE)(value)
-    if number % SIZE_MULTIPLE:
-        raise ValueError(f"must be a multiple of {SIZE_MULTIPLE}, got {number}")
+    number = _in_range(MIN_SIDE, MAX_SIDE)(value)
+    if number % SIDE_MULTIPLE:
+        raise ValueError(f"must be a multiple of {SIDE_MULTIPLE}, got {number}")
     return number
 
 

@@ -336,7 +336,7 @@ def test_parse_cli_help_lists_options_and_exits_zero(capsys):
     out = capsys.readouterr().out
     assert out.startswith("usage: train_network.py")
     assert "--network.dim = 16 [--network_dim]" in out
-    assert "Rank of the adapter matrices." in out
+    assert "Rank of the adapter matrices (at most 1024)." in out
 
 
 def test_exit_on_config_error_prints_message_and_exits_2(write_config, run_toml, capsys):

@@ -33,7 +33,7 @@ def _server_log(server: GuiServer) -> str:
 # case -> (endpoint, body, the key the message names, how the message goes on)
 BAD_BODIES = {
     "resolution not a size": ("doctor", {"dataset": {"resolution": 0}}, "dataset.resolution",
-                              "each side must be a multiple of 8 and at least 64"),
+                              "each side must be a multiple of 8 from 64 to 4096"),
     "resolution outside the buckets": ("doctor", {"dataset": {"resolution": 64, "enable_bucket": True}},
                                        "dataset.resolution", "must lie within min_bucket_reso..max_bucket_reso"),
     "caption extension a path": ("doctor", {"dataset": {"caption_extension": "../x/y"}}, "dataset.caption_extension",

@@ -46,8 +46,12 @@ def _warm() -> None:
 
     for name in PRELOADED:
         importlib.import_module(name)
-    from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: F401  (lazy attributes: import them now)
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer  # noqa: F401
+    import diffusers
+    import transformers
+
+    for lazy in (diffusers.AutoencoderKL, diffusers.UNet2DConditionModel, transformers.CLIPTextModel,
+                 transformers.CLIPTextModelWithProjection, transformers.CLIPTokenizer):
+        assert lazy is not None  # touching a lazy attribute imports its module
 
 
 def _child(request: dict) -> None:

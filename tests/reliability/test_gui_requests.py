@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from gui_server import REPO, GuiServer, free_port
+from gui_server import REPO, GuiServer, free_port, run_folders
 from outcome import assert_one_line_user_error, assert_unchanged, snapshot
 
 from library.gui.guards import MAX_BODY_BYTES
@@ -60,7 +60,7 @@ def test_bad_body_is_422_with_the_forms_message(server, gui_folders, case):
     assert line.startswith(f"request: {key}: ")
     assert data["messages"] == [{"path": key if "." in key else None, "message": line}]
     assert "Traceback" not in _server_log(server)
-    assert server.client().get("/api/runs").json() == [] and not list(gui_folders.runs.iterdir())
+    assert server.client().get("/api/runs").json() == [] and not run_folders(gui_folders.runs)
     assert_unchanged(before, gui_folders.datasets)
 
 

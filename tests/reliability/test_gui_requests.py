@@ -4,6 +4,7 @@ token stops the server before it starts. Nothing a refused request names is writ
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import subprocess
 import sys
@@ -120,8 +121,10 @@ def _raw_request(port: int, request: bytes) -> bytes:
     return answer
 
 
-def test_host_header_must_name_this_server(gui_folders, server):
-    exposed = GuiServer(gui_folders, token=TOKEN, options=("--listen", "--allowed-host", "furnace.example")).start()
+def test_host_header_must_name_this_server(gui_folders, server, tmp_path):
+    own_runs = dataclasses.replace(gui_folders, runs=tmp_path / "exposed-runs")  # one server per runs root
+    own_runs.runs.mkdir()
+    exposed = GuiServer(own_runs, token=TOKEN, options=("--listen", "--allowed-host", "furnace.example")).start()
     try:
         for running in (exposed, server):  # listening on every address, and on loopback only
             client = running.client()

@@ -1,9 +1,9 @@
 """Tiny Stable Diffusion models of the real architectures, built offline.
 
-Real checkpoints (2-7 GB) cannot be fetched here, yet every code path must be the real one. These builders make the
-exact diffusers/transformers classes a real SD1/SD2/SDXL model uses, with small widths and deterministic random
-weights, and save them both as a diffusers folder and as an original-layout single file, so that tests and the
-quickstart go through the same loader a user's model goes through. ``--full-size`` builds the real SD1.5-size
+Tests and benchmarks run without downloading real checkpoints (2-7 GB), yet every code path must be the real one.
+These builders make the exact diffusers/transformers classes a real SD1/SD2/SDXL model uses, with small widths and
+deterministic random weights, and save them both as a diffusers folder and as an original-layout single file, so
+that tests go through the same loader a user's model goes through. ``--full-size`` builds the real SD1.5-size
 architecture (random weights) for benchmarks.
 
 Widths follow the SD conventions that single-file config inference relies on: GroupNorm with 32 groups, SD1 UNets

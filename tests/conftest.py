@@ -98,3 +98,9 @@ def pytest_runtest_protocol(item, nextitem):
         yield
     finally:
         patch.undo()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first (otherwise in collection order): with one worker per core, a long module handed out last
+    would keep one core busy while the other sits idle at the end of the run."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

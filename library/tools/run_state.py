@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from library.models.loader import BaseModel
 from library.tools.common import ToolError
 from library.training.run_files import final_path
+from library.training.run_setup import CONFIG_FILE_NAME
 from library.training.state import ADAPTER_FILE, EMA_FILE, POSITION_FILE
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def is_state_folder(path: Path) -> bool:
 
 def run_checkpoint(state: Path) -> Path:
     """The final checkpoint of the run that wrote ``state`` (named by its ``config.toml``), if it is still there."""
-    config = state.parent / "config.toml"
+    config = state.parent / CONFIG_FILE_NAME
     try:
         name = tomllib.loads(config.read_text(encoding="utf-8"))["output"]["output_name"]
     except (OSError, tomllib.TOMLDecodeError, KeyError) as error:

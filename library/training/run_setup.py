@@ -20,6 +20,8 @@ from library.training.write_failures import reported_write_failures
 
 logger = logging.getLogger(__name__)
 
+CONFIG_FILE_NAME = "config.toml"
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -78,7 +80,8 @@ class RunPaths:
 
 def prepare_output(config: FurnaceConfig, is_main: bool) -> RunPaths:
     """Claim the output folder (no other run may write to it), clear what killed runs left half-written in it and
-    write the resolved config beside the weights."""
+    write the resolved config beside the weights. A resume writes it only once its state is accepted
+    (``record_config``): a refused resume leaves the record of the settings the state was trained with."""
     output_dir = Path(config.output.output_dir)
     log_dir = Path(config.logging.log_dir) if config.logging.log_dir else output_dir / "logs"
     paths = RunPaths(output_dir, log_dir, output_dir / "progress.jsonl")
@@ -86,17 +89,25 @@ def prepare_output(config: FurnaceConfig, is_main: bool) -> RunPaths:
         return paths
     if output_dir.exists() and not output_dir.is_dir():
         raise OutputError(f"output.output_dir: {output_dir} is a file, not a folder; choose another output.output_dir")
-    config_file = output_dir / "config.toml"
-    with reported_write_failures(output_dir, config_file, "nothing was written"):
+    # The lock file is the first thing written: a folder that refuses it refuses the config file too.
+    with reported_write_failures(output_dir, output_dir / CONFIG_FILE_NAME, "nothing was written"):
         paths.lock = lock_folder(output_dir, "wait for that run to end, or choose another output.output_dir")
         try:
             for folder in (output_dir, output_dir / SAMPLE_DIR_NAME):
                 remove_stale_temporaries(folder)
-            save_resolved(config, config_file)
+            if not config.training.resume:
+                record_config(config, paths)
         except BaseException:
             paths.lock.release()
             raise
     return paths
+
+
+def record_config(config: FurnaceConfig, paths: RunPaths) -> None:
+    """The run's resolved settings as ``config.toml`` beside its weights."""
+    config_file = paths.output_dir / CONFIG_FILE_NAME
+    with reported_write_failures(paths.output_dir, config_file, "nothing was written"):
+        save_resolved(config, config_file)
 
 
 def reporting(config: FurnaceConfig, paths: RunPaths, is_main: bool) -> tuple[ProgressLog, MetricsWriter]:

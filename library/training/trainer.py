@@ -48,6 +48,7 @@ from library.training.run_setup import (
     new_session,
     plan_schedule,
     prepare_output,
+    record_config,
     reporting,
 )
 from library.training.speed_options import apply_model_options, apply_process_settings
@@ -216,6 +217,8 @@ class Trainer:
         if resume_dir is None:
             return LoopPosition(session_id=self.session_id, training_started_at=self.started_at)
         position = load_training_state(self.accelerator, resume_dir, self.saved_for)
+        if self.is_main:
+            record_config(self.config, self.paths)
         self.weights.sync_to_step(position.global_step)
         self.session_id, self.started_at = position.session_id, position.training_started_at
         return position

@@ -47,9 +47,12 @@ def resumed_lora(finished, tmp_path_factory) -> dict[str, torch.Tensor]:
 
 
 def _refused_resume(run, damaged_name: str, *extra: str) -> None:
-    before, events_before = snapshot(run), events(run)
+    """Refused naming the file or key; every earlier file as it was, the run's config.toml too (it records what
+    the state was trained with, which the refusal tells the user to look up)."""
+    before, events_before, config_before = snapshot(run), events(run), (run / "config.toml").read_bytes()
     assert_refused(train(resume_args(run, *extra)), "training.resume", damaged_name)
     assert_unchanged(run, before, events_before)
+    assert (run / "config.toml").read_bytes() == config_before
 
 
 def _truncate(path) -> None:

@@ -1,10 +1,13 @@
-"""Fixtures for end-to-end trainer tests: a generated dataset (tiny models come from tests/conftest.py)."""
+"""Fixtures for trainer tests: a generated dataset, a one-layer accelerate set-up (tiny models come from
+tests/conftest.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from library.data.synthetic import write_dataset
 
@@ -15,3 +18,18 @@ def concept_dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("dataset")
     write_dataset(root, count=12, repeats=5, seed=3)
     return root
+
+
+@pytest.fixture
+def one_layer_accelerator() -> Iterator[tuple]:
+    """A real accelerate set-up (CPU) training one Linear layer: (accelerator, layer, optimizer). Each test registers
+    the state hooks it needs; accelerate's process state is reset afterwards."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    accelerator = Accelerator(cpu=True)
+    layer = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(layer.parameters(), lr=0.1)
+    layer, optimizer = accelerator.prepare(layer, optimizer)
+    yield accelerator, layer, optimizer
+    AcceleratorState._reset_state(reset_partial_state=True)

@@ -115,20 +115,13 @@ def test_a_saved_average_continues_exactly(tmp_path):
 
 
 @pytest.fixture
-def accelerated():
-    """A real accelerate set-up (CPU) training one Linear layer, its weights averaged."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    accelerator = Accelerator(cpu=True)
-    layer = torch.nn.Linear(3, 2)
-    optimizer = torch.optim.AdamW(layer.parameters(), lr=0.1)
-    layer, optimizer = accelerator.prepare(layer, optimizer)
+def accelerated(one_layer_accelerator):
+    """The layer's weights averaged, the average in the state folder."""
+    accelerator, layer, optimizer = one_layer_accelerator
     ema = ExponentialMovingAverage(dict(layer.named_parameters()), EmaSettings(0.5))
     register_ema_hooks(accelerator, ema)
     saved_for = SavedFor(optimizer="AdamW", processes=1, tensors={"layer.weight": [2, 3]}, ema=True)
-    yield accelerator, layer, optimizer, ema, saved_for
-    AcceleratorState._reset_state(reset_partial_state=True)
+    return accelerator, layer, optimizer, ema, saved_for
 
 
 def test_the_state_folder_carries_the_average(accelerated, tmp_path):

@@ -19,19 +19,12 @@ from library.training.state_manifest import SavedFor, trained_shapes
 
 
 @pytest.fixture
-def accelerated():
-    """A real accelerate set-up (CPU) training one Linear layer whose weight is the 'adapter'."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    accelerator = Accelerator(cpu=True)
-    layer = torch.nn.Linear(3, 2)
-    optimizer = torch.optim.AdamW(layer.parameters(), lr=0.1)
-    layer, optimizer = accelerator.prepare(layer, optimizer)
+def accelerated(one_layer_accelerator):
+    """The layer's weight saved in the state as the 'adapter'."""
+    accelerator, layer, optimizer = one_layer_accelerator
     register_adapter_hooks(accelerator, dict(layer.named_parameters()))
     saved_for = SavedFor(optimizer="AdamW", processes=1, tensors=trained_shapes({"layer": layer}))
-    yield accelerator, layer, optimizer, saved_for
-    AcceleratorState._reset_state(reset_partial_state=True)
+    return accelerator, layer, optimizer, saved_for
 
 
 def _train_one_step(layer, optimizer) -> None:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate.utils import load as load_pickled_tensors
 from safetensors.torch import load_file, save_file
 
 from library.atomic_files import recover_folder, replace_folder, staging_folder, write_text_atomic
@@ -145,8 +146,8 @@ def load_training_state(accelerator, state_dir: Path, saved_for: SavedFor) -> Lo
 
 def _check_random_states(path: Path) -> None:
     """accelerate logs a failed RNG restore at INFO and carries on; a resume that would no longer be exact stops."""
-    try:  # a file its run wrote, its hash checked by the manifest
-        restored = torch.equal(torch.get_rng_state(), torch.load(path, weights_only=False)["torch_manual_seed"])
+    try:  # read as accelerate reads it: weights_only, numpy's RNG arrays allowed, never code
+        restored = torch.equal(torch.get_rng_state(), load_pickled_tensors(path)["torch_manual_seed"])
     except Exception:  # noqa: BLE001 - whatever keeps the file from loading, the restore did not happen
         restored = False
     if not restored:

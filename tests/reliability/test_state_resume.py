@@ -100,17 +100,32 @@ def test_resuming_with_other_settings_is_refused_naming_the_key(finished, tmp_pa
     _refused_resume(run, named, *setting)
 
 
-def test_random_states_that_do_not_restore_stop_the_resume(finished, tmp_path):
+class _RunsCodeWhenUnpickled:
+    """A pickle that creates ``marker`` if anything unpickles it with code allowed."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (type(self.marker).touch, (self.marker,))
+
+
+@pytest.mark.parametrize("content", ["another version", "code"])
+def test_random_states_that_do_not_restore_stop_the_resume(finished, tmp_path, content):
     """A random-state file whose hash matches its manifest but which accelerate cannot restore (written by another
-    version, say): accelerate only logs that at INFO; the trainer refuses instead of resuming inexactly."""
+    version, say): accelerate only logs that at INFO; the trainer refuses instead of resuming inexactly. A file
+    that asks to run code when unpickled is refused the same way, its code never run."""
     run = copy_run(finished, tmp_path / "run")
     state = run / STATE_DIR_NAME
     rng = state / "random_states_0.pkl"
-    rng.write_bytes(pickle.dumps({"random_state": "from another version"}))
+    marker = tmp_path / "unpickled"
+    payload = "from another version" if content == "another version" else _RunsCodeWhenUnpickled(marker)
+    rng.write_bytes(pickle.dumps({"random_state": payload, "torch_manual_seed": payload}))
     manifest = json.loads((state / MANIFEST_FILE).read_text(encoding="utf-8"))
     manifest["files"][rng.name] = {"size": rng.stat().st_size, "sha256": hashlib.sha256(rng.read_bytes()).hexdigest()}
     (state / MANIFEST_FILE).write_text(json.dumps(manifest), encoding="utf-8")
     _refused_resume(run, str(rng))
+    assert not marker.exists()
 
 
 def _assert_resumed_exactly(run, expected: dict[str, torch.Tensor]) -> None:

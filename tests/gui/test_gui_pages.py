@@ -15,7 +15,7 @@ import signal
 import subprocess
 
 import pytest
-from gui_browser import NEEDS_CHROMIUM, expect, fill, launch_browser, new_context, open_form, sync_playwright
+from gui_browser import ARTIFACTS, NEEDS_CHROMIUM, expect, fill, launch_browser, new_context, open_form, sync_playwright
 from gui_server import GuiServer, make_gui_folders, quick_run_values, run_folders
 
 from library.config import dump_toml, loads_config
@@ -135,6 +135,8 @@ def test_a_refused_queue_lists_its_problems_at_the_top_with_links(page, server, 
     expect(summary).to_be_visible()
     expect(summary.locator("strong")).to_have_text("not queued: 2 problems")
     expect(summary.locator("a")).to_have_count(2)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "6-not-queued-summary.png"))
     expect(page.locator('.field[data-path="dataset.train_data_dir"] .error')).to_contain_text("missing not found")
 
     page.click('#form-summary a[data-path="dataset.train_data_dir"]')

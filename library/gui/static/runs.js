@@ -101,7 +101,10 @@ async function pollRun() {
 }
 
 function tick() {
-  pollRun().catch(error => { document.getElementById("run-message").textContent = error.message; });
+  pollRun().catch(error => {
+    document.getElementById("run-message").textContent = error.message;
+    follow(true);   // keep trying until a poll has seen the run
+  });
 }
 
 // Poll once a second while the run can still change; a finished run's page is drawn once and left alone.
@@ -117,8 +120,7 @@ function openRun(id) {
   document.getElementById("run-title").textContent = id;
   document.getElementById("gallery").replaceChildren();
   document.getElementById("run-files").replaceChildren();
-  follow(true);   // until a poll has seen the run finished (a failed first poll keeps trying)
-  tick();
+  tick();   // follows the run from there while it can still change
 }
 
 async function runAction(action) {

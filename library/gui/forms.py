@@ -25,6 +25,7 @@ from .settings import GuiSettings
 
 FORM_SOURCE = "form"
 REQUEST_SOURCE = "request"
+READ_AT_START = ("dataset.train_data_dir", "dataset.reg_data_dir", "dataset.validation_dir", "dataset.dataset_config")
 _KEY_PATH = re.compile(r"^[^:]*: (?P<path>[a-z_]+\.[a-z_0-9]+)")
 
 
@@ -111,10 +112,34 @@ def check_roots(config: FurnaceConfig, settings: GuiSettings) -> list[str]:
     return problems
 
 
+def missing_inputs(text: str, settings: GuiSettings) -> list[str]:
+    """The dataset folders and files a run reads first must exist: without them it is sure to fail. Read from the
+    TOML itself, so a missing folder is reported beside the schema's own messages. (A path outside the allowed
+    folders has its message from `check_roots`.)"""
+    try:
+        values = toml_to_values(text, FORM_SOURCE)
+    except ConfigError:
+        return []   # validation reports the broken TOML
+    problems: list[str] = []
+    for path in READ_AT_START:
+        section, key = path.split(".")
+        value = values.get(section, {}).get(key)
+        target = settings.workdir / str(value)
+        if isinstance(value, str) and value and inside_any(target, _allowed_roots(path, settings)[1]) \
+                and not target.exists():
+            problems.append(f"{FORM_SOURCE}: {path}: {value} not found; pick one inside the datasets folders")
+    return problems
+
+
 def validate(text: str, settings: GuiSettings, overrides: tuple[str, ...] = ()) -> FurnaceConfig:
-    """The CLI's validation plus the folder confinement; raises ConfigError with every message."""
-    config = loads_config(text, FORM_SOURCE, overrides)
-    problems = check_roots(config, settings)
+    """The CLI's validation, the folder confinement and the datasets' presence; raises ConfigError with every
+    message."""
+    missing = missing_inputs(text, settings)
+    try:
+        config = loads_config(text, FORM_SOURCE, overrides)
+    except ConfigError as error:
+        raise ConfigError([*error.messages, *missing]) from None
+    problems = check_roots(config, settings) + missing
     if problems:
         raise ConfigError(problems)
     return config

@@ -77,10 +77,22 @@ class Job:
             self.progress.update(current=current, total=total, percent=100.0 * current / total if total else None)
         elif percent:
             self.progress["percent"] = float(percent[1])
-        if label := _LABEL.match(text):
-            self.progress["label"] = label[1].strip()
+        if count or percent:   # a bar without a description does not keep the previous bar's
+            label = _LABEL.match(text)
+            if label:
+                self.progress["label"] = label[1].strip()
+            else:
+                self.progress.pop("label", None)
         if finished_line:
             self.log.append(text)
+
+
+    def complete_progress(self) -> None:
+        """A command that succeeded finished its bars, though the last redraw it drew may be an early one (tqdm draws
+        at most every 0.1 s, and a bar with leave=False erases itself at the end)."""
+        if self.progress.get("total"):
+            self.progress["current"] = self.progress["total"]
+        self.progress["percent"] = 100.0
 
 
 class JobManager:
@@ -162,6 +174,7 @@ class JobManager:
             job.status, job.message = CANCELLED, "cancelled"
         elif returncode == 0:
             job.status = DONE
+            job.complete_progress()
         else:
             lines = list(job.log) or "".join(job.stdout).strip().splitlines()
             job.status = FAILED

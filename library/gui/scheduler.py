@@ -17,7 +17,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .events import final_status, log_tail, read_events
-from .runs import CANCELLED, CONFIG_NAME, FAILED, LOG_NAME, QUEUED, RUNNING, RunNotFound, RunRecord, RunStore
+from .runs import (
+    CANCELLED,
+    CONFIG_NAME,
+    FAILED,
+    LOG_NAME,
+    QUEUED,
+    RUNNING,
+    STOPPED,
+    RunNotFound,
+    RunRecord,
+    RunStore,
+)
 from .settings import GuiSettings
 
 logger = logging.getLogger(__name__)
@@ -82,11 +93,16 @@ class Scheduler:
             return record
 
     def resume(self, run_id: str) -> RunRecord:
-        """Queue a finished run again; with a saved state/ it continues from it (`--resume latest`)."""
+        """Queue a stopped run again; with a saved state/ it continues from it (`--resume latest`).
+
+        Only a stopped run: a done, failed or cancelled one keeps its status and files as they are (a new run is
+        "Edit and re-run").
+        """
         with self._lock:
             record = self._get(run_id)
-            if record.status in (QUEUED, RUNNING):
-                raise QueueError(f"run {run_id} is already {record.status}")
+            if record.status != STOPPED:
+                raise QueueError(f"run {run_id} is {record.status}; only a stopped run can be resumed "
+                                 "(to train it again, edit and re-run it as a new run)")
             record.resume = (self.store.folder(run_id) / "state").is_dir()
             record.status, record.order, record.message = QUEUED, time.time(), ""
             record.pid = record.returncode = record.finished = None

@@ -82,6 +82,7 @@ class Trainer:
         self.progress, self.metrics = reporting(config, self.paths, self.is_main)
         self.session_id, self.started_at = new_session()
         self.last_saved: Path | None = None
+        self.last_sampled_step: int | None = None  # the end skips previews already rendered at its step
         self.setup_times = PhaseTimes()
 
     # ----------------------------------------------------------------------------------------------- setup
@@ -314,7 +315,7 @@ class Trainer:
         self._save_weights(final, position, finished=True)
         if config.output.save_state_on_train_end or config.output.save_state:
             self._save_state(position, smoothed)
-        if self.sampler.enabled:
+        if self.sampler.enabled and self.last_sampled_step != position.global_step:
             self._sample(position.global_step)
         write_compare_grid(config, self.model, self.weights.network, self.sampler.prompts,
                            self.optimizer, self.accelerator, self.progress)
@@ -353,6 +354,7 @@ class Trainer:
             return save_training_state(self.accelerator, output_dir, position, self.saved_for)
 
     def _sample(self, step: int) -> None:
+        self.last_sampled_step = step
         self.accelerator.wait_for_everyone()
         if self.is_main:
             with self.weights.preview_weights():

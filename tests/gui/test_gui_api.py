@@ -142,6 +142,9 @@ def check_queue_lifecycle(servers: list[GuiServer], gui_folders, tmp_path) -> No
                     what="first run done")
     assert done["progress"]["step"] == 4 and done["progress"]["samples"]
     assert done["trainer"] == "lora" and Path(done["command"][1]).name == "train_network.py"
+    refused = client.post(f"/api/runs/{first['id']}/resume")  # a finished run is never changed
+    assert refused.status_code == 409 and "only a stopped run can be resumed" in refused.json()["detail"]
+    assert client.get(f"/api/runs/{first['id']}").json() == done
     log = client.get(f"/api/runs/{first['id']}/log", params={"lines": 20}).text
     assert "\r" not in log and "done:" in log and len(log.splitlines()) <= 20
     files = [item["path"] for item in client.get(f"/api/runs/{first['id']}/files").json()]

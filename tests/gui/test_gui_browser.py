@@ -6,50 +6,22 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import pytest
-from gui_server import REPO, TINY_PROMPTS, GuiServer, free_port
-
-playwright_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
-expect, sync_playwright = playwright_api.expect, playwright_api.sync_playwright
+from gui_browser import ARTIFACTS, NEEDS_CHROMIUM, expect, fill, launch_browser, new_context, open_form, sync_playwright
+from gui_server import GuiServer, free_port
 
 STEPS = 60
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = REPO / "test-artifacts" / "gui"
-ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium"),
-]
+pytestmark = [pytest.mark.slow, NEEDS_CHROMIUM]
 
 
 @pytest.fixture
 def browser_context():
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        context.set_default_timeout(60_000)
-        yield context
+        browser = launch_browser(playwright)
+        yield new_context(browser)
         browser.close()
-
-
-def fill(page, path: str, value: str) -> None:
-    page.fill(f"#f-{path.replace('.', '-')}", value)
-
-
-def open_form(page, url: str, folders) -> None:
-    """The train page with the quickstart preset loaded and pointed at the test's tiny model and dataset."""
-    page.goto(url)
-    page.wait_for_selector("#config-form[data-ready=true]")
-    page.select_option("#preset", "quickstart")
-    page.click("#load-preset")
-    expect(page.locator("#f-network-dim")).to_have_value("4")
-    fill(page, "model.pretrained_model_name_or_path", str(folders.models / "tiny-sd1"))
-    fill(page, "dataset.train_data_dir", str(folders.datasets / "concept"))
-    fill(page, "sample.prompts", str(folders.configs / TINY_PROMPTS))
 
 
 def shown_step(page) -> int | None:

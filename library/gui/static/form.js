@@ -7,6 +7,8 @@ let presets = [];
 const fields = [];   // { section, key, kind, input, spec, row }
 let refreshTimer = null;
 let checkedDataset = null;   // the dataset settings the doctor summary was made for
+let doctorReport = null;     // { key, report }: the last dataset check and the settings it was made with
+let summaryShown = false;    // the "not queued" summary follows the live validation until nothing is left
 
 function resolveRef(spec) {
   return spec.$ref ? schema.$defs[spec.$ref.split("/").pop()] : spec;
@@ -89,6 +91,28 @@ function showMessages(messages) {
     else general.push(message);
   }
   document.getElementById("form-status").textContent = general.join("\n");
+  if (summaryShown) showSummary(messages);
+}
+
+// A refused queue says so at the top of the page, one link per problem that brings its field into view.
+function showSummary(messages) {
+  const summary = document.getElementById("form-summary");
+  summaryShown = messages.length > 0;
+  summary.hidden = !summaryShown;
+  if (!summaryShown) return;
+  const items = messages.map(({ path, message }) => {
+    const field = fields.find(f => `${f.section}.${f.key}` === path);
+    if (!field) return el("li", { text: message });
+    const link = el("a", { href: "#train", text: message, "data-path": path });
+    link.addEventListener("click", event => {
+      event.preventDefault();
+      field.row.scrollIntoView({ block: "center" });
+      field.input.focus();
+    });
+    return el("li", {}, link);
+  });
+  const count = `${messages.length} problem${messages.length === 1 ? "" : "s"}`;
+  summary.replaceChildren(el("strong", { text: `not queued: ${count}` }), el("ul", {}, ...items));
 }
 
 async function refreshPreview() {
@@ -101,14 +125,27 @@ async function refreshPreview() {
   return check;
 }
 
+// Queue the run: refused with a summary while the form has problems; a dataset the check finds blocking problems in
+// is queued only when the user confirms, having read why the run would fail.
 async function launch() {
   const status = document.getElementById("form-status");
+  const values = formValues();
   try {
-    const run = await api("runs", { name: document.getElementById("run-name").value, values: formValues(),
+    const check = await api("validate", { values });
+    if (!check.ok) { showMessages(check.messages); showSummary(check.messages); return; }
+    const blocking = await blockingProblems(values);
+    if (blocking.length && !confirm("The dataset check found problems that will stop this run:\n\n"
+                                    + blocking.join("\n") + "\n\nQueue it anyway?")) {
+      status.textContent = "not queued: the dataset check found blocking problems (see Dataset check)";
+      return;
+    }
+    const run = await api("runs", { name: document.getElementById("run-name").value, values,
                                     trainer: document.getElementById("trainer").value });
+    showSummary([]);
     location.hash = "#run/" + encodeURIComponent(run.id);
   } catch (error) {
-    if (error.data?.messages) showMessages(error.data.messages); else status.textContent = error.message;
+    if (error.data?.messages) { showMessages(error.data.messages); showSummary(error.data.messages); }
+    else status.textContent = error.message;
   }
 }
 
@@ -127,13 +164,30 @@ async function importFile(event) {
 const DOCTOR_KEYS = ["resolution", "enable_bucket", "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps",
                      "bucket_no_upscale", "caption_extension", "on_bad_image"];
 
-async function checkDataset() {
-  const values = formValues();
+function doctorBody(values) {
   const dataset = Object.fromEntries(DOCTOR_KEYS.filter(key => (values.dataset?.[key] ?? "") !== "")
                                                 .map(key => [key, values.dataset[key]]));
-  const body = { path: values.dataset?.train_data_dir || "", dataset };
+  return { path: values.dataset?.train_data_dir || "", dataset };
+}
+
+async function checkDataset() {
+  const body = doctorBody(formValues());
   const output = document.getElementById("doctor");
-  try { output.textContent = (await api("doctor", body)).text; } catch (error) { output.textContent = error.message; }
+  try {
+    const answer = await api("doctor", body);
+    doctorReport = { key: JSON.stringify(body), report: answer.report };
+    output.textContent = answer.text;
+  } catch (error) { doctorReport = null; output.textContent = error.message; }
+}
+
+// The dataset check's errors (the problems that stop a run) for these values, checked again if the settings changed.
+async function blockingProblems(values) {
+  if (!values.dataset?.train_data_dir) return [];
+  const key = JSON.stringify(doctorBody(values));
+  if (doctorReport?.key !== key) await checkDataset();
+  if (doctorReport?.key !== key) return [];   // no report (a missing folder is the form's own message)
+  return doctorReport.report.problems.filter(problem => problem.severity === "error")
+    .map(problem => (problem.folder ? problem.folder + ": " : "") + problem.message);
 }
 
 window.addEventListener("DOMContentLoaded", async () => {

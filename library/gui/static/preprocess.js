@@ -54,10 +54,19 @@ function showJobError(error) {
   document.getElementById("pp-output").textContent = error.message;
 }
 
+// A new job starts from a blank slate: nothing of the previous job's bar, label, status or log stays on the page.
+function clearJob() {
+  const bar = document.getElementById("pp-progress");
+  bar.max = 100;
+  bar.value = 0;
+  for (const id of ["pp-progress-text", "pp-status", "pp-output", "pp-log"]) document.getElementById(id).textContent = "";
+}
+
 async function startJob() {
   const select = document.getElementById("pp-command");
   clearTimeout(ppTimer);
-  document.getElementById("pp-output").textContent = "";
+  ppJob = null;
+  clearJob();
   try {
     showJob(await api("preprocess", { command: select.value, args: commandArgs(select.value) }));
   } catch (error) { ppJob = null; showJobError(error); }
@@ -70,7 +79,6 @@ function showJob(job) {
   bar.max = total || 100;
   if (current !== undefined) bar.value = current; else if (percent !== undefined) bar.value = percent;
   else bar.removeAttribute("value");
-  if (job.status === "done" && current === undefined) bar.value = bar.max;
   document.getElementById("pp-progress-text").textContent = current !== undefined
     ? `${label ? label + " " : ""}${current} / ${total}` : percent !== undefined ? `${percent.toFixed(0)}%` : "";
   document.getElementById("pp-status").textContent = job.status + (job.message ? ": " + job.message : "");

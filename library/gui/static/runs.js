@@ -1,6 +1,7 @@
 // The runs list and one run's page: live progress, loss chart, samples, files, log, stop / resume.
 "use strict";
-let current = null;   // { id, next, points, timer }
+let current = null;   // { id, next, points, timer, files }
+const ACTIVE = ["queued", "running"];   // a run in any other state changes no more: its page stops polling
 
 async function refreshRuns() {
   const runs = await api("runs");
@@ -66,9 +67,11 @@ async function pollRun() {
   document.getElementById("run-epoch").textContent = p.epoch ?? "-";
   document.getElementById("run-loss").textContent = p.smoothed_loss?.toFixed(4) ?? "-";
   document.getElementById("run-lr").textContent = formatLr(p.lr);
-  document.getElementById("run-eta").textContent = formatEta(p.eta_seconds);
-  document.getElementById("run-stop").disabled = !["queued", "running"].includes(run.status);
-  document.getElementById("run-resume").disabled = ["queued", "running"].includes(run.status);
+  document.getElementById("run-eta").textContent = run.status === "running" ? formatEta(p.eta_seconds) : "-";
+  document.getElementById("run-stop").disabled = !ACTIVE.includes(run.status);
+  const resume = document.getElementById("run-resume");   // only a stopped run continues; others are never changed
+  resume.disabled = run.status !== "stopped";
+  resume.title = resume.disabled ? `a ${run.status} run cannot be resumed` : "continue from the saved state";
   const board = document.getElementById("run-tensorboard");
   board.hidden = !run.tensorboard; if (run.tensorboard) board.href = withToken(run.tensorboard);
   drawChart(current.points);
@@ -79,24 +82,45 @@ async function pollRun() {
     }
   }
   const files = await api(`runs/${encodeURIComponent(id)}/files`);
-  document.getElementById("run-files").replaceChildren(...files.map(f =>
-    el("li", {}, el("a", { href: fileUrl(id, f.path), download: f.path.split("/").pop(), text: f.path }), ` (${f.size} B)`)));
+  if (current?.id !== id) return;
+  const listed = JSON.stringify(files);
+  if (listed !== current.files) {   // redrawn only when it changed, so a click on a link is never lost to a redraw
+    current.files = listed;
+    document.getElementById("run-files").replaceChildren(...files.map(f =>
+      el("li", {}, el("a", { href: fileUrl(id, f.path), download: f.path.split("/").pop(), text: f.path }), ` (${f.size} B)`)));
+  }
   const log = document.getElementById("run-log");
   const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 20;
-  log.textContent = await api(`runs/${encodeURIComponent(id)}/log?lines=100`);
+  const text = await api(`runs/${encodeURIComponent(id)}/log?lines=100`);
+  if (current?.id !== id) return;
+  log.textContent = text;
   if (atBottom) log.scrollTop = log.scrollHeight;
   current.toml = run.toml;
   current.trainer = run.trainer;
+  follow(ACTIVE.includes(run.status));
+}
+
+function tick() {
+  pollRun().catch(error => {
+    document.getElementById("run-message").textContent = error.message;
+    follow(true);   // keep trying until a poll has seen the run
+  });
+}
+
+// Poll once a second while the run can still change; a finished run's page is drawn once and left alone.
+function follow(on) {
+  if (on && !current.timer) current.timer = setInterval(() => { if (location.hash.startsWith("#run/")) tick(); }, 1000);
+  if (!on && current.timer) { clearInterval(current.timer); current.timer = null; }
+  document.getElementById("view-run").dataset.following = String(on);
 }
 
 function openRun(id) {
-  if (current) clearInterval(current.timer);
-  current = { id, next: 0, points: [], toml: "" };
+  if (current?.timer) clearInterval(current.timer);
+  current = { id, next: 0, points: [], toml: "", timer: null, files: null };
   document.getElementById("run-title").textContent = id;
   document.getElementById("gallery").replaceChildren();
-  const tick = () => pollRun().catch(error => { document.getElementById("run-message").textContent = error.message; });
-  current.timer = setInterval(() => { if (location.hash.startsWith("#run/")) tick(); }, 1000);
-  tick();
+  document.getElementById("run-files").replaceChildren();
+  tick();   // follows the run from there while it can still change
 }
 
 async function runAction(action) {

@@ -26,6 +26,7 @@ from library.config.loader import read_toml_text
 from library.config.sections_data import DatasetSection
 from library.config.sections_dreambooth import DreamBoothSection
 from library.data.images import list_images
+from library.data.masks import mask_folder_for
 from library.data.repeat_folders import ZERO_REPEATS, RepeatFolderError, parse_repeat_folder
 
 logger = logging.getLogger(__name__)
@@ -248,14 +249,6 @@ def _subset_masks(
     return {}
 
 
-def _folder_mask_dir(mask_dir: Path | None, image_dir: Path) -> Path | None:
-    """An ``N_name`` folder's masks: ``mask_dir/N_name/`` when that folder exists, else ``mask_dir`` itself."""
-    if mask_dir is None:
-        return None
-    nested = mask_dir / image_dir.name
-    return nested if nested.is_dir() else mask_dir
-
-
 def subsets_from_folders(root: Path, defaults: SubsetBlueprint, is_reg: bool, kind: str) -> list[SubsetBlueprint]:
     """``root/N_tokens/`` folders as subsets (N repeats, class tokens ``tokens``), sorted by name.
 
@@ -276,7 +269,7 @@ def subsets_from_folders(root: Path, defaults: SubsetBlueprint, is_reg: bool, ki
         if repeats < 1:
             logger.warning("%s: %s", folder, ZERO_REPEATS)
             continue
-        masks = _folder_mask_dir(defaults.mask_dir, folder)
+        masks = mask_folder_for(defaults.mask_dir, folder) if defaults.mask_dir else None
         subsets.append(
             replace(
                 defaults, image_dir=folder, num_repeats=repeats, class_tokens=tokens, is_reg=is_reg, mask_dir=masks

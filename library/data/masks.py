@@ -67,7 +67,22 @@ def read_mask_file(path: Path, image_size: tuple[int, int]) -> Image.Image:
             f"mask {path}: {mask.size[0]}x{mask.size[1]} does not have the shape of its image "
             f"({image_size[0]}x{image_size[1]}); make it the image's size"
         )
-    return mask.resize(image_size, Image.Resampling.BOX if mask.size[0] > image_size[0] else Image.Resampling.BILINEAR)
+    return resize_mask(mask, image_size)
+
+
+def resize_mask(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Scale a mask to ``size`` (width, height): area average to shrink, bilinear to enlarge (a mask never rings)."""
+    if mask.size == size:
+        return mask
+    shrinking = size[0] * size[1] < mask.size[0] * mask.size[1]
+    return mask.resize(size, Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR)
+
+
+def mask_folder_for(mask_dir: Path, image_dir: Path) -> Path:
+    """Where the masks of ``image_dir`` are: ``mask_dir/<image_dir's name>/`` when that folder exists (the layout of
+    ``N_name`` folders), else ``mask_dir`` itself."""
+    nested = mask_dir / image_dir.name
+    return nested if nested.is_dir() else mask_dir
 
 
 def load_image_and_mask(path: Path, alpha_mask: bool, mask_path: Path | None) -> tuple[Image.Image, Image.Image | None]:

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from library.data.buckets import ResizePlan, Size
-from library.data.masks import mask_to_tensor
+from library.data.masks import mask_to_tensor, resize_mask
 
 _HUE_SHIFT = 8 / 180  # fraction of the hue circle: +-16 degrees, as sd-scripts' color_aug
 _SATURATION_SCALE = (0.9, 1.1)
@@ -33,14 +33,13 @@ class Sample:
 
 
 def resize_and_crop(image: Image.Image, plan: ResizePlan, offset: Size, is_mask: bool = False) -> Image.Image:
-    """Scale to ``plan.resized`` (Lanczos to shrink, bicubic to enlarge; a mask: area average to shrink, bilinear
-    to enlarge, so it never rings), then crop the bucket at ``offset``."""
-    if image.size != plan.resized:
+    """Scale to ``plan.resized`` (Lanczos to shrink, bicubic to enlarge; a mask as :func:`resize_mask` does), then
+    crop the bucket at ``offset``."""
+    if is_mask:
+        image = resize_mask(image, plan.resized)
+    elif image.size != plan.resized:
         shrinking = plan.resized[0] * plan.resized[1] < image.size[0] * image.size[1]
-        filters = (Image.Resampling.BOX, Image.Resampling.BILINEAR) if is_mask else (
-            Image.Resampling.LANCZOS, Image.Resampling.BICUBIC
-        )
-        image = image.resize(plan.resized, filters[0] if shrinking else filters[1])
+        image = image.resize(plan.resized, Image.Resampling.LANCZOS if shrinking else Image.Resampling.BICUBIC)
     left, top = offset
     return image.crop((left, top, left + plan.bucket[0], top + plan.bucket[1]))
 

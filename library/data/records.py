@@ -87,7 +87,8 @@ def scan_subset(subset: SubsetBlueprint, dataset_index: int, assigner: BucketAss
             missing += 1
         plan = assigner.plan(size)
         mask_path = _mask_of(masks, path, no_mask)
-        records.append(ImageRecord(path, size, caption or fallback, bool(caption), subset, dataset_index, plan, mask_path))
+        text = caption or fallback
+        records.append(ImageRecord(path, size, text, bool(caption), subset, dataset_index, plan, mask_path))
     if no_mask:
         raise DatasetError([_missing_masks_line(subset, no_mask)])
     return SubsetScan(subset, records, missing, bad, listing.passed_over)

@@ -10,7 +10,8 @@ latent of the mirrored image when ``flip_aug`` is on, and the loss mask at laten
 mirrored mask is the stored one flipped). Its metadata records what it was made from: the image file's size and
 modification time, the resize/crop plan, flip, the mask's source (and its file's size and modification time),
 and a fingerprint of the VAE weights, dtype and scaling factor. A file whose record does not match is rebuilt
-(a changed mask file included); one that matches is reused without touching the VAE. Files are written atomically, so runs sharing a dataset may fill its cache at the same time.
+(a changed mask file included); one that matches is reused without touching the VAE. Files are written
+atomically, so runs sharing a dataset may fill its cache at the same time.
 """
 
 from __future__ import annotations

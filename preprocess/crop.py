@@ -2,7 +2,9 @@
 
 Images are never enlarged unless '--upscale' is given: a small image is cropped to the target's
 aspect ratio at its own scale instead. Captions are copied beside every image they belong to,
-including tiles ('--split') and mirrored copies ('--flip').
+including tiles ('--split') and mirrored copies ('--flip'). Masks for masked loss come along: an
+image's alpha channel stays in its output PNG, and with '--mask-dir' each image's mask file (same
+stem) is cropped exactly like it and written under '--mask-out' in the layout of the output.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from tqdm import tqdm
 
 from library.data.buckets import BucketAssigner, Size, cover_size
 from library.data.captions import CaptionError, caption_path, read_caption_for
-from library.data.images import ImageLoadError, list_images, load_image_rgb
+from library.data.images import ImageLoadError, list_images, load_image_and_alpha
+from library.data.masks import MaskError, find_mask, mask_folder_for, mask_index, read_mask_file, resize_mask
 from preprocess.common import (
     Destination,
     Summary,
@@ -73,6 +76,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--split-overlap", type=float, default=0.2, help="minimum overlap of neighbouring tiles (default: %(default)s)"
     )
     parser.add_argument("--flip", action="store_true", help="also write a mirrored copy of every output")
+    parser.add_argument(
+        "--mask-dir", type=Path, help="masked loss: folder of masks (same stem as each image) to crop alike"
+    )
+    parser.add_argument("--mask-out", type=Path, help="where the cropped masks go (needed with --mask-dir)")
     focal = parser.add_argument_group("focal mode: how much each cue pulls the crop (0 turns it off)")
     focal.add_argument(
         "--focal-face-weight",
@@ -133,22 +140,27 @@ class CropSettings:
         return self.assigner.plan(size).bucket if self.assigner else self.size
 
 
-def render_outputs(image: Image.Image, target: Size, settings: CropSettings) -> list[tuple[str, Image.Image]]:
-    """The output images for one source image, each with a name suffix ("" for the main one)."""
+def render_outputs(
+    image: Image.Image, target: Size, settings: CropSettings, mask: Image.Image | None = None
+) -> list[tuple[str, Image.Image, Image.Image | None]]:
+    """The output images for one source image, each with a name suffix ("" for the main one) and its ``mask``
+    (an ``L`` image of the image's size: an alpha channel or a mask file) cropped alike."""
     if settings.mode == "resize":
-        shaped = [("", _resized(image, fit_inside(image.size, target, settings.upscale)))]
+        size = fit_inside(image.size, target, settings.upscale)
+        shaped = [("", _resized(image, size), _resized_mask(mask, size))]
     else:
         target = reachable_target(image.size, target, settings.multiple, settings.upscale)
         scaled_size = cover_size(image.size, target)
-        scaled = _resized(image, scaled_size)
+        scaled, scaled_mask = _resized(image, scaled_size), _resized_mask(mask, scaled_size)
         if settings.split and needs_split(scaled_size, target, settings.split_threshold):
-            windows = tile_windows(scaled_size, target, settings.split_overlap)
-            shaped = [(f"-tile{index}", scaled.crop(window.box)) for index, window in enumerate(windows)]
+            boxes = [window.box for window in tile_windows(scaled_size, target, settings.split_overlap)]
+            named = [(f"-tile{index}", box) for index, box in enumerate(boxes)]
         else:
             focus = focal_point(image, settings.weights) if settings.mode == "focal" else (0.5, 0.5)
-            shaped = [("", scaled.crop(centred_window(scaled_size, target, focus).box))]
+            named = [("", centred_window(scaled_size, target, focus).box)]
+        shaped = [(suffix, scaled.crop(box), _crop(scaled_mask, box)) for suffix, box in named]
     if settings.flip:
-        shaped += [(f"{suffix}-flip", ImageOps.mirror(img)) for suffix, img in shaped]
+        shaped += [(f"{suffix}-flip", ImageOps.mirror(img), _mirror(m)) for suffix, img, m in shaped]
     return shaped
 
 
@@ -158,10 +170,63 @@ def _resized(image: Image.Image, size: Size) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
+def _resized_mask(mask: Image.Image | None, size: Size) -> Image.Image | None:
+    return resize_mask(mask, size) if mask is not None else None
+
+
+def _crop(mask: Image.Image | None, box: tuple[int, int, int, int]) -> Image.Image | None:
+    return mask.crop(box) if mask is not None else None
+
+
+def _mirror(mask: Image.Image | None) -> Image.Image | None:
+    return ImageOps.mirror(mask) if mask is not None else None
+
+
+class MaskFiles:
+    """``--mask-dir`` / ``--mask-out``: where each image's mask is read and its crops are written."""
+
+    def __init__(self, source: Path, out: Path) -> None:
+        self.source, self.out = source, out
+        self._indexes: dict[Path, dict[str, list[Path]]] = {}  # mask folder -> its masks by stem, read once
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> MaskFiles | None:
+        if args.mask_dir is None:
+            if args.mask_out is not None:
+                raise UsageError("--mask-out needs --mask-dir (the masks to crop)")
+            return None
+        if not args.mask_dir.is_dir():
+            raise UsageError(f"--mask-dir: folder not found: {args.mask_dir}")
+        if args.mask_out is None:
+            raise UsageError("--mask-dir needs --mask-out (where the cropped masks go)")
+        return cls(args.mask_dir, args.mask_out)
+
+    def find(self, image: Path) -> Path | None:
+        """``image``'s mask file (see :func:`library.data.masks.mask_folder_for`), None when it has none."""
+        folder = mask_folder_for(self.source, image.parent)
+        if folder not in self._indexes:
+            self._indexes[folder] = mask_index(folder)
+        return find_mask(self._indexes[folder], image)
+
+    def output_for(self, output: Path, destination: Destination) -> Path:
+        """The cropped mask of output image ``output``: the same relative path under ``out``."""
+        return self.out / output.relative_to(destination.root)
+
+
+def _load(path: Path, masks: MaskFiles | None) -> tuple[Image.Image, Image.Image | None, Path | None]:
+    """The image, the mask to crop with it (its mask file, else its alpha channel) and the mask file."""
+    mask_file = masks.find(path) if masks is not None else None
+    image, alpha = load_image_and_alpha(path)
+    if mask_file is None:
+        return image, alpha, None
+    return image, read_mask_file(mask_file, image.size), mask_file
+
+
 def run(args: argparse.Namespace) -> int:
     source = check_source(args.src)
     destination = Destination.from_args(source, args)
     settings = CropSettings.from_args(args)
+    masks = MaskFiles.from_args(args)
     extension = caption_extension(args)
     summary = Summary("crop")
     images = list_images(source, recursive=True)
@@ -170,15 +235,25 @@ def run(args: argparse.Namespace) -> int:
     processed: list[Path] = []
     for path in tqdm(images, desc="crop", unit="img", disable=None):
         try:
-            image = load_image_rgb(path)
+            image, mask, mask_file = _load(path, masks)
             caption = read_caption_for(path, extension)
         except (ImageLoadError, CaptionError) as error:
             summary.problem(error.path, error.reason)
             continue
+        except MaskError as error:
+            summary.problem(path, str(error))
+            continue
+        if masks is not None and mask_file is None:
+            summary.problem(path, f"no mask in {masks.source} (cropped without one)")
         target = settings.target_for(image.size)
-        outputs = render_outputs(image, target, settings)
-        for suffix, result in outputs:
+        outputs = render_outputs(image, target, settings, mask)
+        for suffix, result, cropped_mask in outputs:
             output = bases[path].with_name(bases[path].name + suffix + ".png")
+            if mask_file is not None:
+                destination.save_png(cropped_mask, masks.output_for(output, destination))
+            elif cropped_mask is not None:
+                result = result.copy()
+                result.putalpha(cropped_mask)  # the alpha channel stays with its image
             destination.save_png(result, output)
             if caption is not None:
                 destination.write_text(caption_path(output, extension), caption)

@@ -12,7 +12,7 @@ from pathlib import Path
 from library.data.captions import DEFAULT_CAPTION_EXTENSION
 from preprocess.common import UsageError, add_bucket_arguments, bucket_params, caption_extension, parse_size
 from preprocess.duplicates import DEFAULT_MAX_DISTANCE
-from preprocess.report import dataset_report, find_image_folders, format_report
+from preprocess.report import MaskSource, dataset_report, find_image_folders, format_report
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_MAX_DISTANCE,
         help="max dHash bit difference of near-duplicates; -1 turns the check off",
     )
+    masks = parser.add_argument_group("masked loss: count the images with a mask")
+    masks.add_argument("--masked-loss", action="store_true", help="masks from each image's alpha channel")
+    masks.add_argument("--mask-dir", type=Path, help="masks from this folder (same stem as each image)")
     parser.add_argument("--top", type=int, default=10, help="top tags shown per folder (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(run=run)
@@ -49,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         if not root.is_dir():
             raise UsageError(f"{root}: folder not found")
         folders += find_image_folders(root, caption_extension(args)) or [root]
+    if args.mask_dir is not None and not args.mask_dir.is_dir():
+        raise UsageError(f"--mask-dir: folder not found: {args.mask_dir}")
     report = dataset_report(
         folders,
         bucket_params(args, args.resolution, enabled=not args.no_buckets),
@@ -56,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         on_bad_image="skip" if args.skip_bad_images else "error",
         duplicate_distance=None if args.duplicate_distance < 0 else args.duplicate_distance,
         top_tags=args.top,
+        masks=MaskSource(args.mask_dir) if args.masked_loss or args.mask_dir else None,
     )
     print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) if args.json else format_report(report))
     return 0 if report.ok else 1

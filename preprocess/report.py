@@ -24,7 +24,8 @@ from library.data.dataset_report import (
     folder_lines,
     folder_report,
 )
-from library.data.images import ImageLoadError, describe_unreadable, list_folder, list_images, load_image_rgb
+from library.data.images import ImageLoadError, describe_unreadable, list_folder, list_images, load_image_and_alpha
+from library.data.masks import MaskError, find_mask, mask_folder_for, mask_index, read_mask_file
 from library.data.repeat_folders import ZERO_REPEATS, RepeatFolder, RepeatFolderError, parse_repeat_folder
 from preprocess.duplicates import DEFAULT_MAX_DISTANCE, Fingerprint, fingerprint, near_duplicate_groups
 
@@ -90,11 +91,13 @@ def dataset_report(
     on_bad_image: str = "error",
     duplicate_distance: int | None = DEFAULT_MAX_DISTANCE,
     top_tags: int = 10,
+    masks: MaskSource | None = None,
 ) -> Report:
     """Check image folders as a training run with ``bucket_params`` would read them.
 
     ``on_bad_image="skip"`` grades unreadable images as warnings (the run would skip them);
-    ``duplicate_distance=None`` turns the near-duplicate search off.
+    ``duplicate_distance=None`` turns the near-duplicate search off; ``masks`` (masked loss) counts each folder's
+    images with a mask.
     """
     assigner = BucketAssigner(bucket_params)
     reports: list[FolderReport] = []
@@ -106,15 +109,36 @@ def dataset_report(
         except RepeatFolderError as error:
             problems.append(Problem(ERROR, str(folder), error.reason))  # training refuses the name: nothing to scan
             continue
-        report = _scan_folder(folder, named, assigner, caption_extension, top_tags, hashed)
+        report = _scan_folder(folder, named, assigner, caption_extension, top_tags, hashed, masks)
         reports.append(report)
         problems += _folder_problems(report, named, bucket_params, on_bad_image)
+        problems += _mask_problems(report, masks)
     groups: list[list[str]] = []
     if duplicate_distance is not None:
         for members in near_duplicate_groups([value for _, value in hashed], duplicate_distance):
             groups.append([hashed[index][0] for index in members])
             problems.append(Problem(WARNING, "", f"near-duplicate images: {', '.join(groups[-1])}"))
     return Report(bucket_params.resolution, bucket_params, reports, groups, problems)
+
+
+@dataclass(frozen=True)
+class MaskSource:
+    """Masked loss as the run would use it: masks from ``mask_dir`` (same stem), or else the alpha channel."""
+
+    mask_dir: Path | None = None
+
+    def no_mask_reason(self, path: Path, size: Size, has_alpha: bool, index: dict[str, list[Path]] | None) -> str:
+        """Why the image at ``path`` has no usable mask ("" when it has one); ``index`` is its mask folder's."""
+        if index is None:
+            return "" if has_alpha else "no alpha channel: weighs 1 everywhere"
+        try:
+            mask_file = find_mask(index, path)
+            if mask_file is None:
+                return f"no mask in {self.mask_dir}"
+            read_mask_file(mask_file, size)
+        except MaskError as error:
+            return str(error)
+        return ""
 
 
 def _scan_folder(
@@ -124,6 +148,7 @@ def _scan_folder(
     extension: str,
     top_tags: int,
     hashed: list[tuple[str, Fingerprint]],
+    masks: MaskSource | None = None,
 ) -> FolderReport:
     """Decode every image and read every caption of one folder, noting the entries passed over; appends
     ``(path, fingerprint)`` to ``hashed``.
@@ -132,18 +157,21 @@ def _scan_folder(
     seen: list[SeenImage] = []
     unreadable: list[tuple[Path, str]] = []
     listing = list_folder(folder, extension)
+    index = mask_index(mask_folder_for(masks.mask_dir, folder)) if masks and masks.mask_dir else None
     for path in tqdm(listing.images, desc=folder.name, unit="img", disable=None, leave=False):
         try:
-            image = load_image_rgb(path)
+            image, alpha = load_image_and_alpha(path)
         except ImageLoadError as error:
             unreadable.append((path, error.reason))
             continue
         hashed.append((str(path), fingerprint(image)))
         bucket = assigner.plan(image.size).bucket
+        no_mask = masks.no_mask_reason(path, image.size, alpha is not None, index) if masks else None
         try:
-            seen.append(SeenImage(path, image.size, bucket, read_caption_for(path, extension), repeats))
+            caption, unreadable_caption = read_caption_for(path, extension), None
         except CaptionError as error:
-            seen.append(SeenImage(path, image.size, bucket, None, repeats, (error.path, error.reason)))
+            caption, unreadable_caption = None, (error.path, error.reason)
+        seen.append(SeenImage(path, image.size, bucket, caption, repeats, unreadable_caption, no_mask))
     return folder_report(
         folder, repeats, tokens, seen, assigner.params.resolution, top_tags, unreadable, listing.passed_over
     )
@@ -189,6 +217,16 @@ def _folder_problems(
             )
         )
     return found
+
+
+def _mask_problems(report: FolderReport, masks: MaskSource | None) -> list[Problem]:
+    """A mask folder must hold a readable mask for every image (the run stops otherwise); an image without
+    alpha only trains unmasked."""
+    if masks is None or not report.without_mask:
+        return []
+    names = ", ".join(f"{Path(item['path']).name} ({item['reason']})" for item in report.without_mask)
+    severity = ERROR if masks.mask_dir else WARNING
+    return [Problem(severity, report.path, f"{len(report.without_mask)} image(s) without a mask: {names}")]
 
 
 def format_report(report: Report) -> str:

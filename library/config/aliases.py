@@ -16,8 +16,8 @@ _SAME_NAME: dict[str, tuple[str, ...]] = {
         "train_data_dir", "reg_data_dir", "dataset_config", "resolution", "enable_bucket", "min_bucket_reso",
         "max_bucket_reso", "bucket_reso_steps", "bucket_no_upscale", "caption_extension", "shuffle_caption",
         "keep_tokens", "keep_tokens_separator", "caption_prefix", "caption_suffix", "caption_dropout_rate",
-        "caption_tag_dropout_rate", "flip_aug", "color_aug", "random_crop", "prior_loss_weight", "cache_latents",
-        "cache_latents_to_disk", "cache_text_encoder_outputs", "validation_split", "max_token_length",
+        "caption_tag_dropout_rate", "flip_aug", "color_aug", "random_crop", "prior_loss_weight", "masked_loss",
+        "cache_latents", "cache_latents_to_disk", "cache_text_encoder_outputs", "validation_split", "max_token_length",
     ),
     "network": ("network_weights", "unet_lr", "text_encoder_lr"),
     "optimizer": (

@@ -68,6 +68,16 @@ class DatasetSection(BaseModel):
     random_crop: bool = Field(False, description="Random instead of center crop (incompatible with cache_latents).")
     num_repeats: int = Field(1, ge=1, le=10000, description="Repeats for image folders without an 'N_' prefix.")
     prior_loss_weight: float = Field(1.0, ge=0.0, le=10.0, description="Loss weight of regularization images.")
+    masked_loss: bool = Field(
+        False,
+        description="Weight the loss per pixel by a mask (white = learn, black = ignore): the image's own file in "
+        "mask_dir, or else its alpha channel. Class/regularization images are not masked.",
+    )
+    mask_dir: OptionalPath = Field(
+        None,
+        description="Folder of greyscale masks, one per training image with the same file name stem (for 'N_name' "
+        "folders: mask_dir/N_name/ when it exists). Needs masked_loss.",
+    )
     cache_latents: bool = Field(False, description="Encode images with the VAE once, before training.")
     cache_latents_to_disk: bool = Field(
         False, description="Keep cached latents on disk for later runs (implies cache_latents)."
@@ -119,5 +129,7 @@ class DatasetSection(BaseModel):
             yield "cache_text_encoder_outputs", (
                 "cannot be combined with shuffle_caption or caption dropout (cached captions are fixed)"
             )
+        if self.mask_dir and not self.masked_loss:
+            yield "mask_dir", "masks are used only with dataset.masked_loss = true; turn it on or remove mask_dir"
         if self.validation_split and self.validation_dir:
             yield "validation_dir", "set either dataset.validation_split or dataset.validation_dir, not both"

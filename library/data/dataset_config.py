@@ -26,6 +26,7 @@ from library.config.loader import read_toml_text
 from library.config.sections_data import DatasetSection
 from library.config.sections_dreambooth import DreamBoothSection
 from library.data.images import list_images
+from library.data.masks import mask_folder_for
 from library.data.repeat_folders import ZERO_REPEATS, RepeatFolderError, parse_repeat_folder
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ _SUBSET_OPTION_TYPES: dict[str, Any] = {
     "caption_dropout_every_n_epochs": Annotated[int, Field(ge=0, le=MAX_EPOCHS)],
     "class_tokens": str,
     "is_reg": bool,
+    "alpha_mask": bool,  # sd-scripts: this subset's loss is weighted by its images' alpha channels
+    "conditioning_data_dir": str,  # sd-scripts: this subset's mask folder (with dataset.masked_loss)
 }
 # Dataset-level options (also allowed in [general]).
 _DATASET_OPTION_TYPES: dict[str, Any] = {name: _section_type(name) for name in _SHARED_DATASET_OPTIONS}
@@ -97,6 +100,13 @@ class SubsetBlueprint:
     flip_aug: bool = False
     color_aug: bool = False
     random_crop: bool = False
+    alpha_mask: bool = False  # mask source: the image's alpha channel (when no mask_dir)
+    mask_dir: Path | None = None  # mask source: a same-stem file in this folder
+
+    @property
+    def masked(self) -> bool:
+        """True when this subset's loss is weighted by per-image masks."""
+        return self.alpha_mask or self.mask_dir is not None
 
     @property
     def randomises_captions(self) -> bool:
@@ -127,7 +137,7 @@ class DatasetBlueprint:
 _UNSUPPORTED_SD_SCRIPTS_KEYS = frozenset(
     {
         "metadata_file", "face_crop_aug_range", "token_warmup_min", "token_warmup_step", "secondary_separator",
-        "enable_wildcard", "alpha_mask", "cache_info", "conditioning_data_dir", "caption_separator",
+        "enable_wildcard", "cache_info", "caption_separator",
         "validation_seed", "validation_split", "system_prompt", "resize_interpolation", "custom_attributes",
         "network_multiplier",
     }
@@ -207,11 +217,36 @@ def load_dataset_file(
             if "image_dir" not in options:
                 raise ConfigError([f"{path}: {subset_where}: image_dir is required (the folder of its images)"])
             image_dir = _resolve_image_dir(options.pop("image_dir"), path, subset_where)
-            subset_fields = {k: v for k, v in options.items() if k in _SUBSET_OPTION_TYPES}
-            subsets.append(replace(subset_defaults, image_dir=image_dir, **subset_fields))
+            masks = _subset_masks(options, subset_defaults, path, subset_where)
+            subset_fields = {k: v for k, v in options.items() if k in _SUBSET_OPTION_TYPES and k not in _MASK_KEYS}
+            subsets.append(replace(subset_defaults, image_dir=image_dir, **subset_fields, **masks))
         dataset_fields = {k: v for k, v in dataset_options.items() if k in _DATASET_OPTION_TYPES}
         blueprints.append(replace(defaults, subsets=tuple(subsets), **dataset_fields))
     return blueprints
+
+
+_MASK_KEYS = ("alpha_mask", "conditioning_data_dir")
+
+
+def _subset_masks(
+    options: dict[str, Any], defaults: SubsetBlueprint, path: Path, where: str
+) -> dict[str, Any]:
+    """A dataset-file subset's mask source: its own ``conditioning_data_dir`` / ``alpha_mask`` keys, else the run
+    config's (``dataset.mask_dir``, or alpha with ``dataset.masked_loss``), which regularization subsets do not
+    inherit."""
+    if "conditioning_data_dir" in options:
+        if not defaults.masked:
+            raise ConfigError(
+                [f"{path}: {where}.conditioning_data_dir: masks are used only with dataset.masked_loss = true; "
+                 "turn it on or remove the key"]
+            )
+        folder = _resolve_image_dir(options["conditioning_data_dir"], path, f"{where}.conditioning_data_dir")
+        return {"mask_dir": folder, "alpha_mask": False}
+    if "alpha_mask" in options:
+        return {"mask_dir": None, "alpha_mask": options["alpha_mask"]}
+    if options.get("is_reg"):
+        return {"mask_dir": None, "alpha_mask": False}
+    return {}
 
 
 def subsets_from_folders(root: Path, defaults: SubsetBlueprint, is_reg: bool, kind: str) -> list[SubsetBlueprint]:
@@ -222,6 +257,8 @@ def subsets_from_folders(root: Path, defaults: SubsetBlueprint, is_reg: bool, ki
     """
     if not root.is_dir():
         raise ConfigError([f"{kind}: folder not found: {root}"])
+    if is_reg:
+        defaults = replace(defaults, alpha_mask=False, mask_dir=None)
     subsets = [replace(defaults, image_dir=root, class_tokens=None, is_reg=is_reg)] if list_images(root) else []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
@@ -232,7 +269,12 @@ def subsets_from_folders(root: Path, defaults: SubsetBlueprint, is_reg: bool, ki
         if repeats < 1:
             logger.warning("%s: %s", folder, ZERO_REPEATS)
             continue
-        subsets.append(replace(defaults, image_dir=folder, num_repeats=repeats, class_tokens=tokens, is_reg=is_reg))
+        masks = mask_folder_for(defaults.mask_dir, folder) if defaults.mask_dir else None
+        subsets.append(
+            replace(
+                defaults, image_dir=folder, num_repeats=repeats, class_tokens=tokens, is_reg=is_reg, mask_dir=masks
+            )
+        )
     if not subsets:
         raise ConfigError([f"{kind}: {root} holds no images and no image folders (name them like '10_sks dog')"])
     return subsets
@@ -240,7 +282,11 @@ def subsets_from_folders(root: Path, defaults: SubsetBlueprint, is_reg: bool, ki
 
 def _defaults_from(section: DatasetSection, blueprint: type) -> dict[str, Any]:
     """Run-config values for every blueprint field the ``dataset`` section also has."""
-    return {f.name: getattr(section, f.name) for f in fields(blueprint) if f.name in DatasetSection.model_fields}
+    values = {f.name: getattr(section, f.name) for f in fields(blueprint) if f.name in DatasetSection.model_fields}
+    if blueprint is SubsetBlueprint:
+        values["mask_dir"] = Path(section.mask_dir) if section.mask_dir else None
+        values["alpha_mask"] = section.masked_loss and not section.mask_dir
+    return values
 
 
 def blueprints_from_config(section: DatasetSection) -> list[DatasetBlueprint]:
@@ -262,6 +308,7 @@ def validation_subsets(section: DatasetSection) -> list[SubsetBlueprint]:
     if not section.validation_dir:
         return []
     subset_defaults = SubsetBlueprint(image_dir=Path("."), **_defaults_from(section, SubsetBlueprint))
+    subset_defaults = replace(subset_defaults, mask_dir=None)  # the mask folder holds the training images' masks
     return subsets_from_folders(Path(section.validation_dir), subset_defaults, False, "dataset.validation_dir")
 
 
@@ -287,6 +334,8 @@ def with_dreambooth_subsets(datasets: list[DatasetBlueprint], section: DreamBoot
             num_repeats=1,
             class_tokens=section.class_prompt,
             is_reg=True,
+            alpha_mask=False,
+            mask_dir=None,
         )
         updated[0] = replace(updated[0], subsets=(*updated[0].subsets, class_subset))
     return updated

@@ -35,6 +35,7 @@ class SeenImage:
     caption: str | None
     samples: int
     unreadable_caption: tuple[Path, str] | None = None
+    no_mask: str | None = None  # masked loss: why this image has no mask ("" when it has one; None: masks unused)
 
 
 @dataclass
@@ -54,6 +55,8 @@ class FolderReport:
     unreadable_images: list[dict[str, str]] = field(default_factory=list)
     passed_over: list[dict[str, str]] = field(default_factory=list)
     top_tags: list[tuple[str, int]] = field(default_factory=list)
+    masks: int | None = None  # masked loss: images with a mask (None when masks are not in use)
+    without_mask: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
 
 
 def folder_report(
@@ -87,12 +90,21 @@ def folder_report(
             report.empty_captions.append(str(image.path))
         else:
             captions.append(image.caption)
+    _count_masks(report, images)
     if images:
         report.smallest = min((image.size for image in images), key=lambda size: size[0] * size[1])
         report.largest = max((image.size for image in images), key=lambda size: size[0] * size[1])
     report.buckets = _sorted_buckets(buckets)
     report.top_tags = tag_frequencies(captions).most_common(top_tags)
     return report
+
+
+def _count_masks(report: FolderReport, images: Sequence[SeenImage]) -> None:
+    """Masked loss: how many images have a mask, and which lack one and why."""
+    if not any(image.no_mask is not None for image in images):
+        return
+    report.without_mask = [{"path": str(image.path), "reason": image.no_mask} for image in images if image.no_mask]
+    report.masks = len(images) - len(report.without_mask)
 
 
 def bucket_totals(folders: Iterable[FolderReport]) -> dict[str, int]:
@@ -144,6 +156,9 @@ def folder_lines(folders: Sequence[FolderReport]) -> list[str]:
         if folder.passed_over:
             lines.append(_passed_over_line(folder))
     for folder in folders:
+        if folder.masks is not None:
+            lines.append(_masks_line(folder))
+    for folder in folders:
         if folder.top_tags:
             tags = ", ".join(f"{tag} ({count})" for tag, count in folder.top_tags)
             lines.append(f"top tags in {Path(folder.path).name}: {tags}")
@@ -156,6 +171,17 @@ def _passed_over_line(folder: FolderReport) -> str:
     named = ", ".join(f"{Path(entry['path']).name} ({entry['reason']})" for entry in shown)
     more = len(folder.passed_over) - len(shown)
     return f"passed over in {Path(folder.path).name}: {named}" + (f" and {more} more" if more > 0 else "")
+
+
+def _masks_line(folder: FolderReport) -> str:
+    """Masked loss: a folder's images with a mask, and the first of those without one, each with the reason."""
+    line = f"masks in {Path(folder.path).name}: {folder.masks} of {folder.images} image(s)"
+    if not folder.without_mask:
+        return line
+    shown = folder.without_mask[:_PASSED_OVER_NAMED]
+    named = ", ".join(f"{Path(entry['path']).name} ({entry['reason']})" for entry in shown)
+    more = len(folder.without_mask) - len(shown)
+    return f"{line}; without: {named}" + (f" and {more} more" if more > 0 else "")
 
 
 def _bucket_name(bucket: Size) -> str:

@@ -154,10 +154,28 @@ def load_image_rgb(path: str | os.PathLike[str]) -> Image.Image:
 
     Raises :class:`ImageLoadError` for zero-byte, truncated, corrupt, oversized or non-image files.
     """
+    return load_image_and_alpha(path)[0]
+
+
+def load_image_and_alpha(path: str | os.PathLike[str]) -> tuple[Image.Image, Image.Image | None]:
+    """:func:`load_image_rgb` and the image's upright 8-bit alpha channel (mode ``L``), or None when it has none
+    (the alpha-channel masks of masked loss)."""
     with open_image(path) as image:
         image.load()
         upright = _apply_exif_orientation(image, Path(path))
-        return to_rgb(upright)
+        return to_rgb(upright), alpha_channel(upright)
+
+
+def has_alpha(image: Image.Image) -> bool:
+    """True when ``image`` carries transparency (an alpha band or a transparent palette colour)."""
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
+def alpha_channel(image: Image.Image) -> Image.Image | None:
+    """The alpha channel of ``image`` as an 8-bit ``L`` image, or None when it has no transparency."""
+    if not has_alpha(image):
+        return None
+    return image.convert("RGBA").getchannel("A")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

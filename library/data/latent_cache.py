@@ -6,10 +6,12 @@ cache built today equals one built tomorrow, and the same as :func:`encode_laten
 into a cache.)
 
 On disk, ``<image folder>/.furnace_cache/<image name>_<resized>_<bucket>.safetensors`` holds the latent (and the
-latent of the mirrored image when ``flip_aug`` is on). Its metadata records what it was made from: the image
-file's size and modification time, the resize/crop plan, flip, and a fingerprint of the VAE weights, dtype and
-scaling factor. A file whose record does not match is rebuilt; one that matches is reused without touching the
-VAE. Files are written atomically, so runs sharing a dataset may fill its cache at the same time.
+latent of the mirrored image when ``flip_aug`` is on, and the loss mask at latent size for masked subsets: a
+mirrored mask is the stored one flipped). Its metadata records what it was made from: the image file's size and
+modification time, the resize/crop plan, flip, the mask's source (and its file's size and modification time),
+and a fingerprint of the VAE weights, dtype and scaling factor. A file whose record does not match is rebuilt
+(a changed mask file included); one that matches is reused without touching the VAE. Files are written
+atomically, so runs sharing a dataset may fill its cache at the same time.
 """
 
 from __future__ import annotations
@@ -27,14 +29,15 @@ from safetensors.torch import load_file, save_file
 
 from library.atomic_files import atomic_path, remove_stale_temporaries
 from library.data.records import ImageRecord
-from library.data.transforms import make_sample
+from library.data.masks import reduce_mask
+from library.data.transforms import Sample, make_sample
 
 logger = logging.getLogger(__name__)
 
 CACHE_DIR_NAME = ".furnace_cache"
 _FORMAT = "furnace-latent-v1"
 _KEY_FIELD = "furnace_cache_key"
-LATENT, FLIPPED = "latent", "latent_flipped"
+LATENT, FLIPPED, MASK = "latent", "latent_flipped", "mask"
 
 
 def encode_latents(vae: torch.nn.Module, pixels: torch.Tensor, scaling_factor: float) -> torch.Tensor:
@@ -68,7 +71,27 @@ def cache_key(record: ImageRecord, vae_key: str) -> str:
         "flip": record.subset.flip_aug,
         "vae": vae_key,
     }
+    if record.subset.masked:  # unmasked entries keep the key they always had
+        parts["mask"] = _mask_source(record)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _mask_source(record: ImageRecord) -> list[object]:
+    """What a cached mask was made from: its file (path, size, modification time), or the image's alpha."""
+    if record.mask_path is None:
+        return ["alpha"]
+    stat = record.mask_path.stat()
+    return [str(record.mask_path), stat.st_size, stat.st_mtime_ns]
+
+
+def _stored_names(record: ImageRecord) -> set[str]:
+    """The tensors a cache entry of ``record`` holds."""
+    names = {LATENT}
+    if record.subset.flip_aug:
+        names.add(FLIPPED)
+    if record.subset.masked:
+        names.add(MASK)
+    return names
 
 
 def cache_path(record: ImageRecord) -> Path:
@@ -108,8 +131,7 @@ class LatentCache:
                 names = set(handle.keys())
         except (OSError, SafetensorError):
             return False
-        wanted = {LATENT, FLIPPED} if record.subset.flip_aug else {LATENT}
-        if stored != cache_key(record, self.vae_key) or not wanted <= names:
+        if stored != cache_key(record, self.vae_key) or not _stored_names(record) <= names:
             return False
         self._files[entry_id(record)] = path
         return True
@@ -136,13 +158,24 @@ class LatentCache:
         with atomic_path(path) as temporary:
             save_file(latents, str(temporary), metadata={_KEY_FIELD: key})
 
-    def get(self, record: ImageRecord, flipped: bool = False) -> torch.Tensor:
-        """The latent ``[4, h, w]`` of ``record`` (mirrored when ``flipped``)."""
+    def get(self, record: ImageRecord, flipped: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The latent ``[4, h, w]`` of ``record`` and its loss mask ``[1, h, w]`` (None: unmasked), both mirrored
+        when ``flipped``."""
         key = entry_id(record)
         latents = self._memory.get(key)
         if latents is None:
             latents = load_file(str(self._files[key]))
-        return latents[FLIPPED if flipped else LATENT]
+        mask = latents.get(MASK)
+        if mask is not None and flipped:
+            mask = torch.flip(mask, dims=[-1])
+        return latents[FLIPPED if flipped else LATENT], mask
+
+
+def _latent_mask(mask: torch.Tensor | None, size: torch.Size) -> torch.Tensor:
+    """A sample's mask area-averaged to the latent grid ``[1, h, w]``; ones for a masked subset's image without one."""
+    if mask is None:
+        return torch.ones((1, *size))
+    return reduce_mask(mask.unsqueeze(0), size)[0]
 
 
 class LatentEncoder:
@@ -151,13 +184,13 @@ class LatentEncoder:
 
     def __init__(self, vae: torch.nn.Module, factor: float, cache: LatentCache, batch_size: int) -> None:
         self.vae, self.factor, self.cache, self.batch_size = vae, factor, cache, batch_size
-        self.pending: dict[tuple, list[tuple[ImageRecord, torch.Tensor]]] = defaultdict(list)
+        self.pending: dict[tuple, list[tuple[ImageRecord, Sample]]] = defaultdict(list)
         self.encoded = 0
 
-    def add(self, record: ImageRecord, image: Image.Image) -> None:
-        """Queue the centred crop of a decoded image; a full bucket queue is encoded at once."""
+    def add(self, record: ImageRecord, image: Image.Image, mask: Image.Image | None = None) -> None:
+        """Queue the centred crop of a decoded image (and of its mask); a full bucket queue is encoded at once."""
         queue = self.pending[record.plan.bucket]
-        queue.append((record, make_sample(image, record.plan).pixels))
+        queue.append((record, make_sample(image, record.plan, mask=mask)))
         if len(queue) >= self.batch_size:
             self._encode(record.plan.bucket)
 
@@ -170,14 +203,16 @@ class LatentEncoder:
         queue = self.pending.pop(bucket, [])
         if not queue:
             return
-        pixels = torch.stack([pixels for _, pixels in queue])
+        pixels = torch.stack([sample.pixels for _, sample in queue])
         latents = encode_latents(self.vae, pixels, self.factor)
         flipped = None
         if any(record.subset.flip_aug for record, _ in queue):
             flipped = encode_latents(self.vae, torch.flip(pixels, dims=[-1]), self.factor)
-        for row, (record, _) in enumerate(queue):
+        for row, (record, sample) in enumerate(queue):
             entry = {LATENT: latents[row]}
             if record.subset.flip_aug and flipped is not None:
                 entry[FLIPPED] = flipped[row]
+            if record.subset.masked:
+                entry[MASK] = _latent_mask(sample.mask, latents.shape[-2:])
             self.cache.store(record, entry)
         self.encoded += len(queue)

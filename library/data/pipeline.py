@@ -32,8 +32,9 @@ from library.data.dataset_config import (
     validation_subsets,
     with_dreambooth_subsets,
 )
-from library.data.images import ImageLoadError, load_image_rgb
+from library.data.images import ImageLoadError
 from library.data.latent_cache import LatentCache, LatentEncoder, vae_fingerprint
+from library.data.masks import MaskError, load_image_and_mask
 from library.data.records import DatasetError, ImageRecord, handle_bad_images, scan_subsets
 from library.data.transforms import make_sample, size_conditioning
 
@@ -43,7 +44,9 @@ logger = logging.getLogger(__name__)
 @dataclass
 class Batch:
     """One step's inputs. Exactly one of ``latents`` ``[B, 4, h, w]`` (cached) or ``pixels`` ``[B, 3, H, W]`` in
-    [-1, 1] is set. Sizes are (height, width) pixel pairs: SDXL's time ids."""
+    [-1, 1] is set. Sizes are (height, width) pixel pairs: SDXL's time ids. ``masks`` ``[B, 1, h or H, w or W]``
+    in [0, 1] (at the latents' or the pixels' size) weigh the loss when any sample of the batch has a mask;
+    a sample without one weighs 1 everywhere."""
 
     indices: list[int]
     captions: list[str]
@@ -54,6 +57,7 @@ class Batch:
     target_sizes: list[tuple[int, int]]
     latents: torch.Tensor | None = None
     pixels: torch.Tensor | None = None
+    masks: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -138,7 +142,7 @@ class TrainingData:
     def load_batch(self, indices: list[int], epoch: int, batch_number: int) -> Batch:
         """The tensors of one training batch; the same arguments always give the same batch."""
         rng = batching.seeded_rng(self.seed, epoch, batch_number, "batch")
-        captions, weights, pixels, latents, sizes = [], [], [], [], []
+        captions, weights, pixels, latents, sizes, masks = [], [], [], [], [], []
         prior_weight = self.config.dataset.prior_loss_weight
         for index in indices:
             record = self.train_records[index]
@@ -147,13 +151,17 @@ class TrainingData:
             weights.append(prior_weight if record.is_reg else 1.0)
             flip = subset.flip_aug and rng.random() < 0.5
             if self._latents is not None:
-                latents.append(self._latents.get(record, flip))
+                latent, mask = self._latents.get(record, flip)
+                latents.append(latent)
+                masks.append(mask)
                 sizes.append(size_conditioning(record.plan, record.plan.crop_offset(), flip))
                 continue
-            sample = make_sample(self._decode(record), record.plan, rng, subset.random_crop, flip, subset.color_aug)
+            image, mask = self._decode(record)
+            sample = make_sample(image, record.plan, rng, subset.random_crop, flip, subset.color_aug, mask)
             pixels.append(sample.pixels)
+            masks.append(sample.mask)
             sizes.append((sample.original_size, sample.crop_top_left, sample.target_size))
-        return _assemble(indices, captions, weights, sizes, latents, pixels, self._reg_flags(indices))
+        return _assemble(indices, captions, weights, sizes, latents, pixels, self._reg_flags(indices), masks)
 
     def _reg_flags(self, indices: list[int]) -> list[bool]:
         return [self.train_records[index].is_reg for index in indices]
@@ -175,18 +183,23 @@ class TrainingData:
         return chunks
 
     def _fixed_batch(self, indices: list[int]) -> Batch:
-        captions, sizes, latents, pixels = [], [], [], []
+        captions, sizes, latents, pixels, masks = [], [], [], [], []
         for index in indices:
             record = self.validation_records[index]
             captions.append(process_caption(record.caption, record.subset))
             if self._latents is not None:
-                latents.append(self._latents.get(record))
+                latent, mask = self._latents.get(record)
+                latents.append(latent)
+                masks.append(mask)
                 sizes.append(size_conditioning(record.plan, record.plan.crop_offset(), False))
                 continue
-            sample = make_sample(self._decode(record), record.plan)
+            image, mask = self._decode(record)
+            sample = make_sample(image, record.plan, mask=mask)
             pixels.append(sample.pixels)
+            masks.append(sample.mask)
             sizes.append((sample.original_size, sample.crop_top_left, sample.target_size))
-        return _assemble(indices, captions, [1.0] * len(indices), sizes, latents, pixels, [False] * len(indices))
+        count = len(indices)
+        return _assemble(indices, captions, [1.0] * count, sizes, latents, pixels, [False] * count, masks)
 
     def all_captions(self) -> list[str]:
         """Every caption training and validation can produce when captions are not randomised (text cache)."""
@@ -196,9 +209,9 @@ class TrainingData:
         return sorted(captions)
 
     @staticmethod
-    def _decode(record: ImageRecord) -> Image.Image:
+    def _decode(record: ImageRecord) -> tuple[Image.Image, Image.Image | None]:
         try:
-            return load_image_rgb(record.path)
+            return _load_with_mask(record)
         except ImageLoadError as error:
             raise DatasetError([f"{error} (it changed after the dataset was checked; restart the run)"]) from None
 
@@ -244,7 +257,7 @@ class TrainingData:
                 reused += 1
                 continue
             try:
-                image = load_image_rgb(record.path)
+                image, mask = _load_with_mask(record)
             except ImageLoadError as error:
                 bad.append(error)
                 continue
@@ -253,7 +266,7 @@ class TrainingData:
                 record = replace(record, size=image.size, plan=plan)
                 self._records(kind)[index] = record
             if encoder is not None:
-                encoder.add(record, image)
+                encoder.add(record, image, mask)
         if encoder is not None:
             encoder.flush()
             logger.info("latents: %d reused from the disk cache, %d encoded", reused, encoder.encoded)
@@ -325,6 +338,24 @@ class TrainingData:
 SizeTriple = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 
 
+def _load_with_mask(record: ImageRecord) -> tuple[Image.Image, Image.Image | None]:
+    """The record's RGB image and its loss mask (None: none); a bad mask file stops the run naming it."""
+    subset = record.subset
+    try:
+        return load_image_and_mask(record.path, subset.alpha_mask, record.mask_path)
+    except MaskError as error:
+        raise DatasetError([str(error)]) from None
+
+
+def _stack_masks(masks: list[torch.Tensor | None], samples: list[torch.Tensor]) -> torch.Tensor | None:
+    """``[B, 1, h, w]`` masks at the samples' size, ones for a sample without one; None when no sample has one."""
+    if all(mask is None for mask in masks):
+        return None
+    return torch.stack(
+        [mask if mask is not None else torch.ones((1, *sample.shape[-2:])) for mask, sample in zip(masks, samples)]
+    )
+
+
 def _assemble(
     indices: list[int],
     captions: list[str],
@@ -333,6 +364,7 @@ def _assemble(
     latents: list[torch.Tensor],
     pixels: list[torch.Tensor],
     is_reg: list[bool],
+    masks: list[torch.Tensor | None],
 ) -> Batch:
     """A :class:`Batch` from per-sample parts; ``sizes`` are (original, crop top-left, target) triples."""
     return Batch(
@@ -345,6 +377,7 @@ def _assemble(
         target_sizes=[size[2] for size in sizes],
         latents=torch.stack(latents) if latents else None,
         pixels=torch.stack(pixels) if pixels else None,
+        masks=_stack_masks(masks, latents or pixels),
     )
 
 

@@ -15,6 +15,7 @@ from library.data.buckets import BucketAssigner, ResizePlan, Size
 from library.data.captions import CaptionError, read_caption_for
 from library.data.dataset_config import SubsetBlueprint
 from library.data.images import ImageLoadError, describe_unreadable, list_folder, read_image_size
+from library.data.masks import MaskError, find_mask, mask_index
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,8 @@ class ImageRecord:
     """One training image: where it is, its upright size, its caption and how it becomes a sample.
 
     ``caption`` is the caption file's text, or the subset's class tokens when the file is missing or empty
-    (``has_caption`` tells which), or ``""`` when there are neither.
+    (``has_caption`` tells which), or ``""`` when there are neither. ``mask_path`` is its file in the subset's
+    mask folder (masked loss).
     """
 
     path: Path
@@ -43,6 +45,7 @@ class ImageRecord:
     subset: SubsetBlueprint
     dataset_index: int
     plan: ResizePlan
+    mask_path: Path | None = None
 
     @property
     def is_reg(self) -> bool:
@@ -68,6 +71,8 @@ def scan_subset(subset: SubsetBlueprint, dataset_index: int, assigner: BucketAss
     missing = 0
     fallback = subset.class_tokens or ""
     listing = list_folder(subset.image_dir, subset.caption_extension)
+    masks = mask_index(subset.mask_dir) if subset.mask_dir is not None else None
+    no_mask: list[Path] = []
     for path in listing.images:
         try:
             size = read_image_size(path)
@@ -80,10 +85,36 @@ def scan_subset(subset: SubsetBlueprint, dataset_index: int, assigner: BucketAss
             raise DatasetError([f"{error}"]) from None
         if not caption:
             missing += 1
-        records.append(
-            ImageRecord(path, size, caption or fallback, bool(caption), subset, dataset_index, assigner.plan(size))
-        )
+        plan = assigner.plan(size)
+        mask_path = _mask_of(masks, path, no_mask)
+        text = caption or fallback
+        records.append(ImageRecord(path, size, text, bool(caption), subset, dataset_index, plan, mask_path))
+    if no_mask:
+        raise DatasetError([_missing_masks_line(subset, no_mask)])
     return SubsetScan(subset, records, missing, bad, listing.passed_over)
+
+
+def _mask_of(masks: dict[str, list[Path]] | None, image: Path, no_mask: list[Path]) -> Path | None:
+    """``image``'s mask file when its subset has a mask folder; an image without one joins ``no_mask``."""
+    if masks is None:
+        return None
+    try:
+        found = find_mask(masks, image)
+    except MaskError as error:
+        raise DatasetError([str(error)]) from None
+    if found is None:
+        no_mask.append(image)
+    return found
+
+
+def _missing_masks_line(subset: SubsetBlueprint, images: list[Path], limit: int = 10) -> str:
+    """Masked loss with a mask folder needs a mask for every image: one line naming the images without one."""
+    named = ", ".join(path.name for path in images[:limit])
+    more = f" and {len(images) - limit} more" if len(images) > limit else ""
+    return (
+        f"{subset.image_dir}: {len(images)} image(s) have no mask in {subset.mask_dir}: {named}{more}; add a mask "
+        "with the same file name stem (white = learn, black = ignore), or turn off dataset.masked_loss"
+    )
 
 
 def report_missing_captions(scan: SubsetScan) -> None:

@@ -17,6 +17,7 @@ from library.data.captions import tag_frequencies
 from library.data.dataset_config import DatasetBlueprint, SubsetBlueprint
 from library.data.dataset_report import FolderReport, SeenImage, describe_bucketing, folder_lines, folder_report
 from library.data.images import ImageLoadError
+from library.data.masks import header_has_alpha
 from library.data.records import ImageRecord
 
 
@@ -53,7 +54,9 @@ def folder_reports(
     sampled = list(zip(train_records, repeats)) + [(record, 0) for record in validation_records]
     for record, count in sampled:
         caption = record.caption if record.has_caption else None
-        seen[record.subset].append(SeenImage(record.path, record.size, record.plan.bucket, caption, count))
+        no_mask = _no_mask_reason(record)
+        image = SeenImage(record.path, record.size, record.plan.bucket, caption, count, no_mask=no_mask)
+        seen[record.subset].append(image)
     return {
         subset: folder_report(
             subset.image_dir,
@@ -68,6 +71,19 @@ def folder_reports(
         for dataset in datasets
         for subset in dataset.subsets
     }
+
+
+def _no_mask_reason(record: ImageRecord) -> str | None:
+    """Masked loss: why ``record`` has no mask ("" when it has one; None when its folder is not masked). A mask
+    folder's images all have one (the scan refuses a missing one); an alpha-masked image may have no alpha."""
+    if not record.subset.masked:
+        return None
+    if record.mask_path is not None:
+        return ""
+    try:
+        return "" if header_has_alpha(record.path) else "no alpha channel: weighs 1 everywhere"
+    except ImageLoadError as error:
+        return error.reason
 
 
 def summary_lines(

@@ -1,7 +1,8 @@
 """From a decoded image to a training tensor: resize, crop, flip, colour jitter, scale to [-1, 1].
 
 The resize/crop sizes come from the image's ``ResizePlan`` (the bucket code), so the trainer, the latent cache and
-the ``crop`` command agree on every pixel.
+the ``crop`` command agree on every pixel. A loss mask goes through the same resize, crop and flip as its image
+(area-averaged when shrunk), never through the colour jitter.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from PIL import Image
 
 from library.data.buckets import ResizePlan, Size
+from library.data.masks import mask_to_tensor, resize_mask
 
 _HUE_SHIFT = 8 / 180  # fraction of the hue circle: +-16 degrees, as sd-scripts' color_aug
 _SATURATION_SCALE = (0.9, 1.1)
@@ -27,11 +29,15 @@ class Sample:
     original_size: Size
     crop_top_left: Size
     target_size: Size
+    mask: torch.Tensor | None = None  # [1, H, W] in [0, 1]; None = weight 1 everywhere
 
 
-def resize_and_crop(image: Image.Image, plan: ResizePlan, offset: Size) -> Image.Image:
-    """Scale to ``plan.resized`` (Lanczos to shrink, bicubic to enlarge), then crop the bucket at ``offset``."""
-    if image.size != plan.resized:
+def resize_and_crop(image: Image.Image, plan: ResizePlan, offset: Size, is_mask: bool = False) -> Image.Image:
+    """Scale to ``plan.resized`` (Lanczos to shrink, bicubic to enlarge; a mask as :func:`resize_mask` does), then
+    crop the bucket at ``offset``."""
+    if is_mask:
+        image = resize_mask(image, plan.resized)
+    elif image.size != plan.resized:
         shrinking = plan.resized[0] * plan.resized[1] < image.size[0] * image.size[1]
         image = image.resize(plan.resized, Image.Resampling.LANCZOS if shrinking else Image.Resampling.BICUBIC)
     left, top = offset
@@ -71,13 +77,19 @@ def make_sample(
     random_crop: bool = False,
     flip: bool = False,
     color_aug: bool = False,
+    mask: Image.Image | None = None,
 ) -> Sample:
-    """One training sample; without ``rng`` the crop is centred and nothing random happens."""
+    """One training sample (with its ``mask``, an ``L`` image of the image's size, transformed alike); without
+    ``rng`` the crop is centred and nothing random happens."""
     offset = plan.crop_offset(random_crop and rng is not None, rng)
     cropped = resize_and_crop(image, plan, offset)
     if color_aug and rng is not None:
         cropped = jitter_colour(cropped, rng)
+    if mask is not None:
+        mask = resize_and_crop(mask, plan, offset, is_mask=True)
     if flip:
         cropped = cropped.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        mask = mask.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if mask is not None else None
     original, crop_top_left, target = size_conditioning(plan, offset, flip)
-    return Sample(to_tensor(cropped), original, crop_top_left, target)
+    mask_tensor = mask_to_tensor(mask) if mask is not None else None
+    return Sample(to_tensor(cropped), original, crop_top_left, target, mask_tensor)

@@ -51,6 +51,7 @@ class DatasetInfo:
     random_crop: bool
     prior_loss_weight: float
     cache_latents: bool
+    masked_loss: bool  # any training folder's loss weighted by masks (mask files or alpha channels)
 
 
 @dataclass(frozen=True)

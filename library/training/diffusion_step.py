@@ -63,8 +63,10 @@ def denoising_loss(
     conditioning: TextConditioning,
     settings: LossSettings,
     time_ids: torch.Tensor | None = None,
+    masks: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The diffusion loss of each sample of one batch (``[batch]``, with gradients)."""
+    """The diffusion loss of each sample of one batch (``[batch]``, with gradients), weighted per pixel by
+    ``masks`` (``[batch, 1, h, w]``, masked loss) when given."""
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     prediction = unet_prediction(unet, noisy, timesteps, conditioning, time_ids)
     target = prediction_target(noise_scheduler, latents, noise, timesteps)
@@ -72,4 +74,4 @@ def denoising_loss(
     if settings.min_snr_gamma:
         is_v = noise_scheduler.config.prediction_type == "v_prediction"
         snr = min_snr_weights(noise_scheduler, timesteps, settings.min_snr_gamma, is_v)
-    return per_sample_loss(prediction, target, settings.loss_type, settings.huber_c, snr)
+    return per_sample_loss(prediction, target, settings.loss_type, settings.huber_c, snr, masks)

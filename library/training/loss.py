@@ -1,10 +1,19 @@
-"""The diffusion training loss: prediction target, element loss, per-sample weights (prior, min-SNR)."""
+"""The diffusion training loss: prediction target, element loss, loss masks, per-sample weights (prior, min-SNR).
+
+Masked loss follows sd-scripts: the per-element loss is multiplied by the mask (area-averaged to the latent grid)
+*before* the mean over all latent elements, which is not renormalised by the mask's area. So every unmasked latent
+cell weighs the same in every image, and an image that is half masked contributes half the loss of a whole one
+(its gradient is not scaled up to make up for the hidden half). Min-SNR and the prior loss weight then scale the
+per-sample loss as usual; class images and images without a mask weigh 1 everywhere.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
 import torch
+
+from library.data.masks import reduce_mask
 
 LossType = Literal["l2", "huber", "smooth_l1"]
 
@@ -50,10 +59,15 @@ def per_sample_loss(
     loss_type: LossType = "l2",
     huber_c: float = 0.1,
     snr_weights: torch.Tensor | None = None,
+    masks: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Loss per sample ``[batch]``: the mean over latent pixels, times the min-SNR weight when given.
+    """Loss per sample ``[batch]``: the mean over latent pixels of the loss times ``masks`` ``[batch, 1, H, W]``
+    (any size: area-averaged to the latents'; see the module docstring), times the min-SNR weight when given.
     Per-sample weights (prior loss weight) are the caller's, so instance and prior terms can be reported apart."""
-    per_sample = element_loss(prediction, target, loss_type, huber_c).mean(dim=(1, 2, 3))
+    elements = element_loss(prediction, target, loss_type, huber_c)
+    if masks is not None:
+        elements = elements * reduce_mask(masks.to(elements.device, elements.dtype), elements.shape[-2:])
+    per_sample = elements.mean(dim=(1, 2, 3))
     if snr_weights is not None:
         per_sample = per_sample * snr_weights.to(per_sample.dtype)
     return per_sample

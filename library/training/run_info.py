@@ -41,6 +41,7 @@ def dataset_info(config: FurnaceConfig, data: TrainingData) -> DatasetInfo:
         random_crop=folder.random_crop,
         prior_loss_weight=config.dataset.prior_loss_weight,
         cache_latents=config.dataset.cache_latents,
+        masked_loss=any(subset.masked for subset in data.subsets if not subset.is_reg),
     )
 
 

@@ -1,4 +1,4 @@
-"""What the UNet needs for one batch: latents, text conditioning, SDXL time ids and per-sample loss weights.
+"""What the UNet needs for one batch: latents, text conditioning, SDXL time ids, per-sample loss weights and masks.
 
 Latents come from the pipeline's cache or are encoded on the fly; conditioning from the text-encoder cache
 (frozen encoders) or from the encoders themselves, with gradients when they train.
@@ -63,6 +63,10 @@ class StepInputs:
         weights = batch.loss_weights.to(self.device)
         return latents, conditioning, self.time_ids(batch, latents.dtype), weights
 
+    def masks(self, batch) -> torch.Tensor | None:
+        """The batch's loss masks on the device (None: unmasked)."""
+        return batch.masks.to(self.device) if batch.masks is not None else None
+
     # ------------------------------------------------------------------------------------------ validation
     def _validation_batches(self) -> list:
         if self._validation is None:
@@ -71,9 +75,11 @@ class StepInputs:
             ]
         return self._validation
 
-    def validation_latents(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def validation_latents(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor | None]]:
+        """Latents, per-sample weights and loss masks of every validation batch."""
         pairs = self._validation_batches()
-        return [latents for _, latents in pairs], [batch.loss_weights.to(self.device) for batch, _ in pairs]
+        weights = [batch.loss_weights.to(self.device) for batch, _ in pairs]
+        return [latents for _, latents in pairs], weights, [self.masks(batch) for batch, _ in pairs]
 
     def validation_conditioning(self, index: int) -> tuple[TextConditioning, torch.Tensor | None]:
         batch, latents = self._validation_batches()[index]

@@ -245,7 +245,7 @@ class Trainer:
             with self.accelerator.autocast():
                 per_sample = denoising_loss(
                     self.inputs.unet, self.model.noise_scheduler, latents, noise, timesteps, conditioning,
-                    self.loss_settings, time_ids,
+                    self.loss_settings, time_ids, self.inputs.masks(batch),
                 )
                 loss = weighted_mean(per_sample, weights)
             self._check_finite(loss, position)
@@ -370,10 +370,10 @@ class Trainer:
     def _validate(self, step: int) -> None:
         if not self.data.has_validation:
             return
-        latents, weights = self.inputs.validation_latents()
+        latents, weights, masks = self.inputs.validation_latents()
         loss = fixed_validation_loss(
             self.inputs.unet, self.model.noise_scheduler, latents, self.inputs.validation_conditioning, weights,
-            self.loss_settings, seed=self.config.training.seed, modules=self._modules(),
+            self.loss_settings, seed=self.config.training.seed, modules=self._modules(), masks_per_batch=masks,
         )
         loss = float(self.accelerator.reduce(torch.tensor(loss, device=self.accelerator.device), "mean"))
         self.metrics.scalars({"loss/validation": loss}, step)

@@ -29,12 +29,14 @@ def fixed_validation_loss(
     seed: int,
     modules: Sequence[torch.nn.Module],
     timesteps: Sequence[int] = VALIDATION_TIMESTEPS,
+    masks_per_batch: Sequence[torch.Tensor | None] | None = None,
 ) -> float:
     """Mean loss over validation batches x fixed timesteps, with noise from a generator seeded by ``seed``.
 
     ``condition(i)`` returns batch ``i``'s text conditioning (recomputed: the text encoder may be training) and
     its SDXL time ids (or None). ``modules`` are all the pass runs through (UNet, text encoders): they run in eval
-    mode, so adapter dropout cannot move the loss, and keep their own modes afterwards.
+    mode, so adapter dropout cannot move the loss, and keep their own modes afterwards. ``masks_per_batch`` holds
+    each batch's loss masks (masked loss; None for an unmasked batch).
     """
     generator = torch.Generator(device="cpu").manual_seed(seed)
     total, count = 0.0, 0
@@ -46,8 +48,9 @@ def fixed_validation_loss(
                     latents.device, latents.dtype
                 )
                 steps = torch.full((latents.shape[0],), timestep, device=latents.device, dtype=torch.long)
+                masks = masks_per_batch[index] if masks_per_batch is not None else None
                 per_sample = denoising_loss(
-                    unet, noise_scheduler, latents, noise, steps, conditioning, settings, time_ids
+                    unet, noise_scheduler, latents, noise, steps, conditioning, settings, time_ids, masks
                 )
                 loss = weighted_mean(per_sample, weights_per_batch[index])
                 total += float(loss)

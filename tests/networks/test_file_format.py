@@ -137,6 +137,7 @@ def _dataset_info() -> DatasetInfo:
         random_crop=False,
         prior_loss_weight=1.0,
         cache_latents=True,
+        masked_loss=True,
     )
 
 
@@ -207,6 +208,7 @@ def test_metadata_values(tiny, tmp_path, family_name, version, v2, architecture,
     assert metadata["modelspec.date"] == datetime.fromtimestamp(1_700_000_000).isoformat()
     assert metadata["ss_shuffle_caption"] == "True" and metadata["ss_caption_tag_dropout_rate"] == "0.1"
     assert metadata["ss_num_batches_per_epoch"] == "6" and json.loads(metadata["ss_reg_dataset_dirs"]) == {}
+    assert metadata["ss_masked_loss"] == "True"
 
 
 def test_checkpoint_metadata_is_the_lora_record_without_network_keys():

@@ -18,6 +18,7 @@ from safetensors.torch import save
 
 from library.atomic_files import write_bytes_atomic
 from library.models.families import ModelFamily
+from library.models.token_embeddings import AddedToken, add_token
 from library.networks.hashes import lora_hashes
 
 logger = logging.getLogger(__name__)
@@ -114,3 +115,12 @@ def _checked(path: Path, vectors: dict[str, torch.Tensor], metadata: dict[str, s
     if any(tensor.ndim != 2 for tensor in vectors.values()) or len(counts) != 1:
         raise EmbeddingFileError(f"{path}: embedding tensors must be [num_vectors, width] with one vector count")
     return Embedding(vectors, metadata)
+
+
+def load_embedding(family: ModelFamily, tokenizers: list, encoders: list[torch.nn.Module], path: str | Path,
+                   token: str) -> list[AddedToken]:
+    """Add the file's embedding to the model's tokenizers and text encoders as ``token``, as a user's tool would
+    before prompting with it (previews, the toy-world judge)."""
+    path = Path(path)
+    vectors = read_embedding_file(path).for_family(family, path)
+    return [add_token(tokenizer, encoder, token, rows) for tokenizer, encoder, rows in zip(tokenizers, encoders, vectors)]

@@ -1,4 +1,5 @@
-"""inspect recognises textual-inversion embeddings: ours (SD1 and SDXL) and A1111's .pt, read without unpickling."""
+"""inspect recognises textual-inversion embeddings: ours (SD1 and SDXL) and A1111's .pt, read without unpickling;
+convert turns a .pt one into .safetensors."""
 
 from __future__ import annotations
 
@@ -48,3 +49,14 @@ def test_pt_that_needs_unpickling_is_refused(tmp_path):
     path.write_bytes(pickle.dumps({"string_to_param": {"*": _Payload()}}))
     with pytest.raises(EmbeddingFileError, match="nothing that runs code"):
         read_embedding_file(path)
+
+
+def test_convert_turns_a_pt_embedding_into_safetensors(tmp_path, capsys):
+    vectors = torch.randn(2, 768)
+    source, out = tmp_path / "old.pt", tmp_path / "old.safetensors"
+    torch.save({"string_to_param": {"*": vectors}, "name": "oldtok", "step": 500}, source)
+    assert main(["convert", str(source), "--out", str(out), "--save-precision", "float"]) == 0
+    converted = read_embedding_file(out)
+    assert torch.equal(converted.vectors["emb_params"], vectors)
+    assert converted.metadata["ss_token_string"] == "oldtok" and converted.metadata["ss_steps"] == "500"
+    assert _report(out, capsys)["hashes_verified"] is True

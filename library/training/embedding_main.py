@@ -19,6 +19,9 @@ def check_embedding_run(config: FurnaceConfig) -> None:
     if config.network.ema_decay or config.dreambooth.use_ema or config.sample.use_ema:
         problems.append("network.ema_decay / dreambooth.use_ema / sample.use_ema: train_textual_inversion.py keeps "
                         "no EMA; unset them")
+    if config.dataset.cache_text_encoder_outputs:
+        problems.append("dataset.cache_text_encoder_outputs: the text encoders' outputs change as the embedding "
+                        "trains; set it to false")
     if config.sample.compare_at_end:
         problems.append("sample.compare_at_end: compares LoRA strengths; set it to false for an embedding")
     if config.network.network_weights:

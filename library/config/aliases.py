@@ -33,6 +33,9 @@ _SAME_NAME: dict[str, tuple[str, ...]] = {
         "train_method", "instance_prompt", "class_prompt", "class_data_dir", "num_class_images", "train_text_encoder",
         "stop_text_encoder_training", "use_ema", "save_diffusers",
     ),
+    "textual_inversion": (
+        "token_string", "init_word", "num_vectors_per_token", "use_object_template", "use_style_template",
+    ),
     "deepspeed": (
         "zero_stage", "offload_optimizer_device", "offload_optimizer_nvme_path", "offload_param_device",
         "offload_param_nvme_path",

@@ -11,6 +11,7 @@ from .sections_data import DatasetSection, ModelSection
 from .sections_deepspeed import DeepSpeedSection
 from .sections_dreambooth import DreamBoothSection
 from .sections_output import LoggingSection, OutputSection, SampleSection
+from .sections_textual_inversion import TextualInversionSection
 from .sections_train import NetworkSection, OptimizerSection, TrainingSection
 
 
@@ -29,6 +30,10 @@ class FurnaceConfig(BaseModel):
     logging: LoggingSection = Field(default_factory=LoggingSection, description="Console and TensorBoard logging.")
     dreambooth: DreamBoothSection = Field(
         default_factory=DreamBoothSection, description="DreamBooth prompts, class images and full fine-tuning."
+    )
+    textual_inversion: TextualInversionSection = Field(
+        default_factory=TextualInversionSection,
+        description="train_textual_inversion.py: the new token and how its embedding starts.",
     )
     deepspeed: DeepSpeedSection = Field(
         default_factory=DeepSpeedSection, description="DeepSpeed ZeRO partitioning and offload (multi-GPU)."

@@ -12,6 +12,7 @@ in the middle of an epoch sees exactly the batches the uninterrupted run saw. Ep
 from __future__ import annotations
 
 import logging
+import random
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +26,7 @@ from library.config.schema import FurnaceConfig
 from library.data import batching, summary
 from library.data.buckets import BucketAssigner, BucketParams
 from library.data.caption_process import process_caption
+from library.data.caption_templates import pick_template, training_templates
 from library.data.dataset_config import (
     DatasetBlueprint,
     SubsetBlueprint,
@@ -98,6 +100,7 @@ class TrainingData:
         self.process_index = process_index
         self.num_processes = num_processes
         self.seed = config.training.seed
+        self.templates = training_templates(config.textual_inversion)
         self.repeats = self._sample_repeats()
         self._latents: LatentCache | None = None
         self._validation: list[Batch] | None = None
@@ -147,7 +150,7 @@ class TrainingData:
         for index in indices:
             record = self.train_records[index]
             subset = record.subset
-            captions.append(process_caption(record.caption, subset, rng, epoch))
+            captions.append(self._caption(record, rng, epoch))
             weights.append(prior_weight if record.is_reg else 1.0)
             flip = subset.flip_aug and rng.random() < 0.5
             if self._latents is not None:
@@ -162,6 +165,12 @@ class TrainingData:
             masks.append(sample.mask)
             sizes.append((sample.original_size, sample.crop_top_left, sample.target_size))
         return _assemble(indices, captions, weights, sizes, latents, pixels, self._reg_flags(indices), masks)
+
+    def _caption(self, record: ImageRecord, rng: random.Random | None = None, epoch: int = 0) -> str:
+        """The record's processed caption, or a textual-inversion template in its place."""
+        if self.templates:
+            return pick_template(self.templates, rng)
+        return process_caption(record.caption, record.subset, rng, epoch)
 
     def _reg_flags(self, indices: list[int]) -> list[bool]:
         return [self.train_records[index].is_reg for index in indices]
@@ -186,7 +195,7 @@ class TrainingData:
         captions, sizes, latents, pixels, masks = [], [], [], [], []
         for index in indices:
             record = self.validation_records[index]
-            captions.append(process_caption(record.caption, record.subset))
+            captions.append(self._caption(record))
             if self._latents is not None:
                 latent, mask = self._latents.get(record)
                 latents.append(latent)
@@ -203,7 +212,7 @@ class TrainingData:
 
     def all_captions(self) -> list[str]:
         """Every caption training and validation can produce when captions are not randomised (text cache)."""
-        captions = {process_caption(r.caption, r.subset) for r in self.train_records + self.validation_records}
+        captions = {self._caption(record) for record in self.train_records + self.validation_records}
         if any(record.subset.caption_dropout_every_n_epochs for record in self.train_records):
             captions.add("")
         return sorted(captions)

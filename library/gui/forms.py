@@ -159,6 +159,9 @@ def list_presets(configs_dir: Path) -> list[dict[str, Any]]:
 
 
 def preset_trainer(values: dict[str, Any]) -> str:
-    """The trainer a preset is written for: a `[dreambooth]` section means train_dreambooth.py."""
+    """The trainer a preset is written for: a `[textual_inversion]` section means train_textual_inversion.py, a
+    `[dreambooth]` section train_dreambooth.py."""
+    if values.get("textual_inversion"):
+        return "textual_inversion"
     return "dreambooth" if values.get("dreambooth") else "lora"
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from library.models.families import ModelFamily, TextEncoderSpec
+from library.models.token_embeddings import expand_tokens
 
 
 @dataclass
@@ -27,9 +28,10 @@ class TextConditioning:
 
 
 def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
-    """Token ids padded/truncated to the tokenizer's 77-token window."""
+    """Token ids padded/truncated to the tokenizer's 77-token window; a multi-vector embedding's word stands for
+    all its tokens."""
     return tokenizer(
-        captions,
+        expand_tokens(tokenizer, captions),
         padding="max_length",
         max_length=tokenizer.model_max_length,
         truncation=True,

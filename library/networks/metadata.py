@@ -1,9 +1,9 @@
 """The metadata every file a run writes carries: sd-scripts' ``ss_*`` training record and ``modelspec.*``.
 
-One builder for both kinds of file, so each key is produced once and no merge order decides a value: a LoRA file
-(:func:`lora_metadata`, also the tools' derived LoRAs) and a full fine-tuned checkpoint (:func:`checkpoint_metadata`,
-the same record without the network keys). A1111, Civitai and the additional-networks extension display these
-keys, so values follow sd-scripts' spelling: plain ``str()`` of numbers, booleans and None, JSON for the tables.
+One builder for every kind of file, so each key is produced once and no merge order decides a value: a LoRA file
+(:func:`lora_metadata`, also the tools' derived LoRAs), a full fine-tuned checkpoint (:func:`checkpoint_metadata`,
+the same record without the network keys) and a textual-inversion embedding (:func:`embedding_metadata`, with the
+token's record). A1111, Civitai and the additional-networks extension display these keys, so values follow sd-scripts' spelling: plain ``str()`` of numbers, booleans and None, JSON for the tables.
 """
 
 from __future__ import annotations
@@ -96,11 +96,20 @@ class TrainingInfo:
     ema: EmaInfo | None = None  # files of a run without an EMA carry no EMA keys
 
 
+@dataclass(frozen=True)
+class EmbeddingInfo:
+    """A textual-inversion embedding's own record (``ss_token_string``, ...; the step is ``ss_steps``)."""
+
+    token_string: str
+    num_vectors_per_token: int
+    init_word: str
+
+
 def _value(value: object) -> str:
     return json.dumps(value) if isinstance(value, Mapping) else str(value)
 
 
-def _record(record: TrainingInfo | DatasetInfo | EmaInfo, skip: tuple[str, ...] = ()) -> dict[str, str]:
+def _record(record: TrainingInfo | DatasetInfo | EmaInfo | EmbeddingInfo, skip: tuple[str, ...] = ()) -> dict[str, str]:
     return {f"ss_{f.name}": _value(getattr(record, f.name)) for f in fields(record) if f.name not in skip}
 
 
@@ -141,10 +150,10 @@ def _modelspec(family: ModelFamily, info: TrainingInfo, architecture: str, title
 
 
 def _metadata(
-    family: ModelFamily, info: TrainingInfo, network: LoraOptions | None, architecture: str, title: str | None
+    family: ModelFamily, info: TrainingInfo, kind_record: dict[str, str], architecture: str, title: str | None
 ) -> dict[str, str]:
     parts = [
-        _network_record(network) if network is not None else {},
+        kind_record,
         {
             "ss_base_model_version": family.ss_base_model_version,
             "ss_v2": str(family.ss_base_model_version.startswith("sd_v2")),
@@ -166,9 +175,14 @@ def lora_metadata(
     family: ModelFamily, options: LoraOptions, info: TrainingInfo, title: str | None = None
 ) -> dict[str, str]:
     """A LoRA file's metadata, all but the hashes (the writer adds them)."""
-    return _metadata(family, info, options, family.lora_architecture, title)
+    return _metadata(family, info, _network_record(options), family.lora_architecture, title)
 
 
 def checkpoint_metadata(family: ModelFamily, info: TrainingInfo, title: str | None = None) -> dict[str, str]:
     """A full fine-tuned checkpoint's metadata: the training record without network keys."""
-    return _metadata(family, info, None, family.modelspec_architecture, title)
+    return _metadata(family, info, {}, family.modelspec_architecture, title)
+
+
+def embedding_metadata(family: ModelFamily, info: TrainingInfo, embedding: EmbeddingInfo) -> dict[str, str]:
+    """A textual-inversion embedding's metadata: the training record with the token's own, all but the hashes."""
+    return _metadata(family, info, _record(embedding), f"{family.modelspec_architecture}/textual-inversion", None)

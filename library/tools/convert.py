@@ -7,6 +7,10 @@ weights are written: EMA copies, optimizer state and other extra keys are pruned
 SOURCE may also be a DreamBooth run's ``state`` folder: ``--weights ema`` exports the EMA UNet it holds (what the
 run's checkpoints contain when EMA was on), ``--weights raw`` the trained weights without averaging; the rest of
 the model comes from ``--base`` (default: the run's final checkpoint beside the state folder).
+
+SOURCE may also be an A1111 textual-inversion ``.pt`` embedding (``string_to_param``, read with ``weights_only``): it
+becomes the ``emb_params`` ``.safetensors`` file A1111, ComfyUI and diffusers read, its name and step kept as
+``ss_token_string`` and ``ss_steps``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 from library.atomic_files import atomic_folder
 from library.models.loader import BaseModel
 from library.models.pipeline import assemble_pipeline
+from library.networks.embedding_file import EmbeddingFileError, read_embedding_file, write_embedding_file
 from library.networks.lora_file import SAVE_PRECISIONS, save_dtype
 from library.sampling.samplers import build_scheduler
 from library.tools.common import ToolError, add_family_argument, load_model, write_checkpoint
@@ -27,10 +32,10 @@ from library.tools.run_state import WEIGHT_CHOICES, default_weights, is_state_fo
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "convert", help="convert checkpoints (.ckpt, single file, diffusers folder)", description=__doc__
+        "convert", help="convert checkpoints (.ckpt, single file, diffusers folder) and .pt embeddings", description=__doc__
     )
     parser.add_argument(
-        "source", type=Path, metavar="SOURCE", help=".ckpt, .safetensors, diffusers folder or a run's state folder"
+        "source", type=Path, metavar="SOURCE", help=".ckpt, .safetensors, diffusers folder, a run's state folder or an A1111 .pt embedding"
     )
     parser.add_argument("--out", type=Path, required=True, help="FILE.safetensors or a diffusers folder")
     parser.add_argument(
@@ -69,7 +74,27 @@ def load_source(args: argparse.Namespace) -> tuple[BaseModel, dict[str, object]]
     return model, {"source": source, "weights": weights, "base": base.name}
 
 
+def convert_embedding(args: argparse.Namespace) -> bool:
+    """Write an A1111 ``.pt`` embedding SOURCE as ``.safetensors``; False when SOURCE is not one."""
+    if args.source.suffix.lower() != ".pt" or not args.source.is_file():
+        return False
+    try:
+        embedding = read_embedding_file(args.source)
+    except EmbeddingFileError:
+        return False  # a .pt checkpoint, converted below
+    if args.out.suffix.lower() != ".safetensors":
+        raise ToolError(f"{args.out}: an embedding converts to a .safetensors file")
+    names = {"name": "ss_token_string", "step": "ss_steps"}
+    metadata = {names[key]: value for key, value in embedding.metadata.items() if key in names}
+    dtype = save_dtype(args.save_precision)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_embedding_file(args.out, {key: rows.to(dtype) for key, rows in embedding.vectors.items()}, metadata)
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
+    if convert_embedding(args):
+        return 0
     model, origin = load_source(args)
     dtype = save_dtype(args.save_precision)
     recipe = {"tool": "convert", **origin, "precision": args.save_precision}

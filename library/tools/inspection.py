@@ -1,4 +1,5 @@
-"""'inspect': what a model file is — a LoRA (family, kind, rank per module, metadata, hashes) or a checkpoint.
+"""'inspect': what a model file is — a LoRA (family, kind, rank per module, metadata, hashes), a textual-inversion
+embedding (vectors, widths, which text encoders) or a checkpoint.
 
 LoRA hashes are recomputed and compared with the stored ones; ``--json`` prints everything machine-readably.
 """
@@ -14,7 +15,9 @@ import torch
 
 from library.models.checkpoint_io import read_state_dict
 from library.models.detect import detect_diffusers_family, detect_original_family
+from library.models.families import FAMILIES
 from library.networks import verify_hashes
+from library.networks.embedding_file import SDXL_ENCODER_KEYS, SINGLE_ENCODER_KEY, EmbeddingFileError, read_embedding_file
 from library.networks.lokr import LOKR_SUFFIXES, LokrWeights
 from library.networks.lora_file import ModuleWeights
 from library.tools.common import AdapterModule, ToolError, existing_path, is_conv3, lora_family, split_adapter_modules
@@ -25,8 +28,8 @@ _EMA_PREFIX = "model_ema."
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("inspect", help="show what a LoRA or checkpoint file holds", description=__doc__)
-    parser.add_argument("file", type=Path, metavar="FILE", help="LoRA .safetensors, checkpoint or diffusers folder")
+    parser = subparsers.add_parser("inspect", help="show what a LoRA, embedding or checkpoint file holds", description=__doc__)
+    parser.add_argument("file", type=Path, metavar="FILE", help="LoRA or embedding .safetensors, A1111 .pt embedding, checkpoint or diffusers folder")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--modules", action="store_true", help="list every LoRA module with its rank")
     parser.set_defaults(run=run)
@@ -111,6 +114,38 @@ def checkpoint_report(path: Path, tensors: dict[str, torch.Tensor], metadata: di
     }
 
 
+_EMBEDDING_FAMILY = {768: "sd1", 1024: "sd2"}  # the width of emb_params: CLIP ViT-L or OpenCLIP ViT-H
+_ENCODER_NAMES = {SINGLE_ENCODER_KEY: "text encoder", "clip_l": "CLIP-L (text encoder 1)",
+                  "clip_g": "CLIP-G (text encoder 2)"}
+
+
+def is_embedding(tensors: dict[str, torch.Tensor]) -> bool:
+    return set(tensors) in ({SINGLE_ENCODER_KEY}, set(SDXL_ENCODER_KEYS))
+
+
+def embedding_report(path: Path) -> dict[str, object]:
+    embedding = read_embedding_file(path)
+    metadata = embedding.metadata
+    widths = {key: tensor.shape[1] for key, tensor in embedding.vectors.items()}
+    recorded = next((family.name for family in FAMILIES.values()
+                     if family.ss_base_model_version == metadata.get("ss_base_model_version")), None)
+    by_width = "sdxl" if "clip_g" in widths else _EMBEDDING_FAMILY.get(widths[SINGLE_ENCODER_KEY], "unknown")
+    has_hashes = "sshs_model_hash" in metadata
+    return {
+        "file": str(path),
+        "type": "embedding",
+        "family": recorded or by_width,
+        "token": metadata.get("ss_token_string") or metadata.get("name") or path.stem,
+        "vectors": embedding.num_vectors,
+        "widths": widths,
+        "encoders": [_ENCODER_NAMES[key] for key in embedding.vectors],
+        "step": metadata.get("ss_steps") or metadata.get("step"),
+        "dtypes": sorted({str(tensor.dtype).removeprefix("torch.") for tensor in embedding.vectors.values()}),
+        "hashes_verified": verify_hashes(path) if has_hashes else None,
+        "metadata": metadata,
+    }
+
+
 def folder_report(path: Path) -> dict[str, object]:
     family = detect_diffusers_family(path)
     parts = sorted(child.name for child in path.iterdir() if (child / "config.json").is_file())
@@ -122,7 +157,14 @@ def inspect_path(path: Path) -> dict[str, object]:
     existing_path(path, "file")
     if path.is_dir():
         return folder_report(path)
+    if path.suffix.lower() == ".pt":
+        try:
+            return embedding_report(path)  # an A1111 embedding; anything else is read as a checkpoint below
+        except EmbeddingFileError:
+            pass
     tensors, metadata = read_state_dict(path)
+    if is_embedding(tensors):
+        return embedding_report(path)
     if tensors and all(key.endswith(_LORA_KEY_ENDINGS) for key in tensors):
         return lora_report(path, tensors, metadata)
     if any(key.endswith(_LORA_KEY_ENDINGS) for key in tensors):
@@ -149,6 +191,14 @@ def format_report(report: dict[str, object], list_modules: bool) -> str:
                 f"  {name}: rank {_rank_label(rank)}, alpha {report['alphas'][name]}"
                 for name, rank in report["ranks"].items()
             ]
+    elif report["type"] == "embedding":
+        state = {True: "verified", False: "MISMATCH", None: "absent"}[report["hashes_verified"]]
+        widths = ", ".join(f"{key} {width}" for key, width in report["widths"].items())
+        lines += [
+            f"token: {report['token']}, {report['vectors']} vector(s), step {report['step']}",
+            f"encoders: {', '.join(report['encoders'])} (widths {widths}), {', '.join(report['dtypes'])}",
+            f"hashes: {state}",
+        ]
     elif report["type"] == "checkpoint":
         lines.append(
             f"{report['key_count']} keys, {report['parameters']:,} parameters, EMA keys {report['ema_keys']}, "
@@ -169,6 +219,6 @@ def _factor_label(factor: int | None) -> str:
 def run(args: argparse.Namespace) -> int:
     report = inspect_path(args.file)
     print(json.dumps(report, indent=2) if args.json else format_report(report, args.modules))
-    if report["type"] == "lora" and report["hashes"]["verified"] is False:
+    if report.get("hashes_verified") is False or (report["type"] == "lora" and report["hashes"]["verified"] is False):
         raise ToolError(f"{args.file}: stored hashes do not match the tensors (the file was modified or is corrupt)")
     return 0

@@ -7,6 +7,9 @@ on a white background"), right when the judge sees what they name; a LoRA that b
 in a colour the base model knows. A run that lets the class word take on the concept (DreamBooth's "language
 drift") draws the concept's colour there instead; prior preservation exists to prevent that. The samples are
 rendered by the same code that draws a training run's previews, so a score is what a user would see.
+
+Prompts are encoded with the model's own tokenizers and text encoders, so a model with a textual-inversion
+embedding loaded for the trigger word (``library.networks.embedding_file.load_embedding``) is scored with it.
 """
 
 from __future__ import annotations
@@ -98,11 +101,16 @@ class Scores:
         return {"concept": self.concept, "prior": self.prior, "class": self.kept_class}
 
 
+def concept_score(model: LiveModel, concept: Concept, seeds: Sequence[int]) -> float:
+    """The concept score alone: for weights that only the trigger word's prompts can see (an embedding)."""
+    return share_right(judge_probes(model, concept_probes(concept, seeds)))
+
+
 def score_model(model: LiveModel, concept: Concept, concept_seeds: Sequence[int], prior_seeds: Sequence[int],
                 class_seeds: Sequence[int]) -> Scores:
     """Concept, prior and class scores of ``model`` as it is now (adapters and all)."""
     return Scores(
-        concept=share_right(judge_probes(model, concept_probes(concept, concept_seeds))),
+        concept=concept_score(model, concept, concept_seeds),
         prior=share_right(judge_probes(model, prior_probes(prior_seeds))),
         kept_class=share_right(judge_probes(model, class_probes(concept, class_seeds))),
     )

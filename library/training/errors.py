@@ -7,12 +7,14 @@ from library.data.records import DatasetError
 from library.folder_lock import FolderInUse
 from library.models.errors import ModelLoadError
 from library.networks import LoraFileError
+from library.networks.embedding_file import EmbeddingFileError
 from library.sampling.prompts import PromptFileError
 from library.training.exceptions import NonFiniteLossError, OutputError, ResumeError, TrainingSetupError
 
 USER_ERRORS: tuple[type[Exception], ...] = (
     CaptionError,
     DatasetError,
+    EmbeddingFileError,
     FolderInUse,
     ImageLoadError,
     LoraFileError,

@@ -125,3 +125,26 @@ def test_max_concurrent_runs_train_together(gui_folders):
     finally:
         server.stop()
         server.stop_trainers()
+
+
+@pytest.mark.slow
+def test_textual_inversion_run_from_its_preset(gui_folders):
+    server = GuiServer(gui_folders, token="ti").start()
+    try:
+        client = server.client()
+        preset = next(item for item in client.get("/api/presets").json() if item["name"] == "ti_quickstart")
+        assert preset["trainer"] == "textual_inversion" and not preset["messages"]
+        values = preset["values"]
+        values["model"]["pretrained_model_name_or_path"] = str(gui_folders.models / "tiny-sd1")
+        values["dataset"]["train_data_dir"] = str(gui_folders.datasets / "concept")
+        values["training"]["max_train_steps"] = 2
+        del values["sample"]
+        queued = client.post("/api/runs", json={"name": "ti", "values": values, "trainer": preset["trainer"]}).json()
+        done = until_ended(client, queued["id"])
+        assert done["status"] == "done", done["message"]
+        assert Path(done["command"][1]).name == "train_textual_inversion.py"
+        files = [item["path"] for item in client.get(f"/api/runs/{queued['id']}/files").json()]
+        assert "ti_quickstart.safetensors" in files
+    finally:
+        server.stop()
+        server.stop_trainers()

@@ -1,0 +1,50 @@
+"""Textual inversion (train_textual_inversion.py): the new token, its vectors, what initialises them, and the
+caption templates that stand in for a dataset's own captions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pydantic import BaseModel, Field, model_validator
+
+from .fields import SECTION_CONFIG, Problem, raise_problems
+
+
+class TextualInversionSection(BaseModel):
+    """The embedding a textual-inversion run learns; the rest of the model stays as it was."""
+
+    model_config = SECTION_CONFIG
+
+    token_string: str | None = Field(
+        None,
+        description="The new token the embedding is learnt for, e.g. 'frnc'; written in captions and prompts. It "
+        "must not already be a single word of the tokenizer's vocabulary.",
+    )
+    init_word: str | None = Field(
+        None,
+        description="A word whose embedding the new vectors start from (its tokens in turn when it has several), "
+        "e.g. 'circle'.",
+    )
+    num_vectors_per_token: int = Field(
+        1, ge=1, le=75, description="Embedding vectors the token stands for (more: more capacity, fewer prompt tokens)."
+    )
+    use_object_template: bool = Field(
+        False,
+        description="Ignore the captions and train on object templates ('a photo of a <token>', ...), one picked "
+        "at random per image.",
+    )
+    use_style_template: bool = Field(
+        False,
+        description="Ignore the captions and train on style templates ('a painting in the style of <token>', ...).",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TextualInversionSection:
+        raise_problems(self._problems())
+        return self
+
+    def _problems(self) -> Iterator[Problem]:
+        if self.use_object_template and self.use_style_template:
+            yield "use_style_template", "cannot be combined with use_object_template; pick one template list"
+        if self.token_string is not None and (not self.token_string.strip() or " " in self.token_string.strip()):
+            yield "token_string", "must be one word without spaces, e.g. 'frnc'"

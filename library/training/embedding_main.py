@@ -1,0 +1,44 @@
+"""Entry point of ``train_textual_inversion.py``: one new token's embedding on a frozen base model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from library.config import ConfigError, FurnaceConfig
+from library.training.cli import run_trainer
+
+
+def check_embedding_run(config: FurnaceConfig) -> None:
+    """What a textual-inversion run needs and cannot use, refused before any model loads."""
+    section, problems = config.textual_inversion, []
+    if not section.token_string:
+        problems.append("textual_inversion.token_string: is required, the new word to learn, e.g. 'frnc'")
+    if not section.init_word:
+        problems.append("textual_inversion.init_word: is required, a word to start from, e.g. 'circle'")
+    if config.network.ema_decay or config.dreambooth.use_ema or config.sample.use_ema:
+        problems.append("network.ema_decay / dreambooth.use_ema / sample.use_ema: train_textual_inversion.py keeps "
+                        "no EMA; unset them")
+    if config.dataset.cache_text_encoder_outputs:
+        problems.append("dataset.cache_text_encoder_outputs: the text encoders' outputs change as the embedding "
+                        "trains; set it to false")
+    if config.sample.compare_at_end:
+        problems.append("sample.compare_at_end: compares LoRA strengths; set it to false for an embedding")
+    if config.network.network_weights:
+        problems.append("network.network_weights: train_textual_inversion.py trains no LoRA; unset it")
+    if config.deepspeed.enabled:
+        problems.append("deepspeed.enabled: train_textual_inversion.py does not run under DeepSpeed; unset it")
+    if problems:
+        raise ConfigError(problems)
+
+
+def train_embedding(config: FurnaceConfig) -> Path | None:
+    from library.training.embedding_weights import EmbeddingWeights
+    from library.training.trainer import train
+
+    check_embedding_run(config)
+    return train(config, EmbeddingWeights)
+
+
+def main(argv: Sequence[str]) -> int:
+    return run_trainer(argv, "train_textual_inversion.py", train_embedding)

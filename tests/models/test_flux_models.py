@@ -1,0 +1,133 @@
+"""FLUX.1 tiny models: built offline, saved as a diffusers folder, as BFL split files and as one ComfyUI-style
+checkpoint, and loaded back each way to the same weights (the transformer's output is compared)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from library.models.detect import detect_original_family
+from library.models.errors import ModelLoadError
+from library.models.families import FLUX1_DEV, FLUX1_SCHNELL
+from library.models.loader import load_base_model
+from library.models.pipeline import component_configs, component_modules
+from library.models.sizes import read_model_sizes
+from library.models.tensor_stream import StreamedTensors
+from library.models.tiny import build_components, build_pipeline, component_state_dicts, tiny_configs
+
+CAPTION = "a photo of a sks dog"
+
+
+@pytest.fixture(scope="module")
+def flux(tmp_path_factory):
+    """The tiny FLUX.1-dev model and its three saved forms."""
+    from library.models.single_file import save_original_checkpoint, save_split_files
+
+    root = tmp_path_factory.mktemp("flux")
+    components = build_components(FLUX1_DEV, tiny_configs(FLUX1_DEV), seed=0)
+    build_pipeline(FLUX1_DEV, components).save_pretrained(root / "diffusers", safe_serialization=True)
+    state_dicts = component_state_dicts(FLUX1_DEV, components)
+    configs = component_configs(component_modules(FLUX1_DEV, components.unet, components.vae, components.text_encoders))
+    save_original_checkpoint(root / "comfy.safetensors", FLUX1_DEV.name, state_dicts, configs)
+    split = save_split_files(root / "split", FLUX1_DEV.name, state_dicts, configs)
+    return components, root, split
+
+
+def _transformer_output(transformer: torch.nn.Module) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    config = transformer.config
+    image_tokens, text_tokens = 16, 8
+    with torch.no_grad():
+        return transformer(
+            hidden_states=torch.randn(1, image_tokens, config.in_channels, generator=generator),
+            encoder_hidden_states=torch.randn(1, text_tokens, config.joint_attention_dim, generator=generator),
+            pooled_projections=torch.randn(1, config.pooled_projection_dim, generator=generator),
+            timestep=torch.tensor([0.5]),
+            guidance=torch.tensor([3.5]) if config.guidance_embeds else None,
+            img_ids=torch.randn(image_tokens, 3, generator=generator),
+            txt_ids=torch.zeros(text_tokens, 3),
+            return_dict=False,
+        )[0]
+
+
+def _split_options(split):
+    return {option: path for option, path in split.items() if option}
+
+
+@pytest.mark.parametrize("form", ["diffusers", "comfy", "split"])
+def test_every_form_loads_the_same_model(flux, form):
+    components, root, split = flux
+    if form == "diffusers":
+        model = load_base_model(root / "diffusers")
+    elif form == "comfy":
+        model = load_base_model(root / "comfy.safetensors", config_dir=root / "diffusers")
+    else:
+        model = load_base_model(split[""], split_files=_split_options(split))
+    assert model.family is FLUX1_DEV
+    assert type(model.unet).__name__ == "FluxTransformer2DModel"
+    assert torch.equal(_transformer_output(model.unet), _transformer_output(components.unet))
+    for loaded, built in zip([model.vae, *model.text_encoders], [components.vae, *components.text_encoders]):
+        assert loaded.state_dict().keys() == built.state_dict().keys()
+        assert all(torch.equal(loaded.state_dict()[key], value) for key, value in built.state_dict().items())
+    assert type(model.noise_scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+
+
+def test_tokenizers_reload_offline_with_the_built_in_ids(flux):
+    _, root, split = flux
+    from_folder = load_base_model(root / "diffusers")
+    from_files = load_base_model(split[""], split_files=_split_options(split))
+    assert [type(tokenizer).__name__ for tokenizer in from_folder.tokenizers] == ["CLIPTokenizer", "T5Tokenizer"]
+    t5 = from_folder.tokenizers[1]
+    assert t5.model_max_length == 512
+    ids = t5(CAPTION).input_ids
+    assert ids == from_files.tokenizers[1](CAPTION).input_ids
+    assert ids[-1] == t5.eos_token_id and t5.unk_token_id not in ids
+    assert from_folder.tokenizers[0](CAPTION).input_ids == from_files.tokenizers[0](CAPTION).input_ids
+    assert max(ids) < from_folder.text_encoders[1].config.vocab_size
+
+
+def test_bfl_transformer_file_has_the_fused_layout(flux):
+    _, _, split = flux
+    with StreamedTensors(split[""]) as tensors:
+        keys = set(tensors)
+        qkv = tensors.shapes["double_blocks.0.img_attn.qkv.weight"].shape
+        linear1 = tensors.shapes["single_blocks.0.linear1.weight"].shape
+    width = 64
+    assert qkv == (3 * width, width) and linear1 == (3 * width + 4 * width, width)
+    assert {"img_in.weight", "txt_in.weight", "time_in.in_layer.weight", "vector_in.in_layer.weight",
+            "guidance_in.in_layer.weight", "final_layer.adaLN_modulation.1.weight"} <= keys
+    assert not any(key.startswith("transformer_blocks") for key in keys)
+
+
+def test_dev_and_schnell_are_told_apart_by_the_guidance_embedder(flux):
+    _, root, split = flux
+    with StreamedTensors(split[""]) as tensors:
+        keys, metadata = list(tensors), tensors.metadata
+    assert detect_original_family(split[""], keys, metadata) is FLUX1_DEV
+    schnell_keys = [key for key in keys if not key.startswith("guidance_in.")]
+    assert detect_original_family(split[""], schnell_keys, {}) is FLUX1_SCHNELL
+    comfy_keys = ["model.diffusion_model." + key for key in schnell_keys]
+    assert detect_original_family(root / "comfy.safetensors", comfy_keys, {}) is FLUX1_SCHNELL
+
+
+def test_a_missing_split_file_is_named(flux):
+    _, _, split = flux
+    options = _split_options(split)
+    del options["ae"]
+    with pytest.raises(ModelLoadError, match=r"set model\.ae to the separate ae file") as error:
+        load_base_model(split[""], split_files=options)
+    assert "\n" not in str(error.value)
+
+
+def test_sizes_are_read_without_loading(flux):
+    components, root, split = flux
+    expected = {
+        "transformer": sum(p.numel() for p in components.unet.parameters()),
+        "vae": sum(p.numel() for p in components.vae.parameters()),
+        "text_encoder": sum(p.numel() for p in components.text_encoders[0].parameters()),
+    }
+    for sizes in (read_model_sizes(root / "diffusers"), read_model_sizes(split[""], split_files=_split_options(split))):
+        assert sizes.family is FLUX1_DEV
+        assert {name: sizes.parameters[name] for name in expected} == expected
+        assert sizes.denoiser_parameters == expected["transformer"]
+        assert sizes.unet_config["num_single_layers"] == 2 and sizes.vae_config["latent_channels"] == 16

@@ -203,7 +203,9 @@ def check_memory(
     ``training.skip_memory_check``. None when the model's sizes cannot be read (the loader then says why)."""
     batch = largest_batch(config)
     try:
-        sizes = read_model_sizes(Path(config.model.pretrained_model_name_or_path), config.model.family)
+        sizes = read_model_sizes(
+            Path(config.model.pretrained_model_name_or_path), config.model.family, config.model.split_files()
+        )
     except ValueError as error:
         logger.info("memory estimate skipped: the base model's sizes cannot be read (%s)", error)
         return None

@@ -60,7 +60,7 @@ def test_every_form_loads_the_same_model(flux, form):
     if form == "diffusers":
         model = load_base_model(root / "diffusers")
     elif form == "comfy":
-        model = load_base_model(root / "comfy.safetensors", config_dir=root / "diffusers")
+        model = load_base_model(root / "comfy.safetensors")
     else:
         model = load_base_model(split[""], split_files=_split_options(split))
     assert model.family is FLUX1_DEV
@@ -131,3 +131,62 @@ def test_sizes_are_read_without_loading(flux):
         assert {name: sizes.parameters[name] for name in expected} == expected
         assert sizes.denoiser_parameters == expected["transformer"]
         assert sizes.unet_config["num_single_layers"] == 2 and sizes.vae_config["latent_channels"] == 16
+
+
+def test_bfl_rules_read_as_diffusers_own_converter_does_at_flux_width():
+    """diffusers' BFL reader hard-codes FLUX.1's 3072-wide blocks, so it is compared at that width (one double and
+    one single block). Both readers only move rows, so each tensor is one column whose values say which key and
+    row they came from."""
+    from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers
+
+    from library.models.single_file import reference_configs
+    from library.models.single_file.bfl_layout import bfl_transformer_rules
+    from library.models.single_file.components import component_layouts, expected_shapes
+    from library.models.single_file.rules import to_diffusers, to_original
+
+    full_size = reference_configs(FLUX1_DEV.name)["transformer"]
+    config = {key: value for key, value in full_size.items() if not key.startswith("_")}
+    config.update(num_layers=1, num_single_layers=1)
+    layout = next(layout for layout in component_layouts(FLUX1_DEV.name) if layout.name == "transformer")
+    shapes = expected_shapes(layout, config)
+    rules = bfl_transformer_rules(config, list(shapes))
+    meta = {key: torch.empty(shape, device="meta") for key, shape in shapes.items()}
+    bfl_shapes = {key: tensor.shape for key, tensor in to_original(rules, meta, shapes, "", "transformer").items()}
+
+    def tagged(index: int, shape: torch.Size) -> torch.Tensor:
+        return (torch.arange(shape[0], dtype=torch.int64) + index * 100_000).reshape(-1, 1)
+
+    checkpoint = {key: tagged(index, shape) for index, (key, shape) in enumerate(sorted(bfl_shapes.items()))}
+    row_shapes = {key: torch.Size([shape[0], 1]) for key, shape in shapes.items()}
+    ours = to_diffusers(rules, dict(checkpoint), row_shapes, "", "transformer")
+    theirs = convert_flux_transformer_checkpoint_to_diffusers(dict(checkpoint))
+    assert ours.keys() == theirs.keys() == shapes.keys()
+    assert all(torch.equal(ours[key], tensor) for key, tensor in theirs.items())
+    assert bfl_shapes["single_blocks.0.linear1.weight"] == (3 * 3072 + 4 * 3072, 3072)
+
+
+def test_sd_scripts_split_file_names_reach_the_loader_options(flux, tmp_path):
+    from library.config import loads_config
+
+    _, _, split = flux
+    toml = (
+        f'pretrained_model_name_or_path = "{split[""]}"\nae = "{split["ae"]}"\n'
+        f'clip_l = "{split["clip_l"]}"\ntrain_data_dir = "{tmp_path}"\n'
+    )
+    config = loads_config(toml, overrides=["--t5xxl", str(split["t5xxl"])])
+    assert config.model.split_files() == {option: str(path) for option, path in _split_options(split).items()}
+    assert read_model_sizes(config.model.pretrained_model_name_or_path, split_files=config.model.split_files()).family \
+        is FLUX1_DEV
+
+
+def test_training_a_flux_model_is_refused_in_one_line_before_loading(flux, tmp_path):
+    from library.config import loads_config
+    from library.training.exceptions import TrainingSetupError
+    from library.training.family_support import check_trainable_family
+
+    _, root, _ = flux
+    config = loads_config(
+        f'[model]\npretrained_model_name_or_path = "{root / "diffusers"}"\n[dataset]\ntrain_data_dir = "{tmp_path}"\n'
+    )
+    with pytest.raises(TrainingSetupError, match=r"FLUX\.1 \[dev\] model; training its transformer is not supported"):
+        check_trainable_family(config)

@@ -24,7 +24,9 @@ class ModelSection(BaseModel):
         "auto", description="Model family; 'auto' detects it from the weights ('sd2-v' = SD2 v-prediction)."
     )
     vae: OptionalPath = Field(None, description="Separate VAE file or folder replacing the model's own.")
-    ae: OptionalPath = Field(None, description="FLUX.1: the autoencoder file (ae.safetensors) beside a transformer file.")
+    ae: OptionalPath = Field(
+        None, description="FLUX.1: the autoencoder file (ae.safetensors) beside a transformer file."
+    )
     clip_l: OptionalPath = Field(None, description="FLUX.1: the CLIP-L text encoder file (clip_l.safetensors).")
     t5xxl: OptionalPath = Field(None, description="FLUX.1: the T5-XXL text encoder file (e.g. t5xxl_fp16.safetensors).")
     clip_skip: int = Field(1, ge=1, le=12, description="Use the output of the N-th text encoder layer from the end.")

@@ -82,7 +82,9 @@ def save_split_files(
     for layout in component_layouts(family):
         option = options[layout.name]
         path = folder / f"{option or family}.safetensors"
-        part = {key.removeprefix(layout.prefix): value for key, value in tensors.items() if key.startswith(layout.prefix)}
+        part = {
+            key.removeprefix(layout.prefix): value for key, value in tensors.items() if key.startswith(layout.prefix)
+        }
         _write(path, part, default_metadata(family, path.stem) if not option else {})
         paths[option] = path
     logger.info("wrote %s split files to %s", family, folder)

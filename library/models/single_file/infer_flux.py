@@ -46,7 +46,7 @@ def infer_flux_transformer_config(shapes: ShapeReader, reference: dict) -> dict:
 
 def infer_t5_config(shapes: ShapeReader, reference: dict) -> dict:
     vocab_size, width = shapes("shared.weight")
-    heads = shapes("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")[1]
+    buckets, heads = shapes("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")
     config = dict(reference)
     config.update(
         vocab_size=vocab_size,
@@ -55,6 +55,6 @@ def infer_t5_config(shapes: ShapeReader, reference: dict) -> dict:
         num_heads=heads,
         d_kv=shapes("encoder.block.0.layer.0.SelfAttention.q.weight")[0] // heads,
         d_ff=shapes("encoder.block.0.layer.1.DenseReluDense.wi_0.weight")[0],
-        relative_attention_num_buckets=shapes("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")[0],
+        relative_attention_num_buckets=buckets,
     )
     return config

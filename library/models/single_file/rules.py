@@ -54,7 +54,9 @@ def _swap_halves(tensor: Tensor) -> Tensor:
 
 
 # FLUX.1's final modulation: BFL orders its output (shift, scale), diffusers' AdaLayerNormContinuous (scale, shift).
-SWAP_HALVES = Transform("swap_halves", lambda tensors: _swap_halves(tensors[0]), lambda tensor, count: [_swap_halves(tensor)])
+SWAP_HALVES = Transform(
+    "swap_halves", lambda tensors: _swap_halves(tensors[0]), lambda tensor, count: [_swap_halves(tensor)]
+)
 
 
 def concat_rows_sized(sizes: tuple[int, ...]) -> Transform:

@@ -16,16 +16,29 @@ class ModelSection(BaseModel):
     model_config = SECTION_CONFIG
 
     pretrained_model_name_or_path: str = Field(
-        "", description="Base model: a local diffusers folder or a single .safetensors/.ckpt file."
+        "",
+        description="Base model: a local diffusers folder or a single .safetensors/.ckpt file (FLUX.1: the "
+        "transformer file, e.g. flux1-dev.safetensors, or a ComfyUI-style checkpoint).",
     )
-    family: Literal["auto", "sd1", "sd2", "sd2-v", "sdxl"] = Field(
+    family: Literal["auto", "sd1", "sd2", "sd2-v", "sdxl", "flux1-dev", "flux1-schnell"] = Field(
         "auto", description="Model family; 'auto' detects it from the weights ('sd2-v' = SD2 v-prediction)."
     )
     vae: OptionalPath = Field(None, description="Separate VAE file or folder replacing the model's own.")
+    ae: OptionalPath = Field(
+        None, description="FLUX.1: the autoencoder file (ae.safetensors) beside a transformer file."
+    )
+    clip_l: OptionalPath = Field(None, description="FLUX.1: the CLIP-L text encoder file (clip_l.safetensors).")
+    t5xxl: OptionalPath = Field(None, description="FLUX.1: the T5-XXL text encoder file (e.g. t5xxl_fp16.safetensors).")
     clip_skip: int = Field(1, ge=1, le=12, description="Use the output of the N-th text encoder layer from the end.")
     config_dir: OptionalPath = Field(
-        None, description="Diffusers folder supplying the model configs when loading a single file offline."
+        None,
+        description="Diffusers folder supplying the model configs (and FLUX.1's T5 tokenizer, tokenizer_2/) when "
+        "loading a single file offline.",
     )
+
+    def split_files(self) -> dict[str, str | None]:
+        """The separate files of a family that comes split, by the option names the loader takes."""
+        return {"ae": self.ae, "clip_l": self.clip_l, "t5xxl": self.t5xxl}
 
 
 class DatasetSection(BaseModel):

@@ -1,6 +1,8 @@
 """Recognise a base model's family from what is on disk.
 
-An original-layout file is recognised by marker keys (each family record lists them). SD2 epsilon and SD2
+An original-layout file is recognised by marker keys (each family record lists them). FLUX.1 dev and schnell share
+a layout; dev is guidance-distilled, so only its transformer has a guidance embedder (``guidance_in``, in a
+diffusers folder ``guidance_embeds`` in the transformer config). SD2 epsilon and SD2
 v-prediction share weights layouts, so the prediction type comes from, in order: the file's ``modelspec``
 metadata, an A1111-style ``.yaml`` beside the file (``parameterization: "v"``), or the diffusers scheduler config;
 without any of those SD2 is assumed to be epsilon and the log says how to override.
@@ -14,11 +16,21 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from library.models.errors import ModelLoadError
-from library.models.families import FAMILIES, SD1, SD2, SD2_V, SDXL, ModelFamily
+from library.models.families import (
+    FAMILIES,
+    FLUX1_DEV,
+    FLUX1_SCHNELL,
+    FLUX_GUIDANCE_MARKERS,
+    SD1,
+    SD2,
+    SD2_V,
+    SDXL,
+    ModelFamily,
+)
 
 logger = logging.getLogger(__name__)
 
-_DETECTION_ORDER = (SDXL, SD2, SD1)
+_DETECTION_ORDER = (FLUX1_DEV, SDXL, SD2, SD1)
 
 
 def detect_original_family(
@@ -30,6 +42,8 @@ def detect_original_family(
         if any(marker in key_set for marker in family.original_marker_keys):
             if family is SD2:
                 return SD2_V if _is_v_prediction_file(path, metadata) else _assume_sd2_epsilon(path)
+            if family is FLUX1_DEV:
+                return FLUX1_DEV if any(marker in key_set for marker in FLUX_GUIDANCE_MARKERS) else FLUX1_SCHNELL
             return family
     if not any(key.startswith("model.diffusion_model.") for key in key_set):
         raise ModelLoadError(
@@ -71,6 +85,9 @@ def _assume_sd2_epsilon(path: Path) -> ModelFamily:
 def detect_diffusers_family(folder: Path) -> ModelFamily:
     """The family of a diffusers folder, from its pipeline class, text encoder and scheduler configs."""
     index = _read_json(folder / "model_index.json")
+    if "transformer" in index and "Flux" in str(index.get("_class_name", "")):
+        transformer = _read_json(folder / "transformer" / "config.json")
+        return FLUX1_DEV if transformer.get("guidance_embeds") else FLUX1_SCHNELL
     if "XL" in str(index.get("_class_name", "")) or "text_encoder_2" in index:
         return SDXL
     encoder = _read_json(folder / "text_encoder" / "config.json")

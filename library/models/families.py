@@ -1,8 +1,10 @@
-"""Stable Diffusion model families as data.
+"""Base-model families as data.
 
 Everything the rest of Furnace needs to know about a base model's family lives in one record: how to recognise it,
-how its latents are scaled, what its UNet predicts, which text encoders it has and how their output is used, which
+which module denoises (a UNet for Stable Diffusion, a transformer for DiT families such as FLUX.1) and what it
+predicts, how latents are scaled and shifted, which text encoders it has and how their output is used, which
 modules LoRA targets and how the kohya/A1111 file names them. Code asks the record instead of branching on names.
+docs/families.md says how a family is added.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ from typing import Literal
 
 from library.models.tokenizer import END_TOKEN
 
-PredictionType = Literal["epsilon", "v_prediction"]
-FAMILY_NAMES = ("sd1", "sd2", "sd2-v", "sdxl")
+PredictionType = Literal["epsilon", "v_prediction", "flow_matching"]
+FAMILY_NAMES = ("sd1", "sd2", "sd2-v", "sdxl", "flux1-dev", "flux1-schnell")
+# How a family's original-layout (non-diffusers) files are laid out: "ldm" = the Stable Diffusion checkpoints
+# (model.diffusion_model UNet, first_stage_model VAE, cond_stage_model/conditioner encoders); "bfl" = Black Forest
+# Labs' FLUX.1 files, split (transformer, ae, clip_l, t5xxl) or joined in one ComfyUI-style checkpoint.
+OriginalLayout = Literal["ldm", "bfl"]
 
 
 @dataclass(frozen=True)
@@ -22,9 +28,10 @@ class TextEncoderSpec:
     """One text encoder of a family and how its output conditions the UNet."""
 
     component: str  # attribute / diffusers sub-folder name: "text_encoder" or "text_encoder_2"
-    architecture: Literal["CLIPTextModel", "CLIPTextModelWithProjection"]
-    pad_token: str  # CLIP-L pads with the end token, OpenCLIP with "!"
-    hidden_act: Literal["quick_gelu", "gelu"]  # quick_gelu = OpenAI CLIP-L, gelu = OpenCLIP
+    architecture: Literal["CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel"]
+    pad_token: str  # CLIP-L pads with the end token, OpenCLIP with "!", T5 with "<pad>"
+    # quick_gelu = OpenAI CLIP-L, gelu = OpenCLIP, gated-gelu = T5 v1.1 (its feed_forward_proj)
+    hidden_act: Literal["quick_gelu", "gelu", "gated-gelu"]
     lora_prefix: str  # kohya key prefix of this encoder's LoRA modules
     original_prefix: str  # key prefix in an original-layout single file
     # Which hidden state conditions the UNet when clip_skip == 1: -1 = last layer, -2 = penultimate.
@@ -32,6 +39,10 @@ class TextEncoderSpec:
     # Whether the final LayerNorm is applied to that hidden state (SD1/SD2 yes; SDXL uses the raw penultimate state).
     apply_final_layer_norm: bool
     clip_skip_applies: bool  # SDXL ignores clip_skip: it always uses the penultimate layer
+    tokenizer: Literal["clip", "t5"] = "clip"
+    max_length: int = 77  # tokens per caption (T5: FLUX.1-dev was trained with 512, schnell with 256)
+    # sd-scripts' option naming this encoder's separate file (FLUX.1: "clip_l", "t5xxl"); None = always in the model
+    split_file_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,8 +61,19 @@ class ModelFamily:
     pipeline_class: str  # diffusers pipeline class for sampling and for saving a diffusers folder
     ss_base_model_version: str  # value of ss_base_model_version in LoRA metadata
     modelspec_architecture: str  # modelspec.architecture of a full checkpoint ("/lora" is appended for LoRAs)
-    # Noise schedule used for training (the DDPM schedule every SD family was trained with).
+    # Noise schedule used for training: the DDPM schedule every SD family was trained with, a flow-matching
+    # schedule for DiT families; ``scheduler_class`` names the diffusers class it configures.
     scheduler_config: Mapping[str, object] = field(default_factory=dict)
+    scheduler_class: str = "DDPMScheduler"
+    # The denoiser: its component name (attribute and diffusers sub-folder) and diffusers class.
+    denoiser: str = "unet"
+    denoiser_class: str = "UNet2DConditionModel"
+    latent_channels: int = 4
+    latent_shift_factor: float = 0.0  # subtracted before scaling (FLUX.1's VAE has one; SD's do not)
+    resolution_multiple: int = 8  # image sides must be multiples of this (VAE x8; FLUX.1 also packs 2x2 latents)
+    original_layout: OriginalLayout = "ldm"
+    guidance_embedded: bool = False  # guidance-distilled (FLUX.1-dev): the denoiser takes the guidance scale as input
+    vae_split_file_key: str | None = None  # sd-scripts' option naming a separate VAE file the family needs ("ae")
     unet_lora_prefix: str = "lora_unet_"
     unet_lora_naming: Literal["diffusers", "sgm"] = "diffusers"  # SDXL files use the original SGM block names
     # Module classes whose Linear / 1x1-conv children get LoRA by default (searched by library/networks/targets.py).
@@ -60,6 +82,12 @@ class ModelFamily:
     text_encoder_target_classes: tuple[str, ...] = ("CLIPAttention", "CLIPMLP")
     # UNet attention heads are not visible in weights: SD1 uses 8 heads, later families a head width of 64.
     unet_heads_rule: Literal["eight_heads", "head_dim_64"] = "head_dim_64"
+
+    @property
+    def split_file_keys(self) -> tuple[str, ...]:
+        """sd-scripts' options for the separate files a model of this family may come as (VAE first)."""
+        keys = [self.vae_split_file_key] + [spec.split_file_key for spec in self.text_encoders]
+        return tuple(key for key in keys if key)
 
     @property
     def is_v_prediction(self) -> bool:
@@ -206,7 +234,90 @@ SDXL = ModelFamily(
     unet_lora_naming="sgm",
 )
 
-FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (SD1, SD2, SD2_V, SDXL)}
+_FLUX_CLIP_L = TextEncoderSpec(
+    component="text_encoder",
+    architecture="CLIPTextModel",
+    pad_token=END_TOKEN,
+    hidden_act="quick_gelu",
+    lora_prefix="lora_te1_",
+    original_prefix="text_encoders.clip_l.transformer.",
+    hidden_state_index=-1,
+    apply_final_layer_norm=True,
+    clip_skip_applies=False,
+    split_file_key="clip_l",
+)
+
+
+def _flux_t5(max_length: int) -> TextEncoderSpec:
+    return TextEncoderSpec(
+        component="text_encoder_2",
+        architecture="T5EncoderModel",
+        pad_token="<pad>",
+        hidden_act="gated-gelu",
+        lora_prefix="lora_te3_",
+        original_prefix="text_encoders.t5xxl.transformer.",
+        hidden_state_index=-1,
+        apply_final_layer_norm=True,
+        clip_skip_applies=False,
+        tokenizer="t5",
+        max_length=max_length,
+        split_file_key="t5xxl",
+    )
+
+
+def _flow_match_schedule(dev: bool) -> dict[str, object]:
+    """FLUX.1's scheduler: dev shifts sigmas by resolution (dynamic shifting), schnell uses them unshifted."""
+    if not dev:
+        return {"num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": False}
+    return {
+        "num_train_timesteps": 1000,
+        "shift": 3.0,
+        "use_dynamic_shifting": True,
+        "base_shift": 0.5,
+        "max_shift": 1.15,
+        "base_image_seq_len": 256,
+        "max_image_seq_len": 4096,
+    }
+
+
+_FLUX_MARKERS = ("double_blocks.0.img_attn.qkv.weight", "model.diffusion_model.double_blocks.0.img_attn.qkv.weight")
+# dev is guidance-distilled: its transformer embeds the guidance scale; schnell's has no guidance embedder.
+FLUX_GUIDANCE_MARKERS = ("guidance_in.in_layer.weight", "model.diffusion_model.guidance_in.in_layer.weight")
+
+
+def _flux(dev: bool) -> ModelFamily:
+    variant = "dev" if dev else "schnell"
+    return ModelFamily(
+        name=f"flux1-{variant}",
+        title=f"FLUX.1 [{variant}]",
+        prediction_type="flow_matching",
+        latent_scaling_factor=0.3611,
+        latent_shift_factor=0.1159,
+        latent_channels=16,
+        default_resolution=1024,
+        resolution_multiple=16,
+        text_encoders=(_FLUX_CLIP_L, _flux_t5(512 if dev else 256)),
+        clip_skip_meaning="ignored: FLUX.1 conditions on T5's last hidden states and CLIP-L's pooled output.",
+        original_marker_keys=_FLUX_MARKERS,
+        pipeline_class="FluxPipeline",
+        ss_base_model_version="flux1",
+        modelspec_architecture=f"flux-1-{variant}",
+        scheduler_config=_flow_match_schedule(dev),
+        scheduler_class="FlowMatchEulerDiscreteScheduler",
+        denoiser="transformer",
+        denoiser_class="FluxTransformer2DModel",
+        original_layout="bfl",
+        guidance_embedded=dev,
+        vae_split_file_key="ae",
+    )
+
+
+FLUX1_DEV = _flux(dev=True)
+FLUX1_SCHNELL = _flux(dev=False)
+
+FAMILIES: dict[str, ModelFamily] = {
+    family.name: family for family in (SD1, SD2, SD2_V, SDXL, FLUX1_DEV, FLUX1_SCHNELL)
+}
 
 
 def get_family(name: str) -> ModelFamily:

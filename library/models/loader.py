@@ -1,4 +1,5 @@
-"""Load a base model — a diffusers folder, a single original-layout ``.safetensors``, or a ``.ckpt`` — offline.
+"""Load a base model — a diffusers folder, a single original-layout ``.safetensors`` (FLUX.1: also split files), or a
+``.ckpt`` — offline.
 
 Whatever the source, the result is the same :class:`BaseModel`: diffusers/transformers modules, tokenizers, the
 training noise schedule and the family record. Every failure is a :class:`ModelLoadError` whose message names what
@@ -19,20 +20,25 @@ from library.models.checkpoint_io import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES, 
 from library.models.detect import detect_diffusers_family, detect_original_family
 from library.models.errors import ModelLoadError
 from library.models.families import ModelFamily, get_family
+from library.models.family_tokenizers import load_tokenizer
+from library.models.joined_tensors import JoinedTensors, split_file_parts
 from library.models.tensor_stream import DtypeFor, StreamedTensors
-from library.models.tokenizer import build_clip_tokenizer
 
 logger = logging.getLogger(__name__)
 
 ACCEPTED_LAYOUTS = (
-    "a diffusers folder (model_index.json with unet/, vae/, text_encoder/ sub-folders), "
-    "a single original-layout .safetensors file, or a .ckpt file"
+    "a diffusers folder (model_index.json with unet/ or transformer/, vae/, text_encoder/ sub-folders), "
+    "a single original-layout .safetensors file (FLUX.1: the transformer file plus model.ae, model.clip_l and "
+    "model.t5xxl, or one ComfyUI-style checkpoint), or a .ckpt file"
 )
 
 
 @dataclass
 class BaseModel:
-    """A loaded Stable Diffusion base model and everything training needs to know about it."""
+    """A loaded base model and everything training needs to know about it.
+
+    ``unet`` is the family's denoiser: a ``UNet2DConditionModel`` for Stable Diffusion, the transformer of a DiT
+    family (``family.denoiser`` names its component)."""
 
     family: ModelFamily
     unet: torch.nn.Module
@@ -51,7 +57,7 @@ class BaseModel:
             f"family: {self.family.name} — {self.family.title}",
             f"prediction: {self.family.prediction_type}, latent scale {self.family.latent_scaling_factor}, "
             f"default resolution {self.family.default_resolution}",
-            f"unet: {_count_parameters(self.unet):,} parameters",
+            f"{self.family.denoiser}: {_count_parameters(self.unet):,} parameters",
             f"vae: {_count_parameters(self.vae):,} parameters",
         ]
         for spec, encoder in zip(self.family.text_encoders, self.text_encoders):
@@ -86,8 +92,12 @@ def load_base_model(
     dtype: torch.dtype = torch.float32,
     vae_dtype: torch.dtype | None = None,
     map_weights: bool = False,
+    split_files: Mapping[str, str | Path | None] | None = None,
 ) -> BaseModel:
     """Load a base model from ``path``; ``family="auto"`` detects it, a family name forces it.
+
+    ``split_files`` names the separate files of a family that comes split, by sd-scripts' option names (FLUX.1:
+    ``ae``, ``clip_l``, ``t5xxl``); each is needed unless ``path`` holds that component itself.
 
     Weights are stored in ``dtype`` (the VAE in ``vae_dtype``, default ``dtype``) as they are read, so a bf16 load
     of an fp32 file never holds the fp32 copy of a whole component. ``map_weights`` memory-maps the weights of a
@@ -101,7 +111,7 @@ def load_base_model(
         model = _load_diffusers_folder(source, family, dtypes, map_weights)
     else:
         config_path = None if config_dir is None else Path(config_dir)
-        model = _load_single_file(source, family, config_path, dtypes, map_weights)
+        model = _load_single_file(source, family, config_path, dtypes, map_weights, split_files or {})
     if vae is not None:
         from library.models.vae import load_vae
 
@@ -124,9 +134,19 @@ def check_exists(source: Path) -> None:
     raise ModelLoadError(f"model not found: {source}. Expected {ACCEPTED_LAYOUTS}.{hint}")
 
 
-def _load_diffusers_folder(folder: Path, family_name: str, dtypes: _Dtypes, map_weights: bool) -> BaseModel:
-    from diffusers import DDPMScheduler
+def _noise_scheduler(family: ModelFamily):
+    import diffusers
 
+    return getattr(diffusers, family.scheduler_class)(**dict(family.scheduler_config))
+
+
+def component_classes(family: ModelFamily) -> dict[str, str]:
+    """Component name -> module class, denoiser and VAE first."""
+    classes = {family.denoiser: family.denoiser_class, "vae": "AutoencoderKL"}
+    return classes | {spec.component: spec.architecture for spec in family.text_encoders}
+
+
+def _load_diffusers_folder(folder: Path, family_name: str, dtypes: _Dtypes, map_weights: bool) -> BaseModel:
     if not (folder / "model_index.json").is_file():
         present = sorted(p.name for p in folder.iterdir())[:12]
         raise ModelLoadError(
@@ -134,27 +154,38 @@ def _load_diffusers_folder(folder: Path, family_name: str, dtypes: _Dtypes, map_
             f" Expected {ACCEPTED_LAYOUTS}."
         )
     family = detect_diffusers_family(folder) if family_name == "auto" else get_family(family_name)
-    for sub in ("unet", "vae", *(spec.component for spec in family.text_encoders)):
+    classes = component_classes(family)
+    for sub in classes:
         if not (folder / sub / "config.json").is_file():
             raise ModelLoadError(f"{folder / sub}: missing (or no config.json); the {family.name} folder needs it")
-    architectures = {spec.component: spec.architecture for spec in family.text_encoders}
     modules = {
-        name: _folder_component(folder, name, architectures.get(name, ""), dtypes.of(name), map_weights)
-        for name in ("unet", "vae", *architectures)
+        name: _folder_component(folder, name, model_class, dtypes.of(name), map_weights)
+        for name, model_class in classes.items()
     }
-    tokenizers = [
-        _folder_tokenizer(folder / spec.component.replace("text_encoder", "tokenizer"), spec)
-        for spec in family.text_encoders
-    ]
+    return _base_model(family, modules, folder, folder, "diffusers")
+
+
+def _base_model(
+    family: ModelFamily,
+    modules: dict[str, torch.nn.Module],
+    source: Path,
+    tokenizer_folder: Path | None,
+    source_format: str,
+    metadata: dict[str, str] | None = None,
+) -> BaseModel:
+    encoders = [modules[spec.component] for spec in family.text_encoders]
     return BaseModel(
         family=family,
-        unet=modules["unet"],
+        unet=modules[family.denoiser],
         vae=modules["vae"],
-        text_encoders=[modules[spec.component] for spec in family.text_encoders],
-        tokenizers=tokenizers,
-        noise_scheduler=DDPMScheduler(**dict(family.scheduler_config)),
-        source=folder,
-        source_format="diffusers",
+        text_encoders=encoders,
+        tokenizers=[
+            load_tokenizer(spec, encoder, tokenizer_folder) for spec, encoder in zip(family.text_encoders, encoders)
+        ],
+        noise_scheduler=_noise_scheduler(family),
+        source=source,
+        source_format=source_format,
+        metadata=metadata or {},
     )
 
 
@@ -162,7 +193,7 @@ _WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "model.safetensors")
 
 
 def _folder_component(
-    folder: Path, name: str, architecture: str, dtype: torch.dtype, map_weights: bool
+    folder: Path, name: str, model_class: str, dtype: torch.dtype, map_weights: bool
 ) -> torch.nn.Module:
     """One component of a diffusers folder, streamed from its single ``.safetensors`` file in ``dtype``; other
     weight layouts (sharded, ``.bin``, variants, legacy key names) go through ``from_pretrained``."""
@@ -171,44 +202,41 @@ def _folder_component(
     if weights is not None:
         with StreamedTensors(weights, lambda key: dtype, map_weights) as tensors:
             try:
-                return _instantiate(name, {**config, "architectures": [architecture]}, tensors, dtype)
+                return _instantiate(model_class, config, tensors, dtype)
             except ValueError as error:
                 logger.debug("%s: %s; loading it with from_pretrained", weights, error)
-    return _from_pretrained(folder, name, architecture, dtype)
+    return _from_pretrained(folder, name, model_class, dtype)
 
 
-def _from_pretrained(folder: Path, name: str, architecture: str, dtype: torch.dtype) -> torch.nn.Module:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+def _from_pretrained(folder: Path, name: str, model_class: str, dtype: torch.dtype) -> torch.nn.Module:
+    import diffusers
+    import transformers
 
-    if name in ("unet", "vae"):
-        model_class = UNet2DConditionModel if name == "unet" else AutoencoderKL
-        return model_class.from_pretrained(folder, subfolder=name, torch_dtype=dtype, local_files_only=True)
-    encoder_class = CLIPTextModelWithProjection if architecture == "CLIPTextModelWithProjection" else CLIPTextModel
-    return encoder_class.from_pretrained(folder, subfolder=name, dtype=dtype, local_files_only=True)
-
-
-def _folder_tokenizer(tokenizer_dir: Path, spec):
-    """The folder's own tokenizer when present, else the built-in CLIP vocabulary with the family's padding."""
-    from transformers import CLIPTokenizer
-
-    if tokenizer_dir.is_dir():
-        return CLIPTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
-    logger.info("%s not found; using the built-in CLIP vocabulary", tokenizer_dir)
-    return build_clip_tokenizer(pad_token=spec.pad_token)
+    if hasattr(diffusers, model_class):
+        return getattr(diffusers, model_class).from_pretrained(
+            folder, subfolder=name, torch_dtype=dtype, local_files_only=True
+        )
+    return getattr(transformers, model_class).from_pretrained(
+        folder, subfolder=name, dtype=dtype, local_files_only=True
+    )
 
 
 def _load_single_file(
-    path: Path, family_name: str, config_dir: Path | None, dtypes: _Dtypes, map_weights: bool
+    path: Path,
+    family_name: str,
+    config_dir: Path | None,
+    dtypes: _Dtypes,
+    map_weights: bool,
+    split_files: Mapping[str, str | Path | None],
 ) -> BaseModel:
-    from diffusers import DDPMScheduler
-
     suffix = path.suffix.lower()
     if suffix not in SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES:
         raise ModelLoadError(f"{path}: unsupported file type {path.suffix!r}. Expected {ACCEPTED_LAYOUTS}.")
     if suffix in SAFETENSORS_SUFFIXES:
-        with StreamedTensors(path, map_uncast=map_weights) as tensors:
-            family = _file_family(path, family_name, tensors.keys(), tensors.metadata)
+        with StreamedTensors(path) as header:
+            family = _file_family(path, family_name, header.keys(), header.metadata)
+            parts = file_parts(path, family, split_files, set(header.keys()))
+        with JoinedTensors(parts, map_uncast=map_weights) as tensors:
             tensors.dtype_for = _dtype_by_component(family, dtypes)
             configs, state_dicts = _convert(path, family, family_name, tensors, tensors.shapes)
         metadata = tensors.metadata
@@ -219,26 +247,34 @@ def _load_single_file(
         del state_dict
     if config_dir is not None:
         configs.update(_configs_from_folder(config_dir, configs))
+    classes = component_classes(family)
     modules = {}
     for name in list(state_dicts):
         try:
-            modules[name] = _instantiate(name, configs[name], state_dicts.pop(name), dtypes.of(name))
+            modules[name] = _instantiate(classes[name], configs[name], state_dicts.pop(name), dtypes.of(name))
         except ValueError as error:
             raise ModelLoadError(
                 f"{path}: {name} weights do not fit the inferred architecture ({error}); if this is a "
                 "non-standard model, set model.config_dir to a diffusers folder with matching configs"
             ) from None
-    return BaseModel(
-        family=family,
-        unet=modules["unet"],
-        vae=modules["vae"],
-        text_encoders=[modules[spec.component] for spec in family.text_encoders],
-        tokenizers=[build_clip_tokenizer(pad_token=spec.pad_token) for spec in family.text_encoders],
-        noise_scheduler=DDPMScheduler(**dict(family.scheduler_config)),
-        source=path,
-        source_format="safetensors" if suffix in SAFETENSORS_SUFFIXES else "ckpt",
-        metadata=metadata,
-    )
+    source_format = "safetensors" if suffix in SAFETENSORS_SUFFIXES else "ckpt"
+    return _base_model(family, modules, path, config_dir, source_format, metadata)
+
+
+def file_parts(
+    path: Path, family: ModelFamily, split_files: Mapping[str, str | Path | None], keys: set[str]
+) -> list[tuple[Path, str]]:
+    """The model file, plus the split files of a family that comes split (each under its component's prefix)."""
+    from library.models.single_file.components import component_layouts
+
+    if not family.split_file_keys:
+        return [(path, "")]
+    prefixes = {layout.name: layout.prefix for layout in component_layouts(family.name)}
+    options = {"": prefixes[family.denoiser]}
+    if family.vae_split_file_key:
+        options[family.vae_split_file_key] = prefixes["vae"]
+    options |= {spec.split_file_key: prefixes[spec.component] for spec in family.text_encoders if spec.split_file_key}
+    return split_file_parts(path, options, split_files, keys)
 
 
 def _file_family(path: Path, family_name: str, keys, metadata: dict[str, str]) -> ModelFamily:
@@ -275,26 +311,32 @@ def _configs_from_folder(config_dir: Path, wanted: dict[str, dict]) -> dict[str,
     return configs
 
 
-def _instantiate(name: str, config: dict, state_dict: Mapping, dtype: torch.dtype) -> torch.nn.Module:
+def _instantiate(model_class: str, config: dict, state_dict: Mapping, dtype: torch.dtype) -> torch.nn.Module:
     """Build a component without a random init (empty weights) and assign the checkpoint's tensors to it (a
     streamed mapping is read one tensor at a time here); ValueError names keys that do not fit."""
     from accelerate import init_empty_weights
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from library.models.single_file.components import instantiate
 
     clean = {k: v for k, v in config.items() if not k.startswith("_") and k != "architectures"}
     with init_empty_weights():
-        if name == "unet":
-            module = UNet2DConditionModel.from_config(clean)
-        elif name == "vae":
-            module = AutoencoderKL.from_config(clean)
-        else:
-            with_projection = "CLIPTextModelWithProjection" in config.get("architectures", [])
-            encoder_class = CLIPTextModelWithProjection if with_projection else CLIPTextModel
-            module = encoder_class(CLIPTextConfig(**clean))
-    problems = sorted(set(module.state_dict()).symmetric_difference(state_dict))[:3]
+        module = instantiate(model_class, clean)
+    tensors = {key: value.to(dtype) if value.is_floating_point() else value for key, value in state_dict.items()}
+    tensors |= _tied_copies(module, tensors)
+    problems = sorted(set(module.state_dict()).symmetric_difference(tensors))[:3]
     if problems:
         raise ValueError(f"e.g. {', '.join(problems)}")
-    tensors = {key: value.to(dtype) if value.is_floating_point() else value for key, value in state_dict.items()}
     module.load_state_dict(tensors, strict=True, assign=True)
     return module
+
+
+def _tied_copies(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Tensors for the other name of a tied pair (T5's input embedding is ``shared.weight``): files and
+    ``save_pretrained`` keep one name of a tied pair. transformers lists the pairs as target -> source."""
+    tied = getattr(module, "_tied_weights_keys", None)
+    copies = {}
+    for target, source in (tied.items() if isinstance(tied, dict) else ()):
+        for want, have in ((target, source), (source, target)):
+            if want not in tensors and have in tensors:
+                copies[want] = tensors[have]
+    return copies

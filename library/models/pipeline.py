@@ -22,7 +22,7 @@ def assemble_pipeline(
     """The pipeline class the family record names (no safety checker, no watermarker), sharing the modules."""
     import diffusers
 
-    parts: dict[str, Any] = {"unet": unet, "vae": vae, "scheduler": scheduler}
+    parts: dict[str, Any] = {family.denoiser: unet, "vae": vae, "scheduler": scheduler}
     for spec, encoder, tokenizer in zip(family.text_encoders, text_encoders, tokenizers):
         parts[spec.component] = encoder
         parts[spec.component.replace("text_encoder", "tokenizer")] = tokenizer
@@ -36,8 +36,9 @@ def assemble_pipeline(
 def component_modules(
     family: ModelFamily, unet: torch.nn.Module, vae: torch.nn.Module, text_encoders: Sequence[torch.nn.Module]
 ) -> dict[str, torch.nn.Module]:
-    """Modules by component name (``unet``, ``vae``, ``text_encoder``, ``text_encoder_2``)."""
-    modules = {"unet": unet, "vae": vae}
+    """Modules by component name (``unet`` or ``transformer``, ``vae``, ``text_encoder``, ``text_encoder_2``);
+    ``unet`` is the family's denoiser, whatever its kind."""
+    modules = {family.denoiser: unet, "vae": vae}
     for spec, encoder in zip(family.text_encoders, text_encoders):
         modules[spec.component] = encoder
     return modules

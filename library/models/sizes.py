@@ -1,5 +1,5 @@
-"""How big a base model is, read without loading its weights: parameters per component, the UNet's tensor shapes and
-the UNet and VAE configs.
+"""How big a base model is, read without loading its weights: parameters per component, the denoiser's tensor shapes
+and the denoiser and VAE configs (the denoiser is the UNet of SD families, the transformer of DiT families).
 
 A ``.safetensors`` file and a diffusers folder answer from their headers and ``config.json`` files. A ``.ckpt``
 cannot be read without unpickling it whole, so it is sized as its family's reference model (SD1, the smallest,
@@ -19,7 +19,8 @@ import torch
 from library.models.checkpoint_io import SAFETENSORS_SUFFIXES
 from library.models.detect import detect_diffusers_family, detect_original_family
 from library.models.families import SD1, ModelFamily, get_family
-from library.models.loader import check_exists
+from library.models.joined_tensors import JoinedTensors
+from library.models.loader import check_exists, component_classes, file_parts
 from library.models.tensor_stream import StreamedTensors
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -30,26 +31,33 @@ class ModelSizes:
     """The sizes of one base model (see module docstring)."""
 
     family: ModelFamily
-    parameters: Mapping[str, int]  # component ("unet", "vae", "text_encoder"...) -> number of parameters
-    unet_shapes: Shapes  # every UNet tensor's shape, by key (diffusers or original names)
-    unet_config: Mapping[str, Any]
+    parameters: Mapping[str, int]  # component ("unet" or "transformer", "vae", "text_encoder"...) -> parameters
+    unet_shapes: Shapes  # every denoiser tensor's shape, by key (diffusers or original names)
+    unet_config: Mapping[str, Any]  # the denoiser's config
     vae_config: Mapping[str, Any]
     source: str  # how the sizes were read, for the log
+
+    @property
+    def denoiser_parameters(self) -> int:
+        return self.parameters[self.family.denoiser]
 
     @property
     def text_encoder_parameters(self) -> int:
         return sum(self.parameters[spec.component] for spec in self.family.text_encoders)
 
 
-def read_model_sizes(path: str | Path, family: str = "auto") -> ModelSizes:
-    """The sizes of the base model at ``path``; ``family`` as in ``model.family``. Raises ``ModelLoadError`` as
-    the loader would for a missing or unrecognised model, ``ValueError`` for a file whose layout does not fit."""
+def read_model_sizes(
+    path: str | Path, family: str = "auto", split_files: Mapping[str, str | Path | None] | None = None
+) -> ModelSizes:
+    """The sizes of the base model at ``path``; ``family`` and ``split_files`` as the loader takes them. Raises
+    ``ModelLoadError`` as the loader would for a missing or unrecognised model, ``ValueError`` for a file whose
+    layout does not fit."""
     source = Path(path).expanduser()
     check_exists(source)
     if source.is_dir():
         return _folder_sizes(source, family)
     if source.suffix.lower() in SAFETENSORS_SUFFIXES:
-        return _single_file_sizes(source, family)
+        return _single_file_sizes(source, family, split_files or {})
     return _reference_sizes(get_family(family) if family != "auto" else SD1)
 
 
@@ -62,12 +70,14 @@ def _header_shapes(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, st
         return {key: tuple(tensor.shape) for key, tensor in tensors.shapes.items()}, tensors.metadata
 
 
-def _single_file_sizes(path: Path, family_name: str) -> ModelSizes:
+def _single_file_sizes(path: Path, family_name: str, split_files: Mapping[str, str | Path | None]) -> ModelSizes:
     from library.models.single_file import infer_configs
     from library.models.single_file.components import component_layouts
 
     shapes, metadata = _header_shapes(path)
     family = detect_original_family(path, shapes, metadata) if family_name == "auto" else get_family(family_name)
+    with JoinedTensors(file_parts(path, family, split_files, set(shapes))) as joined:
+        shapes = {key: tuple(tensor.shape) for key, tensor in joined.shapes.items()}
     by_component: dict[str, dict[str, tuple[int, ...]]] = {}
     for layout in component_layouts(family.name):
         by_component[layout.name] = {key: shape for key, shape in shapes.items() if key.startswith(layout.prefix)}
@@ -75,8 +85,8 @@ def _single_file_sizes(path: Path, family_name: str) -> ModelSizes:
     return ModelSizes(
         family=family,
         parameters={name: _count(component) for name, component in by_component.items()},
-        unet_shapes=by_component["unet"],
-        unet_config=configs["unet"],
+        unet_shapes=by_component[family.denoiser],
+        unet_config=configs[family.denoiser],
         vae_config=configs["vae"],
         source=f"{path.name} header",
     )
@@ -84,8 +94,7 @@ def _single_file_sizes(path: Path, family_name: str) -> ModelSizes:
 
 def _folder_sizes(folder: Path, family_name: str) -> ModelSizes:
     family = detect_diffusers_family(folder) if family_name == "auto" else get_family(family_name)
-    classes = {"unet": "UNet2DConditionModel", "vae": "AutoencoderKL"}
-    classes |= {spec.component: spec.architecture for spec in family.text_encoders}
+    classes = component_classes(family)
     configs, shapes = {}, {}
     for name, model_class in classes.items():
         configs[name] = json.loads((folder / name / "config.json").read_text(encoding="utf-8"))
@@ -98,8 +107,8 @@ def _folder_sizes(folder: Path, family_name: str) -> ModelSizes:
     return ModelSizes(
         family=family,
         parameters={name: _count(component) for name, component in shapes.items()},
-        unet_shapes=shapes["unet"],
-        unet_config=configs["unet"],
+        unet_shapes=shapes[family.denoiser],
+        unet_config=configs[family.denoiser],
         vae_config=configs["vae"],
         source=f"{folder.name} headers",
     )
@@ -116,8 +125,8 @@ def _reference_sizes(family: ModelFamily) -> ModelSizes:
     return ModelSizes(
         family=family,
         parameters={name: _count(component) for name, component in shapes.items()},
-        unet_shapes=shapes["unet"],
-        unet_config=configs["unet"],
+        unet_shapes=shapes[family.denoiser],
+        unet_config=configs[family.denoiser],
         vae_config=configs["vae"],
         source=f"the {family.name} reference model (a .ckpt is not read before loading)",
     )

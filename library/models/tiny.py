@@ -1,13 +1,15 @@
-"""Tiny Stable Diffusion models of the real architectures, built offline.
+"""Tiny models of the real architectures, built offline.
 
-Tests and benchmarks run without downloading real checkpoints (2-7 GB), yet every code path must be the real one.
-These builders make the exact diffusers/transformers classes a real SD1/SD2/SDXL model uses, with small widths and
-deterministic random weights, and save them both as a diffusers folder and as an original-layout single file, so
-that tests go through the same loader a user's model goes through. ``--full-size`` builds the real SD1.5-size
-architecture (random weights) for benchmarks.
+Tests and benchmarks run without downloading real checkpoints (2-24 GB), yet every code path must be the real one.
+These builders make the exact diffusers/transformers classes a real SD1/SD2/SDXL/FLUX.1 model uses, with small
+widths and deterministic random weights, and save them both as a diffusers folder and as an original-layout single
+file (FLUX.1: a ComfyUI-style checkpoint; ``--split-dir`` also writes BFL's split files), so that tests go through
+the same loader a user's model goes through. ``--full-size`` builds the real full-size architecture (random
+weights) for benchmarks.
 
-Widths follow the SD conventions that single-file config inference relies on: GroupNorm with 32 groups, SD1 UNets
-with 8 heads, later UNets with 64-wide heads, text encoders with 64-wide heads.
+Widths follow the conventions that single-file config inference relies on: GroupNorm with 32 groups, SD1 UNets
+with 8 heads, later UNets with 64-wide heads, CLIP text encoders with 64-wide heads; FLUX.1 rotary axes that scale
+from its 128-wide heads (a 32-wide head here).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 
 from library.models.families import FAMILY_NAMES, ModelFamily, get_family
 from library.models.pipeline import assemble_pipeline, component_configs, component_modules
+from library.models.t5_tokenizer import build_tiny_t5_tokenizer, tiny_t5_pieces
 from library.models.tokenizer import build_clip_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -105,16 +108,49 @@ _TINY_UNETS: dict[str, dict] = {
 }
 _TINY_UNETS["sd2-v"] = _TINY_UNETS["sd2"]
 
+_TINY_FLUX_TRANSFORMER = {
+    "patch_size": 1,
+    "in_channels": 64,  # 16 latent channels packed 2x2
+    "num_layers": 1,
+    "num_single_layers": 2,
+    "attention_head_dim": 32,
+    "num_attention_heads": 2,
+    "joint_attention_dim": 32,  # the T5 width
+    "pooled_projection_dim": 64,  # the CLIP-L width (its pooled output)
+    "axes_dims_rope": [4, 14, 14],  # FLUX.1's (16, 56, 56) scaled to 32-wide heads
+}
+
+_TINY_T5 = {
+    "d_model": 32,
+    "d_kv": 16,
+    "d_ff": 64,
+    "num_layers": 2,
+    "num_heads": 2,
+    "relative_attention_num_buckets": 32,
+    "feed_forward_proj": "gated-gelu",
+    "is_encoder_decoder": False,
+    "use_cache": False,
+    "pad_token_id": 0,
+    "eos_token_id": 1,
+}
+
 
 def tiny_configs(family: ModelFamily) -> dict[str, dict]:
     """Config dicts of every component of the tiny model of ``family``."""
-    configs: dict[str, dict] = {
-        "unet": copy.deepcopy(_TINY_UNETS[family.name]),
-        "vae": {**_TINY_VAE, "scaling_factor": family.latent_scaling_factor},
-    }
+    vae = {**_TINY_VAE, "scaling_factor": family.latent_scaling_factor, "latent_channels": family.latent_channels}
+    if family.latent_shift_factor:
+        vae.update(shift_factor=family.latent_shift_factor, use_quant_conv=False, use_post_quant_conv=False)
+    if family.denoiser == "transformer":
+        denoiser = {**_TINY_FLUX_TRANSFORMER, "guidance_embeds": family.guidance_embedded}
+    else:
+        denoiser = copy.deepcopy(_TINY_UNETS[family.name])
+    configs: dict[str, dict] = {family.denoiser: denoiser, "vae": vae}
     for spec in family.text_encoders:
-        configs[spec.component] = {**_TINY_TEXT_ENCODER, "hidden_act": spec.hidden_act}
-    if "text_encoder_2" in configs:
+        if spec.architecture == "T5EncoderModel":
+            configs[spec.component] = {**_TINY_T5, "vocab_size": len(tiny_t5_pieces())}
+        else:
+            configs[spec.component] = {**_TINY_TEXT_ENCODER, "hidden_act": spec.hidden_act}
+    if family.name == "sdxl":
         # diffusers tells SDXL's encoders apart by width, so the second one must be wider, as in the real model.
         configs["text_encoder_2"].update(_TINY_SDXL_SECOND_ENCODER)
     return configs
@@ -129,7 +165,7 @@ def full_size_configs(family: ModelFamily) -> dict[str, dict]:
 
 @dataclass
 class Components:
-    """The modules of a Stable Diffusion model, as the loaders and trainers pass them around."""
+    """The modules of a model, as the loaders and trainers pass them around (``unet``: the family's denoiser)."""
 
     unet: torch.nn.Module
     vae: torch.nn.Module
@@ -138,23 +174,18 @@ class Components:
 
 def build_components(family: ModelFamily, configs: dict[str, dict], seed: int) -> Components:
     """Instantiate every component from config dicts with a deterministic random init."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    from library.models.single_file.components import instantiate
 
-    def seeded(offset: int) -> None:
+    def seeded(offset: int, model_class: str, name: str) -> torch.nn.Module:
         torch.manual_seed(seed + offset)
+        return instantiate(model_class, _strip_meta(configs[name])).eval()
 
-    seeded(0)
-    unet = UNet2DConditionModel.from_config(_strip_meta(configs["unet"]))
-    seeded(1)
-    vae = AutoencoderKL.from_config(_strip_meta(configs["vae"]))
-    text_encoders = []
-    for index, spec in enumerate(family.text_encoders):
-        seeded(2 + index)
-        te_class = CLIPTextModelWithProjection if spec.architecture == "CLIPTextModelWithProjection" else CLIPTextModel
-        te_config = CLIPTextConfig(**_strip_meta(configs[spec.component]))
-        text_encoders.append(te_class(te_config).eval())
-    return Components(unet=unet.eval(), vae=vae.eval(), text_encoders=text_encoders)
+    unet = seeded(0, family.denoiser_class, family.denoiser)
+    vae = seeded(1, "AutoencoderKL", "vae")
+    text_encoders = [
+        seeded(2 + index, spec.architecture, spec.component) for index, spec in enumerate(family.text_encoders)
+    ]
+    return Components(unet=unet, vae=vae, text_encoders=text_encoders)
 
 
 def _strip_meta(config: dict) -> dict:
@@ -162,12 +193,24 @@ def _strip_meta(config: dict) -> dict:
     return {k: v for k, v in config.items() if not k.startswith("_") and k != "architectures"}
 
 
+def tiny_tokenizers(family: ModelFamily) -> list:
+    """The built-in tokenizers of a tiny model: CLIP's real vocabulary, the tiny T5 Unigram vocabulary."""
+    return [
+        build_tiny_t5_tokenizer(spec.max_length) if spec.tokenizer == "t5" else build_clip_tokenizer(spec.pad_token)
+        for spec in family.text_encoders
+    ]
+
+
 def build_pipeline(family: ModelFamily, components: Components):
-    """Wrap components into the family's diffusers pipeline, with tokenizers and a DDIM scheduler."""
+    """Wrap components into the family's diffusers pipeline, with tokenizers and a sampling scheduler (DDIM for the
+    DDPM-trained families, the training scheduler itself for flow matching)."""
     import diffusers
 
-    scheduler = diffusers.DDIMScheduler(**dict(family.scheduler_config), set_alpha_to_one=False, steps_offset=1)
-    tokenizers = [build_clip_tokenizer(pad_token=spec.pad_token) for spec in family.text_encoders]
+    if family.scheduler_class == "DDPMScheduler":
+        scheduler = diffusers.DDIMScheduler(**dict(family.scheduler_config), set_alpha_to_one=False, steps_offset=1)
+    else:
+        scheduler = getattr(diffusers, family.scheduler_class)(**dict(family.scheduler_config))
+    tokenizers = tiny_tokenizers(family)
     return assemble_pipeline(
         family, components.unet, components.vae, components.text_encoders, tokenizers, scheduler
     )
@@ -184,9 +227,11 @@ def write_tiny_model(
     single_file: Path | None = None,
     seed: int = 0,
     full_size: bool = False,
+    split_dir: Path | None = None,
 ) -> None:
-    """Build a model of ``family_name`` and save it as a diffusers folder (and optionally a single file)."""
-    from library.models.single_file import save_original_checkpoint
+    """Build a model of ``family_name`` and save it as a diffusers folder (and optionally a single file, and for a
+    family that comes split, its split files in ``split_dir``)."""
+    from library.models.single_file import save_original_checkpoint, save_split_files
 
     family = get_family(family_name)
     configs = full_size_configs(family) if full_size else tiny_configs(family)
@@ -205,23 +250,31 @@ def write_tiny_model(
             metadata={"modelspec.title": f"tiny {family.name} (random weights)"},
         )
         logger.info("wrote %s single file to %s", family.name, single_file)
+    if split_dir is not None:
+        modules = component_modules(family, components.unet, components.vae, components.text_encoders)
+        save_split_files(split_dir, family.name, component_state_dicts(family, components), component_configs(modules))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m library.models.tiny",
-        description="Build a tiny (or --full-size) randomly initialised Stable Diffusion model offline.",
+        description="Build a tiny (or --full-size) randomly initialised base model offline.",
     )
     parser.add_argument("--family", choices=FAMILY_NAMES, required=True)
     parser.add_argument("--out", type=Path, required=True, help="diffusers folder to write")
     parser.add_argument("--single-file", type=Path, help="also write an original-layout .safetensors here")
+    parser.add_argument(
+        "--split-dir", type=Path, help="FLUX.1: also write BFL's split files (transformer, ae, clip_l, t5xxl) here"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random init (same seed, same weights)")
     parser.add_argument(
         "--full-size", action="store_true", help="the real full-size architecture (for benchmarks)"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    write_tiny_model(args.family, args.out, args.single_file, args.seed, args.full_size)
+    if args.split_dir is not None and not get_family(args.family).split_file_keys:
+        parser.error(f"--split-dir: {args.family} does not come as split files")
+    write_tiny_model(args.family, args.out, args.single_file, args.seed, args.full_size, args.split_dir)
     return 0
 
 

@@ -134,7 +134,7 @@ def estimate_memory(
     ``partitioned`` says DeepSpeed holds gradients and optimizer state (and, with ZeRO-3, a full fine-tune's UNet)."""
     dtype, vae_dtype = dtypes
     parameters = sizes.parameters
-    unet = 0 if partitioned and full_fine_tune else parameters["unet"]
+    unet = 0 if partitioned and full_fine_tune else sizes.denoiser_parameters
     weights = (unet + sizes.text_encoder_parameters) * dtype.itemsize + parameters["vae"] * vae_dtype.itemsize
     return MemoryEstimate(weights, _training_state(config, sizes, full_fine_tune, partitioned),
                           _activations(config, sizes, batch, vae_dtype))
@@ -147,9 +147,9 @@ def _training_state(config: FurnaceConfig, sizes: ModelSizes, full_fine_tune: bo
         state_bytes = 0
     per_parameter = 0 if partitioned else _GRADIENT_BYTES + state_bytes
     if full_fine_tune:
-        trained = sizes.parameters["unet"]
+        trained = sizes.denoiser_parameters
         trained += sizes.text_encoder_parameters if config.dreambooth.train_text_encoder else 0
-        ema = sizes.parameters["unet"] * _TRAINED_BYTES if config.dreambooth.use_ema else 0
+        ema = sizes.denoiser_parameters * _TRAINED_BYTES if config.dreambooth.use_ema else 0
         return trained * per_parameter + ema
     if config.network.module != "lora" or config.network.train_text_encoder_only:
         return 0
@@ -203,7 +203,9 @@ def check_memory(
     ``training.skip_memory_check``. None when the model's sizes cannot be read (the loader then says why)."""
     batch = largest_batch(config)
     try:
-        sizes = read_model_sizes(Path(config.model.pretrained_model_name_or_path), config.model.family)
+        sizes = read_model_sizes(
+            Path(config.model.pretrained_model_name_or_path), config.model.family, config.model.split_files()
+        )
     except ValueError as error:
         logger.info("memory estimate skipped: the base model's sizes cannot be read (%s)", error)
         return None

@@ -36,6 +36,7 @@ from library.training.diffusion_step import LossSettings, denoising_loss
 from library.training.exceptions import NonFiniteLossError
 from library.training.interrupt import graceful_stop
 from library.training.loss import weighted_mean
+from library.training.family_support import check_trainable_family
 from library.training.memory_estimate import check_memory
 from library.training.memory_options import load_training_model, release_cached_modules
 from library.training.noise import sample_noise, sample_timesteps
@@ -90,6 +91,7 @@ class Trainer:
         config, accelerator = self.config, self.accelerator
         times = self.setup_times
         apply_process_settings(config.training)
+        check_trainable_family(config)
         check_memory(config, self.weights_factory.saves_base_model, self.weights_factory.load_dtypes(self.precision),
                      accelerator.device, partitioned=uses_deepspeed(accelerator))
         with times.phase("model load"):

@@ -5,7 +5,7 @@ strictly into diffusers/transformers modules; ``diffusers_to_original`` and ``sa
 other way for tiny models, DreamBooth output and merges.
 """
 
-from library.models.single_file.checkpoint import save_original_checkpoint
+from library.models.single_file.checkpoint import save_original_checkpoint, save_split_files
 from library.models.single_file.components import COMPONENTS
 from library.models.single_file.convert import diffusers_to_original, original_to_diffusers, vae_original_to_diffusers
 from library.models.single_file.infer_config import infer_configs, reference_configs
@@ -17,5 +17,6 @@ __all__ = [
     "original_to_diffusers",
     "reference_configs",
     "save_original_checkpoint",
+    "save_split_files",
     "vae_original_to_diffusers",
 ]

@@ -14,13 +14,21 @@ import torch
 
 from library.models.families import get_family
 from library.models.single_file.clip_layout import clip_rules, open_clip_rules
+from library.models.single_file.bfl_layout import bfl_transformer_rules
 from library.models.single_file.rules import KeyRule
+from library.models.single_file.t5_layout import t5_rules
 from library.models.single_file.unet_layout import unet_rules
 from library.models.single_file.vae_layout import vae_rules
 
-COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+COMPONENTS = ("unet", "transformer", "vae", "text_encoder", "text_encoder_2")
 
-LayoutKind = Literal["unet", "vae", "clip", "open_clip"]
+LayoutKind = Literal["unet", "bfl_transformer", "vae", "clip", "open_clip", "t5"]
+
+# Where the denoiser and the VAE sit in each original layout: (component, prefix, kind).
+_DENOISER_AND_VAE: dict[str, tuple[tuple[str, str, LayoutKind], ...]] = {
+    "ldm": (("unet", "model.diffusion_model.", "unet"), ("vae", "first_stage_model.", "vae")),
+    "bfl": (("transformer", "model.diffusion_model.", "bfl_transformer"), ("vae", "vae.", "vae")),
+}
 
 
 @dataclass(frozen=True)
@@ -34,14 +42,18 @@ class ComponentLayout:
 
 
 def component_layouts(family: str) -> tuple[ComponentLayout, ...]:
-    """The components of ``family`` in file order (UNet, VAE, text encoders)."""
+    """The components of ``family`` in file order (denoiser, VAE, text encoders)."""
+    model_family = get_family(family)
+    classes = {model_family.denoiser: model_family.denoiser_class, "vae": "AutoencoderKL"}
     layouts = [
-        ComponentLayout("unet", "model.diffusion_model.", "unet", "UNet2DConditionModel"),
-        ComponentLayout("vae", "first_stage_model.", "vae", "AutoencoderKL"),
+        ComponentLayout(name, prefix, kind, classes[name])
+        for name, prefix, kind in _DENOISER_AND_VAE[model_family.original_layout]
     ]
-    for spec in get_family(family).text_encoders:
-        # OpenCLIP towers sit under "<embedder>.model.", Hugging Face CLIP under "<embedder>.transformer.".
+    for spec in model_family.text_encoders:
+        # OpenCLIP towers sit under "<embedder>.model.", Hugging Face CLIP and T5 under "<embedder>.transformer.".
         kind: LayoutKind = "open_clip" if spec.original_prefix.endswith(".model.") else "clip"
+        if spec.architecture == "T5EncoderModel":
+            kind = "t5"
         layouts.append(ComponentLayout(spec.component, spec.original_prefix, kind, spec.architecture))
     return tuple(layouts)
 
@@ -80,14 +92,14 @@ class _RenamedKeys(Mapping[str, torch.Tensor]):
 
 def instantiate(model_class: str, config: dict) -> torch.nn.Module:
     """Build a component module from a plain config dict (weights as the current device context decides)."""
-    if model_class in ("UNet2DConditionModel", "AutoencoderKL"):
+    if model_class in ("UNet2DConditionModel", "AutoencoderKL", "FluxTransformer2DModel"):
         import diffusers
 
         return getattr(diffusers, model_class).from_config(config)
     import transformers
 
-    text_config = transformers.CLIPTextConfig.from_dict(config)
-    return getattr(transformers, model_class)(text_config)
+    config_class = transformers.T5Config if model_class == "T5EncoderModel" else transformers.CLIPTextConfig
+    return getattr(transformers, model_class)(config_class.from_dict(config))
 
 
 def expected_shapes(layout: ComponentLayout, config: dict) -> dict[str, torch.Size]:
@@ -101,6 +113,10 @@ def layout_rules(layout: ComponentLayout, config: dict, keys: list[str]) -> list
     """The key rules of one component, generated from its config and its module's keys."""
     if layout.kind == "unet":
         return unet_rules(config, keys)
+    if layout.kind == "bfl_transformer":
+        return bfl_transformer_rules(config, keys)
+    if layout.kind == "t5":
+        return t5_rules(keys)
     if layout.kind == "vae":
         return vae_rules(config, keys)
     if layout.kind == "clip":

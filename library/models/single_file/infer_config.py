@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
-from library.models.families import get_family
+from library.models.families import ModelFamily, get_family
 from library.models.single_file.components import COMPONENTS, component_layouts, with_text_model_wrapper
+from library.models.single_file.infer_flux import infer_flux_transformer_config, infer_t5_config
 from library.models.single_file.infer_unet import infer_unet_config
 from library.models.single_file.shape_reader import ShapeReader
 
@@ -104,10 +105,23 @@ def infer_configs(family: str, state_dict: Mapping[str, torch.Tensor]) -> dict[s
 
     configs = {}
     for spec in model_family.text_encoders:
-        configs[spec.component] = _infer_text_config(
-            reader(spec.component), layouts[spec.component].kind, reference[spec.component], spec.architecture,
-            spec.hidden_act,
+        kind = layouts[spec.component].kind
+        configs[spec.component] = (
+            infer_t5_config(reader(spec.component), reference[spec.component])
+            if kind == "t5"
+            else _infer_text_config(
+                reader(spec.component), kind, reference[spec.component], spec.architecture, spec.hidden_act
+            )
         )
+    configs["vae"] = infer_vae_config(reader("vae"), reference["vae"])
+    if model_family.original_layout == "bfl":
+        configs["transformer"] = infer_flux_transformer_config(reader("transformer"), reference["transformer"])
+    else:
+        configs["unet"] = _infer_sd_unet(model_family, configs, reader("unet"), reference["unet"])
+    return {name: configs[name] for name in COMPONENTS if name in configs}
+
+
+def _infer_sd_unet(model_family: ModelFamily, configs: dict, shapes: ShapeReader, reference: dict) -> dict:
     pooled_dim = next(
         (
             configs[spec.component]["projection_dim"]
@@ -116,6 +130,4 @@ def infer_configs(family: str, state_dict: Mapping[str, torch.Tensor]) -> dict[s
         ),
         None,
     )
-    configs["unet"] = infer_unet_config(reader("unet"), reference["unet"], model_family.unet_heads_rule, pooled_dim)
-    configs["vae"] = infer_vae_config(reader("vae"), reference["vae"])
-    return {name: configs[name] for name in COMPONENTS if name in configs}
+    return infer_unet_config(shapes, reference, model_family.unet_heads_rule, pooled_dim)

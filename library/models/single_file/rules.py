@@ -46,6 +46,30 @@ CONCAT_ROWS = Transform("concat_rows", lambda tensors: torch.cat(tensors, dim=0)
 TRANSPOSE = Transform(
     "transpose", lambda tensors: tensors[0].T.contiguous(), lambda tensor, count: [tensor.T.contiguous()]
 )
+
+
+def _swap_halves(tensor: Tensor) -> Tensor:
+    first, second = torch.chunk(tensor, 2, dim=0)
+    return torch.cat([second, first], dim=0)
+
+
+# FLUX.1's final modulation: BFL orders its output (shift, scale), diffusers' AdaLayerNormContinuous (scale, shift).
+SWAP_HALVES = Transform(
+    "swap_halves", lambda tensors: _swap_halves(tensors[0]), lambda tensor, count: [_swap_halves(tensor)]
+)
+
+
+def concat_rows_sized(sizes: tuple[int, ...]) -> Transform:
+    """Row blocks of unequal heights stacked in one tensor (FLUX.1's single blocks fuse q, k, v and the MLP input)."""
+
+    def split(tensor: Tensor, count: int) -> list[Tensor]:
+        if tensor.shape[0] != sum(sizes):
+            raise ValueError(f"cannot split {tuple(tensor.shape)} into row blocks of {list(sizes)}")
+        return [part.contiguous() for part in torch.split(tensor, list(sizes), dim=0)]
+
+    return Transform("concat_rows", lambda tensors: torch.cat(tensors, dim=0), split)
+
+
 # Placeholder for a projection the diffusers module does not have: identity of the width of its source tensor.
 IDENTITY = Transform(
     "identity",

@@ -26,6 +26,11 @@ class ModelSection(BaseModel):
     config_dir: OptionalPath = Field(
         None, description="Diffusers folder supplying the model configs when loading a single file offline."
     )
+    fp8_base: bool = Field(
+        False,
+        description="Store the frozen UNet and text encoders in float8 (e4m3), up-cast per layer for compute: "
+        "about half the weight memory of bf16. LoRA runs only.",
+    )
 
 
 class DatasetSection(BaseModel):

@@ -19,6 +19,7 @@ from library.models.checkpoint_io import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES, 
 from library.models.detect import detect_diffusers_family, detect_original_family
 from library.models.errors import ModelLoadError
 from library.models.families import ModelFamily, get_family
+from library.models.fp8 import fp8_dtype, fp8_weight_keys, store_in_fp8
 from library.models.tensor_stream import DtypeFor, StreamedTensors
 from library.models.tokenizer import build_clip_tokenizer
 
@@ -69,13 +70,24 @@ def _count_parameters(module: torch.nn.Module) -> int:
 
 @dataclass(frozen=True)
 class _Dtypes:
-    """Storage dtypes of a load: the VAE's may differ (SD VAEs are kept fp32 while the rest is bf16)."""
+    """Storage dtypes of a load: the VAE's may differ (SD VAEs are kept fp32 while the rest is bf16); with ``fp8``
+    the Linear and Conv2d weights of the UNet and text encoders are stored in fp8 and up-cast to ``default`` per
+    layer (``models/fp8.py``)."""
 
     default: torch.dtype
     vae: torch.dtype
+    fp8: bool = False
 
     def of(self, component: str) -> torch.dtype:
         return self.vae if component == "vae" else self.default
+
+    def plan(self, component: str, module: torch.nn.Module) -> DtypeFor:
+        """Each state-dict key's storage dtype in ``module`` (the component, built empty)."""
+        dtype = self.of(component)
+        if not self.fp8 or component == "vae":
+            return lambda key: dtype
+        fp8_keys, storage = fp8_weight_keys(module), fp8_dtype()
+        return lambda key: storage if key in fp8_keys else dtype
 
 
 def load_base_model(
@@ -86,17 +98,20 @@ def load_base_model(
     dtype: torch.dtype = torch.float32,
     vae_dtype: torch.dtype | None = None,
     map_weights: bool = False,
+    fp8: bool = False,
 ) -> BaseModel:
     """Load a base model from ``path``; ``family="auto"`` detects it, a family name forces it.
 
     Weights are stored in ``dtype`` (the VAE in ``vae_dtype``, default ``dtype``) as they are read, so a bf16 load
     of an fp32 file never holds the fp32 copy of a whole component. ``map_weights`` memory-maps the weights of a
     ``.safetensors`` file that are kept in their stored dtype instead of reading them (no copy, no wait): only for
-    a base that stays frozen and is never saved as a model, like a LoRA run's (see ``tensor_stream``).
+    a base that stays frozen and is never saved as a model, like a LoRA run's (see ``tensor_stream``). ``fp8``
+    stores the UNet's and text encoders' Linear and Conv2d weights in float8, each read straight into it, and
+    up-casts them to ``dtype`` per layer (frozen weights only: see ``models/fp8.py``).
     """
     source = Path(path).expanduser()
     check_exists(source)
-    dtypes = _Dtypes(dtype, vae_dtype or dtype)
+    dtypes = _Dtypes(dtype, vae_dtype or dtype, fp8)
     if source.is_dir():
         model = _load_diffusers_folder(source, family, dtypes, map_weights)
     else:
@@ -139,7 +154,7 @@ def _load_diffusers_folder(folder: Path, family_name: str, dtypes: _Dtypes, map_
             raise ModelLoadError(f"{folder / sub}: missing (or no config.json); the {family.name} folder needs it")
     architectures = {spec.component: spec.architecture for spec in family.text_encoders}
     modules = {
-        name: _folder_component(folder, name, architectures.get(name, ""), dtypes.of(name), map_weights)
+        name: _folder_component(folder, name, architectures.get(name, ""), dtypes, map_weights)
         for name in ("unet", "vae", *architectures)
     }
     tokenizers = [
@@ -162,19 +177,22 @@ _WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "model.safetensors")
 
 
 def _folder_component(
-    folder: Path, name: str, architecture: str, dtype: torch.dtype, map_weights: bool
+    folder: Path, name: str, architecture: str, dtypes: _Dtypes, map_weights: bool
 ) -> torch.nn.Module:
-    """One component of a diffusers folder, streamed from its single ``.safetensors`` file in ``dtype``; other
-    weight layouts (sharded, ``.bin``, variants, legacy key names) go through ``from_pretrained``."""
-    config = json.loads((folder / name / "config.json").read_text(encoding="utf-8"))
+    """One component of a diffusers folder, streamed from its single ``.safetensors`` file in its storage dtypes
+    (each tensor read straight into its own); other weight layouts (sharded, ``.bin``, variants, legacy key names)
+    go through ``from_pretrained``."""
+    config = {**json.loads((folder / name / "config.json").read_text(encoding="utf-8")), "architectures": [architecture]}
     weights = next((folder / name / file for file in _WEIGHT_FILES if (folder / name / file).is_file()), None)
     if weights is not None:
-        with StreamedTensors(weights, lambda key: dtype, map_weights) as tensors:
+        module = _empty_module(name, config)
+        plan = dtypes.plan(name, module)
+        with StreamedTensors(weights, plan, map_weights) as tensors:
             try:
-                return _instantiate(name, {**config, "architectures": [architecture]}, tensors, dtype)
+                return _assign(name, module, tensors, plan, dtypes)
             except ValueError as error:
                 logger.debug("%s: %s; loading it with from_pretrained", weights, error)
-    return _from_pretrained(folder, name, architecture, dtype)
+    return _with_fp8(name, _from_pretrained(folder, name, architecture, dtypes.of(name)), dtypes)
 
 
 def _from_pretrained(folder: Path, name: str, architecture: str, dtype: torch.dtype) -> torch.nn.Module:
@@ -186,6 +204,13 @@ def _from_pretrained(folder: Path, name: str, architecture: str, dtype: torch.dt
         return model_class.from_pretrained(folder, subfolder=name, torch_dtype=dtype, local_files_only=True)
     encoder_class = CLIPTextModelWithProjection if architecture == "CLIPTextModelWithProjection" else CLIPTextModel
     return encoder_class.from_pretrained(folder, subfolder=name, dtype=dtype, local_files_only=True)
+
+
+def _with_fp8(name: str, module: torch.nn.Module, dtypes: _Dtypes) -> torch.nn.Module:
+    """``module`` with its fp8 layers up-casting to the compute dtype, when the load stores them in fp8."""
+    if dtypes.fp8 and name != "vae":
+        store_in_fp8(module, dtypes.default)
+    return module
 
 
 def _folder_tokenizer(tokenizer_dir: Path, spec):
@@ -222,7 +247,8 @@ def _load_single_file(
     modules = {}
     for name in list(state_dicts):
         try:
-            modules[name] = _instantiate(name, configs[name], state_dicts.pop(name), dtypes.of(name))
+            module = _empty_module(name, configs[name])
+            modules[name] = _assign(name, module, state_dicts.pop(name), dtypes.plan(name, module), dtypes)
         except ValueError as error:
             raise ModelLoadError(
                 f"{path}: {name} weights do not fit the inferred architecture ({error}); if this is a "
@@ -275,9 +301,8 @@ def _configs_from_folder(config_dir: Path, wanted: dict[str, dict]) -> dict[str,
     return configs
 
 
-def _instantiate(name: str, config: dict, state_dict: Mapping, dtype: torch.dtype) -> torch.nn.Module:
-    """Build a component without a random init (empty weights) and assign the checkpoint's tensors to it (a
-    streamed mapping is read one tensor at a time here); ValueError names keys that do not fit."""
+def _empty_module(name: str, config: dict) -> torch.nn.Module:
+    """A component built from its config without a random init (empty weights)."""
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
@@ -285,16 +310,22 @@ def _instantiate(name: str, config: dict, state_dict: Mapping, dtype: torch.dtyp
     clean = {k: v for k, v in config.items() if not k.startswith("_") and k != "architectures"}
     with init_empty_weights():
         if name == "unet":
-            module = UNet2DConditionModel.from_config(clean)
-        elif name == "vae":
-            module = AutoencoderKL.from_config(clean)
-        else:
-            with_projection = "CLIPTextModelWithProjection" in config.get("architectures", [])
-            encoder_class = CLIPTextModelWithProjection if with_projection else CLIPTextModel
-            module = encoder_class(CLIPTextConfig(**clean))
+            return UNet2DConditionModel.from_config(clean)
+        if name == "vae":
+            return AutoencoderKL.from_config(clean)
+        with_projection = "CLIPTextModelWithProjection" in config.get("architectures", [])
+        encoder_class = CLIPTextModelWithProjection if with_projection else CLIPTextModel
+        return encoder_class(CLIPTextConfig(**clean))
+
+
+def _assign(
+    name: str, module: torch.nn.Module, state_dict: Mapping, plan: DtypeFor, dtypes: _Dtypes
+) -> torch.nn.Module:
+    """Assign the checkpoint's tensors, each in its planned dtype, to the empty ``module`` (a streamed mapping is
+    read one tensor at a time here); ValueError names keys that do not fit."""
     problems = sorted(set(module.state_dict()).symmetric_difference(state_dict))[:3]
     if problems:
         raise ValueError(f"e.g. {', '.join(problems)}")
-    tensors = {key: value.to(dtype) if value.is_floating_point() else value for key, value in state_dict.items()}
+    tensors = {key: value.to(plan(key)) if value.is_floating_point() else value for key, value in state_dict.items()}
     module.load_state_dict(tensors, strict=True, assign=True)
-    return module
+    return _with_fp8(name, module, dtypes)

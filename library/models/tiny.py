@@ -3,8 +3,8 @@
 Tests and benchmarks run without downloading real checkpoints (2-7 GB), yet every code path must be the real one.
 These builders make the exact diffusers/transformers classes a real SD1/SD2/SDXL model uses, with small widths and
 deterministic random weights, and save them both as a diffusers folder and as an original-layout single file, so
-that tests go through the same loader a user's model goes through. ``--full-size`` builds the real SD1.5-size
-architecture (random weights) for benchmarks.
+that tests go through the same loader a user's model goes through. ``--full-size`` builds the real full-size
+architecture (random weights) for benchmarks, ``--dtype bfloat16`` in half the memory.
 
 Widths follow the SD conventions that single-file config inference relies on: GroupNorm with 32 groups, SD1 UNets
 with 8 heads, later UNets with 64-wide heads, text encoders with 64-wide heads.
@@ -136,8 +136,20 @@ class Components:
     text_encoders: list[torch.nn.Module]
 
 
-def build_components(family: ModelFamily, configs: dict[str, dict], seed: int) -> Components:
-    """Instantiate every component from config dicts with a deterministic random init."""
+def build_components(
+    family: ModelFamily, configs: dict[str, dict], seed: int, dtype: torch.dtype = torch.float32
+) -> Components:
+    """Instantiate every component from config dicts with a deterministic random init, in ``dtype`` (built in it
+    directly: a full-size SDXL in fp32 and a bf16 copy would not fit beside each other in a small machine)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        return _build_components(family, configs, seed)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _build_components(family: ModelFamily, configs: dict[str, dict], seed: int) -> Components:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -184,13 +196,15 @@ def write_tiny_model(
     single_file: Path | None = None,
     seed: int = 0,
     full_size: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> None:
-    """Build a model of ``family_name`` and save it as a diffusers folder (and optionally a single file)."""
+    """Build a model of ``family_name`` in ``dtype`` and save it as a diffusers folder (and optionally a single
+    file)."""
     from library.models.single_file import save_original_checkpoint
 
     family = get_family(family_name)
     configs = full_size_configs(family) if full_size else tiny_configs(family)
-    components = build_components(family, configs, seed)
+    components = build_components(family, configs, seed, dtype)
     pipeline = build_pipeline(family, components)
     out_dir.mkdir(parents=True, exist_ok=True)
     pipeline.save_pretrained(out_dir, safe_serialization=True)
@@ -207,6 +221,9 @@ def write_tiny_model(
         logger.info("wrote %s single file to %s", family.name, single_file)
 
 
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m library.models.tiny",
@@ -219,9 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--full-size", action="store_true", help="the real full-size architecture (for benchmarks)"
     )
+    parser.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="dtype of the weights")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    write_tiny_model(args.family, args.out, args.single_file, args.seed, args.full_size)
+    write_tiny_model(args.family, args.out, args.single_file, args.seed, args.full_size, _DTYPES[args.dtype])
     return 0
 
 

@@ -10,7 +10,8 @@ trainer's loader) predict the noise for the same latents, timestep and condition
 relative error is ``|fp8 - bf16| / |bf16|`` over the whole prediction. The models are built once (random weights,
 stored in bf16: a full-size SDXL built in fp32 would need about 14 GiB).
 
-``python bench/memory.py [--size full|tiny] [--families sd1 sdxl] [--resolution 512] [--steps 2] [--set key=value ...]``
+``python bench/memory.py [--size full|tiny] [--families sd1 sdxl] [--resolution 512] [--steps 2] [--images 4]
+[--set key=value ...]``
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def main() -> None:
     parser.add_argument("--families", nargs="+", choices=["sd1", "sdxl"], default=["sd1", "sdxl"])
     parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--images", type=int, default=4, help="training images (each has its latents cached)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra or overriding train_network.py options, e.g. gradient_checkpointing=false")
     parser.add_argument("--unet-error", type=Path, help=argparse.SUPPRESS)  # the per-family error process
@@ -104,7 +106,7 @@ def main() -> None:
     if args.unet_error:
         print(json.dumps(unet_error(args.unet_error, args.resolution)))
         return
-    dataset = ensure_dataset(RESULTS / "data" / f"train-{args.resolution}", count=4)
+    dataset = ensure_dataset(RESULTS / "data" / f"train-{args.resolution}-{args.images}", count=args.images)
     options = {**MEMORY_OPTIONS, **dict(item.split("=", 1) for item in args.set)}
     report, rows = {}, []
     for family in args.families:

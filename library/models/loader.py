@@ -106,8 +106,9 @@ def load_base_model(
     of an fp32 file never holds the fp32 copy of a whole component. ``map_weights`` memory-maps the weights of a
     ``.safetensors`` file that are kept in their stored dtype instead of reading them (no copy, no wait): only for
     a base that stays frozen and is never saved as a model, like a LoRA run's (see ``tensor_stream``). ``fp8``
-    stores the UNet's and text encoders' Linear and Conv2d weights in float8, each read straight into it, and
-    up-casts them to ``dtype`` per layer (frozen weights only: see ``models/fp8.py``).
+    stores the UNet's and text encoders' Linear and Conv2d weights in float8 (from a diffusers folder each is read
+    straight into it; a single file is converted in ``dtype`` first) and up-casts them to ``dtype`` per layer (frozen
+    weights only: see ``models/fp8.py``).
     """
     source = Path(path).expanduser()
     check_exists(source)

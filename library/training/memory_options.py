@@ -6,7 +6,8 @@ its outputs are cached -- unless images will be rendered (previews, the compare 
 prompts and decode with the VAE) or the written file contains the base model (full fine-tuning); a LoRA file
 holds adapters only. Rendering reloads nothing lazily: with previews configured both modules simply stay. A base
 that is never saved is memory-mapped rather than read where it keeps its stored dtype. With ``model.fp8_base`` the
-frozen UNet and text encoders are read straight into float8 (``models/fp8.py``), never held in a wider dtype.
+frozen UNet's and text encoders' Linear and Conv2d weights are stored in float8 (``models/fp8.py``), read straight
+into it from a diffusers folder.
 """
 
 from __future__ import annotations

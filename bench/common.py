@@ -103,18 +103,23 @@ def python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
-def _build_model(size: str, single_file: Path | None = None) -> Path:
-    folder = RESULTS / "models" / f"sd1-{size}"
-    command = python("-m", "library.models.tiny", "--family", "sd1", "--out", str(folder))
+def _model_folder(size: str, family: str, dtype: str) -> Path:
+    return RESULTS / "models" / (f"{family}-{size}" + ("" if dtype == "float32" else f"-{dtype}"))
+
+
+def _build_model(size: str, single_file: Path | None = None, family: str = "sd1", dtype: str = "float32") -> Path:
+    folder = _model_folder(size, family, dtype)
+    command = python("-m", "library.models.tiny", "--family", family, "--out", str(folder), "--dtype", dtype)
     command += ["--single-file", str(single_file)] if single_file else []
-    run_measured(command + (["--full-size"] if size == "full" else []), f"model-{size}")
+    run_measured(command + (["--full-size"] if size == "full" else []), folder.name)
     return folder
 
 
-def ensure_model(size: str) -> Path:
-    """A diffusers folder of the sd1 architecture: ``tiny`` or ``full`` (full-size UNet, random weights)."""
-    folder = RESULTS / "models" / f"sd1-{size}"
-    return folder if (folder / "model_index.json").is_file() else _build_model(size)
+def ensure_model(size: str, family: str = "sd1", dtype: str = "float32") -> Path:
+    """A diffusers folder of ``family``'s architecture: ``tiny`` or ``full`` (full-size, random weights), its
+    weights stored in ``dtype`` (a full-size SDXL is built in bfloat16 to fit a small machine)."""
+    folder = _model_folder(size, family, dtype)
+    return folder if (folder / "model_index.json").is_file() else _build_model(size, family=family, dtype=dtype)
 
 
 def ensure_single_file(size: str) -> Path:

@@ -1,19 +1,28 @@
-"""Peak RSS of a full-size SD1.5 LoRA run with the memory options on, and where in the run the peak falls.
+"""Peak RSS of full-size SD1.5 and SDXL LoRA runs with the frozen base in bf16 and in fp8 (``model.fp8_base``), and
+how far the fp8 UNet's noise prediction is from the bf16 one.
 
-One ``train_network.py`` run (its own process, model load included) with gradient checkpointing, bf16 mixed
-precision (frozen weights stored in bf16), latent and text-encoder-output caching, UNet-only LoRA. RSS is sampled
-every 0.2 s; the report gives the whole-run peak (``ru_maxrss``), the phase it fell in, the highest RSS during
-setup and during the steps, and the anonymous / file-backed split at the peak.
+For each family, two ``train_network.py`` runs (each its own process, model load included, one at a time) with
+gradient checkpointing, bf16 mixed precision, latent and text-encoder-output caching and a UNet-only LoRA: the frozen
+base stored in bf16, then in fp8. RSS is sampled every 0.2 s; the report gives the whole-run peak (``ru_maxrss``),
+the phase it fell in, the highest RSS during setup and during the steps, and the anonymous / file-backed split at
+the peak. Then, in one more process per family, the bf16 and the fp8 UNet (loaded one after the other through the
+trainer's loader) predict the noise for the same latents, timestep and conditioning under bf16 autocast: the
+relative error is ``|fp8 - bf16| / |bf16|`` over the whole prediction. The models are built once (random weights,
+stored in bf16: a full-size SDXL built in fp32 would need about 14 GiB).
 
-``python bench/memory.py [--size full|tiny] [--resolution 512] [--steps 3] [--set key=value ...]``
+``python bench/memory.py [--size full|tiny] [--families sd1 sdxl] [--resolution 512] [--steps 2] [--images 4]
+[--set key=value ...]``
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
+import sys
+from pathlib import Path
 
-from common import (GIB, RESULTS, ensure_dataset, ensure_model, median, peak_phase, print_table, python,
+from common import (GIB, REPO, RESULTS, ensure_dataset, ensure_model, median, peak_phase, print_table, python,
                     read_events, run_measured, write_results)
 
 MEMORY_OPTIONS = {
@@ -23,6 +32,7 @@ MEMORY_OPTIONS = {
     "cache_text_encoder_outputs": "true",
     "network_train_unet_only": "true",
 }
+VARIANTS = {"bf16": "false", "fp8": "true"}  # model.fp8_base
 
 
 def phase_peaks(timeline: list[dict], events: list[dict]) -> dict[str, float]:
@@ -34,36 +44,93 @@ def phase_peaks(timeline: list[dict], events: list[dict]) -> dict[str, float]:
     return {"setup": max(setup, default=0) / GIB, "steps": max(training, default=0) / GIB}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=["tiny", "full"], default="full")
-    parser.add_argument("--resolution", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="extra or overriding train_network.py options, e.g. gradient_checkpointing=false")
-    args = parser.parse_args()
-    model = ensure_model(args.size)
-    dataset = ensure_dataset(RESULTS / "data" / f"train-{args.resolution}", count=4)
-    output = RESULTS / "work" / "memory" / f"{args.size}-{args.resolution}"
+def measure_run(model: Path, dataset: Path, output: Path, options: dict[str, str], args, log_name: str) -> dict:
+    """One LoRA run in its own process: peak RSS, where it fell, per-phase peaks, step time."""
     shutil.rmtree(output, ignore_errors=True)
-    options = {**MEMORY_OPTIONS, **dict(item.split("=", 1) for item in args.set)}
     flags = {"pretrained_model_name_or_path": model, "train_data_dir": dataset, "output_dir": output,
              "output_name": "bench", "resolution": args.resolution, "train_batch_size": 1, "network_dim": 4,
              "network_alpha": 4, "max_train_steps": args.steps, "seed": 1, "logging.tensorboard": "false", **options}
     command = python("train_network.py", *[item for key, value in flags.items() for item in (f"--{key}", str(value))])
-    measured = run_measured(command, f"memory-{args.size}-{args.resolution}")
+    measured = run_measured(command, log_name)
     events = read_events(output / "progress.jsonl")
     peak = max(measured.timeline, key=lambda sample: sample["rss"], default={"anon": 0, "file": 0})
     seconds = [event["seconds_per_step"] for event in events if event["event"] == "step"][1:]
-    report = {"peak_rss": measured.peak_rss, "peak_phase": peak_phase(measured.timeline, events),
-              "phase_peaks_gib": phase_peaks(measured.timeline, events), "peak_anon": peak.get("anon", 0),
-              "peak_file": peak.get("file", 0), "median_step": median(seconds), "wall": measured.wall}
-    print_table(["peak RSS GiB", "phase", "setup max GiB", "steps max GiB", "anon GiB", "file GiB", "s/step"],
-                [[measured.peak_rss / GIB, report["peak_phase"], report["phase_peaks_gib"]["setup"],
-                  report["phase_peaks_gib"]["steps"], report["peak_anon"] / GIB, report["peak_file"] / GIB,
-                  report["median_step"]]])
+    return {"peak_rss": measured.peak_rss, "peak_phase": peak_phase(measured.timeline, events),
+            "phase_peaks_gib": phase_peaks(measured.timeline, events), "peak_anon": peak.get("anon", 0),
+            "peak_file": peak.get("file", 0), "median_step": median(seconds), "wall": measured.wall}
+
+
+def unet_error(model: Path, resolution: int) -> dict:
+    """(In its own process) the relative error of the fp8 UNet's noise prediction against the bf16 UNet's."""
+    import gc
+
+    import torch
+
+    from library.models.loader import load_base_model
+
+    def predict(fp8: bool) -> torch.Tensor:
+        base = load_base_model(model, dtype=torch.bfloat16, vae_dtype=torch.float32, map_weights=True, fp8=fp8)
+        unet, config = base.unet, base.unet.config
+        generator = torch.Generator().manual_seed(0)
+        latents = torch.randn(1, config.in_channels, resolution // 8, resolution // 8, generator=generator)
+        context = torch.randn(1, 77, config.cross_attention_dim, generator=generator)
+        extra = {}
+        if config.addition_embed_type == "text_time":
+            pooled = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim
+            extra["added_cond_kwargs"] = {"text_embeds": torch.randn(1, pooled, generator=generator),
+                                          "time_ids": torch.tensor([[resolution, resolution, 0, 0, resolution,
+                                                                     resolution]], dtype=torch.float32)}
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            prediction = unet(latents, torch.tensor([500]), context, **extra).sample.float()
+        del base, unet
+        gc.collect()
+        return prediction
+
+    reference = predict(fp8=False)
+    fp8 = predict(fp8=True)
+    return {"relative_error": ((fp8 - reference).norm() / reference.norm()).item(),
+            "max_abs_error": (fp8 - reference).abs().max().item(), "reference_rms": reference.pow(2).mean().sqrt().item()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=["tiny", "full"], default="full")
+    parser.add_argument("--families", nargs="+", choices=["sd1", "sdxl"], default=["sd1", "sdxl"])
+    parser.add_argument("--resolution", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--images", type=int, default=4, help="training images (each has its latents cached)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra or overriding train_network.py options, e.g. gradient_checkpointing=false")
+    parser.add_argument("--unet-error", type=Path, help=argparse.SUPPRESS)  # the per-family error process
+    args = parser.parse_args()
+    if args.unet_error:
+        print(json.dumps(unet_error(args.unet_error, args.resolution)))
+        return
+    dataset = ensure_dataset(RESULTS / "data" / f"train-{args.resolution}-{args.images}", count=args.images)
+    options = {**MEMORY_OPTIONS, **dict(item.split("=", 1) for item in args.set)}
+    report, rows = {}, []
+    for family in args.families:
+        model = ensure_model(args.size, family, "bfloat16")
+        runs = {}
+        for variant, fp8 in VARIANTS.items():
+            name = f"memory-{family}-{args.size}-{args.resolution}-{variant}"
+            output = RESULTS / "work" / "memory" / name
+            runs[variant] = measure_run(model, dataset, output, {**options, "fp8_base": fp8}, args, name)
+        error_log = RESULTS / "logs" / f"memory-{family}-{args.size}-unet-error.log"
+        run_measured([sys.executable, str(REPO / "bench" / "memory.py"), "--unet-error", str(model),
+                      "--resolution", str(args.resolution)], error_log.stem)
+        error = json.loads(error_log.read_text(encoding="utf-8").strip().splitlines()[-1])
+        report[family] = {**runs, "unet_error": error}
+        bf16, fp8 = runs["bf16"], runs["fp8"]
+        rows.append([family, bf16["peak_rss"] / GIB, fp8["peak_rss"] / GIB, fp8["peak_rss"] / bf16["peak_rss"],
+                     f"{bf16['peak_phase']} / {fp8['peak_phase']}", bf16["phase_peaks_gib"]["steps"],
+                     fp8["phase_peaks_gib"]["steps"], bf16["median_step"], fp8["median_step"],
+                     error["relative_error"]])
+    print_table(["model", "bf16 peak GiB", "fp8 peak GiB", "ratio", "peak phase", "bf16 steps GiB", "fp8 steps GiB",
+                 "bf16 s/step", "fp8 s/step", "UNet rel. error"], rows)
     name = f"memory-{args.size}-{args.resolution}"
-    print(f"wrote {write_results(name, {'settings': {**vars(args), 'options': options}, **report})}")
+    settings = {key: value for key, value in vars(args).items() if key != "unet_error"}
+    print(f"wrote {write_results(name, {'settings': {**settings, 'options': options}, **report})}")
 
 
 if __name__ == "__main__":

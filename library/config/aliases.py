@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 _SAME_NAME: dict[str, tuple[str, ...]] = {
-    "model": ("pretrained_model_name_or_path", "vae", "clip_skip", "ae", "clip_l", "t5xxl"),
+    "model": ("pretrained_model_name_or_path", "vae", "clip_skip", "ae", "clip_l", "t5xxl", "fp8_base"),
     "dataset": (
         "train_data_dir", "reg_data_dir", "dataset_config", "resolution", "enable_bucket", "min_bucket_reso",
         "max_bucket_reso", "bucket_reso_steps", "bucket_no_upscale", "caption_extension", "shuffle_caption",

@@ -35,6 +35,11 @@ class ModelSection(BaseModel):
         description="Diffusers folder supplying the model configs (and FLUX.1's T5 tokenizer, tokenizer_2/) when "
         "loading a single file offline.",
     )
+    fp8_base: bool = Field(
+        False,
+        description="Store the frozen UNet and text encoders in float8 (e4m3), up-cast per layer for compute: "
+        "about half the weight memory of bf16. LoRA runs only.",
+    )
 
     def split_files(self) -> dict[str, str | None]:
         """The separate files of a family that comes split, by the option names the loader takes."""

@@ -20,6 +20,7 @@ from library.models.checkpoint_io import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES, 
 from library.models.detect import detect_diffusers_family, detect_original_family
 from library.models.errors import ModelLoadError
 from library.models.families import ModelFamily, get_family
+from library.models.fp8 import fp8_dtype, fp8_weight_keys, store_in_fp8
 from library.models.family_tokenizers import load_tokenizer
 from library.models.joined_tensors import JoinedTensors, split_file_parts
 from library.models.tensor_stream import DtypeFor, StreamedTensors
@@ -75,13 +76,24 @@ def _count_parameters(module: torch.nn.Module) -> int:
 
 @dataclass(frozen=True)
 class _Dtypes:
-    """Storage dtypes of a load: the VAE's may differ (SD VAEs are kept fp32 while the rest is bf16)."""
+    """Storage dtypes of a load: the VAE's may differ (SD VAEs are kept fp32 while the rest is bf16); with ``fp8``
+    the Linear and Conv2d weights of the denoiser and text encoders are stored in fp8 and up-cast to ``default`` per
+    layer (``models/fp8.py``)."""
 
     default: torch.dtype
     vae: torch.dtype
+    fp8: bool = False
 
     def of(self, component: str) -> torch.dtype:
         return self.vae if component == "vae" else self.default
+
+    def plan(self, component: str, module: torch.nn.Module) -> DtypeFor:
+        """Each state-dict key's storage dtype in ``module`` (the component, built empty)."""
+        dtype = self.of(component)
+        if not self.fp8 or component == "vae":
+            return lambda key: dtype
+        fp8_keys, storage = fp8_weight_keys(module), fp8_dtype()
+        return lambda key: storage if key in fp8_keys else dtype
 
 
 def load_base_model(
@@ -93,6 +105,7 @@ def load_base_model(
     vae_dtype: torch.dtype | None = None,
     map_weights: bool = False,
     split_files: Mapping[str, str | Path | None] | None = None,
+    fp8: bool = False,
 ) -> BaseModel:
     """Load a base model from ``path``; ``family="auto"`` detects it, a family name forces it.
 
@@ -102,11 +115,14 @@ def load_base_model(
     Weights are stored in ``dtype`` (the VAE in ``vae_dtype``, default ``dtype``) as they are read, so a bf16 load
     of an fp32 file never holds the fp32 copy of a whole component. ``map_weights`` memory-maps the weights of a
     ``.safetensors`` file that are kept in their stored dtype instead of reading them (no copy, no wait): only for
-    a base that stays frozen and is never saved as a model, like a LoRA run's (see ``tensor_stream``).
+    a base that stays frozen and is never saved as a model, like a LoRA run's (see ``tensor_stream``). ``fp8``
+    stores the denoiser's and text encoders' Linear and Conv2d weights in float8 (from a diffusers folder each is
+    read straight into it; a single file is converted in ``dtype`` first) and up-casts them to ``dtype`` per layer
+    (frozen weights only: see ``models/fp8.py``).
     """
     source = Path(path).expanduser()
     check_exists(source)
-    dtypes = _Dtypes(dtype, vae_dtype or dtype)
+    dtypes = _Dtypes(dtype, vae_dtype or dtype, fp8)
     if source.is_dir():
         model = _load_diffusers_folder(source, family, dtypes, map_weights)
     else:
@@ -159,7 +175,7 @@ def _load_diffusers_folder(folder: Path, family_name: str, dtypes: _Dtypes, map_
         if not (folder / sub / "config.json").is_file():
             raise ModelLoadError(f"{folder / sub}: missing (or no config.json); the {family.name} folder needs it")
     modules = {
-        name: _folder_component(folder, name, model_class, dtypes.of(name), map_weights)
+        name: _folder_component(folder, name, model_class, dtypes, map_weights)
         for name, model_class in classes.items()
     }
     return _base_model(family, modules, folder, folder, "diffusers")
@@ -193,19 +209,22 @@ _WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "model.safetensors")
 
 
 def _folder_component(
-    folder: Path, name: str, model_class: str, dtype: torch.dtype, map_weights: bool
+    folder: Path, name: str, model_class: str, dtypes: _Dtypes, map_weights: bool
 ) -> torch.nn.Module:
-    """One component of a diffusers folder, streamed from its single ``.safetensors`` file in ``dtype``; other
-    weight layouts (sharded, ``.bin``, variants, legacy key names) go through ``from_pretrained``."""
+    """One component of a diffusers folder, streamed from its single ``.safetensors`` file in its storage dtypes
+    (each tensor read straight into its own); other weight layouts (sharded, ``.bin``, variants, legacy key names)
+    go through ``from_pretrained``."""
     config = json.loads((folder / name / "config.json").read_text(encoding="utf-8"))
     weights = next((folder / name / file for file in _WEIGHT_FILES if (folder / name / file).is_file()), None)
     if weights is not None:
-        with StreamedTensors(weights, lambda key: dtype, map_weights) as tensors:
+        module = _empty_module(model_class, config)
+        plan = dtypes.plan(name, module)
+        with StreamedTensors(weights, plan, map_weights) as tensors:
             try:
-                return _instantiate(model_class, config, tensors, dtype)
+                return _assign(name, module, tensors, plan, dtypes)
             except ValueError as error:
                 logger.debug("%s: %s; loading it with from_pretrained", weights, error)
-    return _from_pretrained(folder, name, model_class, dtype)
+    return _with_fp8(name, _from_pretrained(folder, name, model_class, dtypes.of(name)), dtypes)
 
 
 def _from_pretrained(folder: Path, name: str, model_class: str, dtype: torch.dtype) -> torch.nn.Module:
@@ -219,6 +238,13 @@ def _from_pretrained(folder: Path, name: str, model_class: str, dtype: torch.dty
     return getattr(transformers, model_class).from_pretrained(
         folder, subfolder=name, dtype=dtype, local_files_only=True
     )
+
+
+def _with_fp8(name: str, module: torch.nn.Module, dtypes: _Dtypes) -> torch.nn.Module:
+    """``module`` with its fp8 layers up-casting to the compute dtype, when the load stores them in fp8."""
+    if dtypes.fp8 and name != "vae":
+        store_in_fp8(module, dtypes.default)
+    return module
 
 
 def _load_single_file(
@@ -251,7 +277,8 @@ def _load_single_file(
     modules = {}
     for name in list(state_dicts):
         try:
-            modules[name] = _instantiate(classes[name], configs[name], state_dicts.pop(name), dtypes.of(name))
+            module = _empty_module(classes[name], configs[name])
+            modules[name] = _assign(name, module, state_dicts.pop(name), dtypes.plan(name, module), dtypes)
         except ValueError as error:
             raise ModelLoadError(
                 f"{path}: {name} weights do not fit the inferred architecture ({error}); if this is a "
@@ -311,23 +338,29 @@ def _configs_from_folder(config_dir: Path, wanted: dict[str, dict]) -> dict[str,
     return configs
 
 
-def _instantiate(model_class: str, config: dict, state_dict: Mapping, dtype: torch.dtype) -> torch.nn.Module:
-    """Build a component without a random init (empty weights) and assign the checkpoint's tensors to it (a
-    streamed mapping is read one tensor at a time here); ValueError names keys that do not fit."""
+def _empty_module(model_class: str, config: dict) -> torch.nn.Module:
+    """A component built from its config without a random init (empty weights)."""
     from accelerate import init_empty_weights
 
     from library.models.single_file.components import instantiate
 
     clean = {k: v for k, v in config.items() if not k.startswith("_") and k != "architectures"}
     with init_empty_weights():
-        module = instantiate(model_class, clean)
-    tensors = {key: value.to(dtype) if value.is_floating_point() else value for key, value in state_dict.items()}
+        return instantiate(model_class, clean)
+
+
+def _assign(
+    name: str, module: torch.nn.Module, state_dict: Mapping, plan: DtypeFor, dtypes: _Dtypes
+) -> torch.nn.Module:
+    """Assign the checkpoint's tensors, each in its planned dtype, to the empty ``module`` (a streamed mapping is
+    read one tensor at a time here); ValueError names keys that do not fit."""
+    tensors = {key: value.to(plan(key)) if value.is_floating_point() else value for key, value in state_dict.items()}
     tensors |= _tied_copies(module, tensors)
     problems = sorted(set(module.state_dict()).symmetric_difference(tensors))[:3]
     if problems:
         raise ValueError(f"e.g. {', '.join(problems)}")
     module.load_state_dict(tensors, strict=True, assign=True)
-    return module
+    return _with_fp8(name, module, dtypes)
 
 
 def _tied_copies(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -5,7 +5,7 @@ These builders make the exact diffusers/transformers classes a real SD1/SD2/SDXL
 widths and deterministic random weights, and save them both as a diffusers folder and as an original-layout single
 file (FLUX.1: a ComfyUI-style checkpoint; ``--split-dir`` also writes BFL's split files), so that tests go through
 the same loader a user's model goes through. ``--full-size`` builds the real full-size architecture (random
-weights) for benchmarks.
+weights) for benchmarks, ``--dtype bfloat16`` in half the memory.
 
 Widths follow the conventions that single-file config inference relies on: GroupNorm with 32 groups, SD1 UNets
 with 8 heads, later UNets with 64-wide heads, CLIP text encoders with 64-wide heads; FLUX.1 rotary axes that scale
@@ -172,8 +172,20 @@ class Components:
     text_encoders: list[torch.nn.Module]
 
 
-def build_components(family: ModelFamily, configs: dict[str, dict], seed: int) -> Components:
-    """Instantiate every component from config dicts with a deterministic random init."""
+def build_components(
+    family: ModelFamily, configs: dict[str, dict], seed: int, dtype: torch.dtype = torch.float32
+) -> Components:
+    """Instantiate every component from config dicts with a deterministic random init, in ``dtype`` (built in it
+    directly: a full-size SDXL in fp32 and a bf16 copy would not fit beside each other in a small machine)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        return _build_components(family, configs, seed)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _build_components(family: ModelFamily, configs: dict[str, dict], seed: int) -> Components:
     from library.models.single_file.components import instantiate
 
     def seeded(offset: int, model_class: str, name: str) -> torch.nn.Module:
@@ -228,14 +240,15 @@ def write_tiny_model(
     seed: int = 0,
     full_size: bool = False,
     split_dir: Path | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> None:
-    """Build a model of ``family_name`` and save it as a diffusers folder (and optionally a single file, and for a
-    family that comes split, its split files in ``split_dir``)."""
+    """Build a model of ``family_name`` in ``dtype`` and save it as a diffusers folder (and optionally a single
+    file, and for a family that comes split, its split files in ``split_dir``)."""
     from library.models.single_file import save_original_checkpoint, save_split_files
 
     family = get_family(family_name)
     configs = full_size_configs(family) if full_size else tiny_configs(family)
-    components = build_components(family, configs, seed)
+    components = build_components(family, configs, seed, dtype)
     pipeline = build_pipeline(family, components)
     out_dir.mkdir(parents=True, exist_ok=True)
     pipeline.save_pretrained(out_dir, safe_serialization=True)
@@ -255,6 +268,9 @@ def write_tiny_model(
         save_split_files(split_dir, family.name, component_state_dicts(family, components), component_configs(modules))
 
 
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m library.models.tiny",
@@ -270,11 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--full-size", action="store_true", help="the real full-size architecture (for benchmarks)"
     )
+    parser.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="dtype of the weights")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.split_dir is not None and not get_family(args.family).split_file_keys:
         parser.error(f"--split-dir: {args.family} does not come as split files")
-    write_tiny_model(args.family, args.out, args.single_file, args.seed, args.full_size, args.split_dir)
+    write_tiny_model(args.family, args.out, args.single_file, args.seed, args.full_size, args.split_dir,
+                     _DTYPES[args.dtype])
     return 0
 
 

@@ -83,6 +83,7 @@ class TrainingInfo:
     optimizer: str = "AdamW"
     lr_scheduler: str = "constant"
     mixed_precision: str = "no"
+    fp8_base: bool = False  # the frozen base was stored in float8 during training
     seed: int | None = None
     clip_skip: int | None = None
     noise_offset: float | None = None

@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from library.models.families import ModelFamily
+from library.models.fp8 import is_storage_only
 from library.models.modes import evaluating
 from library.models.pipeline import assemble_pipeline
 from library.models.text_encoding import encode_captions
@@ -169,9 +170,11 @@ def _render(pipeline, model: LiveModel, batch: list[SamplePrompt], clip_skip: in
 def _autocast(
     modules: Sequence[torch.nn.Module], device: torch.device, requested: torch.dtype | None
 ) -> contextlib.AbstractContextManager:
-    """Autocast to ``requested`` on CUDA, or to the lowest module precision when module dtypes are mixed."""
+    """Autocast to ``requested`` on CUDA, or to the lowest module precision when module dtypes are mixed (fp8
+    weights are storage only: their layers up-cast themselves)."""
     dtype = requested if device.type == "cuda" else None
-    dtypes = {p.dtype for module in modules for p in module.parameters() if p.is_floating_point()}
+    dtypes = {p.dtype for module in modules for p in module.parameters()
+              if p.is_floating_point() and not is_storage_only(p.dtype)}
     if dtype is None and len(dtypes) > 1:
         dtype = min(dtypes, key=lambda candidate: torch.finfo(candidate).bits)
     if dtype is None or dtype == torch.float32:

@@ -15,11 +15,13 @@ def train_dreambooth(config: FurnaceConfig) -> Path | None:
     from library.training.ema import ema_settings
     from library.training.full_weights import FullWeights
     from library.training.lora_weights import LoraWeights
+    from library.training.memory_options import check_fp8_base
     from library.training.trainer import train
 
     lora = config.dreambooth.train_method == "lora"
     ema_settings(config, lora_run=lora)  # before any model loads
     check_supported(config, lora_run=lora)
+    check_fp8_base(config, full_fine_tune=not lora)
     weights = LoraWeights if lora else FullWeights
     return train(config, weights)
 

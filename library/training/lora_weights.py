@@ -42,11 +42,12 @@ def lora_options(config: FurnaceConfig) -> LoraOptions:
     )
 
 
-def freeze_base(model: BaseModel, precision: Precision, device) -> None:
-    """Frozen weights in the frozen dtype on the device; the VAE stays fp32 (SD VAEs overflow in fp16)."""
-    model.unet.to(device, precision.frozen)
-    for encoder in model.text_encoders:
-        encoder.to(device, precision.frozen)
+def freeze_base(model: BaseModel, precision: Precision, device, fp8: bool) -> None:
+    """Frozen weights in the frozen dtype on the device; the VAE stays fp32 (SD VAEs overflow in fp16). An fp8
+    base keeps the dtypes it was loaded in (fp8 layers, the rest in the frozen dtype): it only moves."""
+    dtype = None if fp8 else precision.frozen
+    for module in (model.unet, *model.text_encoders):
+        module.to(device=device, dtype=dtype)
     model.vae.to(device, torch.float32)
     model.vae.requires_grad_(False)
 
@@ -72,7 +73,7 @@ class LoraWeights(TrainedWeights):
 
     def __init__(self, config: FurnaceConfig, model: BaseModel, precision: Precision, device: torch.device) -> None:
         self.config, self.model = config, model
-        freeze_base(model, precision, device)
+        freeze_base(model, precision, device, fp8=config.model.fp8_base)
         self.network: LoraNetwork = inject_lora(model.family, model.unet, model.text_encoders, lora_options(config))
         for parameter in self.network.trainable_parameters():
             parameter.data = parameter.data.float()

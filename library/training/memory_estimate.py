@@ -3,7 +3,9 @@
 Three terms, each counted low so that a refusal means the run clearly cannot fit:
 
 - **weights**: every parameter of the base in the dtype it is stored in for the run (the frozen parts in bf16 under
-  ``training.mixed_precision = "bf16"`` for a LoRA run, the VAE and anything trained in fp32);
+  ``training.mixed_precision = "bf16"`` for a LoRA run, the VAE and anything trained in fp32). With
+  ``model.fp8_base`` the stored parts take 1 byte a parameter: the UNet's matrix and convolution weights (every
+  tensor of two or more dimensions) and, counted low, all of the text encoders';
 - **training state**: what trains (LoRA adapters on the UNet's transformer blocks, or the whole UNet and text
   encoders of a full fine-tune), its gradients, the optimizer's state per parameter and the EMA copy. Under
   DeepSpeed, ZeRO partitions or offloads gradients and optimizer state, so they are not counted;
@@ -135,9 +137,18 @@ def estimate_memory(
     dtype, vae_dtype = dtypes
     parameters = sizes.parameters
     unet = 0 if partitioned and full_fine_tune else sizes.denoiser_parameters
-    weights = (unet + sizes.text_encoder_parameters) * dtype.itemsize + parameters["vae"] * vae_dtype.itemsize
+    frozen = unet + sizes.text_encoder_parameters
+    in_fp8 = fp8_stored_parameters(sizes) if config.model.fp8_base and not full_fine_tune else 0
+    weights = in_fp8 + (frozen - in_fp8) * dtype.itemsize + parameters["vae"] * vae_dtype.itemsize
     return MemoryEstimate(weights, _training_state(config, sizes, full_fine_tune, partitioned),
                           _activations(config, sizes, batch, vae_dtype))
+
+
+def fp8_stored_parameters(sizes: ModelSizes) -> int:
+    """Parameters ``model.fp8_base`` stores in fp8, counted low where shapes are not known: the UNet's tensors of
+    two or more dimensions (Linear and Conv2d weights) and every text-encoder parameter."""
+    matrices = sum(int(torch.Size(shape).numel()) for shape in sizes.unet_shapes.values() if len(shape) >= 2)
+    return matrices + sizes.text_encoder_parameters
 
 
 def _training_state(config: FurnaceConfig, sizes: ModelSizes, full_fine_tune: bool, partitioned: bool) -> int:
@@ -182,8 +193,12 @@ def refusal(config: FurnaceConfig, sizes: ModelSizes, batch: LargestBatch, estim
     elif largest == "weights":
         what = (f"the base model {config.model.pretrained_model_name_or_path} ({sizes.family.name}) needs about "
                 f"{show_bytes(estimate.weights)} for its weights")
-        advice = ('set training.mixed_precision = "bf16" (a LoRA run keeps its frozen weights in bf16)'
-                  if config.training.mixed_precision == "no" else "use a machine with more memory")
+        if config.training.mixed_precision == "no":
+            advice = 'set training.mixed_precision = "bf16" (a LoRA run keeps its frozen weights in bf16)'
+        elif not config.model.fp8_base:
+            advice = "set model.fp8_base = true (a LoRA run's frozen weights in float8) or use a machine with more memory"
+        else:
+            advice = "use a machine with more memory"
     else:
         what = (f"training with optimizer.type = \"{config.optimizer.type}\" needs about "
                 f"{show_bytes(estimate.training_state)} for the trained weights, gradients and optimizer state")

@@ -5,7 +5,9 @@ Peak RSS is set at two moments: loading (a bf16 run must never hold an fp32 copy
 its outputs are cached -- unless images will be rendered (previews, the compare grid at the end: they encode
 prompts and decode with the VAE) or the written file contains the base model (full fine-tuning); a LoRA file
 holds adapters only. Rendering reloads nothing lazily: with previews configured both modules simply stay. A base
-that is never saved is memory-mapped rather than read where it keeps its stored dtype.
+that is never saved is memory-mapped rather than read where it keeps its stored dtype. With ``model.fp8_base`` the
+frozen UNet's and text encoders' Linear and Conv2d weights are stored in float8 (``models/fp8.py``), read straight
+into it from a diffusers folder.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from __future__ import annotations
 import gc
 import logging
 
-from library.config import FurnaceConfig
+import torch
+
+from library.config import ConfigError, FurnaceConfig
+from library.models.fp8 import fp8_dtype
 from library.models.loader import BaseModel, load_base_model
 from library.training.accelerator import Precision
 from library.training.weights import WeightsFactory
@@ -36,7 +41,25 @@ def load_training_model(config: FurnaceConfig, weights_factory: WeightsFactory, 
         dtype=dtype,
         vae_dtype=vae_dtype,
         map_weights=not weights_factory.saves_base_model and not config.training.channels_last,
+        fp8=config.model.fp8_base,
     )
+
+
+def check_fp8_base(config: FurnaceConfig, full_fine_tune: bool) -> None:
+    """Refuse ``model.fp8_base`` where it cannot work (entry points call this before any model loads): a full
+    fine-tune trains the weights fp8 would store, DoRA computes with the base weight itself, and a torch build
+    without float8 types cannot store them."""
+    if not config.model.fp8_base:
+        return
+    if full_fine_tune:
+        raise ConfigError(['model.fp8_base: stores frozen weights in float8, but dreambooth.train_method = "full" '
+                           'trains them; set model.fp8_base = false, or train with dreambooth.train_method = "lora"'])
+    if config.network.use_dora:
+        raise ConfigError(["model.fp8_base: DoRA (network.use_dora) computes with the base weights themselves; "
+                           "set network.use_dora = false, or model.fp8_base = false"])
+    if fp8_dtype() is None:
+        raise ConfigError([f"model.fp8_base: this torch build ({torch.__version__}) has no float8_e4m3fn; install "
+                           "torch 2.1 or later, or set model.fp8_base = false"])
 
 
 def release_cached_modules(

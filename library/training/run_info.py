@@ -69,6 +69,7 @@ def training_info(
         optimizer=config.optimizer.type,
         lr_scheduler=config.optimizer.lr_scheduler,
         mixed_precision=config.training.mixed_precision,
+        fp8_base=config.model.fp8_base,
         seed=config.training.seed,
         clip_skip=config.model.clip_skip,
         noise_offset=config.training.noise_offset or None,

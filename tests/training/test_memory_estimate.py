@@ -57,6 +57,17 @@ def test_frozen_weights_in_bf16_halve_all_but_the_vae(sizes):
     assert fp32 == sum(sizes.parameters.values()) * 4
 
 
+def test_fp8_base_counts_its_stored_weights_at_one_byte(sizes):
+    bf16 = _estimate(sizes, "--mixed_precision", "bf16", dtypes=BF16).weights
+    fp8 = _estimate(sizes, "--mixed_precision", "bf16", "--fp8_base", "true", dtypes=BF16).weights
+    matrices = sum(torch.Size(shape).numel() for shape in sizes.unet_shapes.values() if len(shape) >= 2)
+    in_fp8 = matrices + sizes.text_encoder_parameters
+    assert bf16 - fp8 == in_fp8  # two bytes a parameter become one
+    assert in_fp8 > 0.9 * (sizes.parameters["unet"] + sizes.text_encoder_parameters)
+    full = _estimate(sizes, "--mixed_precision", "bf16", "--fp8_base", "true", dtypes=BF16, full=True).weights
+    assert full == bf16  # a full fine-tune stores nothing in fp8 (and is refused before the estimate)
+
+
 def test_training_state_follows_what_trains_and_the_optimizer(sizes):
     unet = sizes.parameters["unet"]
     assert _estimate(sizes, full=True).training_state == unet * (4 + 8)  # gradients + AdamW's two moments

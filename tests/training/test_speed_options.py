@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
-from trainer_cli import REPO, base_args, run_cli
+from trainer_cli import base_args, probe, run_cli
 
 pytestmark = pytest.mark.slow  # these tests start processes or trainers
-
-
-def probe(args: list[str], setup_only: bool = False) -> dict:
-    """The facts ``trainer_probe.py`` reports after running the trainer in a fresh process."""
-    command = [sys.executable, str(REPO / "tests" / "training" / "trainer_probe.py")]
-    result = subprocess.run(command + (["--setup-only"] if setup_only else []) + args, capture_output=True,
-                            text=True, timeout=600, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_threads_channels_last_and_release_after_caching(tiny_model_factory, concept_dataset, tmp_path):

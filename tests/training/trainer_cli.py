@@ -40,6 +40,15 @@ def _zygote() -> Zygote:
     return Zygote(REPO)
 
 
+def probe(args: list[str], setup_only: bool = False) -> dict:
+    """The facts ``trainer_probe.py`` reports after running the trainer with ``args`` in a fresh process."""
+    command = [sys.executable, str(REPO / "tests" / "training" / "trainer_probe.py")]
+    result = subprocess.run(command + (["--setup-only"] if setup_only else []) + args, capture_output=True,
+                            text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def run_cli(script: str, args: list[str], timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
     """Run one of the top-level scripts."""
     return run_python([str(REPO / script), *args], script, timeout, check)

@@ -1,7 +1,8 @@
 """Run the real LoRA trainer in this process and print, as JSON, what its setup did to the process and model.
 
 ``python tests/training/trainer_probe.py [--setup-only] <train_network.py arguments>``: thread counts, the UNet's
-memory format and compile state, whether the VAE / text encoder still hold weights, and the final file (when run).
+memory format and compile state, the dtypes the base is stored in, whether the VAE / text encoder still hold
+weights, and the final file (when run).
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ def main(argv: list[str]) -> None:
         "vae_holds_weights": holds_weights(trainer.model.vae),
         "text_encoders_hold_weights": [holds_weights(encoder) for encoder in trainer.model.text_encoders],
         "unet_dtype": str(next(p.dtype for n, p in unet.named_parameters() if "lora" not in n)),
+        "base_dtypes": {
+            name: sorted({str(p.dtype) for n, p in module.named_parameters() if "lora_" not in n})
+            for name, module in (("unet", unet), *((f"text_encoder_{index}", encoder)
+                                                   for index, encoder in enumerate(trainer.model.text_encoders)))
+        },
         "final": None if final is None else str(final),
     }))
 

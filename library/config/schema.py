@@ -10,6 +10,7 @@ from .fields import Problem, raise_problems
 from .sections_data import DatasetSection, ModelSection
 from .sections_deepspeed import DeepSpeedSection
 from .sections_dreambooth import DreamBoothSection
+from .sections_hypernetwork import HypernetworkSection
 from .sections_output import LoggingSection, OutputSection, SampleSection
 from .sections_train import NetworkSection, OptimizerSection, TrainingSection
 
@@ -29,6 +30,9 @@ class FurnaceConfig(BaseModel):
     logging: LoggingSection = Field(default_factory=LoggingSection, description="Console and TensorBoard logging.")
     dreambooth: DreamBoothSection = Field(
         default_factory=DreamBoothSection, description="DreamBooth prompts, class images and full fine-tuning."
+    )
+    hypernetwork: HypernetworkSection = Field(
+        default_factory=HypernetworkSection, description="train_hypernetwork.py: the A1111 hypernetwork's MLPs."
     )
     deepspeed: DeepSpeedSection = Field(
         default_factory=DeepSpeedSection, description="DeepSpeed ZeRO partitioning and offload (multi-GPU)."

@@ -13,7 +13,14 @@ from library.networks.config import LoraOptions
 from library.networks.hashes import lora_hashes, verify_hashes
 from library.networks.lora_file import LoraFileError, read_lora_file, save_dtype, split_modules, write_lora_file
 from library.networks.merge import merge_lora_into
-from library.networks.metadata import DatasetInfo, EmaInfo, TrainingInfo, checkpoint_metadata, lora_metadata
+from library.networks.metadata import (
+    DatasetInfo,
+    EmaInfo,
+    TrainingInfo,
+    checkpoint_metadata,
+    hypernetwork_metadata,
+    lora_metadata,
+)
 from library.networks.naming import LoraNamer, SgmNames
 
 if TYPE_CHECKING:
@@ -40,6 +47,7 @@ __all__ = [
     "SgmNames",
     "TrainingInfo",
     "checkpoint_metadata",
+    "hypernetwork_metadata",
     "inject_lora",
     "lora_hashes",
     "lora_metadata",

@@ -134,6 +134,9 @@ def list_presets(configs_dir: Path) -> list[dict[str, Any]]:
 
 
 def preset_trainer(values: dict[str, Any]) -> str:
-    """The trainer a preset is written for: a `[dreambooth]` section means train_dreambooth.py."""
+    """The trainer a preset is written for: a `[dreambooth]` section means train_dreambooth.py, a `[hypernetwork]`
+    section train_hypernetwork.py."""
+    if values.get("hypernetwork"):
+        return "hypernetwork"
     return "dreambooth" if values.get("dreambooth") else "lora"
 

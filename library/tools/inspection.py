@@ -1,4 +1,5 @@
-"""'inspect': what a model file is — a LoRA (family, kind, rank per module, metadata, hashes) or a checkpoint.
+"""'inspect': what a model file is — a LoRA (family, kind, rank per module, metadata, hashes), an A1111 hypernetwork
+(.pt or .safetensors) or a checkpoint.
 
 LoRA hashes are recomputed and compared with the stored ones; ``--json`` prints everything machine-readably.
 """
@@ -15,9 +16,11 @@ import torch
 from library.models.checkpoint_io import read_state_dict
 from library.models.detect import detect_diffusers_family, detect_original_family
 from library.networks import verify_hashes
+from library.networks.hypernetwork_file import PT_SUFFIX, is_hypernetwork
 from library.networks.lokr import LOKR_SUFFIXES, LokrWeights
 from library.networks.lora_file import ModuleWeights
 from library.tools.common import AdapterModule, ToolError, existing_path, is_conv3, lora_family, split_adapter_modules
+from library.tools.hypernetwork_report import format_hypernetwork, hypernetwork_report
 from library.tools.loha import HADA_SUFFIXES
 
 _LORA_KEY_ENDINGS = (".lora_down.weight", ".lora_up.weight", ".alpha", ".dora_scale", *HADA_SUFFIXES, *LOKR_SUFFIXES)
@@ -26,7 +29,7 @@ _EMA_PREFIX = "model_ema."
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("inspect", help="show what a LoRA or checkpoint file holds", description=__doc__)
-    parser.add_argument("file", type=Path, metavar="FILE", help="LoRA .safetensors, checkpoint or diffusers folder")
+    parser.add_argument("file", type=Path, metavar="FILE", help="LoRA .safetensors, hypernetwork .pt/.safetensors, checkpoint or diffusers folder")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--modules", action="store_true", help="list every LoRA module with its rank")
     parser.set_defaults(run=run)
@@ -122,6 +125,8 @@ def inspect_path(path: Path) -> dict[str, object]:
     existing_path(path, "file")
     if path.is_dir():
         return folder_report(path)
+    if path.suffix.lower() in (PT_SUFFIX, ".safetensors") and is_hypernetwork(path):
+        return hypernetwork_report(path)
     tensors, metadata = read_state_dict(path)
     if tensors and all(key.endswith(_LORA_KEY_ENDINGS) for key in tensors):
         return lora_report(path, tensors, metadata)
@@ -149,6 +154,8 @@ def format_report(report: dict[str, object], list_modules: bool) -> str:
                 f"  {name}: rank {_rank_label(rank)}, alpha {report['alphas'][name]}"
                 for name, rank in report["ranks"].items()
             ]
+    elif report["type"] == "hypernetwork":
+        lines += format_hypernetwork(report)
     elif report["type"] == "checkpoint":
         lines.append(
             f"{report['key_count']} keys, {report['parameters']:,} parameters, EMA keys {report['ema_keys']}, "

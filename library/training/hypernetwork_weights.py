@@ -84,7 +84,7 @@ class HypernetworkWeights(TrainedWeights):
             encoder.requires_grad_(False)
         width = model.unet.config.cross_attention_dim
         self.hypernetwork = Hypernetwork([width], hypernetwork_options(config)).to(device, torch.float32)
-        self.hooks = attach(model.unet, self.hypernetwork)
+        attach(model.unet, self.hypernetwork)
         logger.info("hypernetwork: %d MLP pairs for context width %d, %s parameters", len(self.hypernetwork.pairs),
                     width, f"{sum(p.numel() for p in self.hypernetwork.parameters()):,}")
         if config.training.gradient_checkpointing:

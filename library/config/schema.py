@@ -10,6 +10,7 @@ from .fields import Problem, raise_problems
 from .sections_data import DatasetSection, ModelSection
 from .sections_deepspeed import DeepSpeedSection
 from .sections_dreambooth import DreamBoothSection
+from .sections_hypernetwork import HypernetworkSection
 from .sections_output import LoggingSection, OutputSection, SampleSection
 from .sections_textual_inversion import TextualInversionSection
 from .sections_train import NetworkSection, OptimizerSection, TrainingSection
@@ -34,6 +35,9 @@ class FurnaceConfig(BaseModel):
     textual_inversion: TextualInversionSection = Field(
         default_factory=TextualInversionSection,
         description="train_textual_inversion.py: the new token and how its embedding starts.",
+    )
+    hypernetwork: HypernetworkSection = Field(
+        default_factory=HypernetworkSection, description="train_hypernetwork.py: the A1111 hypernetwork's MLPs."
     )
     deepspeed: DeepSpeedSection = Field(
         default_factory=DeepSpeedSection, description="DeepSpeed ZeRO partitioning and offload (multi-GPU)."

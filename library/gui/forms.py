@@ -160,8 +160,10 @@ def list_presets(configs_dir: Path) -> list[dict[str, Any]]:
 
 def preset_trainer(values: dict[str, Any]) -> str:
     """The trainer a preset is written for: a `[textual_inversion]` section means train_textual_inversion.py, a
-    `[dreambooth]` section train_dreambooth.py."""
+    `[hypernetwork]` section train_hypernetwork.py, a `[dreambooth]` section train_dreambooth.py."""
     if values.get("textual_inversion"):
         return "textual_inversion"
+    if values.get("hypernetwork"):
+        return "hypernetwork"
     return "dreambooth" if values.get("dreambooth") else "lora"
 

@@ -21,7 +21,7 @@ router = APIRouter()
 
 class RunBody(FormBody):
     name: str = "run"
-    trainer: Literal["lora", "dreambooth", "textual_inversion"] = "lora"
+    trainer: Literal["lora", "dreambooth", "textual_inversion", "hypernetwork"] = "lora"
 
 
 def _scheduler(request: Request) -> Scheduler:

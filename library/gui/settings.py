@@ -11,8 +11,12 @@ from pathlib import Path
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 TOKEN_ENV = "FURNACE_GUI_TOKEN"
-TRAINERS = {"lora": "train_network.py", "dreambooth": "train_dreambooth.py",
-            "textual_inversion": "train_textual_inversion.py"}   # a run's trainer -> its script
+TRAINERS = {  # a run's trainer -> its script
+    "lora": "train_network.py",
+    "dreambooth": "train_dreambooth.py",
+    "textual_inversion": "train_textual_inversion.py",
+    "hypernetwork": "train_hypernetwork.py",
+}
 
 
 class SettingsError(ValueError):

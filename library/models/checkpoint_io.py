@@ -50,19 +50,25 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     return tensors, metadata
 
 
-def _read_pickle_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """Load a pickle checkpoint with ``weights_only=True``: a file that wants to run code is refused."""
+def load_plain_pickle(path: Path) -> object:
+    """Load a ``.ckpt``/``.pt`` with ``weights_only=True``: tensors and plain values only; a file that wants to run
+    code is refused (ModelLoadError saying so), as is one that is truncated."""
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except pickle.UnpicklingError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelLoadError(
-            f"{path}: refused to load: this .ckpt holds pickled objects beyond plain tensors, and unpickling them "
-            f"could run arbitrary code ({first_line}). Use the model's .safetensors release, or convert the .ckpt "
-            "to .safetensors on a machine where you trust it."
+            f"{path}: refused to load: this {path.suffix} holds pickled objects beyond plain tensors, and "
+            f"unpickling them could run arbitrary code ({first_line}). Use a .safetensors release, or convert the "
+            "file to .safetensors on a machine where you trust it."
         ) from None
     except (RuntimeError, EOFError, OSError) as error:
         raise ModelLoadError(f"{path}: not a readable checkpoint ({error}); the file may be truncated") from None
+
+
+def _read_pickle_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict of a pickle checkpoint (see :func:`load_plain_pickle`)."""
+    loaded = load_plain_pickle(path)
     state_dict = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
     if not isinstance(state_dict, dict):
         raise ModelLoadError(f"{path}: the checkpoint does not contain a state dict of tensors")

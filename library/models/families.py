@@ -97,6 +97,10 @@ class ModelFamily:
     def lora_architecture(self) -> str:
         return f"{self.modelspec_architecture}/lora"
 
+    @property
+    def hypernetwork_architecture(self) -> str:
+        return f"{self.modelspec_architecture}/hypernetwork"
+
 
 def _ddpm_schedule(prediction_type: PredictionType) -> dict[str, object]:
     return {

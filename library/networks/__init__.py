@@ -20,6 +20,7 @@ from library.networks.metadata import (
     TrainingInfo,
     checkpoint_metadata,
     embedding_metadata,
+    hypernetwork_metadata,
     lora_metadata,
 )
 from library.networks.naming import LoraNamer, SgmNames
@@ -50,6 +51,7 @@ __all__ = [
     "TrainingInfo",
     "checkpoint_metadata",
     "embedding_metadata",
+    "hypernetwork_metadata",
     "inject_lora",
     "lora_hashes",
     "lora_metadata",

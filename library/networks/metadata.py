@@ -179,6 +179,11 @@ def lora_metadata(
     return _metadata(family, info, _network_record(options), family.lora_architecture, title)
 
 
+def hypernetwork_metadata(family: ModelFamily, info: TrainingInfo, title: str | None = None) -> dict[str, str]:
+    """A hypernetwork file's metadata: the training record without network keys, under its own architecture."""
+    return _metadata(family, info, None, family.hypernetwork_architecture, title)
+
+
 def checkpoint_metadata(family: ModelFamily, info: TrainingInfo, title: str | None = None) -> dict[str, str]:
     """A full fine-tuned checkpoint's metadata: the training record without network keys."""
     return _metadata(family, info, {}, family.modelspec_architecture, title)

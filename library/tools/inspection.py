@@ -1,5 +1,5 @@
 """'inspect': what a model file is — a LoRA (family, kind, rank per module, metadata, hashes), a textual-inversion
-embedding (vectors, widths, which text encoders) or a checkpoint.
+embedding (vectors, widths, which text encoders), an A1111 hypernetwork (.pt or .safetensors) or a checkpoint.
 
 LoRA hashes are recomputed and compared with the stored ones; ``--json`` prints everything machine-readably.
 """
@@ -18,9 +18,11 @@ from library.models.detect import detect_diffusers_family, detect_original_famil
 from library.models.families import FAMILIES
 from library.networks import verify_hashes
 from library.networks.embedding_file import SDXL_ENCODER_KEYS, SINGLE_ENCODER_KEY, EmbeddingFileError, read_embedding_file
+from library.networks.hypernetwork_file import PT_SUFFIX, is_hypernetwork
 from library.networks.lokr import LOKR_SUFFIXES, LokrWeights
 from library.networks.lora_file import ModuleWeights
 from library.tools.common import AdapterModule, ToolError, existing_path, is_conv3, lora_family, split_adapter_modules
+from library.tools.hypernetwork_report import format_hypernetwork, hypernetwork_report
 from library.tools.loha import HADA_SUFFIXES
 
 _LORA_KEY_ENDINGS = (".lora_down.weight", ".lora_up.weight", ".alpha", ".dora_scale", *HADA_SUFFIXES, *LOKR_SUFFIXES)
@@ -28,8 +30,11 @@ _EMA_PREFIX = "model_ema."
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("inspect", help="show what a LoRA, embedding or checkpoint file holds", description=__doc__)
-    parser.add_argument("file", type=Path, metavar="FILE", help="LoRA or embedding .safetensors, A1111 .pt embedding, checkpoint or diffusers folder")
+    parser = subparsers.add_parser("inspect", help="show what a LoRA, embedding, hypernetwork or checkpoint file holds",
+                                   description=__doc__)
+    parser.add_argument("file", type=Path, metavar="FILE",
+                        help="LoRA or embedding .safetensors, A1111 .pt embedding, hypernetwork .pt/.safetensors, "
+                             "checkpoint or diffusers folder")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--modules", action="store_true", help="list every LoRA module with its rank")
     parser.set_defaults(run=run)
@@ -157,6 +162,8 @@ def inspect_path(path: Path) -> dict[str, object]:
     existing_path(path, "file")
     if path.is_dir():
         return folder_report(path)
+    if path.suffix.lower() in (PT_SUFFIX, ".safetensors") and is_hypernetwork(path):
+        return hypernetwork_report(path)
     if path.suffix.lower() == ".pt":
         try:
             return embedding_report(path)  # an A1111 embedding; anything else is read as a checkpoint below
@@ -199,6 +206,8 @@ def format_report(report: dict[str, object], list_modules: bool) -> str:
             f"encoders: {', '.join(report['encoders'])} (widths {widths}), {', '.join(report['dtypes'])}",
             f"hashes: {state}",
         ]
+    elif report["type"] == "hypernetwork":
+        lines += format_hypernetwork(report)
     elif report["type"] == "checkpoint":
         lines.append(
             f"{report['key_count']} keys, {report['parameters']:,} parameters, EMA keys {report['ema_keys']}, "

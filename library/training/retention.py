@@ -1,12 +1,12 @@
 """How many intermediate weight files a run keeps: with ``output.save_last_n`` only the newest N epoch files and
-the newest N step files (names: :mod:`library.training.run_files`)."""
+the newest N step files (names: :mod:`library.training.run_files`), each with its companions."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from library.training.run_files import intermediate_files
+from library.training.run_files import companions, intermediate_files
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +18,8 @@ def prune_intermediate(output_dir: Path, output_name: str, keep: int) -> list[Pa
     removed = []
     for kind in ("epoch", "step"):
         for run_file in intermediate_files(output_dir, output_name, kind)[:-keep]:
-            run_file.path.unlink(missing_ok=True)
-            removed.append(run_file.path)
+            for path in (*companions(run_file.path), run_file.path):
+                path.unlink(missing_ok=True)
+                removed.append(path)
             logger.info("removed old intermediate file %s (output.save_last_n = %d)", run_file.path.name, keep)
     return removed

@@ -6,7 +6,8 @@ A LoRA run that saves both its EMA and its trained ("raw") weights writes the ra
 ``<name>-raw`` (``<name>-raw.safetensors``, ``<name>-raw-step00000100.safetensors``, ...), so they are kept,
 pruned and compared like any run's files. A name alone cannot place an epoch file among step files, so training order is each file's trained step count
 (its ``ss_steps`` metadata; a file without it is placed by the number in its name), a run's final file after its
-intermediate ones. The trainer's saver and pruner, its compare grid and the ``compare`` tool all go by this module.
+intermediate ones. A file may have companions saved with it under the same name (a hypernetwork's ``.pt``); they
+follow it. The trainer's saver and pruner, its compare grid and the ``compare`` tool all go by this module.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Literal
 from library.models.checkpoint_io import read_safetensors_metadata
 
 EXTENSION = ".safetensors"
+COMPANION_EXTENSIONS = (".pt",)  # a hypernetwork run's A1111 .pt beside each of its .safetensors files
 RAW_SUFFIX = "-raw"
 _SUFFIX = r"(?:-(?P<epoch>\d{6})|-step(?P<step>\d{8}))?" + re.escape(EXTENSION)
 _ANY_RUN = re.compile(r"(?P<name>.+?)" + _SUFFIX)
@@ -38,6 +40,11 @@ def epoch_path(output_dir: Path, output_name: str, epoch: int) -> Path:
 
 def step_path(output_dir: Path, output_name: str, step: int) -> Path:
     return output_dir / f"{output_name}-step{step:08d}{EXTENSION}"
+
+
+def companions(path: Path) -> list[Path]:
+    """The files saved together with weight file ``path`` under its name and another extension (that exist)."""
+    return [companion for extension in COMPANION_EXTENSIONS if (companion := path.with_suffix(extension)).is_file()]
 
 
 def raw_name(output_name: str) -> str:

@@ -60,6 +60,30 @@ def test_dreambooth_run_from_its_preset(gui_folders):
 
 
 @pytest.mark.slow
+def test_hypernetwork_run_from_its_preset(gui_folders):
+    """The hypernetwork preset selects train_hypernetwork.py, whose run writes A1111's .pt beside the .safetensors."""
+    server = GuiServer(gui_folders, token="hn").start()
+    try:
+        client = server.client()
+        preset = next(item for item in client.get("/api/presets").json() if item["name"] == "hypernetwork_quickstart")
+        values, trainer = preset["values"], preset["trainer"]
+        assert trainer == "hypernetwork" and not preset["messages"]
+        values["model"]["pretrained_model_name_or_path"] = str(gui_folders.models / "tiny-sd1")
+        values["dataset"]["train_data_dir"] = str(gui_folders.datasets / "concept")
+        values["training"]["max_train_steps"] = 2
+        del values["sample"]
+        queued = client.post("/api/runs", json={"name": "hn", "values": values, "trainer": trainer}).json()
+        done = until_ended(client, queued["id"])
+        assert done["status"] == "done", done["message"]
+        assert Path(done["command"][1]).name == "train_hypernetwork.py"
+        files = {item["path"] for item in client.get(f"/api/runs/{queued['id']}/files").json()}
+        assert {"hypernetwork_quickstart.pt", "hypernetwork_quickstart.safetensors"} <= files
+    finally:
+        server.stop()
+        server.stop_trainers()
+
+
+@pytest.mark.slow
 def test_tensorboard_is_proxied_per_run(gui_folders):
     server = GuiServer(gui_folders, token="tb", tensorboard_port=free_port()).start()
     direct = f"http://127.0.0.1:{server.tensorboard_port}/tensorboard/"

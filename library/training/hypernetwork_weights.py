@@ -1,0 +1,129 @@
+"""What a hypernetwork run trains and writes: A1111's hypernetwork on a frozen base, saved as A1111's ``.pt`` and as
+``.safetensors`` (``networks/hypernetwork_file.py``), each save writing both under the run's file names.
+
+The hypernetwork has one MLP pair for the model's text-context width (``unet.config.cross_attention_dim``), hooked
+into the UNet and registered as its submodule, so the UNet is what trains, wraps and carries the tensors into the
+resume state; its parameters are the only ones that require a gradient.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+from pathlib import Path
+
+import torch
+
+from library.config import FurnaceConfig
+from library.models.loader import BaseModel
+from library.networks import TrainingInfo, hypernetwork_metadata, save_dtype
+from library.networks.hypernetwork import (
+    MODULE_NAME,
+    Hypernetwork,
+    HypernetworkOptions,
+    attach,
+    default_dropout_structure,
+)
+from library.networks.hypernetwork_file import PT_SUFFIX, a1111_dict, write_pt, write_safetensors
+from library.training.accelerator import Precision
+from library.training.lora_weights import enable_checkpointing, freeze_base
+from library.training.state import register_adapter_hooks
+from library.training.weights import TrainedWeights
+
+logger = logging.getLogger(__name__)
+PART = "hypernetwork"  # the optimizer group's name, logged as lr/hypernetwork
+_HASH_CHUNK = 1 << 20
+
+
+def hypernetwork_options(config: FurnaceConfig) -> HypernetworkOptions:
+    section = config.hypernetwork
+    structure = tuple(section.layer_structure)
+    dropout = section.dropout_structure or default_dropout_structure(
+        structure, section.use_dropout, section.last_layer_dropout
+    )
+    return HypernetworkOptions(
+        layer_structure=structure,
+        activation_func=section.activation_func,
+        weight_init=section.weight_init,
+        add_layer_norm=section.add_layer_norm,
+        use_dropout=section.use_dropout,
+        dropout_structure=tuple(dropout),
+        activate_output=section.activate_output,
+        last_layer_dropout=section.last_layer_dropout,
+    )
+
+
+def a1111_short_hash(path: Path) -> str | None:
+    """A1111's ``sd_checkpoint``: the first 10 hex digits of the base file's sha256 (None for a diffusers folder)."""
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()[:10]
+
+
+class HypernetworkWeights(TrainedWeights):
+    """The hypernetwork's MLPs train; the whole base stays frozen. State = the MLP tensors."""
+
+    saves_base_model = False
+    trains_text_encoder = False
+
+    @staticmethod
+    def load_dtypes(precision: Precision) -> tuple[torch.dtype, torch.dtype]:
+        """The base is frozen whole, so it loads in the frozen dtype, as for a LoRA."""
+        return precision.frozen, torch.float32
+
+    def __init__(self, config: FurnaceConfig, model: BaseModel, precision: Precision, device: torch.device) -> None:
+        self.config, self.model = config, model
+        freeze_base(model, precision, device)
+        model.unet.requires_grad_(False)
+        for encoder in model.text_encoders:
+            encoder.requires_grad_(False)
+        width = model.unet.config.cross_attention_dim
+        self.hypernetwork = Hypernetwork([width], hypernetwork_options(config)).to(device, torch.float32)
+        attach(model.unet, self.hypernetwork)
+        logger.info("hypernetwork: %d MLP pairs for context width %d, %s parameters", len(self.hypernetwork.pairs),
+                    width, f"{sum(p.numel() for p in self.hypernetwork.parameters()):,}")
+        if config.training.gradient_checkpointing:
+            enable_checkpointing(model, text_encoders_too=False)
+        self.named_parameters = {f"{MODULE_NAME}.{name}": param
+                                 for name, param in self.hypernetwork.named_parameters()}
+
+    def modules_to_prepare(self) -> list[torch.nn.Module]:
+        """The UNet, which holds the hypernetwork (and calls it in its forward pass)."""
+        return [self.model.unet]
+
+    def param_groups(self) -> list[dict]:
+        return [{"params": self.parameters(), "lr": self.config.optimizer.learning_rate, "name": PART}]
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.named_parameters.values())
+
+    def register_state_hooks(self, accelerator) -> None:
+        register_adapter_hooks(accelerator, self.named_parameters)
+
+    def after_step(self, step: int) -> None:
+        """Nothing follows an optimizer step for a hypernetwork."""
+
+    def sync_to_step(self, step: int) -> None:
+        """Nothing depends on the step count for a hypernetwork."""
+
+    @functools.cached_property
+    def _base_hash(self) -> str | None:
+        return a1111_short_hash(Path(self.config.model.pretrained_model_name_or_path))
+
+    def save(self, path: Path, info: TrainingInfo) -> None:
+        """``path`` (``.safetensors``) and A1111's ``.pt`` beside it, holding the same tensors."""
+        base = Path(self.config.model.pretrained_model_name_or_path)
+        saved = a1111_dict(self.hypernetwork, {
+            "step": info.steps,
+            "name": self.config.output.output_name,
+            "sd_checkpoint": self._base_hash,
+            "sd_checkpoint_name": base.stem if base.is_file() else base.name,
+            "optional_info": self.config.output.training_comment,
+        }, save_dtype(self.config.output.save_precision))
+        write_safetensors(path, saved, hypernetwork_metadata(self.model.family, info))
+        write_pt(path.with_suffix(PT_SUFFIX), saved)

@@ -2,9 +2,11 @@
 
 Images are never enlarged unless '--upscale' is given: a small image is cropped to the target's
 aspect ratio at its own scale instead. Captions are copied beside every image they belong to,
-including tiles ('--split') and mirrored copies ('--flip'). Masks for masked loss come along: an
-image's alpha channel stays in its output PNG, and with '--mask-dir' each image's mask file (same
-stem) is cropped exactly like it and written under '--mask-out' in the layout of the output.
+including tiles ('--split') and mirrored copies ('--flip'). Sub-folders of SRC ('10_sks dog') are
+kept under DST; '--keep-folder-name' keeps SRC's own name too, for cropping one such folder. Masks for
+masked loss come along: an image's alpha channel stays in its output PNG, and with '--mask-dir' each
+image's mask file (same stem) is cropped exactly like it and written under '--mask-out' in the layout
+of the output.
 """
 
 from __future__ import annotations
@@ -76,6 +78,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--split-overlap", type=float, default=0.2, help="minimum overlap of neighbouring tiles (default: %(default)s)"
     )
     parser.add_argument("--flip", action="store_true", help="also write a mirrored copy of every output")
+    parser.add_argument(
+        "--keep-folder-name",
+        action="store_true",
+        help="write into DST/<SRC's folder name>, so cropping one 'N_name' folder keeps its repeats and class",
+    )
     parser.add_argument(
         "--mask-dir", type=Path, help="masked loss: folder of masks (same stem as each image) to crop alike"
     )
@@ -224,7 +231,10 @@ def _load(path: Path, masks: MaskFiles | None) -> tuple[Image.Image, Image.Image
 
 def run(args: argparse.Namespace) -> int:
     source = check_source(args.src)
-    destination = Destination.from_args(source, args)
+    if args.keep_folder_name and args.out is None:
+        raise UsageError("--keep-folder-name needs --out DST (in place, the folder keeps its name anyway)")
+    out = args.out / source.name if args.keep_folder_name else args.out
+    destination = Destination(source, None if args.in_place else out, args.dry_run)
     settings = CropSettings.from_args(args)
     masks = MaskFiles.from_args(args)
     extension = caption_extension(args)

@@ -13,7 +13,7 @@ from typing import Any
 from preprocess.__main__ import build_parser
 
 from .paths import PathRefused, inside_any
-from .settings import GuiSettings
+from .settings import DATASETS_ROOT_FLAG, MODELS_ROOT_FLAG, GuiSettings
 
 
 class CommandRefused(ValueError):
@@ -46,6 +46,8 @@ def _describe(action: argparse.Action) -> dict[str, Any]:
         "choices": list(action.choices) if action.choices else None,
         "required": bool(action.required),
         "metavar": action.metavar if isinstance(action.metavar, str) else None,
+        # an option taking a fixed group of values (`--replace OLD NEW`) gets one input per value on the page
+        "parts": list(action.metavar) if isinstance(action.metavar, tuple) else None,
         "path": action.type is Path,
         "repeat": isinstance(action, argparse._AppendAction),
     }
@@ -82,8 +84,20 @@ def check_arguments(command: str, argv: Sequence[str], settings: GuiSettings) ->
         if action.type is not Path or getattr(namespace, action.dest, None) is None:
             continue
         value = getattr(namespace, action.dest)
-        roots = settings.model_roots if action.dest in MODEL_DESTS else settings.dataset_roots
+        model = action.dest in MODEL_DESTS
+        roots = settings.model_roots if model else settings.dataset_roots
         for path in value if isinstance(value, list) else [value]:
             if not inside_any(settings.workdir / path, roots):
-                folders = ", ".join(str(root) for root in roots)
-                raise PathRefused(f"{command} {action.metavar or action.dest}: {path} is outside {folders}")
+                raise PathRefused(f"{command} {_name(action)}: {path} is outside {_allow_hint(roots, model)}")
+
+
+def _name(action: argparse.Action) -> str:
+    return action.metavar if isinstance(action.metavar, str) else action.dest
+
+
+def _allow_hint(roots: Sequence[Path], model: bool) -> str:
+    """The allowed folders and how to allow another: the run_gui.sh flag, repeated to keep the current ones."""
+    flag = MODELS_ROOT_FLAG if model else DATASETS_ROOT_FLAG
+    current = " ".join(f"{flag} '{root}'" for root in roots)
+    return (f"the allowed folders ({', '.join(str(root) for root in roots)}); move it into one, or restart "
+            f"run_gui.sh with {flag} FOLDER to allow another (repeat the flag to keep these: {current})")

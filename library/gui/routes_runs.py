@@ -13,7 +13,7 @@ from .events import log_tail, read_events, summarise
 from .forms import run_config_text
 from .paths import PathRefused, confine
 from .routes_config import FormBody
-from .runs import LOG_NAME, QUEUED, RUNNING, RunNotFound, RunRecord
+from .runs import LOG_NAME, QUEUED, RUNNING, RunNotFound, RunRecord, file_kind
 from .scheduler import Scheduler
 
 router = APIRouter()
@@ -88,11 +88,13 @@ def run_log(run_id: str, request: Request, lines: int = 200) -> str:
 
 @router.get("/runs/{run_id}/files")
 def run_files(run_id: str, request: Request) -> list[dict]:
-    """Every file the run wrote (weights, samples, config, log), relative to its folder."""
+    """Every file the run wrote (weights, samples, config, log), relative to its folder, with its kind
+    (runs.file_kind: the final weights, other weights, resume state, samples, the rest)."""
     _record(request, run_id)
     store = request.app.state.store
-    folder = store.folder(run_id)
-    return [{"path": str(path), "size": (folder / path).stat().st_size} for path in store.files(run_id)]
+    folder, output_name = store.folder(run_id), store.output_name(run_id)
+    return [{"path": str(path), "size": (folder / path).stat().st_size, "kind": file_kind(path, output_name)}
+            for path in store.files(run_id)]
 
 
 @router.get("/runs/{run_id}/file")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +20,12 @@ from library.atomic_files import remove_stale_temporaries, write_text_atomic
 QUEUED, RUNNING, DONE, STOPPED, FAILED, CANCELLED = "queued", "running", "done", "stopped", "failed", "cancelled"
 ACTIVE = (QUEUED, RUNNING)
 RECORD_NAME, CONFIG_NAME, LOG_NAME = "run.json", "run.toml", "train.log"
+# The trainer's names (library.training.state.STATE_DIR_NAME, sampling.files.SAMPLE_DIR_NAME), spelled here
+# because importing them would load torch into the server; tests/gui/test_gui_runs.py checks they agree.
+STATE_DIR, SAMPLE_DIR = "state", "sample"
+WEIGHTS_SUFFIX = ".safetensors"
+# What a run's file is to the user, for the run page: the trained result first, the resume state apart.
+FINAL, WEIGHTS, STATE, SAMPLE, OTHER = "final", "weights", "state", "sample", "other"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -107,9 +114,30 @@ class RunStore:
             and not any(part.startswith(".") for part in path.relative_to(folder).parts)
         ]
 
+    def output_name(self, run_id: str) -> str | None:
+        """The stem of the run's weight files (`output.output_name` of its stored TOML); None without one."""
+        try:
+            config = tomllib.loads(self.config_text(run_id))
+        except (OSError, tomllib.TOMLDecodeError):
+            return None
+        return config.get("output", {}).get("output_name")
+
     def config_text(self, run_id: str) -> str:
         return (self.folder(run_id) / CONFIG_NAME).read_text(encoding="utf-8")
 
 
 def _is_plain_id(run_id: str) -> bool:
     return bool(run_id) and not _UNSAFE.search(run_id)
+
+
+def file_kind(path: Path, output_name: str | None) -> str:
+    """FINAL for the run's final weights (`<output_name>.safetensors`, the file a user downloads), WEIGHTS for its
+    other weight files, STATE for the resume state (optimizer, RNG, position), SAMPLE for previews, else OTHER."""
+    top = path.parts[0] if len(path.parts) > 1 else None
+    if top == STATE_DIR:
+        return STATE
+    if top == SAMPLE_DIR:
+        return SAMPLE
+    if top is None and path.suffix == WEIGHTS_SUFFIX:
+        return FINAL if path.stem == output_name else WEIGHTS
+    return OTHER

@@ -24,6 +24,7 @@ from .runs import (
     LOG_NAME,
     QUEUED,
     RUNNING,
+    STATE_DIR,
     STOPPED,
     RunNotFound,
     RunRecord,
@@ -103,7 +104,7 @@ class Scheduler:
             if record.status != STOPPED:
                 raise QueueError(f"run {run_id} is {record.status}; only a stopped run can be resumed "
                                  "(to train it again, edit and re-run it as a new run)")
-            record.resume = (self.store.folder(run_id) / "state").is_dir()
+            record.resume = (self.store.folder(run_id) / STATE_DIR).is_dir()
             record.status, record.order, record.message = QUEUED, time.time(), ""
             record.pid = record.returncode = record.finished = None
             self.store.save(record)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 TOKEN_ENV = "FURNACE_GUI_TOKEN"
+MODELS_ROOT_FLAG = "--models-root"
+DATASETS_ROOT_FLAG = "--datasets-root"
 TRAINERS = {  # a run's trainer -> its script
     "lora": "train_network.py",
     "dreambooth": "train_dreambooth.py",
@@ -59,8 +61,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="loopback port of the TensorBoard child, served through /tensorboard/ (0 = not started)")
     parser.add_argument("--workdir", type=Path, default=Path.cwd(), help="where relative config paths start")
     parser.add_argument("--runs-root", type=Path, help="folder of GUI runs (default: output/runs)")
-    parser.add_argument("--models-root", type=Path, action="append", help="folder of base models (repeatable)")
-    parser.add_argument("--datasets-root", type=Path, action="append", help="folder of datasets (repeatable)")
+    parser.add_argument(MODELS_ROOT_FLAG, type=Path, action="append", help="folder of base models (repeatable)")
+    parser.add_argument(DATASETS_ROOT_FLAG, type=Path, action="append", help="folder of datasets (repeatable)")
     parser.add_argument("--configs-dir", type=Path, help="folder of preset TOMLs (default: configs)")
     parser.add_argument("--max-concurrent", type=int, default=1, help="runs trained at the same time")
     parser.add_argument("--launcher", choices=("python", "accelerate"), default="python",

@@ -53,7 +53,7 @@ def render_grid(
             for prompt_index, image in enumerate(images):
                 rows[lora_index * len(prompts) + prompt_index].append(image)
                 name = f"{lora.stem}_s{strength:g}_p{prompt_index:02d}_{prompts[prompt_index].seed}.png"
-                singles.append(save_png_atomic(image, out / SINGLES_DIR / name))
+                singles.append(save_png_atomic(image, out / SINGLES_DIR / name, prompts[prompt_index]))
             cells.update()
     cells.close()
     row_labels = [f"{lora.stem}: {prompt.prompt}" for lora in loras for prompt in prompts]

@@ -74,7 +74,7 @@ def render_samples(
                              batch_size=batch_size)
     previews = []
     for index, (prompt, image) in enumerate(zip(prompts, images)):
-        path = save_png_atomic(image, sample_path(output_dir, output_name, step, index, prompt.seed))
+        path = save_png_atomic(image, sample_path(output_dir, output_name, step, index, prompt.seed), prompt)
         previews.append(Preview(prompt, image, path))
     logger.info("step %d: wrote %d preview(s) to %s", step, len(previews), Path(output_dir) / SAMPLE_DIR_NAME)
     return previews

@@ -31,30 +31,35 @@ _SCHEDULE_KEYS = (
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """A diffusers scheduler class name and the options that turn it into the named sampler."""
+    """A diffusers scheduler class name and the options that turn it into the named sampler.
+
+    ``a1111_name`` is how A1111 names the same sampler in a PNG's ``parameters`` text (None where A1111 has no
+    equivalent; the registry name is written then).
+    """
 
     scheduler_class: str
+    a1111_name: str | None = None
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
-def _spec(scheduler_class: str, **options: Any) -> SamplerSpec:
-    return SamplerSpec(scheduler_class, MappingProxyType(options))
+def _spec(scheduler_class: str, a1111_name: str | None, **options: Any) -> SamplerSpec:
+    return SamplerSpec(scheduler_class, a1111_name, MappingProxyType(options))
 
 
 _BASE_SAMPLERS: dict[str, SamplerSpec] = {
-    "ddim": _spec("DDIMScheduler", clip_sample=False, set_alpha_to_one=False),
-    "pndm": _spec("PNDMScheduler", skip_prk_steps=True, set_alpha_to_one=False),
-    "lms": _spec("LMSDiscreteScheduler"),
-    "euler": _spec("EulerDiscreteScheduler"),
-    "euler_a": _spec("EulerAncestralDiscreteScheduler"),
-    "heun": _spec("HeunDiscreteScheduler"),
-    "dpm_2": _spec("KDPM2DiscreteScheduler"),
-    "dpm_2_a": _spec("KDPM2AncestralDiscreteScheduler"),
+    "ddim": _spec("DDIMScheduler", "DDIM", clip_sample=False, set_alpha_to_one=False),
+    "pndm": _spec("PNDMScheduler", "PLMS", skip_prk_steps=True, set_alpha_to_one=False),
+    "lms": _spec("LMSDiscreteScheduler", "LMS"),
+    "euler": _spec("EulerDiscreteScheduler", "Euler"),
+    "euler_a": _spec("EulerAncestralDiscreteScheduler", "Euler a"),
+    "heun": _spec("HeunDiscreteScheduler", "Heun"),
+    "dpm_2": _spec("KDPM2DiscreteScheduler", "DPM2"),
+    "dpm_2_a": _spec("KDPM2AncestralDiscreteScheduler", "DPM2 a"),
     "dpmsolver": _spec(
-        "DPMSolverMultistepScheduler", algorithm_type="dpmsolver", solver_order=2, final_sigmas_type="sigma_min"
+        "DPMSolverMultistepScheduler", None, algorithm_type="dpmsolver", solver_order=2, final_sigmas_type="sigma_min"
     ),
-    "dpmsolver++": _spec("DPMSolverMultistepScheduler", algorithm_type="dpmsolver++", solver_order=2),
-    "dpmsingle": _spec("DPMSolverSinglestepScheduler", lower_order_final=True),
+    "dpmsolver++": _spec("DPMSolverMultistepScheduler", "DPM++ 2M", algorithm_type="dpmsolver++", solver_order=2),
+    "dpmsingle": _spec("DPMSolverSinglestepScheduler", None, lower_order_final=True),
 }
 # The k-diffusion spellings sd-scripts also accepts name the same samplers.
 _ALIASES = {f"k_{name}": name for name in ("lms", "euler", "euler_a", "dpm_2", "dpm_2_a")}
@@ -75,6 +80,12 @@ def canonical_sampler(name: str) -> str:
     if key not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}")
     return _ALIASES.get(key, key)
+
+
+def a1111_sampler_name(name: str) -> str:
+    """How A1111 writes sampler ``name`` in its ``parameters`` text; the registry name where A1111 has none."""
+    key = canonical_sampler(name)
+    return SAMPLERS[key].a1111_name or key
 
 
 def build_scheduler(name: str, training_config: Mapping[str, Any]):

@@ -18,6 +18,7 @@ from library.data.images import list_images
 from library.models.loader import BaseModel
 from library.models.pipeline import assemble_pipeline
 from library.sampling.files import save_png_atomic
+from library.sampling.prompts import SamplePrompt
 from library.sampling.samplers import build_scheduler
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,10 @@ def ensure_class_images(config: FurnaceConfig, model: BaseModel, device) -> int:
             for index, image in zip(batch, images):
                 target = folder / f"class_{index:05d}.png"
                 write_text_atomic(caption_path(target), f"{section.class_prompt}\n")
-                save_png_atomic(image, target)
+                settings = SamplePrompt(
+                    section.class_prompt, width=width, height=height, steps=section.class_generation_steps,
+                    cfg_scale=config.sample.cfg_scale, seed=config.training.seed + index, sampler=config.sample.sampler,
+                )
+                save_png_atomic(image, target, settings)
             bar.update(len(batch))
     return len(todo)

@@ -4,7 +4,9 @@ process group standing in for a trainer) keeps every run queued here from starti
 
 Covers: typed values from the schema (edit and re-run), the "not queued" summary, the confirmation for a dataset
 with blocking problems, Resume only for a stopped run (the API refuses the others), a finished run's page drawn once,
-the ETA of a stopped run, and the preprocess job display (a finished bar is full, a new job starts blank).
+the ETA of a stopped run, the preprocess job display (a finished bar is full, a new job starts blank, a refused folder
+says how to allow it), `tags --replace` as OLD and NEW inputs, crop keeping an `N_name` folder, and the run page's
+download of the trained LoRA with the resume state listed apart.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ def server(folders):
     write_run(store, "busy", "running", values, steps(2, 100.0), pid=trainer.pid)
     write_run(store, "done", "done", values, [*steps(10, 0.0), {"event": "done", "step": 10}])
     (store.folder("done") / "lora.safetensors").write_bytes(b"weights")
+    (store.folder("done") / "lora-step00000005.safetensors").write_bytes(b"halfway")
+    (store.folder("done") / "state").mkdir()
+    (store.folder("done") / "state" / "optimizer.bin").write_bytes(b"moments")
     write_run(store, "failed", "failed", values, [*steps(3, 50.0), {"event": "error", "message": "out of memory"}],
               message="out of memory")
     write_run(store, "stopped", "stopped", values, [*steps(4, 60.0), {"event": "stopped", "step": 4}],
@@ -206,7 +211,7 @@ def test_a_finished_runs_page_is_drawn_once_and_its_files_download(page, server)
     page.clock.install()
     page.goto(f"{server.url}/#run/done")
     expect(page.locator("#view-run")).to_have_attribute("data-following", "false")
-    link = page.get_by_role("link", name="lora.safetensors")
+    link = page.get_by_role("link", name="lora.safetensors", exact=True)
     expect(link).to_be_visible()
     page.evaluate("window.drawn = document.querySelector('#run-files a')")
     polled: list[str] = []
@@ -232,5 +237,60 @@ def test_the_doctors_bar_fills_when_done_and_a_new_job_starts_blank(page, server
     page.click("#pp-run")
     expect(page.locator("#pp-status")).to_have_text("failed")
     expect(page.locator("#pp-output")).to_contain_text("/etc")
+    expect(page.locator("#pp-output")).to_contain_text("restart run_gui.sh with --datasets-root FOLDER")
     expect(page.locator("#pp-progress-text")).to_have_text("")
     assert page.locator("#pp-progress").evaluate("bar => [bar.value, bar.max]") == [0, 100]
+
+
+def test_the_lora_download_stands_out_and_the_state_is_listed_apart(page, server):
+    page.goto(f"{server.url}/#run/done")
+    download = page.locator("#run-download")
+    expect(download).to_have_text("Download the LoRA: lora.safetensors (7 B)")
+    expect(page.locator("#run-files")).to_contain_text("lora-step00000005.safetensors")
+    expect(page.locator("#run-files")).not_to_contain_text("optimizer.bin")
+    expect(page.locator("#run-state")).to_be_visible()
+    expect(page.locator("#run-state-files")).to_have_text("state/optimizer.bin (7 B)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "run-download.png"))
+    with page.expect_download() as saved:
+        download.click()
+    assert saved.value.suggested_filename == "lora.safetensors"
+    assert saved.value.path().read_bytes() == b"weights"
+    page.goto(f"{server.url}/#run/failed")   # nothing trained: no download, no state
+    expect(page.locator("#view-run")).to_have_attribute("data-following", "false")
+    expect(download).to_be_hidden()
+    expect(page.locator("#run-state")).to_be_hidden()
+
+
+def finish_preprocess(page) -> None:
+    page.click("#pp-run")
+    expect(page.locator("#pp-status")).to_have_text("done", timeout=120_000)
+
+
+def test_tags_replace_takes_old_and_new_tags_in_their_own_inputs(page, server, folders):
+    page.goto(f"{server.url}/#preprocess")
+    page.select_option("#pp-command", "tags")
+    page.fill("#ppo-src", str(folders.datasets / "concept"))
+    page.fill("#ppo-out", str(folders.datasets / "renamed"))
+    page.get_by_label("--replace OLD").fill("red circle")
+    page.click("text=add another --replace")
+    page.get_by_label("--replace OLD").nth(1).fill("frnc")
+    page.click("#pp-run")   # a pair with one half missing is refused in the page
+    expect(page.locator("#pp-output")).to_have_text("--replace: fill in NEW too")
+    page.get_by_label("--replace NEW").nth(0).fill("round thing")
+    page.get_by_label("--replace NEW").nth(1).fill("sks")
+    finish_preprocess(page)
+    captions = sorted((folders.datasets / "renamed").rglob("*.txt"))
+    assert len(captions) == 6
+    assert all(path.read_text(encoding="utf-8").startswith("sks, round thing, ") for path in captions)
+
+
+def test_crop_from_the_page_can_keep_the_repeats_folder(page, server, folders):
+    page.goto(f"{server.url}/#preprocess")
+    page.select_option("#pp-command", "crop")
+    page.fill("#ppo-src", str(folders.datasets / "concept" / "2_frnc"))
+    page.fill("#ppo-out", str(folders.datasets / "cropped"))
+    page.fill("#ppo-size", "64")
+    page.check("#ppo-keep_folder_name")
+    finish_preprocess(page)
+    assert sorted(path.parent.name for path in (folders.datasets / "cropped").rglob("*.png")) == ["2_frnc"] * 6

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from library.atomic_files import STALE_AFTER_SECONDS
-from library.gui.runs import CONFIG_NAME, RECORD_NAME, RunStore
+from library.gui.runs import CONFIG_NAME, FINAL, OTHER, RECORD_NAME, SAMPLE, STATE, WEIGHTS, RunStore, file_kind
 
 
 def _age(path: Path) -> None:
@@ -44,3 +44,27 @@ def test_opening_the_store_removes_stale_temporaries_only(tmp_path):
     RunStore(tmp_path / "runs")
     assert not stale.exists() and live.exists()
     assert store.load(record.id) == record
+
+
+def test_file_kinds_follow_the_trainers_own_names(tmp_path):
+    """The run page sorts files by the names the trainer writes (taken here from the trainer's modules)."""
+    from library.sampling.files import sample_path
+    from library.training.run_files import epoch_path, final_path, raw_companion, step_path
+    from library.training.state import ADAPTER_FILE, STATE_DIR_NAME
+
+    store = RunStore(tmp_path / "runs")
+    record = store.create("demo", lambda folder: f'[output]\noutput_dir = "{folder}"\noutput_name = "sks"\n')
+    folder = store.folder(record.id)
+    name = store.output_name(record.id)
+    written = {
+        final_path(folder, name): FINAL,
+        step_path(folder, name, 20): WEIGHTS,
+        epoch_path(folder, name, 1): WEIGHTS,
+        raw_companion(final_path(folder, name), name): WEIGHTS,
+        folder / STATE_DIR_NAME / ADAPTER_FILE: STATE,
+        sample_path(folder, name, 20, 0, 5): SAMPLE,
+        folder / CONFIG_NAME: OTHER,
+    }
+    assert name == "sks"
+    assert {path: file_kind(path.relative_to(folder), name) for path in written} == written
+    assert store.output_name("missing-run") is None

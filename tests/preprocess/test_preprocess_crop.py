@@ -171,3 +171,18 @@ def test_dry_run_and_bad_arguments(tmp_path: Path, samples, capsys) -> None:
         main(["crop", str(source), "--out", str(tmp_path / "o"), "--size", "128", "--mode", "resize", "--split"]) == 2
     )
     assert "--split needs" in capsys.readouterr().err
+
+
+def test_keep_folder_name_keeps_one_repeats_folder(tmp_path: Path, samples, capsys) -> None:
+    folder = tmp_path / "src" / "10_sks dog"
+    folder.mkdir(parents=True)
+    samples.shapes_image((300, 200), seed=3).save(folder / "a.jpg")
+    (folder / "a.txt").write_text("sks dog", encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["crop", str(folder), "--out", str(out), "--size", "128", "--keep-folder-name"]) == 0
+    assert sorted(path.relative_to(out).as_posix() for path in out.rglob("*")) == [
+        "10_sks dog", "10_sks dog/a.png", "10_sks dog/a.txt"
+    ]
+    assert _size(out / "10_sks dog" / "a.png") == (128, 128)
+    assert main(["crop", str(folder), "--in-place", "--size", "128", "--keep-folder-name"]) == 2
+    assert "--keep-folder-name needs --out" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 
 import numpy as np
 import pytest
@@ -46,6 +47,35 @@ def test_previews_written_with_names_sizes_and_pixels(tmp_path, sd1_model):
             assert saved.format == "PNG"
             assert saved.size == (prompt.width, prompt.height)
             assert np.array_equal(_pixels(saved.convert("RGB")), _pixels(preview.image))
+
+
+def _read_a1111_parameters(path) -> dict[str, str]:
+    """Parse a PNG's A1111 ``parameters`` chunk the way A1111's PNG Info does: prompt, negative, key: value pairs."""
+    with Image.open(path) as saved:
+        text = saved.text["parameters"]
+    *head, settings = text.split("\n")
+    fields = dict(pair.split(": ", 1) for pair in re.split(r", (?=[A-Z][\w ]*: )", settings))
+    negative = [line for line in head if line.startswith("Negative prompt: ")]
+    prompt_lines = [line for line in head if line not in negative]
+    fields["prompt"] = "\n".join(prompt_lines)
+    if negative:
+        fields["negative"] = negative[0].removeprefix("Negative prompt: ")
+    return fields
+
+
+def test_previews_carry_a1111_parameters_read_back_with_pil(tmp_path, sd1_model):
+    prompts = [
+        _prompt("sks dog, in a garden", negative_prompt="blurry, lowres", width=128, height=64, steps=2,
+                cfg_scale=6.5, seed=77, sampler="k_euler_a"),
+        _prompt("a cat", steps=2, seed=3, sampler="dpmsolver++"),
+    ]
+    previews = render_samples(sd1_model, prompts, tmp_path, "run", step=4)
+
+    first, second = (_read_a1111_parameters(preview.path) for preview in previews)
+    assert first == {"prompt": "sks dog, in a garden", "negative": "blurry, lowres", "Steps": "2",
+                     "Sampler": "Euler a", "CFG scale": "6.5", "Seed": "77", "Size": "128x64"}
+    assert float(second.pop("CFG scale")) == prompts[1].cfg_scale
+    assert second == {"prompt": "a cat", "Steps": "2", "Sampler": "DPM++ 2M", "Seed": "3", "Size": "64x64"}
 
 
 def test_same_seed_same_pixels_and_different_seed_differs(sd1_model):

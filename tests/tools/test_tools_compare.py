@@ -48,6 +48,9 @@ def test_grid_of_a_run_folder(tiny_sd1, lora_factory, tmp_path):
     assert "3 LoRA(s) x 2 strength(s) x 1 prompt(s)" in result.stdout
     singles = sorted((out / "singles").glob("*.png"))
     assert len(singles) == 6
+    with Image.open(singles[0]) as single:   # each cell carries its prompt's settings as A1111 writes them
+        assert single.text["parameters"].startswith("a red disc\nSteps: 3, Sampler: ")
+        assert single.text["parameters"].endswith(", Seed: 7, Size: 64x64")
     grid = Image.open(out / "compare.png")
     assert grid.width > 2 * 64 and grid.height > 3 * 64  # cells plus label margins
 

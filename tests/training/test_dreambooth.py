@@ -48,6 +48,13 @@ def test_class_images_fill_the_folder_exactly_then_are_skipped(full_run, tiny_mo
     root, class_dir, args, _ = full_run
     assert len(list(class_dir.glob("*.png"))) == 6
     assert all(path.with_suffix(".txt").read_text().strip() == "a photo of a circle" for path in class_dir.glob("*.png"))
+    seeds = []
+    for path in sorted(class_dir.glob("*.png")):   # each carries its settings as A1111 writes them
+        with Image.open(path) as image:
+            prompt, settings = image.text["parameters"].split("\n")
+        assert prompt == "a photo of a circle" and settings.startswith("Steps: 2, Sampler: ")
+        seeds.append(int(settings.split("Seed: ")[1].split(",")[0]))
+    assert seeds == list(range(seeds[0], seeds[0] + 6))   # training.seed + the image's index
     before = _digest(class_dir)
     second = run_cli("train_dreambooth.py", [*args, "--output_dir", str(root / "again"), "--max_train_steps", "1"])
     assert "none generated" in second.stderr

@@ -2,21 +2,50 @@
 "use strict";
 let commands = {};
 
+// One input per value of a fixed group (`--replace OLD NEW`), labelled by its name; "add" for repeatable options.
+function partsRow(option) {
+  return el("div", { class: "parts-row" }, ...option.parts.map(part =>
+    el("input", { size: 20, placeholder: part, "aria-label": `${option.flag} ${part}`, "data-part": part })));
+}
+
+function partsInput(option) {
+  const rows = el("div", { id: "ppo-" + option.dest, class: "parts" }, partsRow(option));
+  if (!option.repeat) return rows;
+  const add = el("button", { type: "button", text: `add another ${option.flag}` });
+  add.addEventListener("click", () => rows.append(partsRow(option)));
+  return el("div", {}, rows, add);
+}
+
+// A group's values as arguments: rows left blank are skipped, a half-filled one is refused naming what is missing.
+function partsArgs(option) {
+  const args = [];
+  for (const row of document.getElementById("ppo-" + option.dest).children) {
+    const values = [...row.querySelectorAll("input")].map(input => input.value.trim());
+    if (values.every(value => !value)) continue;
+    const missing = option.parts.filter((part, index) => !values[index]);
+    if (missing.length) throw new Error(`${option.flag}: fill in ${missing.join(" and ")} too`);
+    args.push(option.flag, ...values);
+  }
+  return args;
+}
+
 function optionRow(option) {
   const id = "ppo-" + option.dest;
-  const input = option.kind === "flag" ? el("input", { id, type: "checkbox" })
+  const input = option.parts ? partsInput(option) : option.kind === "flag" ? el("input", { id, type: "checkbox" })
     : option.choices ? el("select", { id }, el("option", { value: "", text: `(default: ${option.default ?? "-"})` }),
                           ...option.choices.map(choice => el("option", { value: choice, text: choice })))
     : el("input", { id, size: 50, placeholder: option.default ?? "" });
   if (option.path && !option.flag?.includes("model")) input.setAttribute("list", "datasets-list");
-  const several = option.kind === "multi" || option.repeat ? " (several: separate with ;)" : "";
-  return el("div", { class: "field" }, el("label", { for: id, text: option.flag || option.metavar || option.dest }),
+  const several = option.parts ? "" : option.kind === "multi" || option.repeat ? " (several: separate with ;)" : "";
+  const label = option.parts ? el("span", { text: option.flag }) : el("label", { for: id, text: option.flag || option.metavar || option.dest });
+  return el("div", { class: "field" }, label,
             input, el("span", { class: "help", text: option.help + several }));
 }
 
 function commandArgs(name) {
   const args = [];
   for (const option of commands[name].options) {
+    if (option.parts) { args.push(...partsArgs(option)); continue; }
     const input = document.getElementById("ppo-" + option.dest);
     if (option.kind === "flag") { if (input.checked) args.push(option.flag); continue; }
     const text = input.value.trim();

@@ -86,8 +86,7 @@ async function pollRun() {
   const listed = JSON.stringify(files);
   if (listed !== current.files) {   // redrawn only when it changed, so a click on a link is never lost to a redraw
     current.files = listed;
-    document.getElementById("run-files").replaceChildren(...files.map(f =>
-      el("li", {}, el("a", { href: fileUrl(id, f.path), download: f.path.split("/").pop(), text: f.path }), ` (${f.size} B)`)));
+    drawFiles(id, files, run.trainer);
   }
   const log = document.getElementById("run-log");
   const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 20;
@@ -98,6 +97,36 @@ async function pollRun() {
   current.toml = run.toml;
   current.trainer = run.trainer;
   follow(ACTIVE.includes(run.status));
+}
+
+function fileItem(id, file) {
+  const link = el("a", { href: fileUrl(id, file.path), download: file.path.split("/").pop(), text: file.path });
+  return el("li", {}, link, ` (${formatSize(file.size)})`);
+}
+
+function formatSize(bytes) {
+  const units = ["B", "KB", "MB", "GB"];
+  let size = bytes, unit = 0;
+  while (size >= 1024 && unit < units.length - 1) { size /= 1024; unit += 1; }
+  return unit ? `${size.toFixed(1)} ${units[unit]}` : `${bytes} B`;
+}
+
+// The trained result as a prominent download; the other files below it, the resume state (optimizer, RNG) apart.
+function drawFiles(id, files, trainer) {
+  const final = files.find(file => file.kind === "final");
+  const download = document.getElementById("run-download");
+  download.hidden = !final;
+  if (final) {
+    download.href = fileUrl(id, final.path);
+    download.download = final.path.split("/").pop();
+    download.textContent = `${trainer === "dreambooth" ? "Download the model" : "Download the LoRA"}: ` +
+      `${final.path} (${formatSize(final.size)})`;
+  }
+  const state = files.filter(file => file.kind === "state");
+  document.getElementById("run-files").replaceChildren(
+    ...files.filter(file => file.kind !== "state").map(file => fileItem(id, file)));
+  document.getElementById("run-state-files").replaceChildren(...state.map(file => fileItem(id, file)));
+  document.getElementById("run-state").hidden = !state.length;
 }
 
 function tick() {
@@ -120,6 +149,9 @@ function openRun(id) {
   document.getElementById("run-title").textContent = id;
   document.getElementById("gallery").replaceChildren();
   document.getElementById("run-files").replaceChildren();
+  document.getElementById("run-state-files").replaceChildren();
+  document.getElementById("run-state").hidden = true;
+  document.getElementById("run-download").hidden = true;
   tick();   // follows the run from there while it can still change
 }
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, PlainTextResponse
@@ -15,13 +14,14 @@ from .paths import PathRefused, confine
 from .routes_config import FormBody
 from .runs import LOG_NAME, QUEUED, RUNNING, RunNotFound, RunRecord, file_kind
 from .scheduler import Scheduler
+from .settings import TrainerName
 
 router = APIRouter()
 
 
 class RunBody(FormBody):
     name: str = "run"
-    trainer: Literal["lora", "dreambooth", "textual_inversion", "hypernetwork"] = "lora"
+    trainer: TrainerName = "lora"
 
 
 def _scheduler(request: Request) -> Scheduler:

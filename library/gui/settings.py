@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 TOKEN_ENV = "FURNACE_GUI_TOKEN"
@@ -19,6 +20,7 @@ TRAINERS = {  # a run's trainer -> its script
     "textual_inversion": "train_textual_inversion.py",
     "hypernetwork": "train_hypernetwork.py",
 }
+TrainerName = Literal[tuple(TRAINERS)]  # the API's trainer field, from the one list above
 
 
 class SettingsError(ValueError):

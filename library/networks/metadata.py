@@ -181,7 +181,7 @@ def lora_metadata(
 
 def hypernetwork_metadata(family: ModelFamily, info: TrainingInfo, title: str | None = None) -> dict[str, str]:
     """A hypernetwork file's metadata: the training record without network keys, under its own architecture."""
-    return _metadata(family, info, None, family.hypernetwork_architecture, title)
+    return _metadata(family, info, {}, family.hypernetwork_architecture, title)
 
 
 def checkpoint_metadata(family: ModelFamily, info: TrainingInfo, title: str | None = None) -> dict[str, str]:

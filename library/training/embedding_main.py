@@ -34,9 +34,11 @@ def check_embedding_run(config: FurnaceConfig) -> None:
 
 def train_embedding(config: FurnaceConfig) -> Path | None:
     from library.training.embedding_weights import EmbeddingWeights
+    from library.training.memory_options import check_fp8_base
     from library.training.trainer import train
 
     check_embedding_run(config)
+    check_fp8_base(config, full_fine_tune=False)
     return train(config, EmbeddingWeights)
 
 

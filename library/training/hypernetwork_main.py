@@ -24,9 +24,11 @@ def check_supported(config: FurnaceConfig) -> None:
 
 def train_hypernetwork(config: FurnaceConfig) -> Path | None:
     from library.training.hypernetwork_weights import HypernetworkWeights
+    from library.training.memory_options import check_fp8_base
     from library.training.trainer import train
 
     check_supported(config)
+    check_fp8_base(config, full_fine_tune=False)
     return train(config, HypernetworkWeights)
 
 

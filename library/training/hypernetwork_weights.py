@@ -78,7 +78,7 @@ class HypernetworkWeights(TrainedWeights):
 
     def __init__(self, config: FurnaceConfig, model: BaseModel, precision: Precision, device: torch.device) -> None:
         self.config, self.model = config, model
-        freeze_base(model, precision, device)
+        freeze_base(model, precision, device, fp8=config.model.fp8_base)
         model.unet.requires_grad_(False)
         for encoder in model.text_encoders:
             encoder.requires_grad_(False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 
 _NOISY_LOGGERS = ("bitsandbytes", "diffusers", "transformers", "accelerate", "peft", "torch.distributed")
@@ -13,7 +14,19 @@ def configure_logging(level: str = "info") -> None:
     """Log ours at ``level`` through tqdm-safe handlers; libraries only at warning level and above."""
     from tqdm.contrib.logging import _TqdmLoggingHandler
 
-    handler = _TqdmLoggingHandler()
+    class ConsoleHandler(_TqdmLoggingHandler):
+        """Writes to ``sys.stderr`` as it is when a message is logged, not as it was at set-up: a program (or a
+        test harness) that replaces stderr later is followed instead of writing to a closed stream."""
+
+        @property
+        def stream(self):
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, _value) -> None:
+            pass
+
+    handler = ConsoleHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -116,7 +116,7 @@ def test_train_from_the_quickstart_preset_and_stop_a_queued_run(browser_context,
         page.fill("#ppo-out", str(gui_folders.datasets / "cropped"))
         page.fill("#ppo-size", "64")
         page.click("#pp-run")
-        expect(page.locator("#pp-status")).to_have_text("done")
+        expect(page.locator("#pp-status")).to_have_text("done", timeout=120_000)  # a subprocess job: seconds on a busy machine
         expect(page.locator("#pp-progress-text")).to_have_text("crop 6 / 6")
         assert page.locator("#pp-progress").evaluate("bar => [bar.value, bar.max]") == [6, 6]
         expect(page.locator("#pp-output")).to_contain_text("images written: 6")

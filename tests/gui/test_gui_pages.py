@@ -229,7 +229,7 @@ def test_the_doctors_bar_fills_when_done_and_a_new_job_starts_blank(page, server
     expect(page.locator("#pp-command")).to_have_value("doctor")
     page.fill("#ppo-dirs", str(folders.datasets / "concept"))
     page.click("#pp-run")
-    expect(page.locator("#pp-status")).to_have_text("done")
+    expect(page.locator("#pp-status")).to_have_text("done", timeout=120_000)
     expect(page.locator("#pp-progress-text")).to_have_text("2_frnc 6 / 6")
     assert page.locator("#pp-progress").evaluate("bar => [bar.value, bar.max]") == [6, 6]
 

@@ -46,6 +46,7 @@ def test_tampered_lora_fails_verification(lora_factory, tmp_path, capsys):
     tensors[first] = tensors[first] * 2
     tampered = tmp_path / "tampered.safetensors"
     save_file(tensors, str(tampered), metadata=metadata)
+    capsys.readouterr()  # drop what building the LoRA logged
     assert main(["inspect", str(tampered)]) == 2
     captured = capsys.readouterr()
     assert "hashes: MISMATCH" in captured.out

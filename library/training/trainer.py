@@ -84,6 +84,7 @@ class Trainer:
         self.session_id, self.started_at = new_session()
         self.last_saved: Path | None = None
         self.last_sampled_step: int | None = None  # the end skips previews already rendered at its step
+        self.last_validated_step: int | None = None  # and a validation pass already made at its step
         self.setup_times = PhaseTimes()
 
     # ----------------------------------------------------------------------------------------------- setup
@@ -311,7 +312,7 @@ class Trainer:
 
     def _finish(self, position: LoopPosition, smoothed: SmoothedValue) -> Path:
         config = self.config
-        if self.data.has_validation:
+        if self.last_validated_step != position.global_step:
             self._validate(position.global_step)
         final = run_files.final_path(self.paths.output_dir, config.output.output_name)
         self._save_weights(final, position, finished=True)
@@ -381,6 +382,7 @@ class Trainer:
         self.metrics.scalars({"loss/validation": loss}, step)
         self._event("validation", step=step, loss=loss)
         logger.info("step %d: validation loss %.5f", step, loss)
+        self.last_validated_step = step
 
     def _event(self, kind: str, **fields) -> None:
         self.progress.event(kind, **fields)

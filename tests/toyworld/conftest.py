@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -30,8 +34,18 @@ def toy_base() -> BaseModel:
 
 
 @pytest.fixture(scope="session")
-def base_scores(toy_base) -> Scores:
-    return score(toy_base)
+def base_scores(toy_base, tmp_path_factory) -> Scores:
+    """Scored once per test session, also across pytest-xdist workers: the first worker to ask renders and judges,
+    and writes the figures to the session's folder (above every worker's own); the others wait for them."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    record = shared / "toyworld-base-scores.json"
+    with open(shared / "toyworld-base-scores.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not record.is_file():
+            record.write_text(json.dumps(asdict(score(toy_base))), encoding="utf-8")
+        return Scores(**json.loads(record.read_text(encoding="utf-8")))
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,8 @@ const CHART_SERIES = [   // [field of a step event, label, colour, line width]
   ["prior_loss", "prior loss", "#2f9e44", 1],
 ];
 
+const STEP_TICKS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000, 10000, 20000, 50000, 100000];
+
 class LossChart {
   constructor(container, slider, readout) {
     Object.assign(this, { container, slider, readout, plot: null, shown: "" });
@@ -68,7 +70,7 @@ class LossChart {
       ...this.size(),
       scales: { x: { time: false } },
       series: [{ label: "step" }, ...series.map(([, label, stroke, width]) => ({ label, stroke, width, spanGaps: true }))],
-      axes: [axis("step"), { ...axis("loss"), size: 60 }],
+      axes: [{ ...axis("step"), incrs: STEP_TICKS }, { ...axis("loss"), size: 60 }],
       cursor: { drag: { x: true, y: false } },
     }, data, this.container);
   }

@@ -1,5 +1,5 @@
 // The run page's log: only the lines added since the last poll are appended (the server collapses carriage-return
-// redraws and removes escape codes); the line a progress bar is still redrawing is one live line below them.
+// redraws and removes escape codes); the line a progress bar is still redrawing is one live line after them.
 "use strict";
 
 const LOG_KEEP_LINES = 2000;   // older lines leave the page (the whole log stays a download in the files list)
@@ -14,7 +14,8 @@ class LogView {
 
   reset() {
     this.next = null; this.chunks = []; this.count = 0;
-    this.lines.replaceChildren(); this.live.textContent = "";
+    this.live.textContent = "";
+    this.lines.replaceChildren(this.live);
   }
 
   fetch(id) {
@@ -30,7 +31,7 @@ class LogView {
     this.next = chunk.next;
     if (chunk.lines.length) {
       const node = document.createTextNode(chunk.lines.join("\n") + "\n");
-      this.lines.append(node);
+      this.live.before(node);
       this.chunks.push([node, chunk.lines.length]);
       this.count += chunk.lines.length;
       while (this.count > LOG_KEEP_LINES && this.chunks.length > 1) {

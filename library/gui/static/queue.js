@@ -22,16 +22,19 @@ function queueButton(label, text, action, disabled = false) {
 
 function queueRow(entry, queuedCount) {
   const path = `runs/${encodeURIComponent(entry.id)}`;
-  const progress = el("progress", { max: entry.total_steps || 1, value: entry.step || 0 });
   const cells = [
     el("td", { class: "queue-position", text: entry.status === "queued" ? entry.position : "▶" }),
     el("td", {}, el("a", { href: "#run/" + encodeURIComponent(entry.id), text: entry.id })),
     el("td", { class: "queue-status", text: entry.status }),
-    el("td", {}, progress, ` ${entry.step ?? 0} / ${entry.total_steps ?? "?"}`),
+    el("td", { class: "queue-progress" }),
     el("td", { class: "queue-eta", text: queueEta(entry) }),
     el("td", { class: "queue-actions" }),
   ];
-  progress.setAttribute("aria-label", `progress of ${entry.id}`);
+  if (entry.status === "running") {   // before its first step a run has no progress to show yet
+    cells[3].append(...(entry.step == null ? ["starting"] : [
+      el("progress", { max: entry.total_steps || 1, value: entry.step, "aria-label": `progress of ${entry.id}` }),
+      ` ${entry.step} / ${entry.total_steps}`]));
+  }
   if (entry.status === "queued") {
     cells[5].append(
       queueButton(`Move ${entry.id} up`, "↑", () => api(`${path}/move`, { direction: "up" }), entry.position === 1),

@@ -124,12 +124,10 @@ class Scheduler:
             if record.status != QUEUED:
                 raise QueueError(f"run {run_id} is {record.status}; only a queued run can be moved")
             index = [item.id for item in queued].index(run_id)
-            if not 0 <= (index - 1 if direction == "up" else index + 1) < len(queued):
+            neighbour = index - 1 if direction == "up" else index + 1
+            if not 0 <= neighbour < len(queued):
                 raise QueueError(f"run {run_id} is already {'first' if direction == 'up' else 'last'} in the queue")
-            if direction == "up":
-                self._place_before(queued, index, index - 1)
-            else:
-                self._place_before(queued, index + 1, index)
+            self._place_before(queued, *((index, neighbour) if direction == "up" else (neighbour, index)))
             return self._get(run_id)
 
     def queued(self) -> list[RunRecord]:

@@ -48,7 +48,12 @@ function drawGallery(id, pictures) {
 
 window.addEventListener("DOMContentLoaded", () => {
   const dialog = document.getElementById("image-dialog");
-  dialog.addEventListener("click", event => { if (event.target === dialog) dialog.close(); });   // the backdrop
+  dialog.addEventListener("click", event => {   // a click on the backdrop (outside the dialog's box) closes it
+    const box = dialog.getBoundingClientRect();
+    const outside = event.clientX < box.left || event.clientX > box.right || event.clientY < box.top
+      || event.clientY > box.bottom;
+    if (event.target === dialog && outside) dialog.close();
+  });
   dialog.addEventListener("close", () => { document.getElementById("dialog-image").removeAttribute("src"); });
   document.getElementById("compare-open").addEventListener("click", () => openImage(
     document.getElementById("compare").dataset.url, "Compare grid: the run's saved files by strength and prompt",

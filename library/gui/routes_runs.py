@@ -1,18 +1,22 @@
-"""API for runs: the queue, one run's progress / log / files, stop and resume."""
+"""API for runs: the queue (order, moves), one run's progress / log / files / gallery, stop and resume."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, PlainTextResponse
+from pydantic import BaseModel
 
-from .events import log_tail, read_events, summarise
+from .events import follow_log, log_tail, read_events, summarise
 from .forms import run_config_text
 from .paths import PathRefused, confine
+from .queue_view import queue_entries
 from .routes_config import FormBody
-from .runs import LOG_NAME, QUEUED, RUNNING, RunNotFound, RunRecord, file_kind
+from .runs import LOG_NAME, RUNNING, RunNotFound, RunRecord, file_kind
+from .samples import gallery
 from .scheduler import Scheduler
 from .settings import TrainerName
 
@@ -22,6 +26,10 @@ router = APIRouter()
 class RunBody(FormBody):
     name: str = "run"
     trainer: TrainerName = "lora"
+
+
+class MoveBody(BaseModel):
+    direction: Literal["up", "down"]
 
 
 def _scheduler(request: Request) -> Scheduler:
@@ -72,6 +80,12 @@ def resume_run(run_id: str, request: Request) -> dict:
     return _view(request, _scheduler(request).resume(run_id))
 
 
+@router.post("/runs/{run_id}/move")
+def move_run(run_id: str, body: MoveBody, request: Request) -> dict:
+    """Move a queued run one place up or down the queue (409 for a run that is not queued, or already at that end)."""
+    return _view(request, _scheduler(request).move(run_id, body.direction))
+
+
 @router.get("/runs/{run_id}/events")
 def run_events(run_id: str, request: Request, after: int = 0) -> dict:
     """progress.jsonl events from line `after`; `next` is the `after` of the following poll."""
@@ -84,6 +98,22 @@ def run_events(run_id: str, request: Request, after: int = 0) -> dict:
 def run_log(run_id: str, request: Request, lines: int = 200) -> str:
     _record(request, run_id)
     return log_tail(request.app.state.store.folder(run_id) / LOG_NAME, min(lines, 5000))
+
+
+@router.get("/runs/{run_id}/log/follow")
+def follow_run_log(run_id: str, request: Request, after: int | None = None, lines: int = 200) -> dict:
+    """The log's new lines since byte `after` (none: its last `lines`), the line a progress bar is still redrawing,
+    and the `after` of the next poll: a page appends what is new instead of redrawing the whole log."""
+    _record(request, run_id)
+    return asdict(follow_log(request.app.state.store.folder(run_id) / LOG_NAME, after, min(lines, 5000)))
+
+
+@router.get("/runs/{run_id}/gallery")
+def run_gallery(run_id: str, request: Request) -> dict:
+    """The previews grouped by step with their prompts and seeds, and the compare grid (samples.gallery)."""
+    _record(request, run_id)
+    folder = request.app.state.store.folder(run_id)
+    return gallery(folder, read_events(folder))
 
 
 @router.get("/runs/{run_id}/files")
@@ -109,10 +139,15 @@ def run_file(run_id: str, path: str, request: Request) -> FileResponse:
 
 @router.get("/queue")
 def queue(request: Request) -> dict:
-    records = request.app.state.store.all()
+    """Running and queued run ids (queued in start order) and `entries`, the queue view's rows (queue_view)."""
+    store, settings = request.app.state.store, request.app.state.settings
+    running = [record for record in store.all() if record.status == RUNNING]
+    queued = _scheduler(request).queued()
+    with_progress = [(record, summarise(read_events(store.folder(record.id)))) for record in running]
     return {
-        "max_concurrent": request.app.state.settings.max_concurrent,
-        "running": [record.id for record in records if record.status == RUNNING],
-        "queued": [record.id for record in sorted(records, key=lambda r: r.order) if record.status == QUEUED],
+        "max_concurrent": settings.max_concurrent,
+        "running": [record.id for record in running],
+        "queued": [record.id for record in queued],
+        "entries": queue_entries(with_progress, queued, settings.max_concurrent),
         "tensorboard": request.app.state.tensorboard.url(),
     }

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from .events import final_status, log_tail, read_events
 from .runs import (
@@ -111,6 +112,44 @@ class Scheduler:
         self.tick()
         return self.store.load(run_id) or record
 
+    def move(self, run_id: str, direction: Literal["up", "down"]) -> RunRecord:
+        """Move a queued run one place earlier ("up") or later ("down") in the queue.
+
+        A run moves by taking an `order` between its new neighbours' (moving down is the next run moving up): one
+        atomic write of one run.json, so the order survives a restart, and a crash leaves the old order or the new.
+        """
+        with self._lock:
+            record = self._get(run_id)
+            queued = self.queued()
+            if record.status != QUEUED:
+                raise QueueError(f"run {run_id} is {record.status}; only a queued run can be moved")
+            index = [item.id for item in queued].index(run_id)
+            neighbour = index - 1 if direction == "up" else index + 1
+            if not 0 <= neighbour < len(queued):
+                raise QueueError(f"run {run_id} is already {'first' if direction == 'up' else 'last'} in the queue")
+            self._place_before(queued, *((index, neighbour) if direction == "up" else (neighbour, index)))
+            return self._get(run_id)
+
+    def queued(self) -> list[RunRecord]:
+        """The queued runs in the order they will start."""
+        return sorted((record for record in self.store.all() if record.status == QUEUED), key=lambda r: r.order)
+
+    def _place_before(self, queued: list[RunRecord], moving: int, before: int) -> None:
+        """Give queued[moving] an order between queued[before] and the run ahead of it; when the two orders are
+        too close for a float between them (after very many moves), the whole queue is spaced out again."""
+        record, ahead = queued[moving], queued[before]
+        previous = queued[before - 1].order if before > 0 else ahead.order - 1
+        order = (previous + ahead.order) / 2
+        if previous < order < ahead.order:
+            record.order = order
+            self.store.save(record)
+            return
+        ordered = [item for item in queued if item is not record]
+        ordered.insert(ordered.index(ahead), record)
+        for number, item in enumerate(ordered):
+            item.order = queued[0].order + number
+            self.store.save(item)
+
     def _get(self, run_id: str) -> RunRecord:
         record = self.store.load(run_id)
         if record is None:
@@ -127,8 +166,7 @@ class Scheduler:
                 if not self._alive(record):
                     self._finish(record)
             room = self.settings.max_concurrent - sum(record.status == RUNNING for record in running)
-            queued = sorted((record for record in records if record.status == QUEUED), key=lambda r: r.order)
-            for record in queued[: max(0, room)]:
+            for record in self.queued()[: max(0, room)]:
                 self._launch(record)
 
     def _alive(self, record: RunRecord) -> bool:

@@ -6,6 +6,7 @@ the same whatever the batch size, and an interrupted generation simply continues
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -41,8 +42,12 @@ def missing_class_indices(folder: Path, wanted: int) -> list[int]:
 
 
 @torch.no_grad()
-def ensure_class_images(config: FurnaceConfig, model: BaseModel, device) -> int:
-    """Fill ``dreambooth.class_data_dir`` up to ``num_class_images``; returns how many were generated."""
+def ensure_class_images(config: FurnaceConfig, model: BaseModel, device,
+                        report: Callable[[int, int], None] = lambda done, total: None) -> int:
+    """Fill ``dreambooth.class_data_dir`` up to ``num_class_images``; returns how many were generated.
+
+    ``report(done, total)`` is called before the first image and after each batch (the run's progress events).
+    """
     section = config.dreambooth
     if not section.num_class_images:
         return 0
@@ -62,6 +67,7 @@ def ensure_class_images(config: FurnaceConfig, model: BaseModel, device) -> int:
     pipeline.set_progress_bar_config(disable=True)
     width, height = config.dataset.resolution
     batch_size = section.class_generation_batch_size
+    report(0, len(todo))
     with tqdm(total=len(todo), desc="class images", unit="image") as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
@@ -83,4 +89,5 @@ def ensure_class_images(config: FurnaceConfig, model: BaseModel, device) -> int:
                 )
                 save_png_atomic(image, target, settings)
             bar.update(len(batch))
+            report(bar.n, len(todo))
     return len(todo)

@@ -1,8 +1,9 @@
 """How a run reports itself: ``progress.jsonl`` events and TensorBoard scalars/images.
 
-``progress.jsonl`` is the machine-readable stream the GUI and the tests read (one JSON object per line: start, step,
-epoch, validation, sample, checkpoint, error, done). Each line is flushed when written so a reader tailing the file
-never sees half an event. Only the main process writes (the caller passes ``enabled=False`` elsewhere).
+``progress.jsonl`` is the machine-readable stream the GUI and the tests read (one JSON object per line: class_images,
+start, step, epoch, validation, sample, checkpoint, compare, error, stopped, done). Each line is flushed when written so
+a reader tailing the file never sees half an event. Only the main process writes (the caller passes
+``enabled=False`` elsewhere).
 """
 
 from __future__ import annotations

@@ -16,7 +16,11 @@ from pathlib import Path
 
 import httpx
 
+from library.config import dump_toml, loads_config
 from library.data.synthetic import write_dataset
+from library.gui.events import PROGRESS_NAME
+from library.gui.forms import values_to_toml
+from library.gui.runs import CONFIG_NAME, RunRecord, RunStore
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_PROMPTS = "tiny_prompts.txt"
@@ -135,3 +139,20 @@ def quick_run_values(folders: GuiFolders, steps: int, sample_every: int) -> dict
                    "steps": 2, "width": 64, "height": 64},
         "output": {"output_name": "lora", "save_precision": "float"},
     }
+
+
+def write_run(store: RunStore, run_id: str, status: str, values: dict, events: list[dict], **record) -> None:
+    """A run folder as the server leaves it: run.json, the resolved run.toml and the trainer's progress.jsonl."""
+    folder = store.folder(run_id)
+    folder.mkdir()
+    config = loads_config(values_to_toml(values), "test", ("--output.output_dir", str(folder)))
+    (folder / CONFIG_NAME).write_text(dump_toml(config), encoding="utf-8")
+    (folder / PROGRESS_NAME).write_text("".join(json.dumps(event) + "\n" for event in events), encoding="utf-8")
+    store.save(RunRecord(id=run_id, name=run_id, status=status, **record))
+
+
+def steps(last: int, eta: float) -> list[dict]:
+    """A trainer's start and step events up to step `last` of 10, each with the same loss and ETA."""
+    return [{"event": "start", "step": 0, "total_steps": 10}] + [
+        {"event": "step", "step": step, "epoch": 1, "loss": 0.5, "smoothed_loss": 0.5, "lr": 1e-3,
+         "eta_seconds": eta, "total_steps": 10} for step in range(1, last + 1)]

@@ -85,7 +85,12 @@ def test_train_from_the_quickstart_preset_and_stop_a_queued_run(browser_context,
         expect(page.locator("#gallery img").first).to_be_visible()
         page.wait_for_function("document.querySelector('#gallery img').naturalWidth > 0")
         expect(page.locator("#run-files")).to_contain_text("quickstart.safetensors")
-        assert page.locator("#loss-chart polyline").count() == 1
+        expect(page.locator("#loss-chart canvas")).to_have_count(1)   # the uPlot chart, drawn from the step events
+        assert page.evaluate("chart.plot.data[0].length") == STEPS
+        expect(page.locator("#gallery .gallery-step h4")).to_have_text([f"Step {STEPS // 2}", f"Step {STEPS}"])
+        expect(page.locator("#gallery .sample-seed").first).to_have_text("seed 1")   # from the PNG's parameters
+        expect(page.locator("#compare-image")).to_be_visible()   # the preset's compare_at_end grid
+        expect(page.locator("#run-class-images")).to_be_hidden()   # a LoRA run generates no class images
         page.screenshot(path=str(ARTIFACTS / "3-first-done.png"), full_page=True)
 
         run_id = page.locator("#run-title").inner_text()

@@ -11,36 +11,18 @@ download of the trained LoRA with the resume state listed apart.
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import subprocess
 
 import pytest
 from gui_browser import ARTIFACTS, NEEDS_CHROMIUM, expect, fill, launch_browser, new_context, open_form, sync_playwright
-from gui_server import GuiServer, make_gui_folders, quick_run_values, run_folders
+from gui_server import GuiServer, make_gui_folders, quick_run_values, run_folders, steps, write_run
 
-from library.config import dump_toml, loads_config
-from library.gui.forms import values_to_toml
-from library.gui.runs import CONFIG_NAME, RECORD_NAME, RunRecord, RunStore
+from library.config import loads_config
+from library.gui.runs import CONFIG_NAME, RECORD_NAME, RunStore
 
 pytestmark = [pytest.mark.slow, NEEDS_CHROMIUM]   # a server, a browser and a stand-in trainer process
-
-
-def write_run(store: RunStore, run_id: str, status: str, values: dict, events: list[dict], **record) -> None:
-    """A run folder as the server leaves it: run.json, the resolved run.toml and the trainer's progress.jsonl."""
-    folder = store.folder(run_id)
-    folder.mkdir()
-    config = loads_config(values_to_toml(values), "test", ("--output.output_dir", str(folder)))
-    (folder / CONFIG_NAME).write_text(dump_toml(config), encoding="utf-8")
-    (folder / "progress.jsonl").write_text("".join(json.dumps(event) + "\n" for event in events), encoding="utf-8")
-    store.save(RunRecord(id=run_id, name=run_id, status=status, **record))
-
-
-def steps(last: int, eta: float) -> list[dict]:
-    return [{"event": "start", "step": 0, "total_steps": 10}] + [
-        {"event": "step", "step": step, "epoch": 1, "loss": 0.5, "smoothed_loss": 0.5, "lr": 1e-3,
-         "eta_seconds": eta, "total_steps": 10} for step in range(1, last + 1)]
 
 
 @pytest.fixture(scope="module")

@@ -111,11 +111,14 @@ def test_checkpoint_loads_in_our_loader_and_in_diffusers(full_run, tiny_model_fa
     assert (root / "out" / "lora_diffusers" / "model_index.json").is_file()
 
 
-def test_instance_and_prior_losses_are_logged(full_run):
+def test_instance_and_prior_losses_and_class_image_progress_are_logged(full_run):
     root, _, _, _ = full_run
     steps = [event for event in read_events(root / "out") if event["event"] == "step"]
     assert steps and all("instance_loss" in event or "prior_loss" in event for event in steps)
     assert any("prior_loss" in event for event in steps) and any("instance_loss" in event for event in steps)
+    generated = [(event["done"], event["total"]) for event in read_events(root / "out")
+                 if event["event"] == "class_images"]   # the GUI's class-image progress
+    assert generated[0] == (0, 6) and generated[-1] == (6, 6)
     accumulator = EventAccumulator(str(next((root / "out" / "logs").rglob("events.out.tfevents.*")).parent))
     accumulator.Reload()
     assert {"loss/instance", "loss/prior"} <= set(accumulator.Tags()["scalars"])

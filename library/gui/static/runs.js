@@ -1,6 +1,7 @@
-// The runs list and one run's page: live progress, loss chart, samples, files, log, stop / resume.
+// The runs list and one run's page: live progress, loss chart, class images, gallery, files, log, stop / resume.
 "use strict";
-let current = null;   // { id, next, points, timer, files }
+let current = null;   // { id, next, timer, files, pictures }
+let chart = null, logView = null;   // the run page's loss chart (chart.js) and log (logview.js), made when first shown
 const ACTIVE = ["queued", "running"];   // a run in any other state changes no more: its page stops polling
 
 async function refreshRuns() {
@@ -15,26 +16,8 @@ async function refreshRuns() {
     el("td", { text: run.message || "" }))));
 }
 
-function relativeSample(file) {
-  const index = file.lastIndexOf("/sample/");
-  return index >= 0 ? file.slice(index + 1) : file;
-}
-
 function fileUrl(id, path) {
   return withToken(`/api/runs/${encodeURIComponent(id)}/file?path=${encodeURIComponent(path)}`);
-}
-
-function drawChart(points) {
-  const svg = document.getElementById("loss-chart");
-  if (points.length < 2) { svg.replaceChildren(); return; }
-  const steps = points.map(p => p[0]), losses = points.map(p => p[1]);
-  const [x0, x1] = [Math.min(...steps), Math.max(...steps)], [y0, y1] = [Math.min(...losses), Math.max(...losses)];
-  const x = s => 5 + 590 * (s - x0) / Math.max(1, x1 - x0), y = l => 195 - 190 * (l - y0) / Math.max(1e-9, y1 - y0);
-  const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
-  line.setAttribute("points", points.map(([s, l]) => `${x(s)},${y(l)}`).join(" "));
-  line.setAttribute("fill", "none"); line.setAttribute("stroke", "#d9480f"); line.setAttribute("stroke-width", "2");
-  line.setAttribute("vector-effect", "non-scaling-stroke");
-  svg.replaceChildren(line);
 }
 
 function formatLr(lr) {
@@ -55,9 +38,7 @@ async function pollRun() {
   const { events, next } = await api(`runs/${encodeURIComponent(id)}/events?after=${current.next}`);
   if (current?.id !== id) return;
   current.next = next;
-  for (const event of events) {
-    if (event.event === "step") current.points.push([event.step, event.smoothed_loss ?? event.loss]);
-  }
+  chart.add(events);
   const p = run.progress;
   document.getElementById("run-status").textContent = run.status;
   document.getElementById("run-trainer").textContent = run.trainer;
@@ -68,18 +49,22 @@ async function pollRun() {
   document.getElementById("run-loss").textContent = p.smoothed_loss?.toFixed(4) ?? "-";
   document.getElementById("run-lr").textContent = formatLr(p.lr);
   document.getElementById("run-eta").textContent = run.status === "running" ? formatEta(p.eta_seconds) : "-";
+  document.title = run.status === "running" && p.total_steps   // the tab shows how far the run is
+    ? `${Math.floor(100 * (p.step ?? 0) / p.total_steps)}% ${id} · Furnace` : `${id} · Furnace`;
   document.getElementById("run-stop").disabled = !ACTIVE.includes(run.status);
   const resume = document.getElementById("run-resume");   // only a stopped run continues; others are never changed
   resume.disabled = run.status !== "stopped";
   resume.title = resume.disabled ? `a ${run.status} run cannot be resumed` : "continue from the saved state";
   const board = document.getElementById("run-tensorboard");
   board.hidden = !run.tensorboard; if (run.tensorboard) board.href = withToken(run.tensorboard);
-  drawChart(current.points);
-  const gallery = document.getElementById("gallery");
-  for (const file of p.samples.map(relativeSample)) {
-    if (!gallery.querySelector(`img[data-file="${CSS.escape(file)}"]`)) {
-      gallery.append(el("img", { src: fileUrl(id, file), "data-file": file, title: file, alt: file }));
-    }
+  showPriorTerms(p);
+  showClassImages(p.class_images);
+  chart.draw();
+  if (current.pictures === null || events.some(event => ["sample", "compare"].includes(event.event))) {
+    const pictures = await api(`runs/${encodeURIComponent(id)}/gallery`);
+    if (current?.id !== id) return;
+    const shown = JSON.stringify(pictures);
+    if (shown !== current.pictures) { current.pictures = shown; drawGallery(id, pictures); }
   }
   const files = await api(`runs/${encodeURIComponent(id)}/files`);
   if (current?.id !== id) return;
@@ -88,15 +73,29 @@ async function pollRun() {
     current.files = listed;
     drawFiles(id, files, run.trainer);
   }
-  const log = document.getElementById("run-log");
-  const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 20;
-  const text = await api(`runs/${encodeURIComponent(id)}/log?lines=100`);
+  const log = await logView.fetch(id);
   if (current?.id !== id) return;
-  log.textContent = text;
-  if (atBottom) log.scrollTop = log.scrollHeight;
+  logView.show(log);
   current.toml = run.toml;
   current.trainer = run.trainer;
   follow(ACTIVE.includes(run.status));
+}
+
+// DreamBooth with prior preservation reports the instance and prior terms of its loss.
+function showPriorTerms(progress) {
+  const shown = progress.instance_loss !== undefined || progress.prior_loss !== undefined;
+  for (const node of document.querySelectorAll(".prior-terms")) node.hidden = !shown;
+  document.getElementById("run-instance-loss").textContent = progress.instance_loss?.toFixed(4) ?? "-";
+  document.getElementById("run-prior-loss").textContent = progress.prior_loss?.toFixed(4) ?? "-";
+}
+
+// DreamBooth's class-image generation before training: a bar while it lasts, "n / n" once done.
+function showClassImages(generation) {
+  document.getElementById("run-class-images").hidden = !generation;
+  if (!generation) return;
+  const bar = document.getElementById("run-class-progress");
+  bar.max = generation.total || 1; bar.value = generation.done;
+  document.getElementById("run-class-text").textContent = `${generation.done} / ${generation.total}`;
 }
 
 function fileItem(id, file) {
@@ -145,9 +144,15 @@ function follow(on) {
 
 function openRun(id) {
   if (current?.timer) clearInterval(current.timer);
-  current = { id, next: 0, points: [], toml: "", timer: null, files: null };
+  current = { id, next: 0, toml: "", timer: null, files: null, pictures: null };
   document.getElementById("run-title").textContent = id;
+  chart ??= new LossChart(document.getElementById("loss-chart"), document.getElementById("loss-smoothing"),
+                         document.getElementById("loss-smoothing-value"));
+  logView ??= new LogView(document.getElementById("run-log"));
+  chart.reset();
+  logView.reset();
   document.getElementById("gallery").replaceChildren();
+  document.getElementById("compare").hidden = true;
   document.getElementById("run-files").replaceChildren();
   document.getElementById("run-state-files").replaceChildren();
   document.getElementById("run-state").hidden = true;
@@ -160,6 +165,7 @@ async function runAction(action) {
   catch (error) { document.getElementById("run-message").textContent = error.message; }
 }
 
+window.addEventListener("hashchange", () => { if (!location.hash.startsWith("#run/")) document.title = "Furnace"; });
 window.addEventListener("DOMContentLoaded", () => {
   document.getElementById("run-stop").addEventListener("click", () => runAction("stop"));
   document.getElementById("run-resume").addEventListener("click", () => runAction("resume"));

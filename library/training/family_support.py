@@ -1,8 +1,8 @@
-"""Which base-model families the training loop can train.
+"""Which base-model families a weights strategy can train.
 
-The loop, the noise and loss code, the LoRA targets and the memory estimate are built for UNet denoisers. A DiT
-family (FLUX.1) already loads, converts and sizes through ``library/models``; until its training lands, a run on
-one stops here with one line, before anything is estimated or loaded, instead of failing deep in the loop.
+LoRA trains both denoiser kinds (a UNet, FLUX.1's transformer); full fine-tuning, textual inversion and
+hypernetworks are built for UNet denoisers. A run that asks a strategy for a family it cannot train stops here
+with one line, before anything is estimated or loaded, instead of failing deep in the loop.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ from library.config import FurnaceConfig
 from library.models.families import get_family
 from library.models.sizes import read_model_sizes
 from library.training.exceptions import TrainingSetupError
+from library.training.weights import WeightsFactory
 
-TRAINABLE_DENOISERS = ("unet",)
 
-
-def check_trainable_family(config: FurnaceConfig) -> None:
-    """Refuse a family whose denoiser the loop cannot train; an unreadable model is left for the loader to report."""
+def check_trainable_family(config: FurnaceConfig, weights_factory: WeightsFactory) -> None:
+    """Refuse a family whose denoiser the strategy cannot train; an unreadable model is left for the loader."""
     section = config.model
     if section.family != "auto":
         family = get_family(section.family)
@@ -29,8 +28,9 @@ def check_trainable_family(config: FurnaceConfig) -> None:
             ).family
         except ValueError:
             return
-    if family.denoiser not in TRAINABLE_DENOISERS:
+    if family.denoiser not in weights_factory.trainable_denoisers:
         raise TrainingSetupError(
-            f"model.pretrained_model_name_or_path: a {family.title} model; training its {family.denoiser} is not "
-            "supported yet (Stable Diffusion 1.x, 2.x and XL bases train)"
+            f"model.pretrained_model_name_or_path: a {family.title} model; {weights_factory.title} of its "
+            f"{family.denoiser} is not supported yet (Stable Diffusion 1.x, 2.x and XL bases train; a "
+            f"{family.title} base trains a LoRA with train_network.py or dreambooth.train_method = \"lora\")"
         )

@@ -79,6 +79,10 @@ class ModelFamily:
     latent_patch_size: int = 1
     original_layout: OriginalLayout = "ldm"
     guidance_embedded: bool = False  # guidance-distilled (FLUX.1-dev): the denoiser takes the guidance scale as input
+    # How the pipeline applies a CFG scale: "classifier_free" = its guidance_scale, always against a negative prompt
+    # (empty = unconditional; Stable Diffusion); "true_cfg" = its true_cfg_scale, only for a prompt with a negative
+    # prompt, guidance_scale then being the embedded guidance (FluxPipeline)
+    cfg_kind: Literal["classifier_free", "true_cfg"] = "classifier_free"
     vae_split_file_key: str | None = None  # sd-scripts' option naming a separate VAE file the family needs ("ae")
     unet_lora_prefix: str = "lora_unet_"
     unet_lora_naming: Literal["diffusers", "sgm"] = "diffusers"  # SDXL files use the original SGM block names
@@ -323,6 +327,7 @@ def _flux(dev: bool) -> ModelFamily:
         denoiser_class="FluxTransformer2DModel",
         original_layout="bfl",
         guidance_embedded=dev,
+        cfg_kind="true_cfg",
         vae_split_file_key="ae",
         unet_target_classes=("FluxTransformerBlock", "FluxSingleTransformerBlock"),
         unet_conv_target_classes=(),

@@ -1,13 +1,15 @@
 """train_network.py on tiny FLUX.1-dev and FLUX.1-schnell models from configs/flux1_quickstart.toml: the LoRA
-trains (its up weights move, the loss stays finite), TensorBoard holds the scalars, and a resumed run ends with the
-same tensors as an uninterrupted one."""
+trains (its up weights move, the loss stays finite), previews render with the live weights, TensorBoard holds the
+scalars and previews, and a resumed run ends with the same tensors as an uninterrupted one."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -33,7 +35,10 @@ def _args(model, dataset, output, *extra: str) -> list[str]:
 def dev_run(tiny_model_factory, concept_dataset, tmp_path_factory):
     model = tiny_model_factory("flux1-dev").folder
     output = tmp_path_factory.mktemp("flux-dev")
-    run_cli("train_network.py", _args(model, concept_dataset, output))
+    prompts = output.parent / "flux-prompts.txt"
+    prompts.write_text("frnc, red circle --w 64 --h 64 --s 2 --d 5 --g 3.5\nfrnc --n blurry --l 2 --s 2 --d 6\n")
+    run_cli("train_network.py", _args(model, concept_dataset, output, "--sample_prompts", str(prompts),
+                                      "--sample_every_n_steps", "2"))
     return model, output
 
 
@@ -88,12 +93,23 @@ def test_flux1_schnell_lora_trains_clip_l_adapters_but_never_t5(schnell_run):
     assert not _modules(schnell_run / "lora.safetensors", "lora_te3_")
 
 
-def test_tensorboard_scalars_read_back(dev_run):
+def test_previews_are_rendered_with_the_live_weights(dev_run):
+    """Previews at steps 2 and 4 from the same seeds: the LoRA trained in between changed them."""
+    _, output = dev_run
+    events = [event for event in read_events(output) if event["event"] == "sample"]
+    assert [event["step"] for event in events] == [2, 2, 4, 4]
+    first, last = (Image.open(events[index]["file"]) for index in (0, 2))
+    assert first.size == (64, 64) and "Sampler: Euler" in first.info["parameters"]
+    assert np.asarray(first).tolist() != np.asarray(last).tolist()
+
+
+def test_tensorboard_scalars_and_previews_read_back(dev_run):
     _, output = dev_run
     event_files = list((output / "logs").rglob("events.out.tfevents.*"))
     assert event_files
-    accumulator = EventAccumulator(str(event_files[0].parent), size_guidance={"scalars": 0})
+    accumulator = EventAccumulator(str(event_files[0].parent), size_guidance={"scalars": 0, "images": 0})
     accumulator.Reload()
+    assert any(tag.startswith("sample/") for tag in accumulator.Tags()["images"])
     steps = [event.step for event in accumulator.Scalars("loss/current")]
     assert steps == list(range(1, STEPS + 1))
     assert all(math.isfinite(event.value) for event in accumulator.Scalars("loss/average"))

@@ -123,3 +123,35 @@ def test_resume_is_exact(dev_run, concept_dataset, tmp_path):
     expected, resumed = load_file(reference / "lora.safetensors"), load_file(tmp_path / "lora.safetensors")
     assert expected.keys() == resumed.keys()
     assert all(torch.equal(expected[key], resumed[key]) for key in expected)
+
+
+def _velocity(model) -> torch.Tensor:
+    """The transformer's output on fixed inputs, called as training calls it."""
+    from library.models.text_encoding import TextConditioning
+    from library.training.flow_step import flux_prediction
+
+    generator = torch.Generator().manual_seed(0)
+    config = model.unet.config
+    noisy = torch.randn(1, 16, 8, 8, generator=generator)
+    conditioning = TextConditioning(torch.randn(1, 6, config.joint_attention_dim, generator=generator),
+                                    torch.randn(1, config.pooled_projection_dim, generator=generator))
+    with torch.no_grad():
+        return flux_prediction(model.unet, model.family, noisy, torch.tensor([0.6]), conditioning, 3.5)
+
+
+def test_merging_the_saved_file_equals_loading_it_into_live_adapters(dev_run):
+    from library.models.loader import load_base_model
+    from library.networks import LoraOptions, merge_lora_into
+    from library.networks.network import inject_lora
+
+    model_dir, output = dev_run
+    base = _velocity(load_base_model(model_dir))
+    live = load_base_model(model_dir)
+    inject_lora(live.family, live.unet, live.text_encoders, LoraOptions(dim=4, alpha=4.0, train_unet_only=True)) \
+        .load_file(output / "lora.safetensors")
+    merged = load_base_model(model_dir)
+    assert merge_lora_into(merged.family, merged.unet, merged.text_encoders,
+                           load_file(output / "lora.safetensors")) == 26
+    with_adapters, with_merge = _velocity(live), _velocity(merged)
+    assert not torch.allclose(with_adapters, base)
+    assert torch.allclose(with_adapters, with_merge, atol=1e-5)

@@ -29,6 +29,10 @@ _SAME_NAME: dict[str, tuple[str, ...]] = {
         "gradient_checkpointing", "noise_offset", "multires_noise_iterations", "multires_noise_discount",
         "min_snr_gamma", "loss_type", "huber_c", "resume", "skip_memory_check",
     ),
+    "flow_matching": (
+        "timestep_sampling", "sigmoid_scale", "discrete_flow_shift", "model_prediction_type", "weighting_scheme",
+        "logit_mean", "logit_std", "mode_scale", "guidance_scale", "t5xxl_max_token_length",
+    ),
     "dreambooth": (
         "train_method", "instance_prompt", "class_prompt", "class_data_dir", "num_class_images", "train_text_encoder",
         "stop_text_encoder_training", "use_ema", "save_diffusers",

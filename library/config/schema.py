@@ -10,6 +10,7 @@ from .fields import Problem, raise_problems
 from .sections_data import DatasetSection, ModelSection
 from .sections_deepspeed import DeepSpeedSection
 from .sections_dreambooth import DreamBoothSection
+from .sections_flow import FlowMatchingSection
 from .sections_hypernetwork import HypernetworkSection
 from .sections_output import LoggingSection, OutputSection, SampleSection
 from .sections_textual_inversion import TextualInversionSection
@@ -26,6 +27,10 @@ class FurnaceConfig(BaseModel):
     network: NetworkSection = Field(default_factory=NetworkSection, description="The LoRA / LoCon / DoRA adapter.")
     optimizer: OptimizerSection = Field(default_factory=OptimizerSection, description="Optimizer and LR schedule.")
     training: TrainingSection = Field(default_factory=TrainingSection, description="Loop length, precision, loss.")
+    flow_matching: FlowMatchingSection = Field(
+        default_factory=FlowMatchingSection,
+        description="Flow-matching families (FLUX.1): noise-level sampling, loss weighting, guidance, T5 length.",
+    )
     sample: SampleSection = Field(default_factory=SampleSection, description="Preview images during training.")
     output: OutputSection = Field(default_factory=OutputSection, description="Saved weights and resumable state.")
     logging: LoggingSection = Field(default_factory=LoggingSection, description="Console and TensorBoard logging.")

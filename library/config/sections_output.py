@@ -36,7 +36,16 @@ class SampleSection(BaseModel):
     at_first: bool = Field(False, description="Also generate previews before the first step.")
     sampler: Literal[SAMPLERS] = Field("ddim", description="Default sampler (k_ prefixes are accepted, e.g. k_euler).")
     steps: int = Field(20, ge=1, le=1000, description="Default denoising steps (at most 1000).")
-    cfg_scale: float = Field(7.0, ge=0, le=50, description="Default classifier-free guidance scale.")
+    cfg_scale: float = Field(
+        7.0,
+        ge=0,
+        le=50,
+        description="Default classifier-free guidance scale (FLUX.1: true CFG, applied only to prompts with a --n "
+        "negative prompt).",
+    )
+    guidance_scale: float = Field(
+        3.5, ge=0, le=50, description="Default guidance input of a guidance-distilled model (FLUX.1-dev; --g)."
+    )
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Default preview seed; unset = training.seed.")
     width: int | None = Field(
         None,

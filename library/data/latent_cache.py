@@ -1,6 +1,7 @@
 """VAE latents computed once per image, kept in memory or in files beside the images.
 
-A cached latent is the *mean* of the VAE's latent distribution times the scaling factor: deterministic, so a
+A cached latent is the *mean* of the VAE's latent distribution, less the family's shift (FLUX.1's VAE has one),
+times the scaling factor: deterministic, so a
 cache built today equals one built tomorrow, and the same as :func:`encode_latents` gives uncached batches.
 (The distribution's spread is tiny next to the training noise, so sampling from it adds nothing worth freezing
 into a cache.)
@@ -9,7 +10,7 @@ On disk, ``<image folder>/.furnace_cache/<image name>_<resized>_<bucket>.safeten
 latent of the mirrored image when ``flip_aug`` is on, and the loss mask at latent size for masked subsets: a
 mirrored mask is the stored one flipped). Its metadata records what it was made from: the image file's size and
 modification time, the resize/crop plan, flip, the mask's source (and its file's size and modification time),
-and a fingerprint of the VAE weights, dtype and scaling factor. A file whose record does not match is rebuilt
+and a fingerprint of the VAE weights, dtype, scaling factor and shift. A file whose record does not match is rebuilt
 (a changed mask file included); one that matches is reused without touching the VAE. Files are written
 atomically, so runs sharing a dataset may fill its cache at the same time.
 """
@@ -40,19 +41,25 @@ _KEY_FIELD = "furnace_cache_key"
 LATENT, FLIPPED, MASK = "latent", "latent_flipped", "mask"
 
 
-def encode_latents(vae: torch.nn.Module, pixels: torch.Tensor, scaling_factor: float) -> torch.Tensor:
-    """Scaled latent means of ``pixels`` ``[B, 3, H, W]`` in [-1, 1] (moved to the VAE's device and dtype)."""
+def encode_latents(
+    vae: torch.nn.Module, pixels: torch.Tensor, scaling_factor: float, shift_factor: float = 0.0
+) -> torch.Tensor:
+    """Normalised latent means ``(mean - shift_factor) * scaling_factor`` of ``pixels`` ``[B, 3, H, W]`` in
+    [-1, 1] (moved to the VAE's device and dtype)."""
     with torch.no_grad():
         pixels = pixels.to(device=vae.device, dtype=vae.dtype)
-        return vae.encode(pixels).latent_dist.mean * scaling_factor
+        return (vae.encode(pixels).latent_dist.mean - shift_factor) * scaling_factor
 
 
-def vae_fingerprint(vae: torch.nn.Module, scaling_factor: float) -> str:
-    """Hash of the VAE's config, weights, dtype and scaling factor: any change makes cached latents stale."""
+def vae_fingerprint(vae: torch.nn.Module, scaling_factor: float, shift_factor: float = 0.0) -> str:
+    """Hash of the VAE's config, weights, dtype, scaling factor and shift: any change makes cached latents stale
+    (an unshifted family's fingerprint is the one it always had)."""
     digest = hashlib.sha256()
     config = dict(getattr(vae, "config", {}))
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     digest.update(f"{vae.dtype}|{scaling_factor!r}".encode())
+    if shift_factor:
+        digest.update(f"|shift {shift_factor!r}".encode())
     for name, tensor in sorted(vae.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
@@ -182,8 +189,11 @@ class LatentEncoder:
     """Collects centred samples per bucket, VAE-encodes them in small batches (and their mirror images for
     ``flip_aug`` subsets) and stores the latents in a :class:`LatentCache`."""
 
-    def __init__(self, vae: torch.nn.Module, factor: float, cache: LatentCache, batch_size: int) -> None:
+    def __init__(
+        self, vae: torch.nn.Module, factor: float, cache: LatentCache, batch_size: int, shift: float = 0.0
+    ) -> None:
         self.vae, self.factor, self.cache, self.batch_size = vae, factor, cache, batch_size
+        self.shift = shift
         self.pending: dict[tuple, list[tuple[ImageRecord, Sample]]] = defaultdict(list)
         self.encoded = 0
 
@@ -204,10 +214,10 @@ class LatentEncoder:
         if not queue:
             return
         pixels = torch.stack([sample.pixels for _, sample in queue])
-        latents = encode_latents(self.vae, pixels, self.factor)
+        latents = encode_latents(self.vae, pixels, self.factor, self.shift)
         flipped = None
         if any(record.subset.flip_aug for record, _ in queue):
-            flipped = encode_latents(self.vae, torch.flip(pixels, dims=[-1]), self.factor)
+            flipped = encode_latents(self.vae, torch.flip(pixels, dims=[-1]), self.factor, self.shift)
         for row, (record, sample) in enumerate(queue):
             entry = {LATENT: latents[row]}
             if record.subset.flip_aug and flipped is not None:

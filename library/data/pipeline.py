@@ -233,9 +233,11 @@ class TrainingData:
         cache_to_disk: bool = False,
         scaling_factor: float | None = None,
         vae_batch_size: int = 4,
+        shift_factor: float = 0.0,
     ) -> None:
         """Decode every image once (bad ones: error or skip per ``dataset.on_bad_image``); with ``cache_latents``
-        encode them with ``vae`` (moved to ``device``/``dtype``), reusing valid disk cache files."""
+        encode them with ``vae`` (moved to ``device``/``dtype``), reusing valid disk cache files. Latents are
+        ``(mean - shift_factor) * scaling_factor`` (default: the VAE config's scaling factor, no shift)."""
         cache, encoder = None, None
         if cache_latents or cache_to_disk:
             if vae is None:
@@ -243,8 +245,8 @@ class TrainingData:
             if device is not None or dtype is not None:
                 vae.to(device=device, dtype=dtype)
             factor = scaling_factor if scaling_factor is not None else float(vae.config.scaling_factor)
-            cache = LatentCache(vae_fingerprint(vae, factor), to_disk=cache_to_disk)
-            encoder = LatentEncoder(vae, factor, cache, vae_batch_size)
+            cache = LatentCache(vae_fingerprint(vae, factor, shift_factor), to_disk=cache_to_disk)
+            encoder = LatentEncoder(vae, factor, cache, vae_batch_size, shift_factor)
         bad = self._decode_all(cache, encoder)
         handle_bad_images(bad, self.config.dataset.on_bad_image)
         if bad:

@@ -43,6 +43,10 @@ class TextEncoderSpec:
     max_length: int = 77  # tokens per caption (T5: FLUX.1-dev was trained with 512, schnell with 256)
     # sd-scripts' option naming this encoder's separate file (FLUX.1: "clip_l", "t5xxl"); None = always in the model
     split_file_key: str | None = None
+    # What the denoiser reads from this encoder: "sequence" = its hidden states (concatenated on the width axis with
+    # the other sequence encoders'; plus the projected pooled output when the encoder has a projection, as SDXL's
+    # second), "pooled" = only its pooled output (FLUX.1's CLIP-L)
+    conditions: Literal["sequence", "pooled"] = "sequence"
 
 
 @dataclass(frozen=True)
@@ -71,14 +75,23 @@ class ModelFamily:
     latent_channels: int = 4
     latent_shift_factor: float = 0.0  # subtracted before scaling (FLUX.1's VAE has one; SD's do not)
     resolution_multiple: int = 8  # image sides must be multiples of this (VAE x8; FLUX.1 also packs 2x2 latents)
+    # Latent pixels per token side when the denoiser reads latents as a packed sequence (FLUX.1: 2); 1 = unpacked
+    latent_patch_size: int = 1
     original_layout: OriginalLayout = "ldm"
     guidance_embedded: bool = False  # guidance-distilled (FLUX.1-dev): the denoiser takes the guidance scale as input
+    # How the pipeline applies a CFG scale: "classifier_free" = its guidance_scale, always against a negative prompt
+    # (empty = unconditional; Stable Diffusion); "true_cfg" = its true_cfg_scale, only for a prompt with a negative
+    # prompt, guidance_scale then being the embedded guidance (FluxPipeline)
+    cfg_kind: Literal["classifier_free", "true_cfg"] = "classifier_free"
     vae_split_file_key: str | None = None  # sd-scripts' option naming a separate VAE file the family needs ("ae")
     unet_lora_prefix: str = "lora_unet_"
     unet_lora_naming: Literal["diffusers", "sgm"] = "diffusers"  # SDXL files use the original SGM block names
-    # Module classes whose Linear / 1x1-conv children get LoRA by default (searched by library/networks/targets.py).
+    # Module classes whose Linear / 1x1-conv children get LoRA by default (searched by library/networks/targets.py):
+    # FLUX.1's are its double and single blocks, i.e. attention (to_q/k/v/out, add_*_proj, to_add_out), MLPs (ff,
+    # ff_context, proj_mlp, proj_out) and modulation (norm*.linear).
     unet_target_classes: tuple[str, ...] = ("Transformer2DModel",)
     unet_conv_target_classes: tuple[str, ...] = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
+    # (T5's blocks are not listed: FLUX.1's T5 gets no LoRA, its CLIP-L does when text encoders train.)
     text_encoder_target_classes: tuple[str, ...] = ("CLIPAttention", "CLIPMLP")
     # UNet attention heads are not visible in weights: SD1 uses 8 heads, later families a head width of 64.
     unet_heads_rule: Literal["eight_heads", "head_dim_64"] = "head_dim_64"
@@ -249,6 +262,7 @@ _FLUX_CLIP_L = TextEncoderSpec(
     apply_final_layer_norm=True,
     clip_skip_applies=False,
     split_file_key="clip_l",
+    conditions="pooled",
 )
 
 
@@ -298,6 +312,7 @@ def _flux(dev: bool) -> ModelFamily:
         latent_scaling_factor=0.3611,
         latent_shift_factor=0.1159,
         latent_channels=16,
+        latent_patch_size=2,
         default_resolution=1024,
         resolution_multiple=16,
         text_encoders=(_FLUX_CLIP_L, _flux_t5(512 if dev else 256)),
@@ -312,7 +327,10 @@ def _flux(dev: bool) -> ModelFamily:
         denoiser_class="FluxTransformer2DModel",
         original_layout="bfl",
         guidance_embedded=dev,
+        cfg_kind="true_cfg",
         vae_split_file_key="ae",
+        unet_target_classes=("FluxTransformerBlock", "FluxSingleTransformerBlock"),
+        unet_conv_target_classes=(),
     )
 
 

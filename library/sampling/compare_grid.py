@@ -7,7 +7,7 @@ loads it into its live adapters. Both render through :func:`render_grid`, so the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -37,10 +37,12 @@ def render_grid(
     clip_skip: int = 1,
     autocast_dtype: torch.dtype | None = None,
     batch_size: int = 1,
+    token_lengths: Mapping[str, int] | None = None,
 ) -> tuple[Path, list[Path]]:
     """Render every cell, save the singles and the labelled grid under ``out``; returns (grid path, single paths).
 
-    ``clip_skip``, ``autocast_dtype`` and ``batch_size`` are passed to the sampler as for training previews.
+    ``clip_skip``, ``autocast_dtype``, ``batch_size`` and ``token_lengths`` are passed to the sampler as for
+    training previews.
     """
     rows: list[list[Image.Image]] = [[] for _ in range(len(loras) * len(prompts))]
     singles: list[Path] = []
@@ -49,7 +51,7 @@ def render_grid(
         for strength in strengths:
             with apply(lora, strength):
                 images = generate_images(model, prompts, clip_skip=clip_skip, autocast_dtype=autocast_dtype,
-                                         batch_size=batch_size)
+                                         batch_size=batch_size, token_lengths=token_lengths)
             for prompt_index, image in enumerate(images):
                 rows[lora_index * len(prompts) + prompt_index].append(image)
                 name = f"{lora.stem}_s{strength:g}_p{prompt_index:02d}_{prompts[prompt_index].seed}.png"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,7 +33,7 @@ from library.models.pipeline import assemble_pipeline
 from library.models.text_encoding import encode_captions
 from library.sampling.files import SAMPLE_DIR_NAME, sample_path, save_png_atomic
 from library.sampling.prompts import SamplePrompt
-from library.sampling.samplers import build_scheduler
+from library.sampling.samplers import FLOW_SAMPLER, build_flow_scheduler, build_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +67,13 @@ def render_samples(
     clip_skip: int = 1,
     autocast_dtype: torch.dtype | None = None,
     batch_size: int = 1,
+    token_lengths: Mapping[str, int] | None = None,
 ) -> list[Preview]:
     """Render every prompt (see :func:`generate_images`) and save it under ``<output_dir>/sample/`` (see
     :mod:`library.sampling.files`)."""
+    prompts = _for_family(model.family, prompts)
     images = generate_images(model, prompts, clip_skip=clip_skip, autocast_dtype=autocast_dtype,
-                             batch_size=batch_size)
+                             batch_size=batch_size, token_lengths=token_lengths)
     previews = []
     for index, (prompt, image) in enumerate(zip(prompts, images)):
         path = save_png_atomic(image, sample_path(output_dir, output_name, step, index, prompt.seed), prompt)
@@ -86,6 +88,7 @@ def generate_images(
     clip_skip: int = 1,
     autocast_dtype: torch.dtype | None = None,
     batch_size: int = 1,
+    token_lengths: Mapping[str, int] | None = None,
 ) -> list[Image.Image]:
     """Render ``prompts`` with the live modules of ``model``; nothing about the training state changes.
 
@@ -94,10 +97,12 @@ def generate_images(
     bf16 UNet with an fp32 VAE), which needs autocast to the lowest precision among them to run at all.
     ``batch_size`` renders up to that many consecutive prompts with the same settings (size, steps, CFG, sampler,
     negative prompt) in one denoising loop, each from its own seed's noise: the same pictures up to float
-    rounding, in far fewer, larger model calls.
+    rounding, in far fewer, larger model calls. ``token_lengths`` overrides encoders' caption lengths as training
+    encodes them (FLUX.1's T5).
     """
     if not prompts:
         return []
+    prompts = _for_family(model.family, prompts)
     modules = [model.unet, model.vae, *model.text_encoders]
     device = next(model.unet.parameters()).device
     images = []
@@ -105,7 +110,7 @@ def generate_images(
         pipeline = _assemble_pipeline(model)
         progress = tqdm(total=len(prompts), desc="sampling", unit="image", leave=False)
         for batch in _batches(prompts, batch_size):
-            images += _render(pipeline, model, batch, clip_skip)
+            images += _render(pipeline, model, batch, clip_skip, token_lengths)
             progress.update(len(batch))
         progress.close()
     return images
@@ -141,26 +146,55 @@ def _assemble_pipeline(model: LiveModel):
     return pipeline
 
 
-def _render(pipeline, model: LiveModel, batch: list[SamplePrompt], clip_skip: int) -> list[Image.Image]:
+def _for_family(family: ModelFamily, prompts: Sequence[SamplePrompt]) -> list[SamplePrompt]:
+    """The prompts as they will be rendered: a flow-matching family samples with its own flow-matching Euler
+    whatever sampler is named (the DDPM samplers do not apply), and its preview files say so."""
+    if family.prediction_type != "flow_matching":
+        return list(prompts)
+    return [replace(prompt, sampler=FLOW_SAMPLER) for prompt in prompts]
+
+
+def _scheduler(model: LiveModel, sampler: str):
+    if model.family.prediction_type == "flow_matching":
+        return build_flow_scheduler(model.noise_scheduler.config)
+    return build_scheduler(sampler, model.noise_scheduler.config)
+
+
+def _guidance(family: ModelFamily, prompt: SamplePrompt) -> tuple[dict[str, float], bool]:
+    """The pipeline's guidance arguments for ``prompt``, and whether it needs the negative prompt's embeddings."""
+    if family.cfg_kind == "classifier_free":
+        return {"guidance_scale": prompt.cfg_scale}, True
+    negative = bool(prompt.negative_prompt)
+    options = {"true_cfg_scale": prompt.cfg_scale if negative else 1.0}
+    if family.guidance_embedded:
+        options["guidance_scale"] = prompt.guidance_scale
+    return options, negative
+
+
+def _render(
+    pipeline, model: LiveModel, batch: list[SamplePrompt], clip_skip: int, token_lengths: Mapping[str, int] | None
+) -> list[Image.Image]:
     """The pictures of prompts with the same settings; each batch gets a fresh scheduler because multistep
     samplers carry state between steps."""
     prompt, count = batch[0], len(batch)
-    pipeline.scheduler = build_scheduler(prompt.sampler, model.noise_scheduler.config)
-    captions = [item.prompt for item in batch] + [prompt.negative_prompt] * count
-    encoded = encode_captions(model.family, model.tokenizers, model.text_encoders, captions, clip_skip)
-    embeddings = {
-        "prompt_embeds": encoded.hidden_states[:count], "negative_prompt_embeds": encoded.hidden_states[count:]
-    }
+    pipeline.scheduler = _scheduler(model, prompt.sampler)
+    guidance, with_negative = _guidance(model.family, prompt)
+    captions = [item.prompt for item in batch] + ([prompt.negative_prompt] * count if with_negative else [])
+    encoded = encode_captions(model.family, model.tokenizers, model.text_encoders, captions, clip_skip, token_lengths)
+    embeddings = {"prompt_embeds": encoded.hidden_states[:count]}
     if encoded.pooled is not None:
-        embeddings.update(pooled_prompt_embeds=encoded.pooled[:count],
-                          negative_pooled_prompt_embeds=encoded.pooled[count:])
+        embeddings["pooled_prompt_embeds"] = encoded.pooled[:count]
+    if with_negative:
+        embeddings["negative_prompt_embeds"] = encoded.hidden_states[count:]
+        if encoded.pooled is not None:
+            embeddings["negative_pooled_prompt_embeds"] = encoded.pooled[count:]
     generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch]
     result = pipeline(
         **embeddings,
+        **guidance,
         width=prompt.width,
         height=prompt.height,
         num_inference_steps=prompt.steps,
-        guidance_scale=prompt.cfg_scale,
         generator=generators[0] if count == 1 else generators,
         output_type="pil",
     )

@@ -1,7 +1,8 @@
 """Preview prompt files in the sd-scripts syntax users already have.
 
 A text file holds one prompt a line with inline options (``--n`` negative prompt, ``--w``/``--h`` size, ``--s``
-steps, ``--l`` CFG scale, ``--d`` seed, ``--ss`` sampler); ``#`` lines and blank lines are skipped. The structured
+steps, ``--l`` CFG scale, ``--g`` guidance of a guidance-distilled model such as FLUX.1-dev, ``--d`` seed, ``--ss``
+sampler); ``#`` lines and blank lines are skipped. The structured
 ``.toml`` / ``.json`` forms sd-scripts reads are accepted too. Options a line leaves out come from the run's
 defaults. Every value is checked when the file is read, before any model loads, and a bad one raises
 :class:`PromptFileError` naming the file, the line (or key) and what was expected.
@@ -42,6 +43,7 @@ class SamplePrompt:
     cfg_scale: float = 7.0
     seed: int = 0
     sampler: str = "ddim"
+    guidance_scale: float = 3.5  # the guidance input of a guidance-distilled transformer (FLUX.1-dev)
 
 
 # Field of SamplePrompt -> (inline option of the text form, key of the structured form).
@@ -53,6 +55,7 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "cfg_scale": ("l", "scale"),
     "seed": ("d", "seed"),
     "sampler": ("ss", "sample_sampler"),
+    "guidance_scale": ("g", "guidance_scale"),
 }
 _FIELD_BY_FLAG = {flag: name for name, (flag, _) in _OPTIONS.items()}
 _FIELD_BY_KEY = {key: name for name, (_, key) in _OPTIONS.items()}
@@ -247,4 +250,5 @@ _CHECKS: Mapping[str, Callable[[Any], Any]] = {
     "cfg_scale": _scale,
     "seed": _in_range(0, MAX_SEED),
     "sampler": _sampler,
+    "guidance_scale": _scale,
 }

@@ -111,3 +111,13 @@ def build_scheduler(name: str, training_config: Mapping[str, Any]):
         return scheduler_class(**options)
     except ImportError as error:  # diffusers' placeholder classes raise this when an optional backend is missing
         raise RuntimeError(f"sampler {name!r} is unavailable: {str(error).strip()}") from None
+
+
+FLOW_SAMPLER = "euler"  # what previews of a flow-matching family use: the family's own flow-matching Euler
+
+
+def build_flow_scheduler(training_config: Mapping[str, Any]):
+    """A fresh flow-matching Euler scheduler on the training schedule (FLUX.1-dev: shifted by image size)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler.from_config(dict(training_config))

@@ -22,6 +22,7 @@ from accelerate import Accelerator
 from library.config import ConfigError, FurnaceConfig
 from library.models.loader import BaseModel
 from library.networks import LoraNetwork
+from library.models.text_encoding import token_lengths
 from library.sampling.compare_grid import LoraApplier, render_grid
 from library.sampling.prompts import SamplePrompt
 from library.training.ema import ema_settings
@@ -121,6 +122,7 @@ def write_compare_grid(
             clip_skip=config.model.clip_skip,
             autocast_dtype=_AUTOCAST.get(config.training.mixed_precision),
             batch_size=config.sample.render_batch_size,
+            token_lengths=token_lengths(model.family, config.flow_matching.t5xxl_max_token_length),
         )
         progress.event("compare", file=grid, files=len(files), strengths=list(strengths), prompts=len(prompts),
                        images=len(singles))

@@ -12,6 +12,7 @@ import torch
 
 from library.models.text_encoding import TextConditioning
 from library.training.loss import min_snr_weights, per_sample_loss, prediction_target
+from library.training.noise import sample_timesteps
 
 
 @dataclass(frozen=True)
@@ -75,3 +76,22 @@ def denoising_loss(
         is_v = noise_scheduler.config.prediction_type == "v_prediction"
         snr = min_snr_weights(noise_scheduler, timesteps, settings.min_snr_gamma, is_v)
     return per_sample_loss(prediction, target, settings.loss_type, settings.huber_c, snr, masks)
+
+
+class DiffusionObjective:
+    """The DDPM objective of the Stable Diffusion families: integer timesteps, noise or velocity target."""
+
+    def __init__(self, noise_scheduler, settings: LossSettings) -> None:
+        self.noise_scheduler, self.settings = noise_scheduler, settings
+
+    def timesteps(self, latents: torch.Tensor) -> torch.Tensor:
+        """Uniform integer timesteps over the training schedule, one per sample."""
+        return sample_timesteps(latents.shape[0], self.noise_scheduler.config.num_train_timesteps, latents.device)
+
+    def fixed_timesteps(self, batch_size: int, timestep: int, device: torch.device) -> torch.Tensor:
+        return torch.full((batch_size,), timestep, device=device, dtype=torch.long)
+
+    def loss(self, unet, latents, noise, timesteps, conditioning, time_ids=None, masks=None) -> torch.Tensor:
+        return denoising_loss(
+            unet, self.noise_scheduler, latents, noise, timesteps, conditioning, self.settings, time_ids, masks
+        )

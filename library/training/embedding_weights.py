@@ -58,6 +58,7 @@ class EmbeddingWeights(TrainedWeights):
     """New token rows in every text encoder; the UNet, VAE and every other row frozen."""
 
     saves_base_model = False
+    title = "textual inversion"
     trains_text_encoder = True  # the conditioning is computed with gradients, through the frozen encoder layers
 
     def __init__(self, config: FurnaceConfig, model: BaseModel, precision: Precision, device: torch.device) -> None:

@@ -34,6 +34,7 @@ class FullWeights(TrainedWeights):
     """Full fine-tuning of the UNet (+ text encoders until ``stop_text_encoder_training``), with optional EMA."""
 
     saves_base_model = True
+    title = "full fine-tuning"
 
     def __init__(self, config: FurnaceConfig, model: BaseModel, precision: Precision, device: torch.device) -> None:
         self.config, self.model = config, model

@@ -69,6 +69,7 @@ class HypernetworkWeights(TrainedWeights):
     """The hypernetwork's MLPs train; the whole base stays frozen. State = the MLP tensors."""
 
     saves_base_model = False
+    title = "hypernetwork training"
     trains_text_encoder = False
 
     @staticmethod

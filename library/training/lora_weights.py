@@ -64,6 +64,8 @@ class LoraWeights(TrainedWeights):
     """Adapters injected into the model; optimizer groups per part; state = adapter tensors only."""
 
     saves_base_model = False
+    title = "LoRA training"
+    trainable_denoisers = ("unet", "transformer")
 
     @staticmethod
     def load_dtypes(precision: Precision) -> tuple[torch.dtype, torch.dtype]:
@@ -97,7 +99,10 @@ class LoraWeights(TrainedWeights):
     def modules_to_prepare(self) -> list[torch.nn.Module]:
         """The modules holding trainable tensors (wrapped for distributed training)."""
         unet = [self.model.unet] if self.trains_unet else []
-        return unet + (list(self.model.text_encoders) if self.trains_text_encoder else [])
+        if not self.trains_text_encoder:
+            return unet
+        adapted = {target.component for target in self.network.targets.values()}
+        return unet + [encoder for index, encoder in enumerate(self.model.text_encoders) if index in adapted]
 
     def param_groups(self) -> list[dict]:
         return self.groups

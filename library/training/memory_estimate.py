@@ -13,6 +13,7 @@ Three terms, each counted low so that a refusal means the run clearly cannot fit
   with the UNet's width: each level contributes its channels x blocks (a resnet, plus the transformer blocks on
   attention levels, per layer down and up) / 4 per level below the first. ``ACTIVATION_ELEMENTS`` per unit is set
   below what real runs keep, and gradient checkpointing divides it by ``CHECKPOINTED_SHARE``, more than it saves.
+  A transformer (FLUX.1) counts its width x blocks per token instead, a token per packed latent patch.
   Encoding images with the VAE (every step without ``dataset.cache_latents``) does not overlap the UNet's pass, so
   the larger of the two counts.
 
@@ -111,6 +112,22 @@ def unet_activation_width(unet_config: dict) -> float:
     )
 
 
+def transformer_activation_width(config: dict, patch: int) -> float:
+    """A DiT's width x blocks per latent pixel: every block (double and single) keeps its token states, one token
+    per ``patch x patch`` latent pixels (text tokens not counted: the estimate is a floor)."""
+    width = config["num_attention_heads"] * config["attention_head_dim"]
+    blocks = config.get("num_layers", 0) + config.get("num_single_layers", 0)
+    return width * blocks / patch**2
+
+
+def denoiser_activation_width(sizes: ModelSizes) -> float:
+    """The activation width of the family's denoiser kind (a UNet's levels, or a transformer's blocks)."""
+    config = dict(sizes.unet_config)
+    if sizes.family.denoiser == "unet":
+        return unet_activation_width(config)
+    return transformer_activation_width(config, sizes.family.latent_patch_size)
+
+
 def _per_level(value: int | list[int], levels: int) -> list[int]:
     return list(value) if isinstance(value, (list, tuple)) else [value] * levels
 
@@ -172,7 +189,7 @@ def _activations(config: FurnaceConfig, sizes: ModelSizes, batch: LargestBatch, 
     downsampling = 2 ** (len(sizes.vae_config["block_out_channels"]) - 1)
     latent_pixels = batch.batch_size * (batch.width // downsampling) * (batch.height // downsampling)
     element = 4 if training.mixed_precision == "no" else 2
-    unet = ACTIVATION_ELEMENTS * unet_activation_width(dict(sizes.unet_config)) * latent_pixels * element
+    unet = ACTIVATION_ELEMENTS * denoiser_activation_width(sizes) * latent_pixels * element
     if training.gradient_checkpointing:
         unet /= CHECKPOINTED_SHARE
     encoded = training.latents_per_encode if config.dataset.cache_latents else batch.batch_size

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from library.config import FurnaceConfig
 from library.models.loader import BaseModel
+from library.models.text_encoding import token_lengths
 from library.training.accelerator import Precision
 
 
@@ -18,6 +19,7 @@ class PreviewSchedule:
         self.config, self.model, self.output_dir = config.sample, model, output_dir
         self.output_name = config.output.output_name
         self.clip_skip = config.model.clip_skip
+        self.token_lengths = token_lengths(model.family, config.flow_matching.t5xxl_max_token_length)
         self.autocast = None if precision.autocast == "no" else precision.frozen
         self.prompts = []
         if self.config.prompts:
@@ -30,6 +32,7 @@ class PreviewSchedule:
                 cfg_scale=self.config.cfg_scale,
                 seed=self.config.seed if self.config.seed is not None else config.training.seed,
                 sampler=self.config.sampler,
+                guidance_scale=self.config.guidance_scale,
             )
             self.prompts = load_prompts(self.config.prompts, defaults)
 
@@ -48,11 +51,11 @@ class PreviewSchedule:
 
         return render_samples(self.model, self.prompts, self.output_dir, self.output_name, step,
                               clip_skip=self.clip_skip, autocast_dtype=self.autocast,
-                              batch_size=self.config.render_batch_size)
+                              batch_size=self.config.render_batch_size, token_lengths=self.token_lengths)
 
     def render_alongside(self) -> None:
         """The same forward passes as :meth:`render`, results discarded (a rank that writes nothing)."""
         from library.sampling.preview import generate_images
 
         generate_images(self.model, self.prompts, clip_skip=self.clip_skip, autocast_dtype=self.autocast,
-                        batch_size=self.config.render_batch_size)
+                        batch_size=self.config.render_batch_size, token_lengths=self.token_lengths)

@@ -1,4 +1,4 @@
-"""What the UNet needs for one batch: latents, text conditioning, SDXL time ids, per-sample loss weights and masks.
+"""What the denoiser needs for one batch: latents, text conditioning, SDXL time ids, per-sample loss weights and masks.
 
 Latents come from the pipeline's cache or are encoded on the fly; conditioning from the text-encoder cache
 (frozen encoders) or from the encoders themselves, with gradients when they train.
@@ -10,7 +10,7 @@ import torch
 
 from library.config import FurnaceConfig
 from library.data.latent_cache import encode_latents
-from library.models.text_encoding import TextConditioning, encode_captions
+from library.models.text_encoding import TextConditioning, encode_captions, token_lengths
 from library.training.diffusion_step import sdxl_time_ids
 
 
@@ -20,6 +20,7 @@ class StepInputs:
     def __init__(self, config: FurnaceConfig, model, data, device: torch.device, weights, wrapped: dict):
         self.model, self.data, self.device, self.weights = model, data, device, weights
         self.clip_skip = config.model.clip_skip
+        self.token_lengths = token_lengths(model.family, config.flow_matching.t5xxl_max_token_length)
         self.unet = wrapped.get(id(model.unet), model.unet)
         self.text_encoders = [wrapped.get(id(encoder), encoder) for encoder in model.text_encoders]
         self.uses_time_ids = model.unet.config.get("addition_embed_type") == "text_time"
@@ -37,7 +38,7 @@ class StepInputs:
 
     def _encode(self, captions: list[str]) -> TextConditioning:
         return encode_captions(
-            self.model.family, self.model.tokenizers, self.text_encoders, captions, self.clip_skip
+            self.model.family, self.model.tokenizers, self.text_encoders, captions, self.clip_skip, self.token_lengths
         )
 
     def conditioning(self, captions: list[str]) -> TextConditioning:
@@ -47,10 +48,13 @@ class StepInputs:
             return self._encode(captions)
 
     def latents(self, batch) -> torch.Tensor:
-        """Cached latents, or the same encoding (scaled latent means) computed now."""
+        """Cached latents, or the same encoding (normalised latent means) computed now."""
         if batch.latents is not None:
             return batch.latents.to(self.device)
-        return encode_latents(self.model.vae, batch.pixels, self.model.vae.config.scaling_factor).float()
+        family = self.model.family
+        return encode_latents(
+            self.model.vae, batch.pixels, family.latent_scaling_factor, family.latent_shift_factor
+        ).float()
 
     def time_ids(self, batch, dtype: torch.dtype) -> torch.Tensor | None:
         if not self.uses_time_ids:

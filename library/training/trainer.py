@@ -32,14 +32,14 @@ from library.training.deepspeed_setup import (
     uses_deepspeed,
     zero_stage,
 )
-from library.training.diffusion_step import LossSettings, denoising_loss
 from library.training.exceptions import NonFiniteLossError
 from library.training.interrupt import graceful_stop
 from library.training.loss import weighted_mean
 from library.training.family_support import check_trainable_family
 from library.training.memory_estimate import check_memory
 from library.training.memory_options import load_training_model, release_cached_modules
-from library.training.noise import sample_noise, sample_timesteps
+from library.training.noise import sample_noise
+from library.training.objective import build_objective
 from library.training.previews import PreviewSchedule
 from library.training.progress import PhaseTimes, SmoothedValue, StepLosses
 from library.training.retention import prune_intermediate
@@ -92,7 +92,7 @@ class Trainer:
         config, accelerator = self.config, self.accelerator
         times = self.setup_times
         apply_process_settings(config.training)
-        check_trainable_family(config)
+        check_trainable_family(config, self.weights_factory)
         check_memory(config, self.weights_factory.saves_base_model, self.weights_factory.load_dtypes(self.precision),
                      accelerator.device, partitioned=uses_deepspeed(accelerator))
         with times.phase("model load"):
@@ -118,6 +118,8 @@ class Trainer:
                 torch.float32,
                 cache_latents=config.dataset.cache_latents,
                 cache_to_disk=config.dataset.cache_latents_to_disk,
+                scaling_factor=self.model.family.latent_scaling_factor,
+                shift_factor=self.model.family.latent_shift_factor,
                 vae_batch_size=config.training.latents_per_encode,
             )
         self.schedule = plan_schedule(config, self.data.steps_per_epoch)
@@ -132,9 +134,7 @@ class Trainer:
                                       ema=self.weights.ema is not None)
         with times.phase("text-encoder outputs"):
             self.inputs = StepInputs(config, self.model, self.data, accelerator.device, self.weights, self.wrapped)
-        self.loss_settings = LossSettings(
-            config.training.loss_type, config.training.huber_c, config.training.min_snr_gamma
-        )
+        self.objective = build_objective(config, self.model)
         self.sampler = PreviewSchedule(config, self.model, self.paths.output_dir, self.precision)
         release_cached_modules(config, self.model, self.weights.saves_base_model, previews=self.sampler.enabled)
         self._set_training_modes()
@@ -243,13 +243,10 @@ class Trainer:
                 self.config.training.multires_noise_iterations,
                 self.config.training.multires_noise_discount,
             )
-            timesteps = sample_timesteps(
-                latents.shape[0], self.model.noise_scheduler.config.num_train_timesteps, latents.device
-            )
+            timesteps = self.objective.timesteps(latents)
             with self.accelerator.autocast():
-                per_sample = denoising_loss(
-                    self.inputs.unet, self.model.noise_scheduler, latents, noise, timesteps, conditioning,
-                    self.loss_settings, time_ids, self.inputs.masks(batch),
+                per_sample = self.objective.loss(
+                    self.inputs.unet, latents, noise, timesteps, conditioning, time_ids, self.inputs.masks(batch)
                 )
                 loss = weighted_mean(per_sample, weights)
             self._check_finite(loss, position)
@@ -376,8 +373,8 @@ class Trainer:
             return
         latents, weights, masks = self.inputs.validation_latents()
         loss = fixed_validation_loss(
-            self.inputs.unet, self.model.noise_scheduler, latents, self.inputs.validation_conditioning, weights,
-            self.loss_settings, seed=self.config.training.seed, modules=self._modules(), masks_per_batch=masks,
+            self.inputs.unet, self.objective, latents, self.inputs.validation_conditioning, weights,
+            seed=self.config.training.seed, modules=self._modules(), masks_per_batch=masks,
         )
         loss = float(self.accelerator.reduce(torch.tensor(loss, device=self.accelerator.device), "mean"))
         self.metrics.scalars({"loss/validation": loss}, step)

@@ -12,8 +12,8 @@ import torch
 
 from library.models.modes import evaluating
 from library.models.text_encoding import TextConditioning
-from library.training.diffusion_step import LossSettings, denoising_loss
 from library.training.loss import weighted_mean
+from library.training.objective import Objective
 
 VALIDATION_TIMESTEPS = (100, 300, 500, 700, 900)
 
@@ -21,11 +21,10 @@ VALIDATION_TIMESTEPS = (100, 300, 500, 700, 900)
 @torch.no_grad()
 def fixed_validation_loss(
     unet: torch.nn.Module,
-    noise_scheduler,
+    objective: Objective,
     latents_per_batch: Sequence[torch.Tensor],
     condition: Callable[[int], tuple[TextConditioning, torch.Tensor | None]],
     weights_per_batch: Sequence[torch.Tensor],
-    settings: LossSettings,
     seed: int,
     modules: Sequence[torch.nn.Module],
     timesteps: Sequence[int] = VALIDATION_TIMESTEPS,
@@ -33,7 +32,8 @@ def fixed_validation_loss(
 ) -> float:
     """Mean loss over validation batches x fixed timesteps, with noise from a generator seeded by ``seed``.
 
-    ``condition(i)`` returns batch ``i``'s text conditioning (recomputed: the text encoder may be training) and
+    ``timesteps`` are points of the 1000-step grid; ``objective`` turns each into its own kind (a DDPM timestep,
+    a flow-matching sigma). ``condition(i)`` returns batch ``i``'s text conditioning (recomputed: the text encoder may be training) and
     its SDXL time ids (or None). ``modules`` are all the pass runs through (UNet, text encoders): they run in eval
     mode, so adapter dropout cannot move the loss, and keep their own modes afterwards. ``masks_per_batch`` holds
     each batch's loss masks (masked loss; None for an unmasked batch).
@@ -47,11 +47,9 @@ def fixed_validation_loss(
                 noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32).to(
                     latents.device, latents.dtype
                 )
-                steps = torch.full((latents.shape[0],), timestep, device=latents.device, dtype=torch.long)
+                steps = objective.fixed_timesteps(latents.shape[0], timestep, latents.device)
                 masks = masks_per_batch[index] if masks_per_batch is not None else None
-                per_sample = denoising_loss(
-                    unet, noise_scheduler, latents, noise, steps, conditioning, settings, time_ids, masks
-                )
+                per_sample = objective.loss(unet, latents, noise, steps, conditioning, time_ids, masks)
                 loss = weighted_mean(per_sample, weights_per_batch[index])
                 total += float(loss)
                 count += 1

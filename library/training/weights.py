@@ -30,6 +30,10 @@ class TrainedWeights(ABC):
 
     saves_base_model: ClassVar[bool]
     """The written file holds the base model (full fine-tuning), not adapters only."""
+    trainable_denoisers: ClassVar[tuple[str, ...]] = ("unet",)
+    """The denoiser kinds (a family record's ``denoiser``) this strategy can train; others are refused up front."""
+    title: ClassVar[str]
+    """What the strategy trains, for messages ("LoRA", "full fine-tuning" ...)."""
 
     trains_text_encoder: bool
     network: LoraNetwork | None = None

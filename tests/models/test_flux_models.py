@@ -179,14 +179,36 @@ def test_sd_scripts_split_file_names_reach_the_loader_options(flux, tmp_path):
         is FLUX1_DEV
 
 
-def test_training_a_flux_model_is_refused_in_one_line_before_loading(flux, tmp_path):
+def test_flux_lora_is_accepted_and_full_fine_tuning_refused_in_one_line_before_loading(flux, tmp_path):
     from library.config import loads_config
     from library.training.exceptions import TrainingSetupError
     from library.training.family_support import check_trainable_family
+    from library.training.full_weights import FullWeights
+    from library.training.lora_weights import LoraWeights
 
     _, root, _ = flux
     config = loads_config(
         f'[model]\npretrained_model_name_or_path = "{root / "diffusers"}"\n[dataset]\ntrain_data_dir = "{tmp_path}"\n'
     )
-    with pytest.raises(TrainingSetupError, match=r"FLUX\.1 \[dev\] model; training its transformer is not supported"):
-        check_trainable_family(config)
+    check_trainable_family(config, LoraWeights)
+    with pytest.raises(TrainingSetupError, match=r"FLUX\.1 \[dev\] model; full fine-tuning of its transformer is not "
+                                                 r"supported yet .* trains a LoRA"):
+        check_trainable_family(config, FullWeights)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--resolution", "72"], r"dataset\.resolution: .* multiples of 16 pixels \(got \[72, 72\]\); use \[80, 80\]"),
+    (["--enable_bucket", "true", "--bucket_reso_steps", "40", "--resolution", "256"],
+     r"dataset\.bucket_reso_steps: .* multiples of 16 pixels \(got 40\); use 48"),
+])
+def test_image_sides_that_do_not_pack_are_refused_before_loading(flux, tmp_path, options, message):
+    from library.config import loads_config
+    from library.training.exceptions import TrainingSetupError
+    from library.training.family_support import check_trainable_family
+    from library.training.lora_weights import LoraWeights
+
+    _, root, _ = flux
+    config = loads_config(f'pretrained_model_name_or_path = "{root / "diffusers"}"\n'
+                          f'train_data_dir = "{tmp_path}"\n', overrides=options)
+    with pytest.raises(TrainingSetupError, match=message):
+        check_trainable_family(config, LoraWeights)

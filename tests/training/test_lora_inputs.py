@@ -73,7 +73,9 @@ def test_nan_loss_stops_and_keeps_last_good_file(tiny_model_factory, concept_dat
     from library.training.exceptions import NonFiniteLossError
     from library.training.lora_weights import LoraWeights
 
-    real_loss = trainer.denoising_loss
+    from library.training.diffusion_step import DiffusionObjective
+
+    real_loss = DiffusionObjective.loss
     calls = []
 
     def loss_that_overflows(*args, **kwargs):
@@ -81,7 +83,7 @@ def test_nan_loss_stops_and_keeps_last_good_file(tiny_model_factory, concept_dat
         loss = real_loss(*args, **kwargs)
         return loss * float("nan") if len(calls) == 3 else loss
 
-    monkeypatch.setattr(trainer, "denoising_loss", loss_that_overflows)
+    monkeypatch.setattr(DiffusionObjective, "loss", loss_that_overflows)
     args = base_args(tiny_model_factory("sd1").folder, concept_dataset, tmp_path, save_every_n_steps=1)
     config = load_config(None, args)
     with pytest.raises(NonFiniteLossError) as error:

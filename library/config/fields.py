@@ -18,6 +18,7 @@ _TITLE_WORDS = {
     "dir": "folder", "lr": "LR", "reso": "resolution", "ema": "EMA", "nvme": "NVMe", "cfg": "CFG", "snr": "SNR",
     "fp8": "FP8", "vae": "VAE", "ae": "AE", "unet": "UNet", "dora": "DoRA", "lokr": "LoKr", "clip": "CLIP",
     "l": "L", "t5xxl": "T5-XXL", "cpu": "CPU", "aug": "augmentation", "num": "number of", "n": "N", "te": "text encoder",
+    "dreambooth": "DreamBooth", "deepspeed": "DeepSpeed",
 }
 
 

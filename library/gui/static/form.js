@@ -42,7 +42,7 @@ function buildField(section, key, spec) {
     input = el("input", { id, type: "checkbox" });
   } else {
     input = el("input", { id, type: kind === "integer" || kind === "number" ? "number" : "text", step: "any" });
-    if (spec.default !== undefined && spec.default !== null) input.placeholder = JSON.stringify(spec.default);
+    if (![undefined, null, ""].includes(spec.default)) input.placeholder = JSON.stringify(spec.default);
     if (PICKERS[path]) input.setAttribute("list", PICKERS[path]);
   }
   input.name = path;
@@ -99,10 +99,10 @@ function applyTrainer() {
   updateCounts();
 }
 
+// Each collapsed section says how many of its options (those not shown among the essentials) are set.
 function updateCounts() {
-  const values = formValues();
-  for (const [name, { count }] of Object.entries(sections)) {
-    const set = Object.keys(values[name] || {}).length;
+  for (const { body, count } of Object.values(sections)) {
+    const set = fields.filter(field => field.row.parentNode === body && readValue(field) !== undefined).length;
     count.textContent = set ? `${set} set` : "";
   }
 }
@@ -157,7 +157,7 @@ function showMessages(messages) {
     if (!field) { general.push(message); continue; }
     field.row.classList.add("invalid");
     field.row.querySelector(".error").textContent = message;
-    sections[field.section].details.classList.add("invalid");
+    field.row.closest("details.section")?.classList.add("invalid");
   }
   for (const field of fields) field.input.setAttribute("aria-invalid", field.row.classList.contains("invalid"));
   document.getElementById("form-status").textContent = general.join("\n");

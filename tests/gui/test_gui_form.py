@@ -15,9 +15,11 @@ import subprocess
 
 import pytest
 from gui_browser import NEEDS_CHROMIUM, expect, fill, launch_browser, open_form, sync_playwright
-from gui_server import GuiServer, make_gui_folders
+from gui_server import GuiServer, make_gui_folders, quick_run_values
 
-from library.gui.runs import RunRecord, RunStore
+from library.config import dump_toml, loads_config
+from library.gui.forms import values_to_toml
+from library.gui.runs import CONFIG_NAME, RunRecord, RunStore
 
 pytestmark = [pytest.mark.slow, NEEDS_CHROMIUM]   # a server, a browser and a stand-in trainer process
 axe_playwright = pytest.importorskip("axe_playwright_python.sync_playwright", reason="needs axe-playwright-python")
@@ -35,6 +37,9 @@ def server(folders):
     trainer = subprocess.Popen(["sleep", "600"], start_new_session=True)
     folder = store.folder("busy")
     folder.mkdir()
+    config = loads_config(values_to_toml(quick_run_values(folders, steps=8, sample_every=4)), "test",
+                          ("--output.output_dir", str(folder)))
+    (folder / CONFIG_NAME).write_text(dump_toml(config), encoding="utf-8")
     events = [{"event": "start", "step": 0, "total_steps": 8}, {"event": "step", "step": 2, "total_steps": 8}]
     (folder / "progress.jsonl").write_text("".join(json.dumps(event) + "\n" for event in events), encoding="utf-8")
     store.save(RunRecord(id="busy", name="circle", status="running", pid=trainer.pid))
@@ -74,7 +79,7 @@ def ready(page, url: str) -> None:
 def test_each_trainer_shows_its_essentials_first_and_hides_the_other_trainers_sections(page, server):
     layout, schema = server.client().get("/api/form").json(), server.client().get("/api/schema").json()
     ready(page, server.url)
-    page.wait_for_timeout(600)   # the first live validation has come back: the empty form is invalid...
+    assert page.evaluate("refreshPreview()")["ok"] is False   # the empty form is invalid...
     expect(page.locator(".field.invalid")).to_have_count(0)   # ...but nothing is shown before the user types
     expect(page.locator("#form-status")).to_have_text("")
 
@@ -168,9 +173,10 @@ def test_a_phone_screen_has_no_overlapping_panels_and_no_sideways_scroll(browser
         page.locator("#section-optimizer summary").click()
         expect(page.locator("#f-optimizer-lr_scheduler")).to_be_visible()
         assert page.evaluate(OVERLAPS) == []
-        for view in ("#train", "#runs", "#run/busy", "#preprocess"):
+        for view, shown in (("#train", "#view-train"), ("#runs", "#runs-table tbody tr"), ("#run/busy", "#run-step"),
+                            ("#preprocess", "#ppo-dirs")):
             page.goto(f"{server.url}/{view}")
-            page.wait_for_timeout(300)
+            expect(page.locator(shown).first).to_be_visible()
             width = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
             assert width[0] <= width[1], (view, width)
         page.goto(f"{server.url}/#train")
@@ -207,7 +213,7 @@ def test_axe_finds_no_serious_or_critical_violations(browser, server, folders, s
         found = {}
         for view in ("train", "preprocess"):
             page.goto(f"{server.url}/#{view}")
-            page.wait_for_timeout(300)
+            expect(page.locator(f"#view-{view}")).to_be_visible()
             results = axe.run(page).response
             found[view] = [f"{v['id']} ({v['impact']}): {[node['target'] for node in v['nodes'][:3]]}"
                            for v in results["violations"] if v["impact"] in ("serious", "critical")]

@@ -11,8 +11,25 @@ from pathlib import PurePath
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic.fields import FieldInfo
 
-SECTION_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+# How the words of a key read in a title (the GUI's labels); a field with a better name gives its own `title=`.
+_TITLE_WORDS = {
+    "dir": "folder", "lr": "LR", "reso": "resolution", "ema": "EMA", "nvme": "NVMe", "cfg": "CFG", "snr": "SNR",
+    "fp8": "FP8", "vae": "VAE", "ae": "AE", "unet": "UNet", "dora": "DoRA", "lokr": "LoKr", "clip": "CLIP",
+    "l": "L", "t5xxl": "T5-XXL", "cpu": "CPU", "aug": "augmentation", "num": "number of", "n": "N", "te": "text encoder",
+    "dreambooth": "DreamBooth", "deepspeed": "DeepSpeed",
+}
+
+
+def readable_title(name: str, _info: FieldInfo) -> str:
+    """A key as a label: `min_bucket_reso` -> "Min bucket resolution" (the schema's title, shown by the GUI)."""
+    words = [_TITLE_WORDS.get(word, word) for word in name.split("_")]
+    text = " ".join(words)
+    return text[:1].upper() + text[1:]
+
+
+SECTION_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, field_title_generator=readable_title)
 
 # Upper bounds no real run reaches; beyond them a typo would only surface as an out-of-memory kill or a run that
 # never ends.

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .fields import Problem, raise_problems
+from .fields import Problem, raise_problems, readable_title
 from .sections_data import DatasetSection, ModelSection
 from .sections_deepspeed import DeepSpeedSection
 from .sections_dreambooth import DreamBoothSection
@@ -20,7 +20,10 @@ from .sections_train import NetworkSection, OptimizerSection, TrainingSection
 class FurnaceConfig(BaseModel):
     """One training run. TOML files, CLI flags, the GUI form and the saved config.toml all map onto this."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, title="Furnace training run")
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, title="Furnace training run",
+        field_title_generator=readable_title,
+    )
 
     model: ModelSection = Field(default_factory=ModelSection, description="The base model to adapt.")
     dataset: DatasetSection = Field(default_factory=DatasetSection, description="Images, captions and batching.")

@@ -17,6 +17,7 @@ class ModelSection(BaseModel):
 
     pretrained_model_name_or_path: str = Field(
         "",
+        title="Base model",
         description="Base model: a local diffusers folder or a single .safetensors/.ckpt file (FLUX.1: the "
         "transformer file, e.g. flux1-dev.safetensors, or a ComfyUI-style checkpoint).",
     )
@@ -51,8 +52,14 @@ class DatasetSection(BaseModel):
 
     model_config = SECTION_CONFIG
 
-    train_data_dir: OptionalPath = Field(None, description="Folder of 'N_name' repeat folders of images + captions.")
-    reg_data_dir: OptionalPath = Field(None, description="Folder of 'N_name' repeat folders of regularization images.")
+    train_data_dir: OptionalPath = Field(
+        None, title="Dataset folder", description="Folder of 'N_name' repeat folders of images + captions."
+    )
+    reg_data_dir: OptionalPath = Field(
+        None,
+        title="Regularization images folder",
+        description="Folder of 'N_name' repeat folders of regularization images.",
+    )
     dataset_config: OptionalPath = Field(None, description="sd-scripts dataset TOML; replaces train_data_dir.")
     resolution: Size = Field(
         (512, 512),
@@ -77,7 +84,9 @@ class DatasetSection(BaseModel):
     keep_tokens_separator: str = Field(
         "", description="Tags before this separator are kept fixed (overrides keep_tokens)."
     )
-    caption_prefix: str = Field("", description="Text prepended to every caption.")
+    caption_prefix: str = Field(
+        "", title="Trigger word (caption prefix)", description="Text prepended to every caption, e.g. the trigger word."
+    )
     caption_suffix: str = Field("", description="Text appended to every caption.")
     caption_dropout_rate: float = Field(0.0, ge=0.0, le=1.0, description="Probability of training on an empty caption.")
     caption_tag_dropout_rate: float = Field(0.0, ge=0.0, le=1.0, description="Probability of dropping each tag.")

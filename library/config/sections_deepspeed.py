@@ -18,10 +18,14 @@ class DeepSpeedSection(BaseModel):
     model_config = SECTION_CONFIG
 
     enabled: bool = Field(
-        False, description="Train with DeepSpeed ZeRO (also on when launched with `accelerate launch --use_deepspeed`)."
+        False,
+        title="Use DeepSpeed",
+        description="Train with DeepSpeed ZeRO (also on when launched with `accelerate launch --use_deepspeed`)."
     )
     zero_stage: Literal[0, 1, 2, 3] = Field(
-        2, description="ZeRO stage: 1 partitions optimizer state, 2 also gradients, 3 also the weights themselves."
+        2,
+        title="ZeRO stage",
+        description="ZeRO stage: 1 partitions optimizer state, 2 also gradients, 3 also the weights themselves.",
     )
     offload_optimizer_device: OffloadDevice = Field(
         "none", description="Keep the optimizer state (and its step) on the CPU or NVMe instead of the GPU."

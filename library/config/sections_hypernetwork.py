@@ -48,7 +48,9 @@ class HypernetworkSection(BaseModel):
         "'1, 2, 1': context -> 2x -> context).",
     )
     activation_func: Annotated[Literal[ACTIVATIONS], canonical_choice(ACTIVATIONS)] = Field(
-        "linear", description="Activation after each layer but the last (A1111's names; 'swish' is Hardswish)."
+        "linear",
+        title="Activation function",
+        description="Activation after each layer but the last (A1111's names; 'swish' is Hardswish)."
     )
     activate_output: bool = Field(False, description="Also apply the activation after the last layer.")
     weight_init: Annotated[Literal[WEIGHT_INITS], canonical_choice(WEIGHT_INITS)] = Field(

@@ -29,7 +29,9 @@ class SampleSection(BaseModel):
     model_config = SECTION_CONFIG
 
     prompts: OptionalPath = Field(
-        None, description="Prompt file: one prompt a line, options --n --w --h --s --l --d --ss."
+        None,
+        title="Sample prompts file",
+        description="Prompt file: one prompt a line, options --n --w --h --s --l --d --ss.",
     )
     every_n_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="Generate previews every N steps.")
     every_n_epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="Generate previews every N epochs.")
@@ -132,7 +134,7 @@ class LoggingSection(BaseModel):
     model_config = SECTION_CONFIG
 
     log_dir: OptionalPath = Field(None, description="TensorBoard folder; unset = <output_dir>/logs.")
-    tensorboard: bool = Field(True, description="Write TensorBoard scalars and sample images.")
+    tensorboard: bool = Field(True, title="TensorBoard", description="Write TensorBoard scalars and sample images.")
     log_every_n_steps: int = Field(1, ge=1, le=MAX_STEPS, description="Write scalars every N steps.")
     loss_smoothing: float = Field(0.9, ge=0, lt=1, description="EMA factor of the smoothed loss shown and logged.")
     log_level: Annotated[Literal[LOG_LEVELS], canonical_choice(LOG_LEVELS)] = Field(

@@ -17,11 +17,13 @@ class TextualInversionSection(BaseModel):
 
     token_string: str | None = Field(
         None,
+        title="Token (trigger word)",
         description="The new token the embedding is learnt for, e.g. 'frnc'; written in captions and prompts. It "
         "must not already be a single word of the tokenizer's vocabulary.",
     )
     init_word: str | None = Field(
         None,
+        title="Initial word",
         description="A word whose embedding the new vectors start from (its tokens in turn when it has several), "
         "e.g. 'circle'.",
     )

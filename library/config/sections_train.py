@@ -44,10 +44,11 @@ class NetworkSection(BaseModel):
 
     module: Literal[NETWORK_MODULES] = Field(
         "lora",
+        title="Adapter type",
         description="Adapter type: 'lora' (kohya LoRA; conv_dim adds LoCon convs, use_dora makes it DoRA) or 'lokr' "
         "(LyCORIS Kronecker product; dim is the rank of its larger factor, conv_dim adapts 3x3 convs too).",
     )
-    dim: int = Field(16, ge=1, le=1024, description="Rank of the adapter matrices (at most 1024).")
+    dim: int = Field(16, ge=1, le=1024, title="Rank (dim)", description="Rank of the adapter matrices (at most 1024).")
     alpha: float = Field(8.0, gt=0, le=1024, description="Scale numerator: updates are scaled by alpha / dim.")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter's input (peft lora_dropout).")
     conv_dim: int | None = Field(
@@ -139,7 +140,9 @@ class OptimizerSection(BaseModel):
     model_config = SECTION_CONFIG
 
     type: Annotated[Literal[OPTIMIZERS], canonical_choice(OPTIMIZERS)] = Field(
-        "AdamW", description="Optimizer; the 8bit variants use bitsandbytes."
+        "AdamW",
+        title="Optimizer",
+        description="Optimizer; the 8bit variants use bitsandbytes."
     )
     learning_rate: float = Field(1e-4, gt=0, le=10, description="Base learning rate (Prodigy expects about 1.0).")
     weight_decay: float = Field(0.01, ge=0, le=1, description="Decoupled weight decay.")
@@ -181,12 +184,14 @@ class TrainingSection(BaseModel):
 
     max_train_steps: int = Field(
         1600,
+        title="Training steps",
         ge=1,
         le=MAX_STEPS,
         description=f"Total optimizer steps, at most {MAX_STEPS:,} (ignored when max_train_epochs is set).",
     )
     max_train_epochs: int | None = Field(
         None,
+        title="Training epochs",
         ge=1,
         le=MAX_EPOCHS,
         description=f"Total epochs, at most {MAX_EPOCHS:,}; when set it wins over max_train_steps.",

@@ -1,4 +1,4 @@
-"""The training form's server side: form values <-> TOML, validation with the CLI's messages, presets, roots.
+"""The training form's server side: form values <-> TOML, validation with the CLI's messages, roots.
 
 The page sends `{section: {key: value}}` with only the options the user set; the TOML built from it is exactly what
 the trainer reads, so the preview, the export and the run agree.
@@ -14,10 +14,11 @@ from typing import Any
 import tomli_w
 
 from library.config import ConfigError, FurnaceConfig, dump_toml, loads_config
+from library.config.aliases import FLAT_ALIASES
 from library.config.errors import error_lines
 from library.config.fields import OptionalPath
 from library.config.keys import collect
-from library.config.loader import parse_toml, read_toml_text
+from library.config.loader import parse_toml
 from library.config.schema import SECTIONS
 
 from .paths import inside_any
@@ -74,6 +75,14 @@ def field_messages(error: ConfigError) -> list[dict[str, str | None]]:
     found = [_KEY_PATH.match(message) for message in error.messages]
     return [{"path": match["path"] if match else None, "message": message}
             for match, message in zip(found, error.messages)]
+
+
+def sd_scripts_flags() -> dict[str, str]:
+    """`section.key` -> the sd-scripts command-line flag that sets it (the first alias when there are several)."""
+    flags: dict[str, str] = {}
+    for flat, path in FLAT_ALIASES.items():
+        flags.setdefault(path, f"--{flat}")
+    return flags
 
 
 def path_options() -> list[str]:
@@ -148,22 +157,3 @@ def validate(text: str, settings: GuiSettings, overrides: tuple[str, ...] = ()) 
 def run_config_text(text: str, settings: GuiSettings, output_dir: Path) -> str:
     """The resolved TOML a queued run trains with: validated, its output forced into the run's folder."""
     return dump_toml(validate(text, settings, ("--output.output_dir", str(output_dir))))
-
-
-def list_presets(configs_dir: Path) -> list[dict[str, Any]]:
-    """Every `configs/*.toml` as {name, text}."""
-    if not configs_dir.is_dir():
-        return []
-    presets = sorted(configs_dir.glob("*.toml"))
-    return [{"name": path.stem, "text": read_toml_text(path)} for path in presets]
-
-
-def preset_trainer(values: dict[str, Any]) -> str:
-    """The trainer a preset is written for: a `[textual_inversion]` section means train_textual_inversion.py, a
-    `[hypernetwork]` section train_hypernetwork.py, a `[dreambooth]` section train_dreambooth.py."""
-    if values.get("textual_inversion"):
-        return "textual_inversion"
-    if values.get("hypernetwork"):
-        return "hypernetwork"
-    return "dreambooth" if values.get("dreambooth") else "lora"
-

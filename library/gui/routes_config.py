@@ -1,11 +1,14 @@
-"""API for the form: schema, presets, TOML preview / import, validation, folder pickers, dataset doctor."""
+"""API for the form: schema and trainers, presets, TOML preview / import, validation, folder pickers, dataset
+doctor."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request
+from dataclasses import asdict
+
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from library.config import ConfigError, FurnaceConfig, dump_toml
@@ -13,17 +16,10 @@ from library.config.sections_data import DatasetSection
 from library.data.buckets import BucketParams
 from preprocess.report import dataset_report, find_image_folders, format_report
 
-from .forms import (
-    REQUEST_SOURCE,
-    field_messages,
-    list_presets,
-    preset_trainer,
-    toml_to_values,
-    validate,
-    values_to_toml,
-)
+from .forms import REQUEST_SOURCE, field_messages, sd_scripts_flags, toml_to_values, validate, values_to_toml
 from .paths import PathRefused, inside_any, list_entries
-from .settings import GuiSettings
+from .presets import PresetConflict, PresetNotFound, delete_preset, list_presets, preset_trainer, save_preset
+from .settings import TRAINERS, GuiSettings
 
 router = APIRouter()
 MODEL_SUFFIXES = (".safetensors", ".ckpt")
@@ -43,6 +39,16 @@ class FormBody(BaseModel):
 
     def text(self) -> str:
         return self.toml if self.toml is not None else values_to_toml(self.values or {})
+
+
+class PresetBody(BaseModel):
+    """The form's values saved as a user preset; `replace` confirms overwriting a saved one of the same name."""
+
+    model_config = REQUEST_BODY
+
+    name: str
+    values: dict[str, dict[str, Any]]
+    replace: bool = False
 
 
 class DoctorBody(BaseModel):
@@ -72,19 +78,44 @@ def schema() -> dict:
     return FurnaceConfig.model_json_schema()
 
 
+@router.get("/form")
+def form_layout() -> dict:
+    """How the form is laid out: each trainer's own sections and essential options, and the sd-scripts flag of each
+    option that has one (shown as a hint beside its title)."""
+    return {"trainers": {name: asdict(trainer) for name, trainer in TRAINERS.items()}, "flags": sd_scripts_flags()}
+
+
 @router.get("/presets")
 def presets(request: Request) -> list[dict]:
-    """Each preset as form values and the trainer it is for (or its messages when it does not validate)."""
-    listed = []
-    for preset in list_presets(_settings(request).configs_dir):
-        try:
-            values = toml_to_values(preset["text"], preset["name"])
-            listed.append({"name": preset["name"], "values": values, "trainer": preset_trainer(values),
-                           "messages": []})
-        except ConfigError as error:
-            listed.append({"name": preset["name"], "values": {}, "trainer": "lora",
-                           "messages": field_messages(error)})
-    return listed
+    """The shipped presets then the user's, each as form values and the trainer it is for (or its messages when it
+    does not read)."""
+    settings = _settings(request)
+    return list_presets(settings.configs_dir, settings.runs_root)
+
+
+@router.post("/presets", status_code=201)
+def save_user_preset(body: PresetBody, request: Request) -> dict:
+    """Save the form as a user preset (422 for a bad name or unknown key, 409 for a shipped name or an unconfirmed
+    overwrite)."""
+    settings = _settings(request)
+    try:
+        save_preset(body.name, body.values, settings.configs_dir, settings.runs_root, body.replace)
+    except PresetConflict as error:
+        raise HTTPException(409, str(error)) from None
+    return {"name": body.name}
+
+
+@router.delete("/presets/{name}")
+def delete_user_preset(name: str, request: Request) -> dict:
+    """Delete a user preset; shipped presets are never changed (409)."""
+    settings = _settings(request)
+    try:
+        delete_preset(name, settings.configs_dir, settings.runs_root)
+    except PresetConflict as error:
+        raise HTTPException(409, str(error)) from None
+    except PresetNotFound as error:
+        raise HTTPException(404, str(error)) from None
+    return {"deleted": name}
 
 
 @router.post("/toml")
@@ -95,8 +126,10 @@ def to_toml(body: FormBody) -> dict:
 
 @router.post("/import")
 def import_toml(body: FormBody) -> dict:
-    """A TOML file (sectioned or sd-scripts names) as form values; 422 with its messages when invalid."""
-    return {"values": toml_to_values(body.text(), "imported TOML")}
+    """A TOML file (sectioned or sd-scripts names) as form values and the trainer it is for; 422 with its messages
+    when invalid."""
+    values = toml_to_values(body.text(), "imported TOML")
+    return {"values": values, "trainer": preset_trainer(values)}
 
 
 @router.post("/validate")

@@ -14,13 +14,35 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 TOKEN_ENV = "FURNACE_GUI_TOKEN"
 MODELS_ROOT_FLAG = "--models-root"
 DATASETS_ROOT_FLAG = "--datasets-root"
-TRAINERS = {  # a run's trainer -> its script
-    "lora": "train_network.py",
-    "dreambooth": "train_dreambooth.py",
-    "textual_inversion": "train_textual_inversion.py",
-    "hypernetwork": "train_hypernetwork.py",
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """A trainer script and how the form presents it: the config sections only it reads (hidden for the other
+    trainers) and the options a user sets for every run of it (shown first; the rest sit under "Advanced")."""
+
+    script: str
+    label: str
+    sections: tuple[str, ...]
+    essentials: tuple[str, ...]
+
+
+_FIRST = ("model.pretrained_model_name_or_path", "dataset.train_data_dir")
+_LENGTH = ("dataset.resolution", "training.max_train_steps", "training.max_train_epochs", "optimizer.learning_rate",
+           "output.output_name")
+TRAINERS = {  # a run's trainer -> its script and form
+    "lora": Trainer("train_network.py", "LoRA", ("network", "deepspeed"),
+                    (*_FIRST, "dataset.caption_prefix", *_LENGTH, "network.dim", "network.alpha")),
+    "dreambooth": Trainer("train_dreambooth.py", "DreamBooth", ("dreambooth", "network", "deepspeed"),
+                          (*_FIRST, "dreambooth.instance_prompt", "dreambooth.class_prompt", *_LENGTH,
+                           "dreambooth.train_method")),
+    "textual_inversion": Trainer("train_textual_inversion.py", "Textual inversion", ("textual_inversion",),
+                                 (*_FIRST, "textual_inversion.token_string", "textual_inversion.init_word", *_LENGTH,
+                                  "textual_inversion.num_vectors_per_token")),
+    "hypernetwork": Trainer("train_hypernetwork.py", "Hypernetwork", ("hypernetwork",),
+                            (*_FIRST, "dataset.caption_prefix", *_LENGTH, "hypernetwork.layer_structure")),
 }
-TrainerName = Literal[tuple(TRAINERS)]  # the API's trainer field, from the one list above
+TrainerName = Literal[tuple(TRAINERS)]  # the API's trainer field, from the one table above
 
 
 class SettingsError(ValueError):
@@ -47,7 +69,7 @@ class GuiSettings:
     @staticmethod
     def trainer_script(trainer: str) -> Path:
         """The trainer script (`TRAINERS`) beside this package, whatever folder relative config paths start from."""
-        return Path(__file__).resolve().parents[2] / TRAINERS[trainer]
+        return Path(__file__).resolve().parents[2] / TRAINERS[trainer].script
 
 
 def _parser() -> argparse.ArgumentParser:

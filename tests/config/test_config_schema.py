@@ -148,3 +148,18 @@ def test_loading_a_config_does_not_import_torch():
     code = "import sys, library.config as c; c.load_config('configs/quickstart.toml'); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_every_option_and_section_has_a_readable_title():
+    """The GUI labels options with the schema's titles: words, not keys, and no two alike within a section."""
+    schema = FurnaceConfig.model_json_schema()
+    sections = {name: schema["$defs"][ref["$ref"].split("/")[-1]] for name, ref in schema["properties"].items()}
+    assert [schema["properties"][name]["title"] for name in ("textual_inversion", "deepspeed")] == [
+        "Textual inversion", "DeepSpeed"]
+    for name, section in sections.items():
+        titles = [option["title"] for option in section["properties"].values()]
+        assert all("_" not in title and title[:1].isupper() for title in titles), (name, titles)
+        assert len(set(titles)) == len(titles), (name, titles)
+    dataset = sections["dataset"]["properties"]
+    assert (dataset["min_bucket_reso"]["title"], dataset["train_data_dir"]["title"]) == (
+        "Min bucket resolution", "Dataset folder")

@@ -28,8 +28,15 @@ def new_context(browser):
     return context
 
 
+def field(page, path: str):
+    """The input of a form option, its collapsed "Advanced" section opened first as a user would."""
+    locator = page.locator(f"#f-{path.replace('.', '-')}")
+    locator.evaluate("input => { const section = input.closest('details'); if (section) section.open = true; }")
+    return locator
+
+
 def fill(page, path: str, value: str) -> None:
-    page.fill(f"#f-{path.replace('.', '-')}", value)
+    field(page, path).fill(value)
 
 
 def open_form(page, url: str, folders) -> None:

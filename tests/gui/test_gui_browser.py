@@ -8,7 +8,17 @@ import re
 import time
 
 import pytest
-from gui_browser import ARTIFACTS, NEEDS_CHROMIUM, expect, fill, launch_browser, new_context, open_form, sync_playwright
+from gui_browser import (
+    ARTIFACTS,
+    NEEDS_CHROMIUM,
+    expect,
+    field,
+    fill,
+    launch_browser,
+    new_context,
+    open_form,
+    sync_playwright,
+)
 from gui_server import GuiServer, free_port
 
 STEPS = 60
@@ -143,13 +153,13 @@ def test_ema_options_come_from_the_schema_and_use_ema_has_three_states(browser_c
     try:
         open_form(page, server.url, gui_folders)
         fill(page, "network.ema_decay", "0.999")
-        page.select_option("#f-network-ema_save", "both")
+        field(page, "network.ema_save").select_option("both")
         expect(page.locator("#preview")).to_contain_text('ema_save = "both"')
         use_ema = page.locator("#f-sample-use_ema")
         assert use_ema.evaluate("select => [...select.options].map(option => option.value)") == ["", "true", "false"]
-        page.select_option("#f-sample-use_ema", "false")
+        field(page, "sample.use_ema").select_option("false")
         expect(page.locator("#preview")).to_contain_text("use_ema = false")
-        page.select_option("#f-sample-use_ema", "")
+        field(page, "sample.use_ema").select_option("")
         expect(page.locator("#preview")).not_to_contain_text("use_ema")
         fill(page, "network.ema_decay", "1")
         expect(page.locator('.field[data-path="network.ema_decay"] .error')).to_contain_text("must be < 1")

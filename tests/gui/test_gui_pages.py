@@ -16,7 +16,17 @@ import signal
 import subprocess
 
 import pytest
-from gui_browser import ARTIFACTS, NEEDS_CHROMIUM, expect, fill, launch_browser, new_context, open_form, sync_playwright
+from gui_browser import (
+    ARTIFACTS,
+    NEEDS_CHROMIUM,
+    expect,
+    field,
+    fill,
+    launch_browser,
+    new_context,
+    open_form,
+    sync_playwright,
+)
 from gui_server import GuiServer, make_gui_folders, quick_run_values, run_folders, steps, write_run
 
 from library.config import loads_config
@@ -97,8 +107,8 @@ def test_every_choice_is_sent_typed_and_an_edited_run_queues(page, server, folde
     page.click("#run-edit")
     expect(page.locator("#f-dataset-max_token_length")).to_have_value("225")
     expect(page.locator("#f-deepspeed-zero_stage")).to_have_value("3")
-    page.select_option("#f-dataset-max_token_length", "150")
-    page.select_option("#f-deepspeed-zero_stage", "1")
+    field(page, "dataset.max_token_length").select_option("150")
+    field(page, "deepspeed.zero_stage").select_option("1")
     expect(page.locator("#preview")).to_contain_text("max_token_length = 150")
     page.fill("#run-name", "edited")
     page.click("#launch")

@@ -164,7 +164,7 @@ def test_the_run_page_charts_the_losses_shows_the_gallery_and_follows_the_log(pa
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.goto(f"{server.url}/#run/busy")
     expect(page.locator("#run-status")).to_have_text("running")
-    expect(page).to_have_title("100% busy · Furnace")
+    expect(page).to_have_title("100% · busy — Furnace")
     expect(page.locator("#run-class-text")).to_have_text("6 / 6")
     expect(page.locator("#run-prior-loss")).to_have_text(f"{losses(STEPS)[2]:.4f}")
     legend = page.locator("#loss-chart .u-legend .u-series .u-label")

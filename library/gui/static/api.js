@@ -3,10 +3,10 @@
 const token = new URLSearchParams(location.search).get("token") || sessionStorage.getItem("furnace-token") || "";
 if (token) sessionStorage.setItem("furnace-token", token);
 
-async function api(path, body) {
-  const options = { headers: { "Authorization": "Bearer " + token } };
+async function api(path, body, method) {
+  const options = { method: method || (body === undefined ? "GET" : "POST"),
+                    headers: { "Authorization": "Bearer " + token } };
   if (body !== undefined) {
-    options.method = "POST";
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
   }

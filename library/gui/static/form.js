@@ -1,10 +1,16 @@
-// The training form, generated from the config JSON Schema; the server turns it into TOML and validates it.
+// The training form, generated from the config JSON Schema and the server's trainer table (/api/form): the chosen
+// trainer's essential options first, every other section collapsed under "Advanced", the sections of the other
+// trainers hidden. The server turns the values into TOML and validates them.
 "use strict";
 const PICKERS = { "model.pretrained_model_name_or_path": "models-list", "dataset.train_data_dir": "datasets-list",
                   "dataset.reg_data_dir": "datasets-list" };
 let schema = null;
+let layout = null;           // { trainers: {name: {script, label, sections, essentials}}, flags: {path: "--flag"} }
 let presets = [];
 const fields = [];   // { section, key, kind, input, spec, row }
+const sections = {}; // section -> { details, body, count }
+const touched = new Set();   // the options the user typed in or loaded: only their errors show before a submit
+let submitted = false;
 let refreshTimer = null;
 let checkedDataset = null;   // the dataset settings the doctor summary was made for
 let doctorReport = null;     // { key, report }: the last dataset check and the settings it was made with
@@ -26,6 +32,7 @@ function fieldKind(spec) {
 
 function buildField(section, key, spec) {
   const { kind, choices } = fieldKind(spec);
+  const path = `${section}.${key}`;
   const id = `f-${section}-${key}`;
   let input;
   if (kind === "enum") {
@@ -35,16 +42,69 @@ function buildField(section, key, spec) {
     input = el("input", { id, type: "checkbox" });
   } else {
     input = el("input", { id, type: kind === "integer" || kind === "number" ? "number" : "text", step: "any" });
-    if (spec.default !== undefined && spec.default !== null) input.placeholder = JSON.stringify(spec.default);
-    if (PICKERS[`${section}.${key}`]) input.setAttribute("list", PICKERS[`${section}.${key}`]);
+    if (![undefined, null, ""].includes(spec.default)) input.placeholder = JSON.stringify(spec.default);
+    if (PICKERS[path]) input.setAttribute("list", PICKERS[path]);
   }
-  input.name = `${section}.${key}`;
-  input.addEventListener(kind === "boolean" || kind === "enum" ? "change" : "input", scheduleRefresh);
-  const row = el("div", { class: "field", "data-path": `${section}.${key}` },
-                 el("label", { for: id, text: key }), input,
-                 el("span", { class: "help", text: spec.description || "" }), el("span", { class: "error" }));
+  input.name = path;
+  input.setAttribute("aria-describedby", `${id}-help ${id}-error`);
+  input.addEventListener(kind === "boolean" || kind === "enum" ? "change" : "input", () => {
+    touched.add(path);
+    scheduleRefresh();
+  });
+  const flag = layout.flags[path];
+  const label = el("label", { for: id }, el("span", { class: "title", text: spec.title || key }),
+                   el("code", { class: "flag", text: flag || path, title: flag ? "sd-scripts flag" : "TOML key" }));
+  const row = el("div", { class: "field", "data-path": path }, label, input,
+                 el("span", { class: "help", id: `${id}-help`, text: spec.description || "" }),
+                 el("span", { class: "error", id: `${id}-error`, "aria-live": "polite" }));
   fields.push({ section, key, kind, choices, input, spec, row });
   return row;
+}
+
+function buildSection(section, ref) {
+  const spec = resolveRef(ref);
+  const count = el("span", { class: "count" });
+  const summary = el("summary", {}, el("span", { class: "title", text: ref.title || section }), count,
+                     el("span", { class: "help", text: ref.description || "" }));
+  const body = el("div", { class: "section-body" });
+  const details = el("details", { id: "section-" + section, class: "section" }, summary, body);
+  for (const [key, prop] of Object.entries(spec.properties)) body.append(buildField(section, key, prop));
+  sections[section] = { details, body, count };
+  return details;
+}
+
+function trainer() {
+  return layout.trainers[document.getElementById("trainer").value] || layout.trainers.lora;
+}
+
+// The sections only other trainers read: hidden, and their values are not sent.
+function hiddenSections() {
+  const own = new Set(trainer().sections);
+  return new Set(Object.values(layout.trainers).flatMap(other => other.sections).filter(name => !own.has(name)));
+}
+
+// Place every option: the trainer's essentials in their order at the top, the rest back in their sections.
+function applyTrainer() {
+  const essentials = trainer().essentials;
+  const hidden = hiddenSections();
+  for (const field of fields) {
+    const path = `${field.section}.${field.key}`;
+    if (!essentials.includes(path)) sections[field.section].body.append(field.row);
+  }
+  const top = document.getElementById("essentials-body");
+  top.replaceChildren(...essentials.map(path => fields.find(f => `${f.section}.${f.key}` === path)?.row)
+                                    .filter(Boolean));
+  for (const [name, { details }] of Object.entries(sections)) details.hidden = hidden.has(name);
+  document.getElementById("essentials-title").textContent = `Essentials: ${trainer().label} (${trainer().script})`;
+  updateCounts();
+}
+
+// Each collapsed section says how many of its options (those not shown among the essentials) are set.
+function updateCounts() {
+  for (const { body, count } of Object.values(sections)) {
+    const set = fields.filter(field => field.row.parentNode === body && readValue(field) !== undefined).length;
+    count.textContent = set ? `${set} set` : "";
+  }
 }
 
 function readValue(field) {
@@ -59,21 +119,25 @@ function readValue(field) {
 }
 
 function formValues() {
+  const hidden = hiddenSections();
   const values = {};
   for (const field of fields) {
-    const value = readValue(field);
+    const value = hidden.has(field.section) ? undefined : readValue(field);
     if (value !== undefined) (values[field.section] ??= {})[field.key] = value;
   }
   return values;
 }
 
+// Fill the form (a preset, an imported TOML, a run edited): the values given count as the user's own.
 function setValues(values) {
   for (const field of fields) {
     const value = values[field.section]?.[field.key];
     if (field.kind === "boolean") field.input.checked = value ?? Boolean(field.spec.default);
     else if (value === undefined || value === null) field.input.value = "";
     else field.input.value = field.kind === "json" ? JSON.stringify(value) : String(value);
+    if (value !== undefined && value !== null) touched.add(`${field.section}.${field.key}`);
   }
+  applyTrainer();
   scheduleRefresh();
 }
 
@@ -82,16 +146,29 @@ function scheduleRefresh() {
   refreshTimer = setTimeout(refreshPreview, 250);
 }
 
+// Messages show for the options the user has touched; after a submit, all of them.
 function showMessages(messages) {
+  const shown = submitted ? messages : messages.filter(({ path }) => touched.has(path));
   for (const field of fields) { field.row.classList.remove("invalid"); field.row.querySelector(".error").textContent = ""; }
+  for (const { details } of Object.values(sections)) details.classList.remove("invalid");
   const general = [];
-  for (const { path, message } of messages) {
-    const row = document.querySelector(`.field[data-path="${path}"]`);
-    if (row) { row.classList.add("invalid"); row.querySelector(".error").textContent = message; }
-    else general.push(message);
+  for (const { path, message } of shown) {
+    const field = fields.find(f => `${f.section}.${f.key}` === path);
+    if (!field) { general.push(message); continue; }
+    field.row.classList.add("invalid");
+    field.row.querySelector(".error").textContent = message;
+    field.row.closest("details.section")?.classList.add("invalid");
   }
+  for (const field of fields) field.input.setAttribute("aria-invalid", field.row.classList.contains("invalid"));
   document.getElementById("form-status").textContent = general.join("\n");
   if (summaryShown) showSummary(messages);
+}
+
+function reveal(field) {
+  const details = field.row.closest("details");
+  if (details) details.open = true;
+  field.row.scrollIntoView({ block: "center" });
+  field.input.focus();
 }
 
 // A refused queue says so at the top of the page, one link per problem that brings its field into view.
@@ -104,11 +181,7 @@ function showSummary(messages) {
     const field = fields.find(f => `${f.section}.${f.key}` === path);
     if (!field) return el("li", { text: message });
     const link = el("a", { href: "#train", text: message, "data-path": path });
-    link.addEventListener("click", event => {
-      event.preventDefault();
-      field.row.scrollIntoView({ block: "center" });
-      field.input.focus();
-    });
+    link.addEventListener("click", event => { event.preventDefault(); reveal(field); });
     return el("li", {}, link);
   });
   const count = `${messages.length} problem${messages.length === 1 ? "" : "s"}`;
@@ -117,6 +190,7 @@ function showSummary(messages) {
 
 async function refreshPreview() {
   const values = formValues();
+  updateCounts();
   const [preview, check] = await Promise.all([api("toml", { values }), api("validate", { values })]);
   document.getElementById("preview").textContent = preview.toml;
   showMessages(check.messages);
@@ -130,6 +204,7 @@ async function refreshPreview() {
 async function launch() {
   const status = document.getElementById("form-status");
   const values = formValues();
+  submitted = true;
   try {
     const check = await api("validate", { values });
     if (!check.ok) { showMessages(check.messages); showSummary(check.messages); return; }
@@ -157,8 +232,59 @@ function download(name, text) {
 async function importFile(event) {
   const file = event.target.files[0];
   if (!file) return;
-  try { setValues((await api("import", { toml: await file.text() })).values); }
-  catch (error) { document.getElementById("form-status").textContent = error.message; }
+  try {
+    const imported = await api("import", { toml: await file.text() });
+    document.getElementById("trainer").value = imported.trainer;
+    setValues(imported.values);
+  } catch (error) { document.getElementById("form-status").textContent = error.message; }
+}
+
+// Presets: the shipped ones, then the user's own (saved from this form, deletable).
+async function loadPresets(selected) {
+  presets = await api("presets");
+  const group = (label, items) => el("optgroup", { label },
+    ...items.map(p => el("option", { value: p.name, text: p.name, "data-user": p.user })));
+  const shipped = presets.filter(p => !p.user), saved = presets.filter(p => p.user);
+  document.getElementById("preset").replaceChildren(group("Shipped", shipped),
+                                                    ...(saved.length ? [group("Saved", saved)] : []));
+  if (selected) document.getElementById("preset").value = selected;
+  presetChosen();
+}
+
+function chosenPreset() {
+  return presets.find(p => p.name === document.getElementById("preset").value);
+}
+
+function presetChosen() {
+  document.getElementById("delete-preset").disabled = !chosenPreset()?.user;
+}
+
+async function savePreset() {
+  const status = document.getElementById("form-status");
+  const name = prompt("Save the form as a preset named (letters, digits, - and _):");
+  if (!name) return;
+  const body = { name, values: formValues() };
+  try {
+    await api("presets", body);
+  } catch (error) {
+    if (error.status !== 409 || error.data.detail.includes("shipped")
+        || !confirm(`A saved preset is named ${name}. Replace it?`)) {
+      status.textContent = `preset not saved: ${error.message}`;
+      return;
+    }
+    await api("presets", { ...body, replace: true });
+  }
+  status.textContent = "";
+  await loadPresets(name);
+}
+
+async function deletePreset() {
+  const preset = chosenPreset();
+  if (!preset?.user || !confirm(`Delete the saved preset ${preset.name}?`)) return;
+  try {
+    await api("presets/" + encodeURIComponent(preset.name), undefined, "DELETE");
+    await loadPresets();
+  } catch (error) { document.getElementById("form-status").textContent = error.message; }
 }
 
 const DOCTOR_KEYS = ["resolution", "enable_bucket", "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps",
@@ -191,26 +317,28 @@ async function blockingProblems(values) {
 }
 
 window.addEventListener("DOMContentLoaded", async () => {
-  schema = await api("schema");
-  const form = document.getElementById("config-form");
-  for (const [section, ref] of Object.entries(schema.properties)) {
-    const spec = resolveRef(ref);
-    const fieldset = el("fieldset", { id: "section-" + section }, el("legend", { text: section, title: ref.description || "" }));
-    for (const [key, prop] of Object.entries(spec.properties)) fieldset.append(buildField(section, key, prop));
-    form.append(fieldset);
-  }
-  presets = await api("presets");
-  document.getElementById("preset").replaceChildren(...presets.map(p => el("option", { value: p.name, text: p.name })));
+  [schema, layout] = await Promise.all([api("schema"), api("form")]);
+  const choice = document.getElementById("trainer");
+  choice.replaceChildren(...Object.entries(layout.trainers).map(([name, { label, script }]) =>
+    el("option", { value: name, text: `${label} (${script})` })));
+  choice.addEventListener("change", () => { applyTrainer(); scheduleRefresh(); });
+  document.getElementById("advanced").append(
+    ...Object.entries(schema.properties).map(([section, ref]) => buildSection(section, ref)));
+  applyTrainer();
+  await loadPresets();
+  document.getElementById("preset").addEventListener("change", presetChosen);
   document.getElementById("load-preset").addEventListener("click", () => {
-    const preset = presets.find(p => p.name === document.getElementById("preset").value);
-    document.getElementById("trainer").value = preset?.trainer || "lora";
+    const preset = chosenPreset();
+    choice.value = preset?.trainer || "lora";
     setValues(preset?.values || {});
   });
+  document.getElementById("save-preset").addEventListener("click", savePreset);
+  document.getElementById("delete-preset").addEventListener("click", deletePreset);
   document.getElementById("launch").addEventListener("click", launch);
   document.getElementById("export").addEventListener("click", async () =>
     download("furnace.toml", (await api("toml", { values: formValues() })).toml));
   document.getElementById("import-file").addEventListener("change", importFile);
   document.getElementById("check-dataset").addEventListener("click", checkDataset);
-  form.dataset.ready = "true";
+  document.getElementById("config-form").dataset.ready = "true";
   scheduleRefresh();
 });

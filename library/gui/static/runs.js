@@ -49,8 +49,7 @@ async function pollRun() {
   document.getElementById("run-loss").textContent = p.smoothed_loss?.toFixed(4) ?? "-";
   document.getElementById("run-lr").textContent = formatLr(p.lr);
   document.getElementById("run-eta").textContent = run.status === "running" ? formatEta(p.eta_seconds) : "-";
-  document.title = run.status === "running" && p.total_steps   // the tab shows how far the run is
-    ? `${Math.floor(100 * (p.step ?? 0) / p.total_steps)}% ${id} · Furnace` : `${id} · Furnace`;
+  document.title = progressTitle(run);
   document.getElementById("run-stop").disabled = !ACTIVE.includes(run.status);
   const resume = document.getElementById("run-resume");   // only a stopped run continues; others are never changed
   resume.disabled = run.status !== "stopped";
@@ -165,7 +164,7 @@ async function runAction(action) {
   catch (error) { document.getElementById("run-message").textContent = error.message; }
 }
 
-window.addEventListener("hashchange", () => { if (!location.hash.startsWith("#run/")) document.title = "Furnace"; });
+window.addEventListener("hashchange", () => { if (!location.hash.startsWith("#run/")) refreshTitle(); });
 window.addEventListener("DOMContentLoaded", () => {
   document.getElementById("run-stop").addEventListener("click", () => runAction("stop"));
   document.getElementById("run-resume").addEventListener("click", () => runAction("resume"));

@@ -75,7 +75,9 @@ class ModelFamily:
     guidance_embedded: bool = False  # guidance-distilled (FLUX.1-dev): the denoiser takes the guidance scale as input
     vae_split_file_key: str | None = None  # sd-scripts' option naming a separate VAE file the family needs ("ae")
     unet_lora_prefix: str = "lora_unet_"
-    unet_lora_naming: Literal["diffusers", "sgm"] = "diffusers"  # SDXL files use the original SGM block names
+    # LoRA files' denoiser names: diffusers paths (SD1/SD2), the original SGM blocks (SDXL), or BFL's modules with
+    # q, k, v fused (FLUX.1: networks/bfl_lora.py)
+    unet_lora_naming: Literal["diffusers", "sgm", "bfl"] = "diffusers"
     # Module classes whose Linear / 1x1-conv children get LoRA by default (searched by library/networks/targets.py).
     unet_target_classes: tuple[str, ...] = ("Transformer2DModel",)
     unet_conv_target_classes: tuple[str, ...] = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
@@ -311,6 +313,7 @@ def _flux(dev: bool) -> ModelFamily:
         denoiser="transformer",
         denoiser_class="FluxTransformer2DModel",
         original_layout="bfl",
+        unet_lora_naming="bfl",
         guidance_embedded=dev,
         vae_split_file_key="ae",
     )

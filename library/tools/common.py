@@ -22,7 +22,7 @@ from library.models.single_file import save_original_checkpoint
 from library.networks import split_modules, write_lora_file
 from library.networks.hashes import LEGACY_HASH_KEY, MODEL_HASH_KEY
 from library.networks.lokr import LokrWeights, split_lokr
-from library.networks.lora_file import ALPHA, DORA_SCALE, DOWN, UP, ModuleWeights
+from library.networks.lora_file import ModuleWeights, module_tensors
 from library.tools.loha import HadaWeights, split_hada
 
 TOOL_KEY = "furnace.tool"  # which tool wrote a file, and from what (a JSON recipe)
@@ -117,20 +117,6 @@ def lora_family(module_names: list[str], metadata: Mapping[str, str]) -> ModelFa
     if metadata.get("ss_v2") == "True":
         return SD2
     return SD1 if module_names else None
-
-
-def module_tensors(name: str, weights: ModuleWeights, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """The kohya keys of one module (the inverse of ``split_modules``)."""
-
-    def cast(tensor: torch.Tensor) -> torch.Tensor:
-        return (tensor if dtype is None else tensor.to(dtype)).contiguous()
-
-    tensors = {name + DOWN: cast(weights.down), name + UP: cast(weights.up)}
-    if weights.alpha is not None:
-        tensors[name + ALPHA] = torch.tensor(float(weights.alpha), dtype=dtype or torch.float32)
-    if weights.dora_scale is not None:
-        tensors[name + DORA_SCALE] = cast(weights.dora_scale)
-    return tensors
 
 
 def derived_metadata(source: Mapping[str, str], recipe: Mapping[str, object], **updates: str) -> dict[str, str]:

@@ -27,16 +27,18 @@ from library.networks.lora_file import ALPHA, DORA_SCALE, DOWN, UP, LoraFileErro
 from library.networks.naming import LoraNamer, flatten, text_encoder_name, text_encoder_path_in_file
 
 PEFT_DOWN, PEFT_UP = ".lora_A.weight", ".lora_B.weight"
-_PEFT_ENDINGS = {PEFT_DOWN: DOWN, PEFT_UP: UP, ALPHA: ALPHA}
+# Keys of files that name modules by dotted path under a component, with peft's or kohya's tensor names.
+_DOTTED_ENDINGS = {PEFT_DOWN: DOWN, PEFT_UP: UP, DOWN: DOWN, UP: UP, ALPHA: ALPHA}
 _AI_TOOLKIT_DENOISER = "diffusion_model"
 _KOHYA_ENDINGS = (DOWN, UP, ALPHA, DORA_SCALE)
 
 Tensors = dict[str, torch.Tensor]
 
 
-def is_peft_layout(tensors: Mapping[str, torch.Tensor]) -> bool:
-    """Whether a file uses peft's ``lora_A`` / ``lora_B`` keys (the diffusers layout)."""
-    return any(key.endswith((PEFT_DOWN, PEFT_UP)) for key in tensors)
+def is_dotted_layout(family: ModelFamily, tensors: Mapping[str, torch.Tensor]) -> bool:
+    """Whether a file names modules by dotted path under a component (the diffusers layout, ai-toolkit's and
+    ComfyUI's ``diffusion_model.``) rather than by kohya's flattened names."""
+    return any(key.partition(".")[0] in _component_prefixes(family) for key in tensors)
 
 
 def _check_naming(family: ModelFamily, source: str) -> None:
@@ -57,14 +59,14 @@ def _component_prefixes(family: ModelFamily) -> dict[str, str]:
 def kohya_keys(family: ModelFamily, tensors: Mapping[str, torch.Tensor], source: str) -> Tensors:
     """A file's tensors with peft keys renamed to kohya's (a kohya file passes unchanged); module names stay as the
     file has them (diffusers paths flattened, or BFL's)."""
-    if not is_peft_layout(tensors):
+    if not is_dotted_layout(family, tensors):
         return dict(tensors)
     _check_naming(family, source)
     prefixes = _component_prefixes(family)
     architectures = {spec.component: spec.architecture for spec in family.text_encoders}
     renamed: Tensors = {}
     for key, tensor in tensors.items():
-        ending = next((ending for ending in _PEFT_ENDINGS if key.endswith(ending)), None)
+        ending = next((ending for ending in _DOTTED_ENDINGS if key.endswith(ending)), None)
         component, _, path = key.partition(".")
         if ending is None or component not in prefixes or not path:
             raise LoraFileError(
@@ -74,7 +76,7 @@ def kohya_keys(family: ModelFamily, tensors: Mapping[str, torch.Tensor], source:
         module = path[: -len(ending)]
         if component in architectures:
             module = text_encoder_path_in_file(module, architectures[component])
-        renamed[flatten(prefixes[component], module) + _PEFT_ENDINGS[ending]] = tensor
+        renamed[flatten(prefixes[component], module) + _DOTTED_ENDINGS[ending]] = tensor
     return renamed
 
 

@@ -35,6 +35,7 @@ def _check_args(args: dict[str, Any]) -> dict[str, Any]:
 
 NETWORK_MODULES = ("lora", "lokr")
 EMA_SAVES = ("ema", "raw", "both")
+SAVE_FORMATS = ("kohya", "diffusers")  # LoRA file layouts (library/networks/lora_layouts.py)
 
 
 class NetworkSection(BaseModel):
@@ -69,7 +70,15 @@ class NetworkSection(BaseModel):
         description="LoKr: store the larger Kronecker factor whole instead of as a rank-dim product (LyCORIS "
         "'full_matrix'); it is whole anyway where dim is at least half its size.",
     )
-    network_weights: OptionalPath = Field(None, description="Adapter .safetensors to continue training from.")
+    network_weights: OptionalPath = Field(
+        None, description="Adapter .safetensors to continue training from (kohya or diffusers layout)."
+    )
+    save_format: Literal[SAVE_FORMATS] = Field(
+        "kohya",
+        description="LoRA file layout: 'kohya' (lora_down/lora_up/alpha; FLUX.1 in BFL names with q, k, v fused, "
+        "as sd-scripts, ComfyUI and Forge read it) or 'diffusers' (peft's lora_A/lora_B under transformer. / "
+        "text_encoder., as diffusers' load_lora_weights reads it).",
+    )
     train_unet_only: bool = Field(False, description="Train the UNet adapter only; the text encoder stays frozen.")
     train_text_encoder_only: bool = Field(False, description="Train the text encoder adapter only.")
     unet_lr: float | None = Field(None, gt=0, le=1, description="UNet learning rate; unset = optimizer.learning_rate.")

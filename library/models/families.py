@@ -85,7 +85,9 @@ class ModelFamily:
     cfg_kind: Literal["classifier_free", "true_cfg"] = "classifier_free"
     vae_split_file_key: str | None = None  # sd-scripts' option naming a separate VAE file the family needs ("ae")
     unet_lora_prefix: str = "lora_unet_"
-    unet_lora_naming: Literal["diffusers", "sgm"] = "diffusers"  # SDXL files use the original SGM block names
+    # LoRA files' denoiser names: diffusers paths (SD1/SD2), the original SGM blocks (SDXL), or BFL's modules with
+    # q, k, v fused (FLUX.1: networks/bfl_lora.py)
+    unet_lora_naming: Literal["diffusers", "sgm", "bfl"] = "diffusers"
     # Module classes whose Linear / 1x1-conv children get LoRA by default (searched by library/networks/targets.py):
     # FLUX.1's are its double and single blocks, i.e. attention (to_q/k/v/out, add_*_proj, to_add_out), MLPs (ff,
     # ff_context, proj_mlp, proj_out) and modulation (norm*.linear).
@@ -326,6 +328,7 @@ def _flux(dev: bool) -> ModelFamily:
         denoiser="transformer",
         denoiser_class="FluxTransformer2DModel",
         original_layout="bfl",
+        unet_lora_naming="bfl",
         guidance_embedded=dev,
         cfg_kind="true_cfg",
         vae_split_file_key="ae",

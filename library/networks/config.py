@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from library.config.sections_train import NETWORK_MODULES
+from library.config.sections_train import NETWORK_MODULES, SAVE_FORMATS
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,8 @@ class LoraOptions:
     """Adapter options; ``conv_dim`` set = LoCon (3x3 convs of resnets and samplers adapted too).
 
     ``module`` "lokr" builds LyCORIS LoKr adapters instead: ``lokr_factor`` splits each dimension (-1 = as square as
-    possible), ``lokr_full_matrix`` keeps the larger Kronecker factor whole.
+    possible), ``lokr_full_matrix`` keeps the larger Kronecker factor whole. ``save_format`` is the layout files are
+    written in (``networks/lora_layouts.py``).
     """
 
     module: str = "lora"
@@ -30,8 +31,11 @@ class LoraOptions:
     train_text_encoder_only: bool = False
     lokr_factor: int = -1
     lokr_full_matrix: bool = False
+    save_format: str = "kohya"
 
     def __post_init__(self) -> None:
+        if self.save_format not in SAVE_FORMATS:
+            raise ValueError(f"network save_format must be one of {', '.join(SAVE_FORMATS)}, got {self.save_format!r}")
         if self.module not in NETWORK_MODULES:
             raise ValueError(f"network module must be one of {', '.join(NETWORK_MODULES)}, got {self.module!r}")
         if self.dim < 1:

@@ -124,6 +124,25 @@ def split_modules(state_dict: Mapping[str, torch.Tensor], source: str) -> dict[s
     return modules
 
 
+def module_tensors(name: str, weights: ModuleWeights, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The kohya keys of one module (the inverse of :func:`split_modules`)."""
+
+    def cast(tensor: torch.Tensor) -> torch.Tensor:
+        return (tensor if dtype is None else tensor.to(dtype)).contiguous()
+
+    tensors = {name + DOWN: cast(weights.down), name + UP: cast(weights.up)}
+    if weights.alpha is not None:
+        tensors[name + ALPHA] = torch.tensor(float(weights.alpha), dtype=dtype or torch.float32)
+    if weights.dora_scale is not None:
+        tensors[name + DORA_SCALE] = cast(weights.dora_scale)
+    return tensors
+
+
+def modules_tensors(modules: Mapping[str, ModuleWeights], dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The kohya keys of many modules."""
+    return {key: tensor for name, weights in modules.items() for key, tensor in module_tensors(name, weights, dtype).items()}
+
+
 def read_lora_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a ``.safetensors`` LoRA file, checked to be in the kohya layout."""
     tensors, metadata = read_tensors_file(path)

@@ -20,6 +20,7 @@ from torch import nn
 
 from library.models.families import ModelFamily
 from library.networks.lora_file import LoraFileError, split_modules
+from library.networks.lora_layouts import adapter_tensors
 from library.networks.targets import index_modules
 
 logger = logging.getLogger(__name__)
@@ -92,8 +93,9 @@ def merge_lora_into(
     multiplier: float = 1.0,
     source: str = "LoRA",
 ) -> int:
-    """Add the LoRA's updates into the modules' weights in place; returns the number of modules merged."""
-    modules = split_modules(lora_state_dict, source)
+    """Add the LoRA's updates (a file's tensors, either layout) into the modules' weights in place; returns the
+    number of modules merged."""
+    modules = split_modules(adapter_tensors(family, lora_state_dict, source), source)
     located = locate_modules(family, unet, text_encoders, modules, source)
     for name, weights in modules.items():
         weight = located[name][0].weight

@@ -21,7 +21,11 @@ from library.networks.config import LoraOptions
 # ss_network_module as sd-scripts records it: its own LoRA module, or LyCORIS's for the LyCORIS types
 NETWORK_MODULES = {"lora": "networks.lora", "lokr": "lycoris.kohya"}
 # modelspec.implementation: whose module names the file's keys use.
-_IMPLEMENTATION = {"diffusers": "diffusers", "sgm": "https://github.com/Stability-AI/generative-models"}
+_IMPLEMENTATION = {
+    "diffusers": "diffusers",
+    "sgm": "https://github.com/Stability-AI/generative-models",
+    "bfl": "https://github.com/black-forest-labs/flux",
+}
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from library.models.families import ModelFamily
+from library.models.families import ModelFamily, TextEncoderSpec
 from library.models.single_file.rules import rename_by_module
 from library.models.single_file.unet_layout import unet_module_table
 
@@ -24,9 +24,17 @@ def flatten(prefix: str, path: str) -> str:
     return prefix + path.replace(".", "_")
 
 
-def text_encoder_path_in_file(path: str) -> str:
-    """A text-encoder module path as LoRA files spell it: always inside ``text_model.``."""
+def text_encoder_path_in_file(path: str, architecture: str = "CLIPTextModel") -> str:
+    """A text-encoder module path as LoRA files spell it: a CLIP encoder's always inside ``text_model.``, a T5
+    encoder's as transformers names it (``encoder.block.0...``, sd-scripts' ``lora_te3_`` names)."""
+    if not architecture.startswith("CLIP"):
+        return path
     return _TEXT_WRAPPER + path.removeprefix(_TEXT_WRAPPER)
+
+
+def text_encoder_name(spec: TextEncoderSpec, path: str) -> str:
+    """The kohya name of a module of the text encoder ``spec`` describes."""
+    return flatten(spec.lora_prefix, text_encoder_path_in_file(path, spec.architecture))
 
 
 class SgmNames:
@@ -57,7 +65,11 @@ class SgmNames:
 
 
 class LoraNamer:
-    """The kohya name of any UNet or text-encoder module path, by one family's naming rules."""
+    """The kohya name of any UNet or text-encoder module path, by one family's naming rules.
+
+    BFL-named families (FLUX.1) hold their adapters under diffusers paths: their files fuse several modules into
+    one BFL name, which ``networks/lora_layouts.py`` does when a file is written or read.
+    """
 
     def __init__(self, family: ModelFamily, unet_config: Mapping[str, object]) -> None:
         self.family = family
@@ -67,4 +79,4 @@ class LoraNamer:
         return flatten(self.family.unet_lora_prefix, self._sgm.to_sgm(path) if self._sgm is not None else path)
 
     def text_encoder(self, index: int, path: str) -> str:
-        return flatten(self.family.text_encoders[index].lora_prefix, text_encoder_path_in_file(path))
+        return text_encoder_name(self.family.text_encoders[index], path)

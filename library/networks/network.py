@@ -23,6 +23,7 @@ from library.networks.config import LoraOptions
 from library.networks.lokr_layers import LokrLayers
 from library.networks.lora_file import LoraFileError, read_tensors_file, save_dtype, write_lora_file
 from library.networks.lora_layers import LoraLayers
+from library.networks.lora_layouts import adapter_tensors, file_tensors, peft_path
 from library.networks.targets import ADAPTER, TEXT_ENCODER, UNET, Target, find_targets
 
 logger = logging.getLogger(__name__)
@@ -125,14 +126,25 @@ class LoraNetwork:
             for key, tensor in self.format.tensors(name, layer).items()
         }
 
+    def peft_paths(self) -> dict[str, str]:
+        """Each adapter's ``<component>.<module path>``, as the diffusers layout names it."""
+        return {
+            name: peft_path(self.family, None if target.is_unet else int(target.component), target.path)
+            for name, target in self.targets.items()
+        }
+
     def save(self, path: str | Path, precision: str, metadata: Mapping[str, str]) -> dict[str, str]:
-        """Write the adapters as a LoRA / LoKr file in ``precision`` (fp16, bf16, float); returns its metadata."""
-        return write_lora_file(path, self.state_dict_kohya(save_dtype(precision)), metadata)
+        """Write the adapters as a LoRA / LoKr file in ``precision`` (fp16, bf16, float) and the configured layout
+        (``options.save_format``, see ``lora_layouts.py``); returns its metadata."""
+        tensors = self.state_dict_kohya(save_dtype(precision))
+        paths = self.peft_paths() if self.options.save_format == "diffusers" else {}
+        return write_lora_file(path, file_tensors(self.family, tensors, self.options.save_format, paths, str(path)),
+                               metadata)
 
     def load_file(self, path: str | Path, strict: bool = True) -> dict[str, str]:
-        """Continue from a LoRA or LoKr file (``network_weights``); returns the file's metadata."""
+        """Continue from a LoRA or LoKr file (``network_weights``) in either layout; returns the file's metadata."""
         tensors, metadata = read_tensors_file(path)
-        self.load_kohya(tensors, strict=strict, source=str(path))
+        self.load_kohya(adapter_tensors(self.family, tensors, str(path)), strict=strict, source=str(path))
         return metadata
 
     @torch.no_grad()

@@ -15,14 +15,15 @@ from pathlib import Path
 import torch
 
 from library.models.checkpoint_io import read_state_dict
-from library.models.families import FAMILIES, FAMILY_NAMES, SD1, SD2, SDXL, ModelFamily
+from library.models.families import FAMILIES, FAMILY_NAMES, FLUX1_DEV, SD1, SD2, SDXL, ModelFamily
 from library.models.loader import BaseModel, load_base_model
 from library.models.pipeline import component_configs, component_modules
 from library.models.single_file import save_original_checkpoint
 from library.networks import split_modules, write_lora_file
 from library.networks.hashes import LEGACY_HASH_KEY, MODEL_HASH_KEY
 from library.networks.lokr import LokrWeights, split_lokr
-from library.networks.lora_file import ALPHA, DORA_SCALE, DOWN, UP, ModuleWeights
+from library.networks.lora_file import ModuleWeights, module_tensors
+from library.networks.lora_layouts import kohya_file_tensors
 from library.tools.loha import HadaWeights, split_hada
 
 TOOL_KEY = "furnace.tool"  # which tool wrote a file, and from what (a JSON recipe)
@@ -81,9 +82,10 @@ def split_adapter_modules(tensors: Mapping[str, torch.Tensor], source: str) -> d
 
 
 def read_lora_modules(path: Path) -> tuple[dict[str, AdapterModule], dict[str, str]]:
-    """The modules (kohya LoRA pairs, LoHa and LoKr modules) and metadata of an adapter file."""
+    """The modules (kohya LoRA pairs, LoHa and LoKr modules, in the kohya layout's names) and metadata of an adapter
+    file in either layout."""
     tensors, metadata = read_adapter_file(path)
-    return split_adapter_modules(tensors, str(path)), metadata
+    return file_modules(tensors, metadata, str(path))[0], metadata
 
 
 def only_lora_modules(modules: Mapping[str, AdapterModule], path: Path, action: str) -> dict[str, ModuleWeights]:
@@ -104,33 +106,43 @@ def is_conv3(weights: ModuleWeights) -> bool:
     return weights.down.ndim == 4 and tuple(weights.down.shape[2:]) != (1, 1)
 
 
-def lora_family(module_names: list[str], metadata: Mapping[str, str]) -> ModelFamily | None:
-    """The base-model family a LoRA was made for: its metadata when present, else its key prefixes."""
+_FLUX_NAMES = ("lora_unet_double_blocks_", "lora_unet_single_blocks_", "lora_unet_transformer_blocks_",
+               "lora_unet_single_transformer_blocks_")
+_FLUX_COMPONENTS = ("transformer", "diffusion_model")  # the diffusers layout's, ai-toolkit's and ComfyUI's prefixes
+
+
+def lora_family(keys: list[str], metadata: Mapping[str, str]) -> ModelFamily | None:
+    """The base-model family a LoRA was made for, from its tensor keys and metadata: the modelspec architecture,
+    then ss_base_model_version, then the key names (FLUX.1 files by their transformer names or prefixes)."""
+    architecture = metadata.get("modelspec.architecture", "")
     version = metadata.get("ss_base_model_version", "")
+    for family in FAMILIES.values():
+        if architecture and family.lora_architecture == architecture:
+            return family
     for family in FAMILIES.values():
         if version and family.ss_base_model_version == version:
             return family
-    if any(name.startswith(("lora_te1_", "lora_te2_")) for name in module_names):
+    names = [key.split(".", 1)[0] for key in keys]
+    if any(name.startswith(_FLUX_NAMES) or name in _FLUX_COMPONENTS for name in names):
+        return FLUX1_DEV
+    if any(name.startswith(("lora_te1_", "lora_te2_")) for name in names):
         return SDXL
-    if any(name.startswith(("lora_unet_input_blocks_", "lora_unet_output_blocks_")) for name in module_names):
+    if any(name.startswith(("lora_unet_input_blocks_", "lora_unet_output_blocks_")) for name in names):
         return SDXL
     if metadata.get("ss_v2") == "True":
         return SD2
-    return SD1 if module_names else None
+    return SD1 if names else None
 
 
-def module_tensors(name: str, weights: ModuleWeights, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """The kohya keys of one module (the inverse of ``split_modules``)."""
-
-    def cast(tensor: torch.Tensor) -> torch.Tensor:
-        return (tensor if dtype is None else tensor.to(dtype)).contiguous()
-
-    tensors = {name + DOWN: cast(weights.down), name + UP: cast(weights.up)}
-    if weights.alpha is not None:
-        tensors[name + ALPHA] = torch.tensor(float(weights.alpha), dtype=dtype or torch.float32)
-    if weights.dora_scale is not None:
-        tensors[name + DORA_SCALE] = cast(weights.dora_scale)
-    return tensors
+def file_modules(
+    tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], source: str
+) -> tuple[dict[str, AdapterModule], ModelFamily | None]:
+    """An adapter file's modules in the kohya layout's names (a diffusers-layout file converted; FLUX.1's
+    separate q, k, v fused as its kohya files hold them), and the family it was made for."""
+    family = lora_family(list(tensors), metadata)
+    if family is not None:
+        tensors = kohya_file_tensors(family, tensors, source)
+    return split_adapter_modules(tensors, source), family
 
 
 def derived_metadata(source: Mapping[str, str], recipe: Mapping[str, object], **updates: str) -> dict[str, str]:
@@ -176,12 +188,21 @@ def network_summary(modules: Mapping[str, ModuleWeights], metadata: Mapping[str,
 
 
 def write_lora(
-    path: Path, modules: Mapping[str, ModuleWeights], metadata: Mapping[str, str], dtype: torch.dtype | None = None
+    path: Path,
+    modules: Mapping[str, ModuleWeights],
+    metadata: Mapping[str, str],
+    dtype: torch.dtype | None = None,
+    family: ModelFamily | None = None,
 ) -> dict[str, str]:
-    """Write modules as a kohya LoRA file (atomic, with hashes); the network dims in the metadata follow them."""
+    """Write modules as a kohya LoRA file (atomic, with hashes); the network dims in the metadata follow them.
+
+    With ``family``, modules named as adapters are held (FLUX.1's separate q, k, v) are laid out as its kohya
+    files name them (fused)."""
     tensors: dict[str, torch.Tensor] = {}
     for name, weights in modules.items():
         tensors.update(module_tensors(name, weights, dtype))
+    if family is not None:
+        tensors = kohya_file_tensors(family, tensors, str(path))
     return write_lora_file(path, tensors, {**metadata, **network_summary(modules, metadata)})
 
 

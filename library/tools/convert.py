@@ -8,6 +8,10 @@ SOURCE may also be a DreamBooth run's ``state`` folder: ``--weights ema`` export
 run's checkpoints contain when EMA was on), ``--weights raw`` the trained weights without averaging; the rest of
 the model comes from ``--base`` (default: the run's final checkpoint beside the state folder).
 
+SOURCE may also be a LoRA file: ``--layout`` rewrites it in the other file layout, ``kohya`` (FLUX.1: BFL names,
+q, k and v fused) or ``diffusers`` (peft's ``lora_A``/``lora_B`` under ``transformer.`` / ``text_encoder.``), as
+``network.save_format`` names them; the updates stay exactly the same.
+
 SOURCE may also be an A1111 textual-inversion ``.pt`` embedding (``string_to_param``, read with ``weights_only``): it
 becomes the ``emb_params`` ``.safetensors`` file A1111, ComfyUI and diffusers read, its name and step kept as
 ``ss_token_string`` and ``ss_steps``.
@@ -24,9 +28,20 @@ from library.atomic_files import atomic_folder
 from library.models.loader import BaseModel
 from library.models.pipeline import assemble_pipeline
 from library.networks.embedding_file import EmbeddingFileError, read_embedding_file, write_embedding_file
-from library.networks.lora_file import SAVE_PRECISIONS, save_dtype
+from library.networks.lora_file import SAVE_PRECISIONS, save_dtype, write_lora_file
+from library.networks.lora_layouts import SAVE_FORMATS, adapter_tensors, file_tensors, reference_paths
 from library.sampling.samplers import build_scheduler
-from library.tools.common import ToolError, add_family_argument, load_model, write_checkpoint
+from library.tools.common import (
+    ToolError,
+    add_family_argument,
+    check_output,
+    derived_metadata,
+    load_model,
+    lora_family,
+    read_adapter_file,
+    write_checkpoint,
+)
+from library.tools.inspection import is_lora_file
 from library.tools.run_state import WEIGHT_CHOICES, default_weights, is_state_folder, load_state_weights, run_checkpoint
 
 
@@ -43,7 +58,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--base", type=Path, help="state folder: the model the rest comes from (default: the run's)")
     add_family_argument(parser)
-    parser.add_argument("--save-precision", default="fp16", choices=SAVE_PRECISIONS, help="default: %(default)s")
+    parser.add_argument(
+        "--save-precision", choices=SAVE_PRECISIONS, help="default: fp16 (a LoRA keeps its own precision)"
+    )
+    parser.add_argument("--layout", choices=SAVE_FORMATS, help="LoRA SOURCE: the file layout to write")
     parser.set_defaults(run=run)
 
 
@@ -86,18 +104,46 @@ def convert_embedding(args: argparse.Namespace) -> bool:
         raise ToolError(f"{args.out}: an embedding converts to a .safetensors file")
     names = {"name": "ss_token_string", "step": "ss_steps"}
     metadata = {names[key]: value for key, value in embedding.metadata.items() if key in names}
-    dtype = save_dtype(args.save_precision)
+    dtype = save_dtype(args.save_precision or "fp16")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_embedding_file(args.out, {key: rows.to(dtype) for key, rows in embedding.vectors.items()}, metadata)
     return True
 
 
+def convert_lora(args: argparse.Namespace) -> bool:
+    """Write a LoRA SOURCE in ``--layout``; False when SOURCE is no LoRA file (and no layout was asked for)."""
+    is_lora = args.source.suffix.lower() == ".safetensors" and args.source.is_file() and is_lora_file(args.source)
+    if not is_lora:
+        if args.layout:
+            raise ToolError(f"{args.source}: --layout applies to LoRA files; this is not one")
+        return False
+    if not args.layout:
+        raise ToolError(f"{args.source} is a LoRA: give --layout {' or '.join(SAVE_FORMATS)} to rewrite it")
+    tensors, metadata = read_adapter_file(args.source)
+    family = lora_family(list(tensors), metadata)
+    source = str(args.source)
+    adapters = adapter_tensors(family, tensors, source)
+    if args.layout == "diffusers":
+        paths = reference_paths(family, [key.split(".", 1)[0] for key in adapters])
+    else:
+        paths = {}
+    converted = file_tensors(family, adapters, args.layout, paths, source)
+    if args.save_precision:
+        dtype = save_dtype(args.save_precision)
+        converted = {key: value if key.endswith(".alpha") else value.to(dtype) for key, value in converted.items()}
+    recipe = {"tool": "convert", "source": args.source.name, "layout": args.layout}
+    write_lora_file(check_output(args.out), converted, derived_metadata(metadata, recipe))
+    print(f"wrote {args.out} ({family.name} LoRA, {args.layout} layout) from {args.source}")
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
-    if convert_embedding(args):
+    if convert_lora(args) or convert_embedding(args):
         return 0
     model, origin = load_source(args)
-    dtype = save_dtype(args.save_precision)
-    recipe = {"tool": "convert", **origin, "precision": args.save_precision}
+    precision = args.save_precision or "fp16"
+    dtype = save_dtype(precision)
+    recipe = {"tool": "convert", **origin, "precision": precision}
     if args.out.suffix.lower() == ".safetensors":
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_checkpoint(args.out, model, recipe, dtype=dtype)
@@ -105,5 +151,5 @@ def run(args: argparse.Namespace) -> int:
         raise ToolError(f"{args.out}: --out must be a .safetensors file or a folder name without an extension")
     else:
         write_diffusers_folder(model, args.out, dtype)
-    print(f"wrote {args.out} ({model.family.name}, {args.save_precision}) from {args.source}")
+    print(f"wrote {args.out} ({model.family.name}, {precision}) from {args.source}")
     return 0

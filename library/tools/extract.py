@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from library.networks import LoraOptions, lora_metadata
 from library.networks.lora_file import SAVE_PRECISIONS, ModuleWeights, save_dtype
 from library.networks.metadata import TrainingInfo
-from library.networks.targets import UNET, Target, find_targets
+from library.networks.targets import Target, find_targets
 from library.tools.common import ToolError, add_family_argument, check_output, derived_metadata, write_lora
 from library.tools.lowrank import RankRule, Spectrum, dense_svd, randomized_svd, truncate
 from library.tools.model_source import ModelSource, Part, open_model
@@ -81,11 +81,16 @@ def extract_modules(
     (module, rank, energy kept, relative error, bound on its excess over the exact truncation's)."""
     meta = base.meta_modules()
     encoders = [meta[spec.component] for spec in base.family.text_encoders]
-    targets = find_targets(base.family, meta["unet"], encoders, options)
+    targets = find_targets(base.family, meta[base.family.denoiser], encoders, options)
+    if not any(target.is_unet for target in targets):
+        raise ToolError(
+            f"{base.path}: no {base.family.denoiser} module of {base.family.title} is a LoRA target (the family "
+            f"record's unet_target_classes {list(base.family.unet_target_classes)} match none); nothing to extract"
+        )
     modules: dict[str, ModuleWeights] = {}
     report: list[dict[str, object]] = []
     for target in tqdm(targets, desc="extract", unit="module", leave=False):
-        component = UNET if target.is_unet else base.family.text_encoders[int(target.component)].component
+        component = base.family.denoiser if target.is_unet else base.family.text_encoders[int(target.component)].component
         part = base.parts[component]
         difference = _weights(tuned, part, target, "TUNED").float() - _weights(base, part, target, "BASE").float()
         if difference.abs().max() < min_diff:
@@ -161,6 +166,6 @@ def run(args: argparse.Namespace) -> int:
         "svd": "exact" if args.exact else {"oversample": args.oversample, "power_iterations": args.power_iterations},
     }
     metadata = derived_metadata(lora_metadata(base.family, options, info), recipe)
-    write_lora(out, modules, metadata, save_dtype(args.save_precision))
+    write_lora(out, modules, metadata, save_dtype(args.save_precision), base.family)
     print_report(out, report, args)
     return 0

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from library.models.checkpoint_io import read_state_dict
 from library.models.detect import detect_diffusers_family, detect_original_family
@@ -21,11 +22,14 @@ from library.networks.embedding_file import SDXL_ENCODER_KEYS, SINGLE_ENCODER_KE
 from library.networks.hypernetwork_file import PT_SUFFIX, is_hypernetwork
 from library.networks.lokr import LOKR_SUFFIXES, LokrWeights
 from library.networks.lora_file import ModuleWeights
-from library.tools.common import AdapterModule, ToolError, existing_path, is_conv3, lora_family, split_adapter_modules
+from library.networks.lora_layouts import PEFT_DOWN, PEFT_UP
+from library.tools.common import AdapterModule, ToolError, existing_path, file_modules, is_conv3
 from library.tools.hypernetwork_report import format_hypernetwork, hypernetwork_report
 from library.tools.loha import HADA_SUFFIXES
 
-_LORA_KEY_ENDINGS = (".lora_down.weight", ".lora_up.weight", ".alpha", ".dora_scale", *HADA_SUFFIXES, *LOKR_SUFFIXES)
+_LORA_KEY_ENDINGS = (
+    ".lora_down.weight", ".lora_up.weight", ".alpha", ".dora_scale", PEFT_DOWN, PEFT_UP, *HADA_SUFFIXES, *LOKR_SUFFIXES
+)
 _EMA_PREFIX = "model_ema."
 
 
@@ -74,8 +78,7 @@ def _rank_label(rank: int | None) -> str:
 
 
 def lora_report(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict[str, object]:
-    modules = split_adapter_modules(tensors, str(path))
-    family = lora_family(list(modules), metadata)
+    modules, family = file_modules(tensors, metadata, str(path))
     ranks = {name: weights.rank for name, weights in modules.items()}
     by_rank = sorted(Counter(ranks.values()).items(), key=lambda item: (item[0] is None, item[0] or 0))
     alphas = {name: weights.alpha for name, weights in modules.items()}
@@ -84,6 +87,7 @@ def lora_report(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str
         "file": str(path),
         "type": "lora",
         "family": family.name if family else "unknown",
+        "layout": "diffusers" if any(key.endswith((PEFT_DOWN, PEFT_UP)) for key in tensors) else "kohya",
         "kind": lora_kind(modules),
         "algo": "+".join(kind.lower() for kind in _lycoris_kinds(modules)) or "lora",  # LyCORIS's algo names
         "factor": lokr_factor(metadata) if any(isinstance(w, LokrWeights) for w in modules.values()) else None,
@@ -157,6 +161,13 @@ def folder_report(path: Path) -> dict[str, object]:
     return {"file": str(path), "type": "diffusers", "family": family.name, "components": parts}
 
 
+def is_lora_file(path: Path) -> bool:
+    """Whether a ``.safetensors`` file holds adapter keys only (read from its header, no tensor loaded)."""
+    with safe_open(str(path), framework="pt") as handle:
+        keys = list(handle.keys())
+    return bool(keys) and all(key.endswith(_LORA_KEY_ENDINGS) for key in keys)
+
+
 def inspect_path(path: Path) -> dict[str, object]:
     """The report of any supported file or folder."""
     existing_path(path, "file")
@@ -185,7 +196,8 @@ def format_report(report: dict[str, object], list_modules: bool) -> str:
         hashes = report["hashes"]
         state = {True: "verified", False: "MISMATCH", None: "absent"}[hashes["verified"]]
         lines += [
-            f"kind: {report['kind']}, {report['module_count']} modules ({report['unet_modules']} UNet, "
+            f"kind: {report['kind']} ({report['layout']} layout), {report['module_count']} modules "
+            f"({report['unet_modules']} UNet, "
             f"{report['text_encoder_modules']} text encoder), {report['key_count']} keys, "
             + ", ".join(report["dtypes"]),
             f"algo: {report['algo']}"

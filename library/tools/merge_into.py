@@ -3,7 +3,8 @@
 Each LoRA adds ``ratio * alpha/rank * up @ down`` to its module's weight (DoRA modules are renormalised per output
 row to their stored magnitude), the same arithmetic as applying it at run time with that strength. LyCORIS LoHa
 modules (``hada_*`` keys) add their Hadamard-product update and LoKr modules (``lokr_*`` keys) their Kronecker-product
-update the same way. The output carries modelspec metadata and the recipe.
+update the same way. The output carries modelspec metadata and the recipe. FLUX.1 LoRAs are read in either
+layout (kohya/BFL with fused q, k, v, or diffusers), split back onto diffusers' modules exactly.
 
 The base is streamed: each weight is read, has its LoRA updates added (in the order the files are given) and is
 written before the next is read, so memory holds the LoRAs and a few tensors, not the model.
@@ -12,13 +13,16 @@ written before the next is read, so memory holds the LoRAs and a few tensors, no
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from library.models.families import ModelFamily, TextEncoderSpec
 from library.models.single_file.rules import KeyRule
+from library.networks.lora_layouts import adapter_tensors
 from library.networks.lora_file import SAVE_PRECISIONS, save_dtype
 from library.networks.merge import locate_modules, merged_weight
 from library.tools.common import (
@@ -59,6 +63,15 @@ class Update:
         return merged_weight(weight, update, self.weights.dora_scale)
 
 
+def same_architecture(first: ModelFamily, second: ModelFamily) -> bool:
+    """Whether a LoRA of one family fits the other's modules: the same denoiser and text encoders (a T5 caption
+    length, FLUX.1 dev's 512 or schnell's 256, changes no module)."""
+    def encoders(family: ModelFamily) -> list[TextEncoderSpec]:
+        return [dataclasses.replace(spec, max_length=0) for spec in family.text_encoders]
+
+    return first.denoiser_class == second.denoiser_class and encoders(first) == encoders(second)
+
+
 Plan = dict[tuple[str, str], list[Update]]
 """(component, diffusers key) -> the updates of that weight, in the order the files were given."""
 
@@ -66,20 +79,20 @@ Plan = dict[tuple[str, str], list[Update]]
 def plan_updates(base: ModelSource, loras: list[tuple[Path, float]]) -> tuple[Plan, int]:
     """Where every adapter module of every file goes in ``base`` (checked: each fits), and how many modules."""
     modules = base.meta_modules()
-    unet = modules["unet"]
+    unet = modules[base.family.denoiser]
     encoders = [modules[spec.component] for spec in base.family.text_encoders]
     component_of = {id(module): name for name, root in modules.items() for module in root.modules()}
     plan: Plan = defaultdict(list)
     count = 0
     for path, ratio in loras:
         tensors, metadata = read_adapter_file(path)
-        made_for = lora_family([key.split(".")[0] for key in tensors], metadata)
+        made_for = lora_family(list(tensors), metadata)
         declared = "ss_base_model_version" in metadata
-        if declared and made_for is not None and made_for.text_encoders != base.family.text_encoders:
+        if declared and made_for is not None and not same_architecture(made_for, base.family):
             raise ToolError(
                 f"{path}: a {made_for.name} LoRA cannot merge into the {base.family.name} model {base.path}"
             )
-        found = split_adapter_modules(tensors, str(path))
+        found = split_adapter_modules(adapter_tensors(base.family, tensors, str(path)), str(path))
         located = locate_modules(base.family, unet, encoders, found, str(path))
         for name, (module, module_path) in located.items():
             plan[(component_of[id(module)], f"{module_path}.weight")].append(Update(found[name], ratio))

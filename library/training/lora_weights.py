@@ -39,6 +39,7 @@ def lora_options(config: FurnaceConfig) -> LoraOptions:
         train_text_encoder_only=section.train_text_encoder_only,
         lokr_factor=section.lokr_factor,
         lokr_full_matrix=section.lokr_full_matrix,
+        save_format=section.save_format,
     )
 
 

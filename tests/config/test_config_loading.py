@@ -121,6 +121,17 @@ def test_lycoris_network_args_select_lokr(write_config, run_toml):
     assert plain.network.module == "lora"
 
 
+def test_lora_save_format_from_toml_and_flag_reaches_the_network_options(write_config, run_toml):
+    from library.training.lora_weights import lora_options
+
+    path = write_config(run_toml(network='save_format = "diffusers"'))
+    assert lora_options(load_config(path)).save_format == "diffusers"
+    assert lora_options(load_config(path, ["--network.save_format", "kohya"])).save_format == "kohya"
+    assert load_config(write_config(run_toml())).network.save_format == "kohya"
+    with pytest.raises(ConfigError, match="network.save_format"):
+        load_config(write_config(run_toml(network='save_format = "ckpt"')))
+
+
 def test_overrides_win_over_the_file(write_config, run_toml):
     path = write_config(run_toml(network="dim = 8\nalpha = 4", training="seed = 1"))
     config = load_config(path, ["--network_dim", "32", "--network.alpha=16", "--seed", "7"])

@@ -3,8 +3,14 @@ checkpoint, and loaded back each way to the same weights (the transformer's outp
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "networks"))
+from flux_lora_helpers import transformer_output  # noqa: E402
 
 from library.models.detect import detect_original_family
 from library.models.errors import ModelLoadError
@@ -33,23 +39,6 @@ def flux(tmp_path_factory):
     return components, root, split
 
 
-def _transformer_output(transformer: torch.nn.Module) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(0)
-    config = transformer.config
-    image_tokens, text_tokens = 16, 8
-    with torch.no_grad():
-        return transformer(
-            hidden_states=torch.randn(1, image_tokens, config.in_channels, generator=generator),
-            encoder_hidden_states=torch.randn(1, text_tokens, config.joint_attention_dim, generator=generator),
-            pooled_projections=torch.randn(1, config.pooled_projection_dim, generator=generator),
-            timestep=torch.tensor([0.5]),
-            guidance=torch.tensor([3.5]) if config.guidance_embeds else None,
-            img_ids=torch.randn(image_tokens, 3, generator=generator),
-            txt_ids=torch.zeros(text_tokens, 3),
-            return_dict=False,
-        )[0]
-
-
 def _split_options(split):
     return {option: path for option, path in split.items() if option}
 
@@ -65,7 +54,7 @@ def test_every_form_loads_the_same_model(flux, form):
         model = load_base_model(split[""], split_files=_split_options(split))
     assert model.family is FLUX1_DEV
     assert type(model.unet).__name__ == "FluxTransformer2DModel"
-    assert torch.equal(_transformer_output(model.unet), _transformer_output(components.unet))
+    assert torch.equal(transformer_output(model.unet), transformer_output(components.unet))
     for loaded, built in zip([model.vae, *model.text_encoders], [components.vae, *components.text_encoders]):
         assert loaded.state_dict().keys() == built.state_dict().keys()
         assert all(torch.equal(loaded.state_dict()[key], value) for key, value in built.state_dict().items())

@@ -12,6 +12,7 @@ FLUX.1's real width.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from library.models.single_file.rules import (
     CONCAT_ROWS,
@@ -53,6 +54,7 @@ _DOUBLE_BLOCK_FUSED = {
     "img_attn.qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
     "txt_attn.qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"),
 }
+_DOUBLE_BLOCK_HEIGHTS = (1, 1, 1)  # each part's rows, in units of the model width
 
 _SINGLE_BLOCK_MODULES = {
     "norm.linear": "modulation.lin",
@@ -61,6 +63,38 @@ _SINGLE_BLOCK_MODULES = {
     "proj_out": "linear2",
 }
 _SINGLE_BLOCK_FUSED = ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")
+_SINGLE_BLOCK_HEIGHTS = (1, 1, 1, MLP_RATIO)
+_FINAL_MODULATION = ("final_layer.adaLN_modulation.1", "norm_out.linear")  # (BFL, diffusers), halves swapped
+
+
+@dataclass(frozen=True)
+class BflModule:
+    """One Linear of the BFL transformer and the diffusers Linears it holds, stacked by rows.
+
+    ``heights`` are the parts' row counts in units of the model width (q, k, v: 1 each; the MLP input:
+    ``MLP_RATIO``); ``swap_halves`` marks the final modulation, whose two output halves BFL orders the other way.
+    """
+
+    bfl: str
+    parts: tuple[str, ...]
+    heights: tuple[int, ...] = (1,)
+    swap_halves: bool = False
+
+
+def bfl_linear_modules(num_layers: int, num_single_layers: int) -> list[BflModule]:
+    """Every Linear of a FLUX.1 transformer of this depth, in BFL and diffusers names (what a LoRA can adapt)."""
+    table = bfl_module_table({"num_layers": num_layers, "num_single_layers": num_single_layers})
+    modules = [BflModule(bfl, (path,)) for path, bfl in table.items() if not path.endswith(".weight")]
+    for index in range(num_layers):
+        for bfl, parts in _DOUBLE_BLOCK_FUSED.items():
+            fused = tuple(f"transformer_blocks.{index}.{part}" for part in parts)
+            modules.append(BflModule(f"double_blocks.{index}.{bfl}", fused, _DOUBLE_BLOCK_HEIGHTS))
+    for index in range(num_single_layers):
+        fused = tuple(f"single_transformer_blocks.{index}.{part}" for part in _SINGLE_BLOCK_FUSED)
+        modules.append(BflModule(f"single_blocks.{index}.linear1", fused, _SINGLE_BLOCK_HEIGHTS))
+    bfl, path = _FINAL_MODULATION
+    modules.append(BflModule(bfl, (path,), swap_halves=True))
+    return modules
 
 
 def bfl_module_table(config: dict) -> dict[str, str]:
@@ -77,7 +111,7 @@ def bfl_module_table(config: dict) -> dict[str, str]:
 
 def _fused_rules(config: dict) -> list[KeyRule]:
     width = config["num_attention_heads"] * config["attention_head_dim"]
-    single_sizes = concat_rows_sized((width, width, width, width * MLP_RATIO))
+    single_sizes = concat_rows_sized(tuple(width * height for height in _SINGLE_BLOCK_HEIGHTS))
     rules = []
     for kind in ("weight", "bias"):
         for index in range(config["num_layers"]):
@@ -87,7 +121,8 @@ def _fused_rules(config: dict) -> list[KeyRule]:
         for index in range(config["num_single_layers"]):
             sources = tuple(f"single_transformer_blocks.{index}.{part}.{kind}" for part in _SINGLE_BLOCK_FUSED)
             rules.append(KeyRule(f"single_blocks.{index}.linear1.{kind}", sources, single_sizes))
-        rules.append(KeyRule(f"final_layer.adaLN_modulation.1.{kind}", (f"norm_out.linear.{kind}",), SWAP_HALVES))
+        bfl, path = _FINAL_MODULATION
+        rules.append(KeyRule(f"{bfl}.{kind}", (f"{path}.{kind}",), SWAP_HALVES))
     return rules
 
 

@@ -1,0 +1,194 @@
+"""The file layouts a LoRA is written in and read from, chosen by ``network.save_format`` and the family record.
+
+- ``kohya`` (default): ``<name>.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha`` (``lora_file.py``). Families
+  whose record names the denoiser's LoRA modules by BFL's layout (``unet_lora_naming = "bfl"``, FLUX.1) have the
+  adapters on diffusers' separate modules fused into BFL's modules (``bfl_lora.py``).
+- ``diffusers`` (peft): ``<component>.<module path>.lora_A.weight`` [rank, in], ``.lora_B.weight`` [out, rank]
+  and ``.alpha`` (0-dim float), which diffusers' ``load_lora_weights`` takes as ``network_alphas`` (ComfyUI reads
+  it too); component = the denoiser's (``transformer``) or a text encoder's (``text_encoder``) name.
+
+Reading accepts either layout whatever was configured, and also the denoiser under ai-toolkit's
+``diffusion_model.`` prefix, with diffusers or BFL module names. Everything inside Furnace (the live network,
+merging) works on kohya-keyed dicts under the names adapters are held by (:mod:`naming`); this module is the only
+translation to and from files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import nn
+
+from library.config.sections_train import SAVE_FORMATS
+from library.models.families import ModelFamily
+from library.networks import bfl_lora
+from library.networks.lora_file import ALPHA, DORA_SCALE, DOWN, UP, LoraFileError, modules_tensors, split_modules
+from library.networks.naming import LoraNamer, flatten, text_encoder_name, text_encoder_path_in_file
+
+PEFT_DOWN, PEFT_UP = ".lora_A.weight", ".lora_B.weight"
+# Keys of files that name modules by dotted path under a component, with peft's or kohya's tensor names.
+_DOTTED_ENDINGS = {PEFT_DOWN: DOWN, PEFT_UP: UP, DOWN: DOWN, UP: UP, ALPHA: ALPHA}
+_AI_TOOLKIT_DENOISER = "diffusion_model"
+_KOHYA_ENDINGS = (DOWN, UP, ALPHA, DORA_SCALE)
+
+Tensors = dict[str, torch.Tensor]
+
+
+def is_dotted_layout(family: ModelFamily, tensors: Mapping[str, torch.Tensor]) -> bool:
+    """Whether a file names modules by dotted path under a component (the diffusers layout, ai-toolkit's and
+    ComfyUI's ``diffusion_model.``) rather than by kohya's flattened names."""
+    return any(key.partition(".")[0] in _component_prefixes(family) for key in tensors)
+
+
+def _check_naming(family: ModelFamily, source: str) -> None:
+    if family.unet_lora_naming == "sgm":
+        raise LoraFileError(
+            f"{source}: the diffusers LoRA layout is not supported for {family.title} (its kohya names are the "
+            "original SGM blocks); use the kohya layout"
+        )
+
+
+def _component_prefixes(family: ModelFamily) -> dict[str, str]:
+    """peft file component -> kohya prefix."""
+    prefixes = {family.denoiser: family.unet_lora_prefix, _AI_TOOLKIT_DENOISER: family.unet_lora_prefix}
+    prefixes.update({spec.component: spec.lora_prefix for spec in family.text_encoders})
+    return prefixes
+
+
+def kohya_keys(family: ModelFamily, tensors: Mapping[str, torch.Tensor], source: str) -> Tensors:
+    """A file's tensors with peft keys renamed to kohya's (a kohya file passes unchanged); module names stay as the
+    file has them (diffusers paths flattened, or BFL's)."""
+    if not is_dotted_layout(family, tensors):
+        return dict(tensors)
+    _check_naming(family, source)
+    prefixes = _component_prefixes(family)
+    architectures = {spec.component: spec.architecture for spec in family.text_encoders}
+    renamed: Tensors = {}
+    for key, tensor in tensors.items():
+        ending = next((ending for ending in _DOTTED_ENDINGS if key.endswith(ending)), None)
+        component, _, path = key.partition(".")
+        if ending is None or component not in prefixes or not path:
+            raise LoraFileError(
+                f"{source}: key {key!r} is not a {family.title} LoRA key of the diffusers layout (expected "
+                f"<{'|'.join(prefixes)}>.<module>{PEFT_DOWN}, {PEFT_UP} or {ALPHA})"
+            )
+        module = path[: -len(ending)]
+        if component in architectures:
+            module = text_encoder_path_in_file(module, architectures[component])
+        renamed[flatten(prefixes[component], module) + _DOTTED_ENDINGS[ending]] = tensor
+    return renamed
+
+
+def _lora_only(family: ModelFamily, tensors: Mapping[str, torch.Tensor], source: str) -> None:
+    other = next((key for key in tensors if not key.endswith(_KOHYA_ENDINGS)), None)
+    if other is not None:
+        raise LoraFileError(
+            f"{source}: key {other!r} is not a LoRA pair's; {family.title} LoRA files hold LoRA (and DoRA) modules "
+            "only (set network.module = 'lora')"
+        )
+
+
+def adapter_tensors(family: ModelFamily, tensors: Mapping[str, torch.Tensor], source: str) -> Tensors:
+    """Any layout's file -> kohya keys under the names the adapters are held by (fused BFL modules split)."""
+    tensors = kohya_keys(family, tensors, source)
+    if family.unet_lora_naming != "bfl":
+        return tensors
+    _lora_only(family, tensors, source)
+    return modules_tensors(bfl_lora.split(split_modules(tensors, source), family.unet_lora_prefix, source))
+
+
+def kohya_file_tensors(family: ModelFamily, tensors: Mapping[str, torch.Tensor], source: str) -> Tensors:
+    """Any layout's file -> the kohya layout's keys and names (BFL families' separate modules fused)."""
+    tensors = kohya_keys(family, tensors, source)
+    if family.unet_lora_naming != "bfl":
+        return tensors
+    _lora_only(family, tensors, source)
+    return modules_tensors(bfl_lora.fuse(split_modules(tensors, source), family.unet_lora_prefix, source))
+
+
+def module_paths(family: ModelFamily, names: list[str], known: Mapping[str, str]) -> dict[str, str]:
+    """``<component>.<module path>`` of each adapter name: ``known`` (kohya name -> that form), and for BFL
+    families every transformer Linear from the BFL table."""
+    if family.unet_lora_naming != "bfl":
+        return dict(known)
+    denoiser = {
+        part: peft_path(family, None, path)
+        for fused in bfl_lora.bfl_names(family.unet_lora_prefix, names)
+        for part, path in zip(fused.parts, fused.paths)
+    }
+    return {**denoiser, **known}
+
+
+def peft_tensors(
+    family: ModelFamily, tensors: Mapping[str, torch.Tensor], paths: Mapping[str, str], source: str
+) -> Tensors:
+    """Kohya-keyed adapter tensors -> the diffusers layout; ``paths`` gives each name's ``<component>.<path>``."""
+    _check_naming(family, source)
+    out: Tensors = {}
+    for name, weights in split_modules(tensors, source).items():
+        if weights.dora_scale is not None:
+            raise LoraFileError(
+                f"{source}: {name} is DoRA, which the diffusers layout does not carry here; save in the kohya layout"
+            )
+        if name not in paths:
+            raise LoraFileError(f"{source}: no {family.title} module path is known for {name!r}")
+        out[paths[name] + PEFT_DOWN] = weights.down.contiguous()
+        out[paths[name] + PEFT_UP] = weights.up.contiguous()
+        if weights.alpha is not None:
+            out[paths[name] + ALPHA] = torch.tensor(float(weights.alpha), dtype=torch.float32)
+    return out
+
+
+def file_tensors(
+    family: ModelFamily,
+    tensors: Mapping[str, torch.Tensor],
+    save_format: str,
+    paths: Mapping[str, str],
+    source: str,
+) -> Tensors:
+    """Adapter tensors (kohya keys, adapter names) -> a file's tensors in ``save_format``."""
+    if save_format == "kohya":
+        return kohya_file_tensors(family, tensors, source)
+    if save_format == "diffusers":
+        return peft_tensors(family, tensors, paths, source)
+    raise LoraFileError(f"unknown LoRA save format {save_format!r}; expected one of {', '.join(SAVE_FORMATS)}")
+
+
+def peft_path(family: ModelFamily, encoder_index: int | None, path: str) -> str:
+    """``<component>.<module path>`` of a denoiser module (``encoder_index`` None) or a text encoder's, as
+    diffusers names it (CLIP modules inside ``text_model.``)."""
+    if encoder_index is None:
+        return f"{family.denoiser}.{path}"
+    spec = family.text_encoders[encoder_index]
+    return f"{spec.component}.{text_encoder_path_in_file(path, spec.architecture)}"
+
+
+def reference_paths(family: ModelFamily, names: list[str]) -> dict[str, str]:
+    """``<component>.<module path>`` of the adapter ``names`` when no model is at hand (the tools): modules of the
+    family's full-size reference model, built on the meta device (the denoiser of BFL families from the BFL table)."""
+    from library.models.single_file import reference_configs
+    from library.models.single_file.components import instantiate
+
+    configs = reference_configs(family.name)
+    paths: dict[str, str] = {}
+    with torch.device("meta"):
+        for index, spec in enumerate(family.text_encoders):
+            if any(name.startswith(spec.lora_prefix) for name in names):
+                encoder = instantiate(spec.architecture, configs[spec.component])
+                paths.update(_linear_paths(encoder, lambda path: text_encoder_name(spec, path), family, index))
+        if family.unet_lora_naming != "bfl" and any(name.startswith(family.unet_lora_prefix) for name in names):
+            denoiser = instantiate(family.denoiser_class, configs[family.denoiser])
+            namer = LoraNamer(family, denoiser.config)
+            paths.update(_linear_paths(denoiser, namer.unet, family, None))
+    return module_paths(family, names, paths)
+
+
+def _linear_paths(
+    root: nn.Module, name_of: Callable[[str], str], family: ModelFamily, encoder_index: int | None
+) -> dict[str, str]:
+    return {
+        name_of(path): peft_path(family, encoder_index, path)
+        for path, module in root.named_modules()
+        if isinstance(module, (nn.Linear, nn.Conv2d))
+    }

@@ -145,20 +145,24 @@ def test_merge_into_a_flux_checkpoint_matches_our_merge_for_both_layouts(flux_lo
             torch.testing.assert_close(merged[key], tensor, rtol=1e-5, atol=1e-6, msg=f"{layout}: {key}")
 
 
-def test_extract_on_flux_extracts_the_targets_or_names_what_is_missing(tiny_model_factory, tmp_path, capsys):
-    from library.networks.targets import find_targets
+def test_extract_recovers_a_merged_flux_lora_in_bfl_names(flux_loras, tiny_model_factory, tmp_path, capsys):
+    """A base with a rank-2 LoRA merged in: extract at rank 2 finds the update again, written in the kohya/BFL layout,
+    and merging the extracted file rebuilds the tuned transformer; a model against itself has nothing to extract."""
+    base = tiny_model_factory("flux1-dev").single_file
+    tuned, extracted, rebuilt = (tmp_path / f"{name}.safetensors" for name in ("tuned", "extracted", "rebuilt"))
+    assert main(["merge-into", str(base), str(flux_loras["kohya"]), "--save-precision", "float",
+                 "--out", str(tuned)]) == 0
+    assert main(["extract", str(tuned), str(base), "--rank", "2", "--exact", "--save-precision", "float",
+                 "--out", str(extracted)]) == 0
+    with safe_open(str(extracted), framework="pt") as handle:
+        modules = {key.split(".")[0] for key in handle.keys()}
+    assert {"lora_unet_double_blocks_0_img_attn_qkv", "lora_unet_single_blocks_0_linear1"} <= modules
+    assert main(["merge-into", str(base), str(extracted), "--save-precision", "float", "--out", str(rebuilt)]) == 0
+    expected = load_base_model(tuned, dtype=torch.float32).unet.state_dict()
+    actual = load_base_model(rebuilt, dtype=torch.float32).unet.state_dict()
+    for key, tensor in expected.items():
+        torch.testing.assert_close(actual[key], tensor, rtol=1e-4, atol=1e-5, msg=key)
 
-    base = tiny_model_factory("flux1-dev")
-    family, components = tiny_flux()
-    transformer_targets = [t for t in find_targets(family, components.unet, [], LoraOptions()) if t.is_unet]
-    out = tmp_path / "extracted.safetensors"
     capsys.readouterr()
-    code = main(["extract", str(base.single_file), str(base.single_file), "--rank", "2", "--out", str(out)])
-    error = capsys.readouterr().err.strip()
-    if transformer_targets:  # nothing differs between a model and itself
-        assert code == 2 and error.endswith("do not differ in any adaptable module; nothing to extract")
-    else:
-        assert code == 2 and error == (
-            f"error: {base.single_file}: no transformer module of FLUX.1 [dev] is a LoRA target (the family "
-            "record's unet_target_classes ['Transformer2DModel'] match none); nothing to extract"
-        )
+    assert main(["extract", str(base), str(base), "--rank", "2", "--out", str(tmp_path / "none.safetensors")]) == 2
+    assert capsys.readouterr().err.strip().endswith("do not differ in any adaptable module; nothing to extract")

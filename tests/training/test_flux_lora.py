@@ -77,11 +77,13 @@ def test_flux1_dev_lora_trains_the_transformer_blocks(dev_run):
     _, output = dev_run
     _check_trained(output, "flux-1-dev/lora")
     unet = _modules(output / "lora.safetensors", "lora_unet_")
-    # one double block (attention, both MLPs, both modulations) and two single blocks of the tiny transformer
-    assert len(unet) == 14 + 2 * 6
-    assert {"lora_unet_transformer_blocks_0_attn_add_q_proj", "lora_unet_transformer_blocks_0_norm1_context_linear",
-            "lora_unet_transformer_blocks_0_ff_context_net_2", "lora_unet_single_transformer_blocks_1_proj_mlp",
-            "lora_unet_single_transformer_blocks_1_norm_linear"} <= unet
+    # The kohya/BFL layout: the tiny transformer's double block as its ten BFL modules (q, k, v fused per stream)
+    # and each of its two single blocks as three (q, k, v and the MLP input fused into linear1)
+    double = {f"lora_unet_double_blocks_0_{stream}_{part}" for stream in ("img", "txt")
+              for part in ("attn_qkv", "attn_proj", "mlp_0", "mlp_2", "mod_lin")}
+    single = {f"lora_unet_single_blocks_{index}_{part}" for index in range(2)
+              for part in ("linear1", "linear2", "modulation_lin")}
+    assert unet == double | single
     assert not _modules(output / "lora.safetensors", "lora_te")  # train_unet_only in the quickstart
     assert (output / "lora-step00000002.safetensors").is_file()
 

@@ -31,7 +31,8 @@ class TextualInversionSection(BaseModel):
     )
     embedding_lr: float | None = Field(
         None,
-        ge=0,
+        gt=0,
+        le=10,
         description="Learning rate of the new token's vectors; unset: optimizer.learning_rate. Mostly for pivotal "
         "tuning (a token_string in train_network.py), where the LoRA's rates are far lower than an embedding needs "
         "(e.g. 5e-3).",

@@ -38,7 +38,8 @@ _SAME_NAME: dict[str, tuple[str, ...]] = {
         "stop_text_encoder_training", "use_ema", "save_diffusers",
     ),
     "textual_inversion": (
-        "token_string", "init_word", "num_vectors_per_token", "use_object_template", "use_style_template",
+        "token_string", "init_word", "num_vectors_per_token", "embedding_lr", "use_object_template",
+        "use_style_template",
     ),
     "deepspeed": (
         "zero_stage", "offload_optimizer_device", "offload_optimizer_nvme_path", "offload_param_device",

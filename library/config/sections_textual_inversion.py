@@ -1,5 +1,6 @@
 """Textual inversion (train_textual_inversion.py): the new token, its vectors, what initialises them, and the
-caption templates that stand in for a dataset's own captions."""
+caption templates that stand in for a dataset's own captions. In train_network.py a token_string turns on pivotal
+tuning: the token's embedding trains together with the LoRA."""
 
 from __future__ import annotations
 
@@ -29,6 +30,14 @@ class TextualInversionSection(BaseModel):
     )
     num_vectors_per_token: int = Field(
         1, ge=1, le=75, description="Embedding vectors the token stands for (more: more capacity, fewer prompt tokens)."
+    )
+    embedding_lr: float | None = Field(
+        None,
+        gt=0,
+        le=10,
+        description="Learning rate of the new token's vectors; unset: optimizer.learning_rate. Mostly for pivotal "
+        "tuning (a token_string in train_network.py), where the LoRA's rates are far lower than an embedding needs "
+        "(e.g. 5e-3).",
     )
     use_object_template: bool = Field(
         False,

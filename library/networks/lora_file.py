@@ -18,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from library.atomic_files import write_bytes_atomic
+from library.networks.bundled_embeddings import is_bundled
 from library.networks.hashes import lora_hashes
 
 logger = logging.getLogger(__name__)
@@ -97,9 +98,12 @@ def take_modules(
 
 
 def split_modules(state_dict: Mapping[str, torch.Tensor], source: str) -> dict[str, ModuleWeights]:
-    """Group a kohya-layout state dict by module name, checking that every module is complete and consistent."""
+    """Group a kohya-layout state dict by module name, checking that every module is complete and consistent.
+    Embeddings bundled in the file (``bundled_embeddings.py``) are not modules and are left out."""
     parts: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in state_dict.items():
+        if is_bundled(key):
+            continue
         suffix = next((suffix for suffix in _SUFFIXES if key.endswith(suffix)), None)
         if suffix is None:
             raise LoraFileError(

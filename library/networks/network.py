@@ -19,6 +19,7 @@ from peft import PeftConfig, inject_adapter_in_model
 from torch import nn
 
 from library.models.families import ModelFamily
+from library.networks.bundled_embeddings import split_bundled
 from library.networks.config import LoraOptions
 from library.networks.lokr_layers import LokrLayers
 from library.networks.lora_file import LoraFileError, read_tensors_file, save_dtype, write_lora_file
@@ -153,7 +154,7 @@ class LoraNetwork:
 
         ``strict`` refuses a file that lacks adapters this network has or holds ones it has not.
         """
-        weights = self.format.split(state_dict, source)
+        weights = self.format.split(split_bundled(state_dict)[0], source)
         missing = [name for name in self.modules if name not in weights]
         unexpected = [name for name in weights if name not in self.modules]
         if strict and (missing or unexpected):

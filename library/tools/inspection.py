@@ -18,6 +18,7 @@ from library.models.checkpoint_io import read_state_dict
 from library.models.detect import detect_diffusers_family, detect_original_family
 from library.models.families import FAMILIES
 from library.networks import verify_hashes
+from library.networks.bundled_embeddings import split_bundled
 from library.networks.embedding_file import SDXL_ENCODER_KEYS, SINGLE_ENCODER_KEY, EmbeddingFileError, read_embedding_file
 from library.networks.hypernetwork_file import PT_SUFFIX, is_hypernetwork
 from library.networks.lokr import LOKR_SUFFIXES, LokrWeights
@@ -79,6 +80,7 @@ def _rank_label(rank: int | None) -> str:
 
 def lora_report(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict[str, object]:
     modules, family = file_modules(tensors, metadata, str(path))
+    _, bundled = split_bundled(tensors)
     ranks = {name: weights.rank for name, weights in modules.items()}
     by_rank = sorted(Counter(ranks.values()).items(), key=lambda item: (item[0] is None, item[0] or 0))
     alphas = {name: weights.alpha for name, weights in modules.items()}
@@ -98,6 +100,9 @@ def lora_report(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str
         "rank_histogram": {_rank_label(rank): count for rank, count in by_rank},
         "ranks": ranks,
         "alphas": alphas,
+        "bundled_embeddings": {  # pivotal tuning: token -> embedding-file key -> [vectors, width]
+            token: {key: list(tensor.shape) for key, tensor in vectors.items()} for token, vectors in bundled.items()
+        },
         "dtypes": sorted({str(tensor.dtype).removeprefix("torch.") for tensor in tensors.values()}),
         "hashes": {
             "sshs_model_hash": metadata.get("sshs_model_hash"),
@@ -183,7 +188,8 @@ def inspect_path(path: Path) -> dict[str, object]:
     tensors, metadata = read_state_dict(path)
     if is_embedding(tensors):
         return embedding_report(path)
-    if tensors and all(key.endswith(_LORA_KEY_ENDINGS) for key in tensors):
+    adapter, _ = split_bundled(tensors)
+    if adapter and all(key.endswith(_LORA_KEY_ENDINGS) for key in adapter):
         return lora_report(path, tensors, metadata)
     if any(key.endswith(_LORA_KEY_ENDINGS) for key in tensors):
         raise ToolError(f"{path}: mixes LoRA keys with other tensors; not a kohya LoRA nor a plain checkpoint")
@@ -204,6 +210,10 @@ def format_report(report: dict[str, object], list_modules: bool) -> str:
             + ("" if report["algo"] != "lokr" else f", factor {_factor_label(report['factor'])}"),
             "ranks: " + ", ".join(f"{rank} x{count}" for rank, count in report["rank_histogram"].items()),
             f"hashes: {state} (model {hashes['sshs_model_hash']}, legacy {hashes['sshs_legacy_hash']})",
+        ]
+        lines += [
+            f"bundled embedding: {token}, " + ", ".join(f"{key} {shape[0]} x {shape[1]}" for key, shape in shapes.items())
+            for token, shapes in report["bundled_embeddings"].items()
         ]
         if list_modules:
             lines += [

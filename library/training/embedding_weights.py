@@ -54,6 +54,64 @@ class _TrainedRows:
             self.weight[self.token.ids] = rows.to(self.weight.device, self.weight.dtype)
 
 
+class NewTokens:
+    """The run's new token in every tokenizer and text encoder, and the trained rows of each embedding table:
+    what textual inversion trains alone and pivotal tuning (``pivotal_weights.py``) beside a LoRA."""
+
+    def __init__(self, config: FurnaceConfig, model: BaseModel) -> None:
+        section = config.textual_inversion
+        self.section, self.family = section, model.family
+        self.keys = encoder_keys(model.family)
+        self.tables: list[_TrainedRows] = []
+        for tokenizer, encoder in zip(model.tokenizers, model.text_encoders):
+            input_embeddings(encoder).to(torch.float32)
+            start = word_vectors(tokenizer, encoder, section.init_word, section.num_vectors_per_token)
+            try:
+                token = add_token(tokenizer, encoder, section.token_string, start)
+            except ModelLoadError as error:
+                raise TrainingSetupError(f"textual_inversion.token_string: {error}") from None
+            self.tables.append(_TrainedRows(encoder, token))
+        logger.info("training %d vector(s) of %r, started from %r (token ids %s)", section.num_vectors_per_token,
+                    section.token_string, section.init_word, [table.token.ids for table in self.tables])
+
+    def param_group(self, learning_rate: float) -> dict:
+        """The optimizer group of the rows: ``embedding_lr`` when set, else ``learning_rate``."""
+        rate = self.section.embedding_lr if self.section.embedding_lr is not None else learning_rate
+        return {"params": self.parameters(), "lr": rate, "name": "embedding"}
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [table.weight for table in self.tables]
+
+    def vectors(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        """The new rows by embedding-file key (``emb_params``, or ``clip_l`` and ``clip_g``)."""
+        return {key: table.rows().to(dtype).cpu().contiguous() for key, table in zip(self.keys, self.tables)}
+
+    def register_state_hooks(self, accelerator, file_name: str) -> None:
+        """The state holds the new rows under ``file_name``: every other row is the base's, which a resumed run
+        loads."""
+
+        def save_hook(models, weights, output_dir):
+            if accelerator.is_main_process:
+                save_file(self.vectors(), os.path.join(output_dir, file_name))
+            weights.clear()
+
+        def load_hook(models, input_dir):
+            saved = load_file(os.path.join(input_dir, file_name))
+            for key, table in zip(self.keys, self.tables):
+                table.load_rows(saved[key])
+            models.clear()
+
+        accelerator.register_save_state_pre_hook(save_hook)
+        accelerator.register_load_state_pre_hook(load_hook)
+
+    def restore_others(self) -> None:
+        for table in self.tables:
+            table.restore_others()
+
+    def record(self) -> EmbeddingInfo:
+        return EmbeddingInfo(self.section.token_string, self.section.num_vectors_per_token, self.section.init_word)
+
+
 class EmbeddingWeights(TrainedWeights):
     """New token rows in every text encoder; the UNet, VAE and every other row frozen."""
 
@@ -63,21 +121,11 @@ class EmbeddingWeights(TrainedWeights):
 
     def __init__(self, config: FurnaceConfig, model: BaseModel, precision: Precision, device: torch.device) -> None:
         self.config, self.model = config, model
-        section = config.textual_inversion
-        self.keys = encoder_keys(model.family)
         model.unet.to(device, precision.frozen).requires_grad_(False)
         model.vae.to(device, torch.float32).requires_grad_(False)
-        self.tables: list[_TrainedRows] = []
-        for tokenizer, encoder in zip(model.tokenizers, model.text_encoders):
+        for encoder in model.text_encoders:
             encoder.to(device, torch.float32).requires_grad_(False)
-            start = word_vectors(tokenizer, encoder, section.init_word, section.num_vectors_per_token)
-            try:
-                token = add_token(tokenizer, encoder, section.token_string, start)
-            except ModelLoadError as error:
-                raise TrainingSetupError(f"textual_inversion.token_string: {error}") from None
-            self.tables.append(_TrainedRows(encoder, token))
-        logger.info("training %d vector(s) of %r, started from %r (token ids %s)", section.num_vectors_per_token,
-                    section.token_string, section.init_word, [table.token.ids for table in self.tables])
+        self.tokens = NewTokens(config, model)
         if config.training.gradient_checkpointing:
             enable_checkpointing(model, text_encoders_too=True)
 
@@ -85,39 +133,20 @@ class EmbeddingWeights(TrainedWeights):
         return list(self.model.text_encoders)
 
     def param_groups(self) -> list[dict]:
-        return [{"params": self.parameters(), "lr": self.config.optimizer.learning_rate, "name": "embedding"}]
+        return [self.tokens.param_group(self.config.optimizer.learning_rate)]
 
     def parameters(self) -> list[torch.nn.Parameter]:
-        return [table.weight for table in self.tables]
+        return self.tokens.parameters()
 
     def register_state_hooks(self, accelerator) -> None:
-        """The state holds the new rows only: every other row is the base's, which the resumed run loads."""
-
-        def save_hook(models, weights, output_dir):
-            if accelerator.is_main_process:
-                rows = {key: table.rows().float().cpu().contiguous() for key, table in zip(self.keys, self.tables)}
-                save_file(rows, os.path.join(output_dir, ADAPTER_FILE))
-            weights.clear()
-
-        def load_hook(models, input_dir):
-            saved = load_file(os.path.join(input_dir, ADAPTER_FILE))
-            for key, table in zip(self.keys, self.tables):
-                table.load_rows(saved[key])
-            models.clear()
-
-        accelerator.register_save_state_pre_hook(save_hook)
-        accelerator.register_load_state_pre_hook(load_hook)
+        self.tokens.register_state_hooks(accelerator, ADAPTER_FILE)
 
     def after_step(self, step: int) -> None:
-        for table in self.tables:
-            table.restore_others()
+        self.tokens.restore_others()
 
     def sync_to_step(self, step: int) -> None:
         """Nothing depends on the step count for an embedding."""
 
     def save(self, path: Path, info: TrainingInfo) -> None:
-        section = self.config.textual_inversion
-        record = EmbeddingInfo(section.token_string, section.num_vectors_per_token, section.init_word)
-        dtype = save_dtype(self.config.output.save_precision)
-        vectors = {key: table.rows().to(dtype) for key, table in zip(self.keys, self.tables)}
-        write_embedding_file(path, vectors, embedding_metadata(self.model.family, info, record))
+        vectors = self.tokens.vectors(save_dtype(self.config.output.save_precision))
+        write_embedding_file(path, vectors, embedding_metadata(self.model.family, info, self.tokens.record()))

@@ -1,12 +1,33 @@
-"""Entry point of ``train_network.py``: a LoRA (LoCon, DoRA) on a frozen base model."""
+"""Entry point of ``train_network.py``: a LoRA (LoCon, DoRA) on a frozen base model; with a
+``textual_inversion.token_string``, pivotal tuning (the token's embedding trained with the LoRA)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-from library.config import FurnaceConfig
+from library.config import ConfigError, FurnaceConfig
 from library.training.cli import run_trainer
+
+
+def check_pivotal_run(config: FurnaceConfig) -> None:
+    """What pivotal tuning needs and cannot use yet, refused before any model loads."""
+    problems = []
+    if not config.textual_inversion.init_word:
+        problems.append("textual_inversion.init_word: is required with a token_string (pivotal tuning), a word to "
+                        "start from, e.g. 'circle'")
+    if config.network.ema_decay:
+        problems.append("network.ema_decay: pivotal tuning keeps no EMA of the embedding; unset it")
+    if config.dataset.cache_text_encoder_outputs:
+        problems.append("dataset.cache_text_encoder_outputs: the text encoders' outputs change as the embedding "
+                        "trains; set it to false")
+    if config.sample.compare_at_end:
+        problems.append("sample.compare_at_end: the grid would show every file with the final embedding; set it to "
+                        "false for pivotal tuning")
+    if config.deepspeed.enabled:
+        problems.append("deepspeed.enabled: pivotal tuning does not run under DeepSpeed; unset it")
+    if problems:
+        raise ConfigError(problems)
 
 
 def train_lora(config: FurnaceConfig) -> Path | None:
@@ -14,12 +35,16 @@ def train_lora(config: FurnaceConfig) -> Path | None:
     from library.training.ema import ema_settings
     from library.training.lora_weights import LoraWeights
     from library.training.memory_options import check_fp8_base
+    from library.training.pivotal_weights import PivotalWeights
     from library.training.trainer import train
 
+    pivotal = bool(config.textual_inversion.token_string)
+    if pivotal:
+        check_pivotal_run(config)
     ema_settings(config, lora_run=True)  # misplaced EMA options refused before any model loads
     check_supported(config, lora_run=True)
     check_fp8_base(config, full_fine_tune=False)
-    return train(config, LoraWeights)
+    return train(config, PivotalWeights if pivotal else LoraWeights)
 
 
 def main(argv: Sequence[str]) -> int:

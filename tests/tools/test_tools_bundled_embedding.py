@@ -1,0 +1,73 @@
+"""LoRA files with a bundled textual-inversion embedding (pivotal tuning): the keys A1111 reads, our readers and
+``inspect`` take them, and the embedding taken out of the file is one diffusers loads."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from tool_helpers import make_lora_file
+
+from library.models.families import get_family
+from library.models.tiny import build_components, tiny_configs
+from library.networks import LoraOptions, inject_lora, read_lora_file, write_lora_file
+from library.networks.bundled_embeddings import bundle_tensors, split_bundled
+from library.tools.__main__ import main
+
+
+def _bundled_lora(tmp_path, family: str, vectors: dict[str, torch.Tensor]):
+    """A tiny ``family`` LoRA file, and the same file with ``vectors`` bundled as the embedding of 'frnc'."""
+    plain = make_lora_file(family, tmp_path / "plain.safetensors")
+    with safe_open(str(plain), framework="pt") as handle:
+        metadata = {key: value for key, value in handle.metadata().items() if not key.startswith("sshs_")}
+    bundled = tmp_path / "bundled.safetensors"
+    write_lora_file(bundled, {**load_file(str(plain)), **bundle_tensors("frnc", vectors)}, metadata)
+    return plain, bundled
+
+
+def test_sd1_keys_are_a1111s_and_diffusers_loads_the_extracted_embedding(tiny_sd1, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd1.folder, safety_checker=None, local_files_only=True)
+    vectors = torch.randn(2, pipe.text_encoder.config.hidden_size, generator=torch.Generator().manual_seed(3))
+    plain, bundled = _bundled_lora(tmp_path, "sd1", {"emb_params": vectors})
+    tensors = load_file(str(bundled))
+    assert set(tensors) - set(load_file(str(plain))) == {"bundle_emb.frnc.string_to_param.*"}
+    adapter, embeddings = split_bundled(tensors)
+    assert set(adapter) == set(load_file(str(plain))) and list(embeddings) == ["frnc"]
+    extracted = tmp_path / "frnc.safetensors"
+    save_file(embeddings["frnc"], str(extracted))
+    pipe.load_textual_inversion(str(extracted), token="frnc")
+    ids = pipe.tokenizer.convert_tokens_to_ids(["frnc", "frnc_1"])
+    assert torch.equal(pipe.text_encoder.get_input_embeddings().weight[ids].detach(), vectors)
+
+
+def test_sdxl_keys_name_both_encoders(tmp_path):
+    vectors = {"clip_l": torch.randn(1, 768), "clip_g": torch.randn(1, 1280)}
+    keys = bundle_tensors("frnc", vectors)
+    assert set(keys) == {"bundle_emb.frnc.clip_l", "bundle_emb.frnc.clip_g"}
+    _, embeddings = split_bundled(keys)
+    assert embeddings == {"frnc": vectors}
+
+
+def test_readers_set_the_embedding_aside_and_inspect_reports_it(tmp_path, capsys):
+    plain, bundled = _bundled_lora(tmp_path, "sd1", {"emb_params": torch.randn(3, 32)})
+    adapter = load_file(str(plain))
+    read_lora_file(bundled)  # checked as a kohya LoRA: the bundled keys are not taken for broken modules
+    family = get_family("sd1")
+    components = build_components(family, tiny_configs(family), seed=0)
+    network = inject_lora(family, components.unet, components.text_encoders, LoraOptions(dim=4, alpha=2.0))
+    network.load_file(bundled)  # strict: every adapter module found, the embedding not taken for one
+    loaded = network.state_dict_kohya()
+    assert loaded.keys() == adapter.keys() and all(torch.equal(loaded[key], adapter[key]) for key in adapter)
+    capsys.readouterr()  # drop what building the network logged
+    assert main(["inspect", str(bundled), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["type"] == "lora" and report["hashes"]["verified"] is True
+    assert report["bundled_embeddings"] == {"frnc": {"emb_params": [3, 32]}}
+    assert main(["inspect", str(plain), "--json"]) == 0
+    assert report["module_count"] == json.loads(capsys.readouterr().out)["module_count"]
+    assert main(["inspect", str(bundled)]) == 0
+    assert "bundled embedding: frnc, emb_params 3 x 32" in capsys.readouterr().out

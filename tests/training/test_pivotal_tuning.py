@@ -1,0 +1,126 @@
+"""Pivotal tuning on tiny models: train_network.py with a token_string trains the LoRA and the token's rows together
+(every other row bitwise the base's), bundles the embedding in each LoRA file under A1111's keys (diffusers loads it
+once taken out), inspect reports it, and a resumed run is exact."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from trainer_cli import base_args, read_events, run_cli
+
+from library.config import parse_cli
+from library.models.loader import load_base_model
+from library.models.token_embeddings import input_embeddings
+from library.networks import verify_hashes
+from library.networks.bundled_embeddings import split_bundled
+from library.tools.__main__ import main
+from library.training.pivotal_weights import EMBEDDING_STATE_FILE, PivotalWeights
+from library.training.trainer import Trainer
+
+pytestmark = pytest.mark.slow  # these tests start trainers
+
+BUNDLED = "bundle_emb.frnc.string_to_param.*"
+
+
+def _args(model, dataset, output, **overrides) -> list[str]:
+    settings = {"token_string": "frnc", "init_word": "circle", "num_vectors_per_token": 2, "embedding_lr": 5e-2,
+                "optimizer_args": "weight_decay=0.1", "max_train_steps": 6, "save_every_n_steps": 3}
+    settings.update(overrides)
+    return base_args(model, dataset, output, **settings)
+
+
+@pytest.fixture(scope="module")
+def sd1_run(tiny_model_factory, concept_dataset, tmp_path_factory):
+    """Six steps, weight decay on (which would shrink every row the restore did not put back), a file every 3."""
+    tiny = tiny_model_factory("sd1")
+    output = tmp_path_factory.mktemp("pivotal-sd1")
+    trainer = Trainer(parse_cli(_args(tiny.folder, concept_dataset, output), program="train_network.py"),
+                      PivotalWeights)
+    trainer.setup()
+    trainer.run()
+    return tiny, output, trainer
+
+
+def test_rows_train_beside_the_lora_and_no_other_row_changes(sd1_run):
+    tiny, _, trainer = sd1_run
+    groups = {group["name"]: group["lr"] for group in trainer.optimizer.param_groups}
+    assert groups["embedding"] == 5e-2 and groups["text_encoder"] != 5e-2
+    base = load_base_model(tiny.folder)
+    table = input_embeddings(trainer.model.text_encoders[0]).weight.detach()
+    base_table = input_embeddings(base.text_encoders[0]).weight
+    rows = base_table.shape[0]
+    assert table.shape[0] == rows + 2
+    assert torch.equal(table[:rows], base_table), "a row of the base vocabulary changed"
+    start = base_table[trainer.model.tokenizers[0]("circle", add_special_tokens=False).input_ids[0]]
+    assert not torch.equal(table[rows], start), "the new row did not train"
+
+
+def test_each_lora_file_bundles_the_embedding_diffusers_loads(sd1_run, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    tiny, output, trainer = sd1_run
+    assert sorted(path.name for path in output.glob("*.safetensors")) == ["lora-step00000003.safetensors",
+                                                                           "lora.safetensors"]
+    step, final = load_file(output / "lora-step00000003.safetensors"), load_file(output / "lora.safetensors")
+    assert not torch.equal(step[BUNDLED], final[BUNDLED])  # each file holds the embedding as it was then
+    assert verify_hashes(output / "lora.safetensors")
+    adapter, embeddings = split_bundled(final)
+    assert set(final) - set(adapter) == {BUNDLED}
+    assert any(key.startswith("lora_te_") for key in adapter) and any(key.startswith("lora_unet_") for key in adapter)
+    ids = trainer.model.tokenizers[0].convert_tokens_to_ids(["frnc", "frnc_1"])
+    live = input_embeddings(trainer.model.text_encoders[0]).weight.detach()[ids]
+    assert torch.equal(embeddings["frnc"]["emb_params"], live)
+    extracted = tmp_path / "frnc.safetensors"
+    save_file(embeddings["frnc"], str(extracted))
+    pipe = StableDiffusionPipeline.from_pretrained(tiny.folder, safety_checker=None, local_files_only=True)
+    pipe.load_textual_inversion(str(extracted), token="frnc")
+    loaded = pipe.text_encoder.get_input_embeddings().weight[pipe.tokenizer.convert_tokens_to_ids(["frnc", "frnc_1"])]
+    assert torch.equal(loaded.detach(), live)
+
+
+def test_inspect_reports_the_bundled_embedding(sd1_run, capsys):
+    _, output, trainer = sd1_run
+    capsys.readouterr()
+    assert main(["inspect", str(output / "lora.safetensors"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    width = trainer.model.text_encoders[0].config.hidden_size
+    assert report["type"] == "lora" and report["bundled_embeddings"] == {"frnc": {"emb_params": [2, width]}}
+
+
+def test_extended_run_resumes_exactly(sd1_run, concept_dataset, tmp_path):
+    """Three steps with the state saved, then resumed to six through the CLI: the same LoRA and embedding, bit for
+    bit, as six in one go."""
+    tiny, reference, _ = sd1_run
+    run_cli("train_network.py", [*_args(tiny.folder, concept_dataset, tmp_path, max_train_steps=3),
+                                 "--save_state_on_train_end", "true"])
+    assert list(load_file(tmp_path / "state" / EMBEDDING_STATE_FILE)) == ["emb_params"]
+    run_cli("train_network.py", [*_args(tiny.folder, concept_dataset, tmp_path), "--resume", "latest"])
+    starts = [event for event in read_events(tmp_path) if event["event"] == "start"]
+    assert starts[-1]["resumed"] is True and starts[-1]["step"] == 3
+    expected, resumed = load_file(reference / "lora.safetensors"), load_file(tmp_path / "lora.safetensors")
+    assert expected.keys() == resumed.keys()
+    assert all(torch.equal(expected[key], resumed[key]) for key in expected)
+
+
+def test_sdxl_bundles_both_encoders(tiny_model_factory, concept_dataset, tmp_path):
+    from diffusers import StableDiffusionXLPipeline
+
+    tiny = tiny_model_factory("sdxl")
+    run_cli("train_network.py", _args(tiny.folder, concept_dataset, tmp_path, max_train_steps=2,
+                                      num_vectors_per_token=1))
+    _, embeddings = split_bundled(load_file(tmp_path / "lora.safetensors"))
+    vectors = embeddings["frnc"]
+    assert sorted(vectors) == ["clip_g", "clip_l"]
+    pipe = StableDiffusionXLPipeline.from_pretrained(tiny.folder, local_files_only=True)
+    pipe.load_textual_inversion(vectors["clip_l"], token="frnc", text_encoder=pipe.text_encoder,
+                                tokenizer=pipe.tokenizer)
+    pipe.load_textual_inversion(vectors["clip_g"], token="frnc", text_encoder=pipe.text_encoder_2,
+                                tokenizer=pipe.tokenizer_2)
+    for tokenizer, encoder, key in ((pipe.tokenizer, pipe.text_encoder, "clip_l"),
+                                    (pipe.tokenizer_2, pipe.text_encoder_2, "clip_g")):
+        row = encoder.get_input_embeddings().weight[tokenizer.convert_tokens_to_ids(["frnc"])]
+        assert torch.equal(row.detach(), vectors[key])

@@ -168,12 +168,13 @@ def test_sd_scripts_split_file_names_reach_the_loader_options(flux, tmp_path):
         is FLUX1_DEV
 
 
-def test_flux_lora_is_accepted_and_full_fine_tuning_refused_in_one_line_before_loading(flux, tmp_path):
+def test_flux_lora_is_accepted_and_other_strategies_refused_in_one_line_before_loading(flux, tmp_path):
     from library.config import loads_config
     from library.training.exceptions import TrainingSetupError
     from library.training.family_support import check_trainable_family
     from library.training.full_weights import FullWeights
     from library.training.lora_weights import LoraWeights
+    from library.training.pivotal_weights import PivotalWeights
 
     _, root, _ = flux
     config = loads_config(
@@ -183,6 +184,8 @@ def test_flux_lora_is_accepted_and_full_fine_tuning_refused_in_one_line_before_l
     with pytest.raises(TrainingSetupError, match=r"FLUX\.1 \[dev\] model; full fine-tuning of its transformer is not "
                                                  r"supported yet .* trains a LoRA"):
         check_trainable_family(config, FullWeights)
+    with pytest.raises(TrainingSetupError, match=r"FLUX\.1 \[dev\] model; pivotal tuning of its transformer"):
+        check_trainable_family(config, PivotalWeights)
 
 
 @pytest.mark.parametrize(("options", "message"), [

@@ -141,8 +141,10 @@ def test_max_concurrent_runs_train_together(gui_folders):
         wait_for(lambda: all(run_view(client, run_id)["progress"].get("step") for run_id in ids[:2]),
                  what="two runs stepping")
         assert [run_view(client, run_id)["status"] for run_id in ids] == ["running", "running", "queued"]
-        assert client.get("/api/queue").json() | {"tensorboard": None} == {
-            "max_concurrent": 2, "running": ids[:2], "queued": ids[2:], "tensorboard": None}
+        queue = client.get("/api/queue").json()
+        assert (queue["max_concurrent"], queue["running"], queue["queued"]) == (2, ids[:2], ids[2:])
+        assert [(entry["id"], entry["position"]) for entry in queue["entries"]] == [(ids[0], 0), (ids[1], 0),
+                                                                                   (ids[2], 1)]
         for run_id in reversed(ids):
             client.post(f"/api/runs/{run_id}/stop")
         assert [until_ended(client, run_id)["status"] for run_id in ids] == ["stopped", "stopped", "cancelled"]

@@ -72,6 +72,12 @@ class ModeProbe(Trainer):
         self.look(f"step {position.global_step + 1}")
         return super()._optimizer_step(position, window)
 
+    def _finish(self, position, smoothed):
+        """One more validation pass at the last step (the run makes one there already): without dropout, the two
+        losses are equal."""
+        self._validate(position.global_step)
+        return super()._finish(position, smoothed)
+
 
 def _probe(weights_class, args: list[str]) -> ModeProbe:
     trainer = ModeProbe(load_config(None, args), weights_class)
@@ -81,8 +87,8 @@ def _probe(weights_class, args: list[str]) -> ModeProbe:
 
 
 def _with_previews_and_validation(tmp_path, model, dataset, **overrides) -> list[str]:
-    """6 steps; validation at 0, 2, 4, 6 and at the end; previews (1 denoising step) at 0, 2, 4 and 6 (the end
-    renders none again at step 6)."""
+    """6 steps; validation at 0, 2, 4 and 6, and the probe's second pass at 6; previews (1 denoising step) at 0,
+    2, 4 and 6 (the end renders none again at step 6)."""
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("frnc --s 1\n", encoding="utf-8")
     args = base_args(model, dataset, tmp_path / "out", max_train_steps=6, sample_prompts=prompts,

@@ -1,4 +1,5 @@
-"""GUI fixtures: confined folders holding a tiny model, a small generated dataset and the repo's presets."""
+"""GUI fixtures: confined folders holding a tiny model, a small generated dataset and the repo's presets; one
+chromium per browser-test module and a fresh page per test."""
 
 from __future__ import annotations
 
@@ -10,3 +11,22 @@ from gui_server import GuiFolders, make_gui_folders
 def gui_folders(tmp_path, tiny_model_factory) -> GuiFolders:
     """runs/ (empty), models/tiny-sd1 (the session's tiny model), datasets/concept, configs/ (presets + prompts)."""
     return make_gui_folders(tmp_path, tiny_model_factory("sd1").folder)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from gui_browser import launch_browser, sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = launch_browser(playwright)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser):
+    from gui_browser import new_context
+
+    context = new_context(browser)
+    yield context.new_page()
+    context.close()

@@ -14,7 +14,7 @@ import signal
 import subprocess
 
 import pytest
-from gui_browser import NEEDS_CHROMIUM, expect, fill, launch_browser, open_form, sync_playwright
+from gui_browser import NEEDS_CHROMIUM, expect, fill, open_form
 from gui_server import GuiServer, make_gui_folders, quick_run_values
 
 from library.config import dump_toml, loads_config
@@ -48,14 +48,6 @@ def server(folders):
     running.stop()
     trainer.send_signal(signal.SIGKILL)
     trainer.wait()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        launched = launch_browser(playwright)
-        yield launched
-        launched.close()
 
 
 def new_page(browser, width: int = 1400, height: int = 1000, scheme: str = "light"):

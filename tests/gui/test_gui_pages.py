@@ -16,17 +16,7 @@ import signal
 import subprocess
 
 import pytest
-from gui_browser import (
-    ARTIFACTS,
-    NEEDS_CHROMIUM,
-    expect,
-    field,
-    fill,
-    launch_browser,
-    new_context,
-    open_form,
-    sync_playwright,
-)
+from gui_browser import ARTIFACTS, NEEDS_CHROMIUM, expect, field, fill, open_form
 from gui_server import GuiServer, make_gui_folders, quick_run_values, run_folders, steps, write_run
 
 from library.config import loads_config
@@ -69,21 +59,6 @@ def server(folders):
     running.stop()
     trainer.send_signal(signal.SIGKILL)
     trainer.wait()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        launched = launch_browser(playwright)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = new_context(browser)
-    yield context.new_page()
-    context.close()
 
 
 def cancel_queued(server) -> None:

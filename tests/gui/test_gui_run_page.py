@@ -17,7 +17,7 @@ import signal
 import subprocess
 
 import pytest
-from gui_browser import ARTIFACTS, NEEDS_CHROMIUM, expect, launch_browser, new_context, sync_playwright
+from gui_browser import ARTIFACTS, NEEDS_CHROMIUM, expect
 from gui_server import GuiServer, make_gui_folders, quick_run_values, write_run
 from PIL import Image
 
@@ -142,21 +142,6 @@ def test_the_log_is_followed_by_offset_and_the_gallery_groups_by_step(server, fo
     progress = client.get("/api/runs/busy").json()["progress"]
     assert progress["class_images"] == {"done": 6, "total": 6}
     assert (progress["instance_loss"], progress["prior_loss"]) == pytest.approx(losses(STEPS)[1:])
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        launched = launch_browser(playwright)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = new_context(browser)
-    yield context.new_page()
-    context.close()
 
 
 @NEEDS_CHROMIUM

@@ -9,19 +9,26 @@ from library.config import ConfigError, FurnaceConfig
 from library.training.cli import run_trainer
 
 
+def new_token_problems(config: FurnaceConfig) -> list[str]:
+    """What every run that trains a new token's embedding (textual inversion, pivotal tuning) needs."""
+    problems = []
+    if not config.textual_inversion.init_word:
+        problems.append("textual_inversion.init_word: is required, a word to start from, e.g. 'circle'")
+    if config.dataset.cache_text_encoder_outputs:
+        problems.append("dataset.cache_text_encoder_outputs: the text encoders' outputs change as the embedding "
+                        "trains; set it to false")
+    return problems
+
+
 def check_embedding_run(config: FurnaceConfig) -> None:
     """What a textual-inversion run needs and cannot use, refused before any model loads."""
     section, problems = config.textual_inversion, []
     if not section.token_string:
         problems.append("textual_inversion.token_string: is required, the new word to learn, e.g. 'frnc'")
-    if not section.init_word:
-        problems.append("textual_inversion.init_word: is required, a word to start from, e.g. 'circle'")
+    problems += new_token_problems(config)
     if config.network.ema_decay or config.dreambooth.use_ema or config.sample.use_ema:
         problems.append("network.ema_decay / dreambooth.use_ema / sample.use_ema: train_textual_inversion.py keeps "
                         "no EMA; unset them")
-    if config.dataset.cache_text_encoder_outputs:
-        problems.append("dataset.cache_text_encoder_outputs: the text encoders' outputs change as the embedding "
-                        "trains; set it to false")
     if config.sample.compare_at_end:
         problems.append("sample.compare_at_end: compares LoRA strengths; set it to false for an embedding")
     if config.network.network_weights:

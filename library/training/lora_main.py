@@ -8,19 +8,14 @@ from pathlib import Path
 
 from library.config import ConfigError, FurnaceConfig
 from library.training.cli import run_trainer
+from library.training.embedding_main import new_token_problems
 
 
 def check_pivotal_run(config: FurnaceConfig) -> None:
     """What pivotal tuning needs and cannot use yet, refused before any model loads."""
-    problems = []
-    if not config.textual_inversion.init_word:
-        problems.append("textual_inversion.init_word: is required with a token_string (pivotal tuning), a word to "
-                        "start from, e.g. 'circle'")
+    problems = new_token_problems(config)
     if config.network.ema_decay:
         problems.append("network.ema_decay: pivotal tuning keeps no EMA of the embedding; unset it")
-    if config.dataset.cache_text_encoder_outputs:
-        problems.append("dataset.cache_text_encoder_outputs: the text encoders' outputs change as the embedding "
-                        "trains; set it to false")
     if config.sample.compare_at_end:
         problems.append("sample.compare_at_end: the grid would show every file with the final embedding; set it to "
                         "false for pivotal tuning")

@@ -27,5 +27,5 @@ def test_every_setting_pivotal_tuning_cannot_use_is_named(concept_dataset):
     with pytest.raises(ConfigError) as refused:
         check_pivotal_run(config)
     keys = [message.split(":")[0] for message in refused.value.messages]
-    assert keys == ["textual_inversion.init_word", "network.ema_decay", "dataset.cache_text_encoder_outputs",
+    assert keys == ["textual_inversion.init_word", "dataset.cache_text_encoder_outputs", "network.ema_decay",
                     "sample.compare_at_end", "deepspeed.enabled"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import resource
 import runpy
 import signal
 import subprocess
@@ -54,6 +55,13 @@ def _warm() -> None:
         assert lazy is not None  # touching a lazy attribute imports its module
 
 
+def limit_file_size(limit: int) -> None:
+    """For this process: a write beyond ``limit`` bytes per file fails with EFBIG, as on a full disk (instead of the
+    default SIGXFSZ, which would kill it)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
 def _child(request: dict) -> None:
     """Runs in the forked child: become the requested command, then exit with its code (never returns)."""
     code = 1
@@ -73,6 +81,8 @@ def _child(request: dict) -> None:
         sys.stderr = open(2, "w", buffering=1, closefd=False)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if request["file_size_limit"] is not None:
+            limit_file_size(request["file_size_limit"])
         argv = request["argv"]
         if argv[0] == "-m":
             sys.argv = [argv[1], *argv[2:]]
@@ -136,14 +146,16 @@ class Zygote:
             raise RuntimeError("the pre-warmed interpreter did not start; run the command with fresh=True to see why")
         return process
 
-    def run(self, argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    def run(self, argv: list[str], env: dict[str, str], timeout: float,
+            file_size_limit: int | None = None) -> subprocess.CompletedProcess:
         if self.process is None or self.process.poll() is not None:
             self.process = self._start()
         with tempfile.TemporaryDirectory() as folder:
             out, err = Path(folder, "stdout"), Path(folder, "stderr")
             out.touch()
             err.touch()
-            request = {"argv": argv, "env": env, "cwd": str(self.repo), "stdout": str(out), "stderr": str(err)}
+            request = {"argv": argv, "env": env, "cwd": str(self.repo), "stdout": str(out), "stderr": str(err),
+                       "file_size_limit": file_size_limit}
             self.process.stdin.write(json.dumps(request) + "\n")
             self.process.stdin.flush()
             pid = json.loads(self.process.stdout.readline())["pid"]

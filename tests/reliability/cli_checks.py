@@ -8,9 +8,9 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
+
+from trainer_cli import run_python
 
 from library.atomic_files import is_temporary
 from library.data.synthetic import write_dataset
@@ -54,10 +54,11 @@ def resume_args(run: Path, *extra: str, steps: int = FINISHED_STEPS + 2) -> list
             "--resume", "latest", *extra]
 
 
-def train(args: list[str], preexec_fn: Callable[[], None] | None = None) -> subprocess.CompletedProcess:
-    """``python train_network.py ARGS`` from the repository, as a user runs it."""
-    return subprocess.run([sys.executable, str(REPO / "train_network.py"), *args], cwd=REPO, env=ENV,
-                          capture_output=True, text=True, timeout=600, preexec_fn=preexec_fn)
+def train(args: list[str], file_size_limit: int | None = None) -> subprocess.CompletedProcess:
+    """``python train_network.py ARGS`` from the repository, as a user runs it (a process forked from the pre-warmed
+    interpreter); ``file_size_limit`` as in ``trainer_cli.run_python``."""
+    return run_python([str(REPO / "train_network.py"), *args], "train_network.py", check=False,
+                      env={"OMP_NUM_THREADS": "1"}, file_size_limit=file_size_limit)
 
 
 def assert_trained(result: subprocess.CompletedProcess) -> None:

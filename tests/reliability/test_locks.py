@@ -54,8 +54,8 @@ def test_a_second_trainer_on_one_output_folder_is_refused(tiny_model_factory, tm
         cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for(lambda: _holds_lock(output, first) and any(e["event"] == "step" for e in events(output)),
-                  "the first trainer's first step")
+        _wait_for(lambda: _holds_lock(output, first) and (output / "progress.jsonl").is_file()
+                  and any(e["event"] == "step" for e in events(output)), "the first trainer's first step")
         first.send_signal(signal.SIGSTOP)  # its output stands still while the second one tries
         before, events_before, config_before = snapshot(output), events(output), (output / "config.toml").read_bytes()
 

@@ -7,7 +7,6 @@ import contextlib
 import os
 import resource
 import shutil
-import signal
 import subprocess
 
 import pytest
@@ -88,17 +87,6 @@ def test_a_read_only_output_folder_is_refused(finished, tmp_path):
     assert_unchanged(run, before, events_before)
 
 
-def _file_size_limit(limit: int):
-    """For the trainer process: writes beyond ``limit`` bytes per file fail with EFBIG (instead of the default
-    SIGXFSZ, which would kill it)."""
-
-    def apply() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    return apply
-
-
 @pytest.mark.parametrize(
     ("room", "failing"),
     [(1.2, STATE_DIR_NAME), (0.5, f"lora-step{SAVE_AT:08d}.safetensors")],
@@ -111,7 +99,7 @@ def test_a_save_that_runs_out_of_room_stops_with_one_line(finished, tmp_path, ro
     save does."""
     run = copy_run(finished, tmp_path / "run")
     before, events_before = snapshot(run), events(run)
-    result = train(_saving_resume(run), preexec_fn=_file_size_limit(int(room * _lora_bytes(run))))
+    result = train(_saving_resume(run), file_size_limit=int(room * _lora_bytes(run)))
     assert_refused(result, f"no space left on {run} while saving {run / failing}", "intact")
     assert_unchanged(run, before, events_before)
 

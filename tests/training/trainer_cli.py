@@ -9,27 +9,30 @@ import subprocess
 import sys
 from pathlib import Path
 
-from prewarmed_python import Zygote
+from prewarmed_python import Zygote, limit_file_size
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def run_python(argv: list[str], label: str, timeout: float = 600, check: bool = True,
-               env: dict[str, str] | None = None, fresh: bool = False) -> subprocess.CompletedProcess:
+               env: dict[str, str] | None = None, fresh: bool = False,
+               file_size_limit: int | None = None) -> subprocess.CompletedProcess:
     """``python ARGV`` from the repository, offline, like a user would run it; on failure show its output.
 
     A script or ``-m module`` runs in a process forked from this worker's pre-warmed interpreter
     (``prewarmed_python.py``) unless ``fresh``: a test about how a fresh interpreter starts (what it imports or
     prints on import, its peak memory) asks for one; ``-c`` and ``-X`` commands always get one, and so does every
     command when ``FURNACE_TEST_FRESH_PROCESSES=1`` (to rule the pre-warmed interpreter out when a test fails).
+    ``file_size_limit`` (bytes): see :func:`prewarmed_python.limit_file_size`.
     """
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     if fresh or argv[0] in ("-c", "-X") or os.environ.get("FURNACE_TEST_FRESH_PROCESSES") == "1":
         result = subprocess.run(
-            [sys.executable, *argv], capture_output=True, text=True, timeout=timeout, env=environment, cwd=REPO
+            [sys.executable, *argv], capture_output=True, text=True, timeout=timeout, env=environment, cwd=REPO,
+            preexec_fn=None if file_size_limit is None else functools.partial(limit_file_size, file_size_limit),
         )
     else:
-        result = _zygote().run(argv, environment, timeout)
+        result = _zygote().run(argv, environment, timeout, file_size_limit)
     if check and result.returncode != 0:
         raise AssertionError(f"{label} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
     return result

@@ -74,13 +74,15 @@ class CaptionHistory:
     def _apply(self, dataset: Path, label: str, texts: dict[Path, str]) -> int:
         """Write each caption file's new text and push one undo entry for all of them; returns files changed."""
         writes = []
-        for file, text in texts.items():
-            before, after = _read(file), text.encode("utf-8")
-            if before != after:
-                write_text_atomic(file, text)
-                writes.append(_Write(file, before, after))
-        if writes:
-            self._stacks.setdefault(dataset, deque(maxlen=self._depth)).append(_Edit(label, tuple(writes)))
+        try:
+            for file, text in texts.items():
+                before, after = _read(file), text.encode("utf-8")
+                if before != after:
+                    write_text_atomic(file, text)
+                    writes.append(_Write(file, before, after))
+        finally:  # a write that fails midway leaves the files written so far undoable
+            if writes:
+                self._stacks.setdefault(dataset, deque(maxlen=self._depth)).append(_Edit(label, tuple(writes)))
         return len(writes)
 
     def save_caption(self, dataset: Path, image: Path, caption: str, extension: str) -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from library.data.captions import CaptionError, caption_path, join_tags, read_caption_for, split_tags, tag_frequencies
 from library.data.images import list_images
@@ -127,6 +129,35 @@ def describe_change(before: list[str], after: list[str]) -> str:
     return " ".join([f"-{tag!r}" for tag in removed] + [f"+{tag!r}" for tag in added])
 
 
+@dataclass(frozen=True)
+class CaptionChange:
+    """One image's tags before and after the edits (equal when nothing changes or the filter does not match)."""
+
+    image: Path
+    caption_file: Path
+    before: list[str]
+    after: list[str]
+    matches: bool
+
+
+def caption_changes(
+    source: Path, extension: str, edits: TagEdits, filters: Sequence[str], summary: Summary
+) -> Iterator[CaptionChange]:
+    """The edits applied to every image's caption under ``source`` (sub-folders included) that has all of
+    ``filters``; unreadable captions are recorded in ``summary`` and passed over. Nothing is written: the caller
+    decides where the result goes (this command's output folder, the web front-end's dataset browser)."""
+    for image in list_images(source, recursive=True):
+        try:
+            caption = read_caption_for(image, extension)
+        except CaptionError as error:
+            summary.problem(error.path, error.reason)
+            continue
+        before = split_tags(caption or "")
+        matches = all(tag in before for tag in filters)
+        after = edits.apply(before) if matches else before
+        yield CaptionChange(image, caption_path(image, extension), before, after, matches)
+
+
 def run(args: argparse.Namespace) -> int:
     source = check_source(args.src)
     edits = TagEdits.from_args(args)
@@ -138,27 +169,19 @@ def run(args: argparse.Namespace) -> int:
     extension = caption_extension(args)
     summary = Summary("tags")
     results: list[str] = []
-    for image in list_images(source, recursive=True):
-        try:
-            caption = read_caption_for(image, extension)
-        except CaptionError as error:
-            summary.problem(error.path, error.reason)
-            continue
-        before = split_tags(caption or "")
-        matches = all(tag in before for tag in args.filter)
-        after = edits.apply(before) if matches else before
-        if matches:
+    for change in caption_changes(source, extension, edits, args.filter, summary):
+        image, before, after = change.image, change.before, change.after
+        if change.matches:
             results.append(join_tags(after))
-        summary.add("captions matching filter" if matches else "captions not matching filter")
+        summary.add("captions matching filter" if change.matches else "captions not matching filter")
         if destination is None:
             continue
         if before == after:
             destination.copy_image_with_caption(image, extension)
             continue
-        source_caption = caption_path(image, extension)
-        print(f"{source_caption.relative_to(source)}: {describe_change(before, after)}")
+        print(f"{change.caption_file.relative_to(source)}: {describe_change(before, after)}")
         destination.copy_file(image, destination.path_for(image))
-        destination.write_text(destination.path_for(source_caption), join_tags(after))
+        destination.write_text(destination.path_for(change.caption_file), join_tags(after))
         summary.add("captions changed")
     print(summary.render(args.dry_run))
     if args.list:

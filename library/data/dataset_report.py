@@ -48,6 +48,7 @@ class FolderReport:
     smallest: Size | None = None
     largest: Size | None = None
     below_resolution: int = 0
+    below_resolution_images: list[str] = field(default_factory=list)  # the images counted in below_resolution
     buckets: dict[str, int] = field(default_factory=dict)
     missing_captions: list[str] = field(default_factory=list)
     empty_captions: list[str] = field(default_factory=list)
@@ -80,7 +81,9 @@ def folder_report(
     captions: list[str] = []
     for image in images:
         buckets[_bucket_name(image.bucket)] += 1
-        report.below_resolution += image.size[0] * image.size[1] < area
+        if image.size[0] * image.size[1] < area:
+            report.below_resolution += 1
+            report.below_resolution_images.append(str(image.path))
         if image.unreadable_caption is not None:
             caption_file, reason = image.unreadable_caption
             report.unreadable_captions.append({"path": str(caption_file), "reason": reason})

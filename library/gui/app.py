@@ -17,12 +17,14 @@ from fastapi.staticfiles import StaticFiles
 
 from library.config import ConfigError
 
+from .caption_edits import CaptionHistory, EditRefused
 from .forms import field_messages, request_problems
 from .guards import BodyLimit, HostCheck, allowed_hosts
 from .jobs import JobManager, JobNotFound
 from .paths import PathRefused
 from .preprocess_jobs import CommandRefused
 from .routes_config import router as config_router
+from .routes_datasets import router as datasets_router
 from .routes_jobs import router as jobs_router
 from .routes_runs import router as runs_router
 from .runs import RunNotFound, RunStore
@@ -70,6 +72,7 @@ def create_app(settings: GuiSettings) -> FastAPI:
     app = FastAPI(title="Furnace", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
     app.state.tensorboard, app.state.jobs = tensorboard, jobs
+    app.state.caption_history = CaptionHistory()
 
     @app.middleware("http")
     async def require_token(request: Request, call_next):
@@ -103,6 +106,10 @@ def create_app(settings: GuiSettings) -> FastAPI:
     async def command_refused(request: Request, error: CommandRefused) -> Response:
         return JSONResponse({"detail": str(error)}, status_code=422)
 
+    @app.exception_handler(EditRefused)
+    async def edit_refused(request: Request, error: EditRefused) -> Response:
+        return JSONResponse({"detail": str(error)}, status_code=409)
+
     @app.exception_handler(QueueError)
     async def queue_error(request: Request, error: QueueError) -> Response:
         return JSONResponse({"detail": str(error)}, status_code=409)
@@ -119,6 +126,7 @@ def create_app(settings: GuiSettings) -> FastAPI:
     app.include_router(config_router, prefix="/api")
     app.include_router(runs_router, prefix="/api")
     app.include_router(jobs_router, prefix="/api")
+    app.include_router(datasets_router, prefix="/api")
     app.include_router(tensorboard_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -16,6 +16,7 @@ from library.config.sections_data import DatasetSection
 from library.data.buckets import BucketParams
 from preprocess.report import dataset_report, find_image_folders, format_report
 
+from .datasets import list_datasets
 from .forms import REQUEST_SOURCE, field_messages, sd_scripts_flags, toml_to_values, validate, values_to_toml
 from .paths import PathRefused, inside_any, list_entries
 from .presets import PresetConflict, PresetNotFound, delete_preset, list_presets, preset_trainer, save_preset
@@ -148,11 +149,10 @@ def roots(request: Request) -> dict:
     settings = _settings(request)
     models = [path for root in settings.model_roots if root.is_dir() for path in sorted(root.iterdir())
               if (path / "model_index.json").is_file() or path.suffix in MODEL_SUFFIXES]
-    datasets = [path for root in settings.dataset_roots if root.is_dir() for path in sorted(root.iterdir())
-                if path.is_dir() and not path.name.startswith(".")]
     return {
         "models": [str(path) for path in models if inside_any(path, settings.model_roots)],
-        "datasets": [str(path) for path in datasets if inside_any(path, settings.dataset_roots)],
+        "datasets": [str(settings.dataset_roots[item["root"]] / item["path"])
+                     for item in list_datasets(settings.dataset_roots)],
         "model_roots": [str(root) for root in settings.model_roots],
         "dataset_roots": [str(root) for root in settings.dataset_roots],
     }

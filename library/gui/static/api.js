@@ -52,6 +52,6 @@ window.addEventListener("DOMContentLoaded", () => {
 function route() {
   const [view, id] = (location.hash.slice(1) || "train").split("/");
   if (view === "run" && id) { showView("run"); openRun(decodeURIComponent(id)); return; }
-  showView(["train", "runs", "preprocess"].includes(view) ? view : "train");
+  showView(["train", "runs", "preprocess", "datasets"].includes(view) ? view : "train");
   if (view === "runs") refreshRuns();
 }

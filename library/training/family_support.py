@@ -1,10 +1,10 @@
-"""Which base-model families a weights strategy can train, at which image sizes, with which adapter options.
+"""Which base-model families a weights strategy can train, with which adapter options.
 
 LoRA trains both denoiser kinds (a UNet, FLUX.1's transformer); full fine-tuning, textual inversion and
-hypernetworks are built for UNet denoisers. A run that asks a strategy for a family it cannot train, for image
-sides the family cannot take (FLUX.1 packs 2x2 latents: multiples of 16 pixels), for blocks the model does not have
-(``network.train_*_block_indices``) or for an adapter the family's LoRA files cannot hold (LoKr in FLUX.1's fused
-BFL layout) stops here with one line, before anything is estimated or loaded, instead of failing deep in the loop.
+hypernetworks are built for UNet denoisers. A run that asks a strategy for a family it cannot train, for blocks the
+model does not have (``network.train_*_block_indices``) or for an adapter the family's LoRA files cannot hold (LoKr
+in FLUX.1's fused BFL layout) stops here with one line, before anything is estimated or loaded, instead of failing
+deep in the loop. (Image sides are fitted to the family's ``resolution_multiple`` by the buckets: ``data/buckets.py``.)
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any
 
 from library.config import FurnaceConfig
 from library.config.block_selection import parse_block_indices
-from library.data.dataset_config import blueprints_from_config
 from library.models.families import ModelFamily, get_family
 from library.models.sizes import read_model_sizes
 from library.training.exceptions import TrainingSetupError
@@ -32,7 +31,6 @@ def check_trainable_family(config: FurnaceConfig, weights_factory: WeightsFactor
         if section.family == "auto":
             return
     family = sizes.family if sizes is not None else get_family(section.family)
-    check_sizes(config, family)
     check_network(config, family, sizes.unet_config if sizes is not None else None)
     if family.denoiser not in weights_factory.trainable_denoisers:
         raise TrainingSetupError(
@@ -66,28 +64,3 @@ def check_network(config: FurnaceConfig, family: ModelFamily, denoiser_config: M
                 f"network.train_{kind}_block_indices: block {max(indices)} does not exist; this {family.title} model "
                 f"has {count} {kind} blocks (0-{count - 1})"
             )
-
-
-def check_sizes(config: FurnaceConfig, family: ModelFamily) -> None:
-    """Refuse a training size or bucket step that is not a multiple of the family's ``resolution_multiple``."""
-    multiple = family.resolution_multiple
-    section = config.dataset
-    datasets = blueprints_from_config(section) if section.dataset_config else [section]
-    for index, dataset in enumerate(datasets):
-        where = f"{section.dataset_config}: datasets[{index}]." if section.dataset_config else "dataset."
-        if dataset.enable_bucket and dataset.bucket_reso_steps % multiple:
-            key, value, fitting = "bucket_reso_steps", dataset.bucket_reso_steps, _round_up(dataset.bucket_reso_steps,
-                                                                                           multiple)
-        elif not dataset.enable_bucket and any(side % multiple for side in dataset.resolution):
-            key, value = "resolution", list(dataset.resolution)
-            fitting = [_round_up(side, multiple) for side in dataset.resolution]
-        else:
-            continue
-        raise TrainingSetupError(
-            f"{where}{key}: a {family.title} model needs image sides in multiples of {multiple} pixels (got "
-            f"{value}); use {fitting}"
-        )
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple

@@ -188,19 +188,14 @@ def test_flux_lora_is_accepted_and_other_strategies_refused_in_one_line_before_l
         check_trainable_family(config, PivotalWeights)
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    (["--resolution", "72"], r"dataset\.resolution: .* multiples of 16 pixels \(got \[72, 72\]\); use \[80, 80\]"),
-    (["--enable_bucket", "true", "--bucket_reso_steps", "40", "--resolution", "256"],
-     r"dataset\.bucket_reso_steps: .* multiples of 16 pixels \(got 40\); use 48"),
-])
-def test_image_sides_that_do_not_pack_are_refused_before_loading(flux, tmp_path, options, message):
+def test_a_block_selection_is_refused_for_a_family_without_selectable_blocks(tiny_sd1, tmp_path):
     from library.config import loads_config
     from library.training.exceptions import TrainingSetupError
     from library.training.family_support import check_trainable_family
     from library.training.lora_weights import LoraWeights
 
-    _, root, _ = flux
-    config = loads_config(f'pretrained_model_name_or_path = "{root / "diffusers"}"\n'
-                          f'train_data_dir = "{tmp_path}"\n', overrides=options)
-    with pytest.raises(TrainingSetupError, match=message):
+    config = loads_config(f'pretrained_model_name_or_path = "{tiny_sd1.folder}"\ntrain_data_dir = "{tmp_path}"\n',
+                          overrides=["--network_args", "train_blocks=single"])
+    with pytest.raises(TrainingSetupError, match=r"^network\.train_blocks / train_\*_block_indices: they select "
+                                                 r"FLUX\.1 transformer blocks; a Stable Diffusion 1\.x model"):
         check_trainable_family(config, LoraWeights)

@@ -21,6 +21,7 @@ from PIL import Image
 from library.atomic_files import atomic_path
 from library.data.buckets import BucketParams, Size
 from library.data.captions import DEFAULT_CAPTION_EXTENSION, caption_path
+from library.models.families import FAMILY_NAMES, get_family
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,11 @@ def add_bucket_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentG
     group.add_argument(
         "--bucket-no-upscale", action="store_true", help="buckets from each image's own size, never enlarged"
     )
+    group.add_argument(
+        "--family", choices=FAMILY_NAMES, default="sd1",
+        help="the base model's family: sizes are fitted to its multiple, 8 px for Stable Diffusion, 16 px for FLUX.1 "
+        "(default: %(default)s)",
+    )
     return group
 
 
@@ -83,6 +89,7 @@ def bucket_params(args: argparse.Namespace, resolution: Size, enabled: bool = Tr
             max_reso=args.max_bucket_reso,
             steps=args.bucket_reso_steps,
             no_upscale=args.bucket_no_upscale,
+            multiple=get_family(args.family).resolution_multiple,
         )
     except ValueError as error:
         raise UsageError(f"bucket settings: {error}") from None

@@ -133,6 +133,9 @@ _NETWORK_ARGS = {
     "algo": "network.module",
     "factor": "network.lokr_factor",
     "full_matrix": "network.lokr_full_matrix",
+    "train_blocks": "network.train_blocks",
+    "train_double_block_indices": "network.train_double_block_indices",
+    "train_single_block_indices": "network.train_single_block_indices",
 }
 # LyCORIS algo names (network_module = "lycoris.kohya") -> network.module; its "lora"/"locon" is the kohya LoRA.
 _ALGOS = {"lokr": "lokr", "lora": "lora", "locon": "lora"}
@@ -166,12 +169,13 @@ def _optimizer_args(value: Any) -> dict[str, Any]:
 
 
 def _network_module(value: Any) -> dict[str, Any]:
-    if value in ("networks.lora", "lora"):
+    if value in ("networks.lora", "networks.lora_flux", "lora"):
         return {"network.module": "lora"}
     if value == "lycoris.kohya":
         return {}  # the adapter type comes from network_args' algo, LoRA when it is absent
     raise ValueError(
-        f"only 'networks.lora' and 'lycoris.kohya' are supported (got {value!r}); use network.conv_dim for LoCon"
+        f"only 'networks.lora', 'networks.lora_flux' and 'lycoris.kohya' are supported (got {value!r}); use "
+        "network.conv_dim for LoCon"
     )
 
 

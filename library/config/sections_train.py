@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
+from .block_selection import TRAIN_BLOCKS, BlockIndices, parse_block_indices
 from .fields import (
     MAX_EPOCHS,
     MAX_STEPS,
@@ -79,6 +80,21 @@ class NetworkSection(BaseModel):
         "as sd-scripts, ComfyUI and Forge read it) or 'diffusers' (peft's lora_A/lora_B under transformer. / "
         "text_encoder., as diffusers' load_lora_weights reads it).",
     )
+    train_blocks: Literal[TRAIN_BLOCKS] = Field(
+        "all",
+        description="FLUX.1: which transformer blocks get adapters: 'all', 'double' (the double-stream blocks only) or "
+        "'single' (the single-stream blocks only); sd-scripts' network_args train_blocks.",
+    )
+    train_double_block_indices: BlockIndices = Field(
+        "all",
+        description="FLUX.1: which double blocks get adapters: 'all', 'none', or indices and ranges from 0 such as "
+        "'0,1,8-12' (FLUX.1 has 19); sd-scripts' network_args train_double_block_indices.",
+    )
+    train_single_block_indices: BlockIndices = Field(
+        "all",
+        description="FLUX.1: which single blocks get adapters: 'all', 'none', or indices and ranges from 0 such as "
+        "'3,20-25' (FLUX.1 has 38); sd-scripts' network_args train_single_block_indices.",
+    )
     train_unet_only: bool = Field(False, description="Train the UNet adapter only; the text encoder stays frozen.")
     train_text_encoder_only: bool = Field(False, description="Train the text encoder adapter only.")
     unet_lr: float | None = Field(None, gt=0, le=1, description="UNet learning rate; unset = optimizer.learning_rate.")
@@ -106,6 +122,21 @@ class NetworkSection(BaseModel):
         "the EMA in <output_name>*.safetensors and the raw weights in <output_name>-raw*.safetensors.",
     )
 
+    @property
+    def block_indices(self) -> dict[str, str]:
+        """The block selection by kind (``config/block_selection.py``)."""
+        return {"double": self.train_double_block_indices, "single": self.train_single_block_indices}
+
+    @property
+    def selects_all_blocks(self) -> bool:
+        return self.train_blocks == "all" and all(text == "all" for text in self.block_indices.values())
+
+    @property
+    def selects_blocks(self) -> bool:
+        """Whether the block options leave at least one block of some kind (the model may lack it)."""
+        return any(parse_block_indices(text) != frozenset() for kind, text in self.block_indices.items()
+                   if self.train_blocks in ("all", kind))
+
     @model_validator(mode="before")
     @classmethod
     def _default_conv_alpha(cls, data: Any) -> Any:
@@ -125,6 +156,9 @@ class NetworkSection(BaseModel):
             yield "text_encoder_lr", "0 (frozen) with network.train_text_encoder_only leaves nothing to train"
         if self.conv_alpha is not None and self.conv_dim is None:
             yield "conv_alpha", "needs network.conv_dim (the conv adapters' rank)"
+        if self.train_unet_only and not self.selects_blocks:
+            yield "train_blocks", (f"{self.train_blocks!r} with the block indices given selects no block, and "
+                                   "network.train_unet_only leaves nothing else to train")
         if self.lokr_factor == 0:
             yield "lokr_factor", "must be -1 (automatic) or >= 1 (got 0)"
         if not self.ema_decay:

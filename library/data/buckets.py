@@ -5,6 +5,9 @@ whose area does not exceed the training resolution's area. Each image goes to th
 whose aspect ratio is closest to its own, is scaled to cover it and cropped to it.
 With ``no_upscale`` an image gets a bucket derived from its own size instead (shrunk to
 the resolution's area when larger, never enlarged), so small images are not blown up.
+A model family whose image sides must be multiples of some size (``resolution_multiple``:
+16 for FLUX.1, which packs 2x2 latents) sets ``multiple``: bucket sides then step by
+``steps`` rounded up to it, and the size without buckets is floored to it.
 
 Everything here is plain data so the trainer, the ``crop`` command and the ``doctor``
 report compute exactly the same sizes.
@@ -35,6 +38,7 @@ class BucketParams:
     max_reso: int = 1024
     steps: int = 64
     no_upscale: bool = False
+    multiple: int = 1
 
     def __post_init__(self) -> None:
         width, height = self.resolution
@@ -42,21 +46,36 @@ class BucketParams:
             raise ValueError(f"resolution must be positive (got {width}x{height})")
         if self.steps <= 0:
             raise ValueError(f"bucket_reso_steps must be >= 1 (got {self.steps})")
+        if self.multiple <= 0:
+            raise ValueError(f"the resolution multiple must be >= 1 (got {self.multiple})")
+        if min(width, height) < self.multiple:
+            raise ValueError(f"resolution {width}x{height} is below the model's {self.multiple} px multiple")
         if not 0 < self.min_reso <= self.max_reso:
             raise ValueError(f"need 0 < min_bucket_reso <= max_bucket_reso (got {self.min_reso}, {self.max_reso})")
         if not self.enabled or self.no_upscale:
             return
         if max(width, height) > self.max_reso:
             raise ValueError(f"max_bucket_reso ({self.max_reso}) is smaller than the resolution {width}x{height}")
-        if not make_buckets(self.resolution, self.min_reso, self.max_reso, self.steps):
+        if not make_buckets(self.resolution, self.min_reso, self.max_reso, self.grid):
             raise ValueError(
-                f"no bucket fits resolution {width}x{height} with steps {self.steps} "
+                f"no bucket fits resolution {width}x{height} with steps {self.grid} "
                 f"and sides {self.min_reso}..{self.max_reso}"
             )
 
     @property
     def max_area(self) -> int:
         return self.resolution[0] * self.resolution[1]
+
+    @property
+    def grid(self) -> int:
+        """What bucket sides are multiples of: ``steps``, rounded up to a multiple of ``multiple``."""
+        return -(-self.steps // self.multiple) * self.multiple
+
+    @property
+    def fixed_size(self) -> Size:
+        """The one training size without buckets: the resolution, each side floored to ``multiple``."""
+        width, height = self.resolution
+        return width // self.multiple * self.multiple, height // self.multiple * self.multiple
 
 
 @dataclass(frozen=True)
@@ -99,7 +118,7 @@ class BucketAssigner:
     def __init__(self, params: BucketParams) -> None:
         self.params = params
         self.buckets: list[Size] = (
-            make_buckets(params.resolution, params.min_reso, params.max_reso, params.steps)
+            make_buckets(params.resolution, params.min_reso, params.max_reso, params.grid)
             if params.enabled and not params.no_upscale
             else []
         )
@@ -111,7 +130,7 @@ class BucketAssigner:
         if width <= 0 or height <= 0:
             raise ValueError(f"image size must be positive (got {width}x{height})")
         if not self.params.enabled:
-            bucket = self.params.resolution
+            bucket = self.params.fixed_size
         elif self.params.no_upscale:
             bucket = self._own_size_bucket(size)
             if width * height <= self.params.max_area and width >= bucket[0] and height >= bucket[1]:
@@ -128,9 +147,9 @@ class BucketAssigner:
         return self.buckets[index]
 
     def _own_size_bucket(self, size: Size) -> Size:
-        """Bucket for ``no_upscale``: the image's own size (shrunk to the max area), floored to steps."""
+        """Bucket for ``no_upscale``: the image's own size (shrunk to the max area), floored to the grid."""
         width, height = size
-        steps = self.params.steps
+        steps = self.params.grid
         if width * height > self.params.max_area:
             ratio = width / height
             scaled_w = math.sqrt(self.params.max_area * ratio)

@@ -121,11 +121,11 @@ def bucket_totals(folders: Iterable[FolderReport]) -> dict[str, int]:
 def describe_bucketing(params: BucketParams) -> str:
     """How images become training sizes, in a few words."""
     if not params.enabled:
-        width, height = params.resolution
+        width, height = params.fixed_size
         return f"no buckets: every image resized and cropped to {width}x{height}"
     if params.no_upscale:
-        return f"buckets from image sizes (no upscale), steps {params.steps}"
-    return f"buckets {params.min_reso}-{params.max_reso} px, steps {params.steps}"
+        return f"buckets from image sizes (no upscale), steps {params.grid}"
+    return f"buckets {params.min_reso}-{params.max_reso} px, steps {params.grid}"
 
 
 def folder_lines(folders: Sequence[FolderReport]) -> list[str]:

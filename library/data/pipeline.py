@@ -65,8 +65,8 @@ class Batch:
         return len(self.indices)
 
 
-def bucket_params(dataset: DatasetBlueprint) -> BucketParams:
-    """The bucket settings of one dataset."""
+def bucket_params(dataset: DatasetBlueprint, resolution_multiple: int = 1) -> BucketParams:
+    """The bucket settings of one dataset for a model whose image sides are multiples of ``resolution_multiple``."""
     return BucketParams(
         resolution=dataset.resolution,
         enabled=dataset.enable_bucket,
@@ -74,6 +74,7 @@ def bucket_params(dataset: DatasetBlueprint) -> BucketParams:
         max_reso=dataset.max_bucket_reso,
         steps=dataset.bucket_reso_steps,
         no_upscale=dataset.bucket_no_upscale,
+        multiple=resolution_multiple,
     )
 
 
@@ -90,9 +91,11 @@ class TrainingData:
         num_processes: int = 1,
         unreadable: dict[SubsetBlueprint, list[ImageLoadError]] | None = None,
         passed_over: dict[SubsetBlueprint, list[tuple[Path, str]]] | None = None,
+        resolution_multiple: int = 1,
     ) -> None:
         self.config = config
         self.datasets = datasets
+        self.bucket_params = [bucket_params(dataset, resolution_multiple) for dataset in datasets]
         self.train_records = train_records
         self.validation_records = validation_records
         self.unreadable = unreadable or {}  # images whose header failed to read, kept when on_bad_image = skip
@@ -273,7 +276,7 @@ class TrainingData:
                 bad.append(error)
                 continue
             if image.size != record.size:
-                plan = _assigner(self.datasets[record.dataset_index]).plan(image.size)
+                plan = BucketAssigner(self.bucket_params[record.dataset_index]).plan(image.size)
                 record = replace(record, size=image.size, plan=plan)
                 self._records(kind)[index] = record
             if encoder is not None:
@@ -337,7 +340,7 @@ class TrainingData:
         )
         return summary.summary_lines(
             self.datasets,
-            [bucket_params(dataset) for dataset in self.datasets],
+            self.bucket_params,
             reports,
             validation_images=len(self.validation_records),
             samples_per_epoch=self.samples_per_epoch,
@@ -392,16 +395,15 @@ def _assemble(
     )
 
 
-def _assigner(dataset: DatasetBlueprint) -> BucketAssigner:
-    return BucketAssigner(bucket_params(dataset))
-
-
-def _check_settings(config: FurnaceConfig, datasets: list[DatasetBlueprint]) -> list[BucketAssigner]:
+def _check_settings(
+    config: FurnaceConfig, datasets: list[DatasetBlueprint], resolution_multiple: int
+) -> list[BucketAssigner]:
     """Per-subset options the run-level checks cannot see (dataset TOMLs set them per subset)."""
     problems, assigners = [], []
     for index, dataset in enumerate(datasets):
         try:
-            assigners.append(_assigner(dataset))
+            assigners.append(BucketAssigner(bucket_params(dataset, resolution_multiple)))
+            _log_adjusted_sizes(index, assigners[-1].params)
         except ValueError as error:
             problems.append(f"dataset {index} ({dataset.subsets[0].image_dir}): bucket settings: {error}")
         for subset in dataset.subsets:
@@ -420,6 +422,16 @@ def _check_settings(config: FurnaceConfig, datasets: list[DatasetBlueprint]) -> 
     return assigners
 
 
+def _log_adjusted_sizes(index: int, params: BucketParams) -> None:
+    """Say when the model's resolution multiple changed the configured sizes (their table follows at start)."""
+    if params.enabled and params.grid != params.steps:
+        logger.info("dataset %d: bucket sides in steps of %d px (bucket_reso_steps %d rounded up to the model's "
+                    "multiple of %d)", index, params.grid, params.steps, params.multiple)
+    if not params.enabled and params.fixed_size != params.resolution:
+        logger.info("dataset %d: training size %dx%d (resolution %dx%d floored to the model's multiple of %d)",
+                    index, *params.fixed_size, *params.resolution, params.multiple)
+
+
 def _require_training_images(datasets: list[DatasetBlueprint], records: list[ImageRecord]) -> None:
     for index, dataset in enumerate(datasets):
         if not any(record.dataset_index == index and not record.is_reg for record in records):
@@ -427,10 +439,13 @@ def _require_training_images(datasets: list[DatasetBlueprint], records: list[Ima
             raise DatasetError([f"dataset {index}: no usable training images (training folders: {folders})"])
 
 
-def build_training_data(config: FurnaceConfig, process_index: int = 0, num_processes: int = 1) -> TrainingData:
-    """Resolve and scan the run's datasets (image headers and captions only; ``prepare`` decodes)."""
+def build_training_data(
+    config: FurnaceConfig, process_index: int = 0, num_processes: int = 1, resolution_multiple: int = 1
+) -> TrainingData:
+    """Resolve and scan the run's datasets (image headers and captions only; ``prepare`` decodes) into training
+    sizes whose sides are multiples of ``resolution_multiple`` (the model family's)."""
     datasets = with_dreambooth_subsets(blueprints_from_config(config.dataset), config.dreambooth)
-    assigners = _check_settings(config, datasets)
+    assigners = _check_settings(config, datasets, resolution_multiple)
     on_bad = config.dataset.on_bad_image
     pairs = [(subset, index) for index, dataset in enumerate(datasets) for subset in dataset.subsets]
     scans = scan_subsets(pairs, assigners, on_bad)
@@ -451,5 +466,6 @@ def build_training_data(config: FurnaceConfig, process_index: int = 0, num_proce
         records = [record for index, record in enumerate(records) if index not in held]
     _require_training_images(datasets, records)
     return TrainingData(
-        config, datasets, records, validation, process_index, num_processes, unreadable, passed_over
+        config, datasets, records, validation, process_index, num_processes, unreadable, passed_over,
+        resolution_multiple,
     )

@@ -50,6 +50,14 @@ class TextEncoderSpec:
 
 
 @dataclass(frozen=True)
+class BlockKind:
+    """A kind of denoiser block LoRA training can select by index (FLUX.1's double and single blocks)."""
+
+    class_name: str  # the block's module class (one of ``unet_target_classes``)
+    count_key: str  # the denoiser config key holding how many there are
+
+
+@dataclass(frozen=True)
 class ModelFamily:
     """A base-model family record (see module docstring)."""
 
@@ -93,6 +101,9 @@ class ModelFamily:
     # ff_context, proj_mlp, proj_out) and modulation (norm*.linear).
     unet_target_classes: tuple[str, ...] = ("Transformer2DModel",)
     unet_conv_target_classes: tuple[str, ...] = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
+    # Blocks that network.train_blocks / train_<kind>_block_indices select, by sd-scripts' kind name ("double",
+    # "single"); none = the family's blocks cannot be selected
+    unet_block_kinds: Mapping[str, BlockKind] = field(default_factory=dict)
     # (T5's blocks are not listed: FLUX.1's T5 gets no LoRA, its CLIP-L does when text encoders train.)
     text_encoder_target_classes: tuple[str, ...] = ("CLIPAttention", "CLIPMLP")
     # UNet attention heads are not visible in weights: SD1 uses 8 heads, later families a head width of 64.
@@ -334,6 +345,8 @@ def _flux(dev: bool) -> ModelFamily:
         vae_split_file_key="ae",
         unet_target_classes=("FluxTransformerBlock", "FluxSingleTransformerBlock"),
         unet_conv_target_classes=(),
+        unet_block_kinds={"double": BlockKind("FluxTransformerBlock", "num_layers"),
+                          "single": BlockKind("FluxSingleTransformerBlock", "num_single_layers")},
     )
 
 

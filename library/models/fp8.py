@@ -4,7 +4,9 @@ A frozen base in fp8 takes half the memory of bf16. Only the weights of the Line
 fp8: they are nearly all of a UNet's or text encoder's parameters. Biases, norms and embeddings stay in the compute
 dtype (small, and the most sensitive to rounding), as do the UNet's first and last convolutions (``conv_in``,
 ``conv_out``: tiny, and they touch the latents directly; it also keeps ``unet.dtype``, which diffusers pipelines
-read from the first parameter, the compute dtype).
+read from the first parameter, the compute dtype), and the layers a transformers model lists in
+``_keep_in_fp32_modules`` (T5's feed-forward output ``wo``: T5 casts that layer's input to its weight's dtype, so
+an fp8 weight would feed it fp8 activations).
 
 Each fp8 layer's forward up-casts its weight to the compute dtype, uses it and drops it. The backward pass up-casts
 again instead of keeping the up-cast copy: autograd would otherwise save every layer's compute-dtype weight for the
@@ -36,10 +38,12 @@ def is_storage_only(dtype: torch.dtype) -> bool:
 
 def fp8_layer_names(module: nn.Module) -> list[str]:
     """The sub-modules of ``module`` whose weights are stored in fp8: Linear and Conv2d layers (zero padding, as
-    every SD convolution has), except the ones :data:`KEPT_IN_COMPUTE_DTYPE`."""
+    every SD convolution has), except the ones :data:`KEPT_IN_COMPUTE_DTYPE` and those whose path has a part the
+    model keeps out of reduced precision (transformers' ``_keep_in_fp32_modules``)."""
+    kept = set(getattr(module, "_keep_in_fp32_modules", None) or ())
     return [
         name for name, layer in module.named_modules()
-        if type(layer) in _FORWARDS and name not in KEPT_IN_COMPUTE_DTYPE
+        if type(layer) in _FORWARDS and name not in KEPT_IN_COMPUTE_DTYPE and not kept.intersection(name.split("."))
         and getattr(layer, "padding_mode", "zeros") == "zeros" and not isinstance(getattr(layer, "padding", 0), str)
     ]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from library.config.block_selection import TRAIN_BLOCKS, parse_block_indices
 from library.config.sections_train import NETWORK_MODULES, SAVE_FORMATS
 
 
@@ -17,7 +18,8 @@ class LoraOptions:
 
     ``module`` "lokr" builds LyCORIS LoKr adapters instead: ``lokr_factor`` splits each dimension (-1 = as square as
     possible), ``lokr_full_matrix`` keeps the larger Kronecker factor whole. ``save_format`` is the layout files are
-    written in (``networks/lora_layouts.py``).
+    written in (``networks/lora_layouts.py``). ``train_blocks`` and the block indices pick which of a DiT's blocks get
+    adapters (``config/block_selection.py``).
     """
 
     module: str = "lora"
@@ -32,6 +34,9 @@ class LoraOptions:
     lokr_factor: int = -1
     lokr_full_matrix: bool = False
     save_format: str = "kohya"
+    train_blocks: str = "all"
+    train_double_block_indices: str = "all"
+    train_single_block_indices: str = "all"
 
     def __post_init__(self) -> None:
         if self.save_format not in SAVE_FORMATS:
@@ -60,10 +65,30 @@ class LoraOptions:
             raise ValueError("network dropout is not applied by LoKr adapters; set it to 0")
         if not self.is_lokr and (self.lokr_factor != -1 or self.lokr_full_matrix):
             raise ValueError("network lokr_factor and lokr_full_matrix need the LoKr module")
+        if self.train_blocks not in TRAIN_BLOCKS:
+            raise ValueError(f"network train_blocks must be one of {', '.join(TRAIN_BLOCKS)}, got {self.train_blocks!r}")
+        for text in self.block_indices.values():
+            parse_block_indices(text)
 
     @property
     def is_lokr(self) -> bool:
         return self.module == "lokr"
+
+    @property
+    def block_indices(self) -> dict[str, str]:
+        """The block selection by kind, as the config spells it."""
+        return {"double": self.train_double_block_indices, "single": self.train_single_block_indices}
+
+    @property
+    def selects_all_blocks(self) -> bool:
+        return self.train_blocks == "all" and all(text == "all" for text in self.block_indices.values())
+
+    def trains_block(self, kind: str, index: int) -> bool:
+        """Whether block ``index`` of ``kind`` ("double", "single") gets adapters."""
+        if self.train_blocks not in ("all", kind):
+            return False
+        indices = parse_block_indices(self.block_indices[kind])
+        return indices is None or index in indices
 
     @property
     def locon(self) -> bool:

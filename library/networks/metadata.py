@@ -129,6 +129,9 @@ def network_args(options: LoraOptions) -> dict[str, str]:
         args.update(conv_dim=str(options.conv_dim), conv_alpha=str(options.effective_conv_alpha))
     if options.use_dora:
         args["dora_wd"] = "True"
+    if not options.selects_all_blocks:
+        args["train_blocks"] = options.train_blocks
+        args.update({f"train_{kind}_block_indices": text for kind, text in options.block_indices.items()})
     return args
 
 

@@ -2,12 +2,13 @@
 
 The family record lists the module classes to search: Linear and 1x1-conv children of the UNet's transformer
 blocks and of the text encoders' attention and MLP blocks, plus (LoCon) every Linear and conv child of resnets and
-samplers, where the 3x3 convs take the conv rank and alpha.
+samplers, where the 3x3 convs take the conv rank and alpha. Blocks of a kind the family lets a run select
+(``unet_block_kinds``: FLUX.1's double and single blocks) are searched only when the options select them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from torch import nn
@@ -45,17 +46,31 @@ def _is_pointwise(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1))
 
 
-def _children_of_classes(root: nn.Module, class_names: Sequence[str]) -> Iterator[tuple[str, nn.Module]]:
-    """Linear/Conv2d modules inside any module whose class name is listed, each once, in model order."""
+def _children_of_classes(
+    root: nn.Module, class_names: Sequence[str], keep_block: Callable[[str, str], bool] = lambda path, name: True
+) -> Iterator[tuple[str, nn.Module]]:
+    """Linear/Conv2d modules inside any module whose class name is listed (and that ``keep_block(path, class name)``
+    keeps), each once, in model order."""
     seen: set[str] = set()
     for block_path, block in root.named_modules():
-        if type(block).__name__ not in class_names:
+        if type(block).__name__ not in class_names or not keep_block(block_path, type(block).__name__):
             continue
         for child_path, child in block.named_modules():
             path = f"{block_path}.{child_path}" if block_path else child_path
             if isinstance(child, (nn.Linear, nn.Conv2d)) and child_path and path not in seen:
                 seen.add(path)
                 yield path, child
+
+
+def _block_filter(family: ModelFamily, options: LoraOptions) -> Callable[[str, str], bool]:
+    """Keeps a block unless it is of a selectable kind the options leave out (its index: its path's last part)."""
+    kinds = {kind.class_name: name for name, kind in family.unet_block_kinds.items()}
+
+    def keep(path: str, class_name: str) -> bool:
+        kind = kinds.get(class_name)
+        return kind is None or options.trains_block(kind, int(path.rsplit(".", 1)[-1]))
+
+    return keep
 
 
 def find_targets(
@@ -65,7 +80,7 @@ def find_targets(
     namer = LoraNamer(family, unet.config)
     targets: list[Target] = []
     if options.adapts_unet:
-        for path, module in _children_of_classes(unet, family.unet_target_classes):
+        for path, module in _children_of_classes(unet, family.unet_target_classes, _block_filter(family, options)):
             if _is_pointwise(module):
                 targets.append(Target(namer.unet(path), UNET, path, options.dim, options.alpha))
         if options.conv_dim is not None:

@@ -154,6 +154,22 @@ def _for_family(family: ModelFamily, prompts: Sequence[SamplePrompt]) -> list[Sa
     return [replace(prompt, sampler=FLOW_SAMPLER) for prompt in prompts]
 
 
+def warn_ignored_samplers(
+    family: ModelFamily, prompts: Sequence[SamplePrompt], source: str, default_sampler: str, default_named: bool
+) -> None:
+    """Log one warning per prompt line whose ``--ss`` a flow-matching family's previews do not use (and one for the
+    run's ``sample.sampler`` when it was named): they sample with the family's flow-matching Euler."""
+    if family.prediction_type != "flow_matching":
+        return
+    why = f"{family.title} previews use the flow-matching Euler sampler"
+    if default_named and default_sampler != FLOW_SAMPLER:
+        logger.warning("sample.sampler %r is not used: %s", default_sampler, why)
+    for prompt in prompts:
+        if prompt.sampler not in (FLOW_SAMPLER, default_sampler):
+            logger.warning("%s: the prompt line %r asks for --ss %s, which is not used: %s", source, prompt.prompt,
+                           prompt.sampler, why)
+
+
 def _scheduler(model: LiveModel, sampler: str):
     if model.family.prediction_type == "flow_matching":
         return build_flow_scheduler(model.noise_scheduler.config)

@@ -1,19 +1,23 @@
-"""Which base-model families a weights strategy can train, at which image sizes.
+"""Which base-model families a weights strategy can train, with which adapter options.
 
 LoRA trains both denoiser kinds (a UNet, FLUX.1's transformer); full fine-tuning, textual inversion and
-hypernetworks are built for UNet denoisers. A run that asks a strategy for a family it cannot train, or for image
-sides the family cannot take (FLUX.1 packs 2x2 latents: multiples of 16 pixels), stops here with one line, before
-anything is estimated or loaded, instead of failing deep in the loop.
+hypernetworks are built for UNet denoisers. A run that asks a strategy for a family it cannot train, for blocks the
+model does not have (``network.train_*_block_indices``), for an adapter the family's LoRA files cannot hold (LoKr
+in FLUX.1's fused BFL layout) or for class images the family cannot generate yet (FLUX.1) stops here with one line,
+before anything is estimated or loaded, instead of failing deep in the loop. (Image sides are fitted to the family's ``resolution_multiple`` by the buckets: ``data/buckets.py``.)
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from library.config import FurnaceConfig
-from library.data.dataset_config import blueprints_from_config
+from library.config.block_selection import parse_block_indices
 from library.models.families import ModelFamily, get_family
 from library.models.sizes import read_model_sizes
+from library.training.class_images import missing_class_indices
 from library.training.exceptions import TrainingSetupError
 from library.training.weights import WeightsFactory
 
@@ -21,16 +25,15 @@ from library.training.weights import WeightsFactory
 def check_trainable_family(config: FurnaceConfig, weights_factory: WeightsFactory) -> None:
     """Refuse a family whose denoiser the strategy cannot train; an unreadable model is left for the loader."""
     section = config.model
-    if section.family != "auto":
-        family = get_family(section.family)
-    else:
-        try:
-            family = read_model_sizes(
-                Path(section.pretrained_model_name_or_path), section.family, section.split_files()
-            ).family
-        except ValueError:
+    sizes = None
+    try:
+        sizes = read_model_sizes(Path(section.pretrained_model_name_or_path), section.family, section.split_files())
+    except ValueError:
+        if section.family == "auto":
             return
-    check_sizes(config, family)
+    family = sizes.family if sizes is not None else get_family(section.family)
+    check_network(config, family, sizes.unet_config if sizes is not None else None)
+    check_class_images(config, family)
     if family.denoiser not in weights_factory.trainable_denoisers:
         raise TrainingSetupError(
             f"model.pretrained_model_name_or_path: a {family.title} model; {weights_factory.title} of its "
@@ -39,26 +42,41 @@ def check_trainable_family(config: FurnaceConfig, weights_factory: WeightsFactor
         )
 
 
-def check_sizes(config: FurnaceConfig, family: ModelFamily) -> None:
-    """Refuse a training size or bucket step that is not a multiple of the family's ``resolution_multiple``."""
-    multiple = family.resolution_multiple
-    section = config.dataset
-    datasets = blueprints_from_config(section) if section.dataset_config else [section]
-    for index, dataset in enumerate(datasets):
-        where = f"{section.dataset_config}: datasets[{index}]." if section.dataset_config else "dataset."
-        if dataset.enable_bucket and dataset.bucket_reso_steps % multiple:
-            key, value, fitting = "bucket_reso_steps", dataset.bucket_reso_steps, _round_up(dataset.bucket_reso_steps,
-                                                                                           multiple)
-        elif not dataset.enable_bucket and any(side % multiple for side in dataset.resolution):
-            key, value = "resolution", list(dataset.resolution)
-            fitting = [_round_up(side, multiple) for side in dataset.resolution]
-        else:
-            continue
+def check_network(config: FurnaceConfig, family: ModelFamily, denoiser_config: Mapping[str, Any] | None) -> None:
+    """Refuse adapter options the family cannot take: a block selection it has no blocks for or indices past its
+    block counts (when its config could be read), LoKr where its LoRA files fuse modules."""
+    network = config.network
+    if family.unet_lora_naming == "bfl" and network.module == "lokr":
         raise TrainingSetupError(
-            f"{where}{key}: a {family.title} model needs image sides in multiples of {multiple} pixels (got "
-            f"{value}); use {fitting}"
+            f"network.module: LoKr adapters cannot be written in {family.title}'s LoRA layout (q, k, v fused in "
+            "one module, which a Kronecker product cannot hold); use network.module = 'lora'"
         )
+    if not family.unet_block_kinds:
+        if not network.selects_all_blocks:
+            raise TrainingSetupError(
+                f"network.train_blocks / train_*_block_indices: they select FLUX.1 transformer blocks; a "
+                f"{family.title} model has none to select, unset them"
+            )
+        return
+    for kind, block in family.unet_block_kinds.items():
+        indices = parse_block_indices(network.block_indices[kind]) or frozenset()
+        count = int((denoiser_config or {}).get(block.count_key, 0))
+        if denoiser_config is not None and indices and max(indices) >= count:
+            raise TrainingSetupError(
+                f"network.train_{kind}_block_indices: block {max(indices)} does not exist; this {family.title} model "
+                f"has {count} {kind} blocks (0-{count - 1})"
+            )
 
 
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
+def check_class_images(config: FurnaceConfig, family: ModelFamily) -> None:
+    """Refuse class images still to generate from a flow-matching base (they are generated with a DDPM sampler)."""
+    section = config.dreambooth
+    if family.prediction_type != "flow_matching" or not section.num_class_images:
+        return
+    missing = len(missing_class_indices(Path(section.class_data_dir), section.num_class_images))
+    if missing:
+        raise TrainingSetupError(
+            f"dreambooth.num_class_images: {missing} class image(s) missing in {section.class_data_dir}, and "
+            f"generating them from a {family.title} base is not supported yet; put them there yourself (captioned "
+            f"{section.class_prompt!r}) or lower dreambooth.num_class_images"
+        )

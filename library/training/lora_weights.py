@@ -40,6 +40,9 @@ def lora_options(config: FurnaceConfig) -> LoraOptions:
         lokr_factor=section.lokr_factor,
         lokr_full_matrix=section.lokr_full_matrix,
         save_format=section.save_format,
+        train_blocks=section.train_blocks,
+        train_double_block_indices=section.train_double_block_indices,
+        train_single_block_indices=section.train_single_block_indices,
     )
 
 

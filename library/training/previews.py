@@ -14,6 +14,7 @@ class PreviewSchedule:
     """The run's sample prompts and when they are due (every N steps / epochs of the ``sample`` section)."""
 
     def __init__(self, config: FurnaceConfig, model: BaseModel, output_dir: Path, precision: Precision) -> None:
+        from library.sampling.preview import warn_ignored_samplers
         from library.sampling.prompts import SamplePrompt, load_prompts
 
         self.config, self.model, self.output_dir = config.sample, model, output_dir
@@ -35,6 +36,8 @@ class PreviewSchedule:
                 guidance_scale=self.config.guidance_scale,
             )
             self.prompts = load_prompts(self.config.prompts, defaults)
+            warn_ignored_samplers(model.family, self.prompts, str(self.config.prompts), self.config.sampler,
+                                  "sampler" in self.config.model_fields_set)
 
     @property
     def enabled(self) -> bool:

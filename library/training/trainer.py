@@ -105,7 +105,8 @@ class Trainer:
                                     lambda done, total: self._event("class_images", done=done, total=total))
             accelerator.wait_for_everyone()
         with times.phase("dataset scan"):
-            self.data = build_training_data(config, accelerator.process_index, accelerator.num_processes)
+            self.data = build_training_data(config, accelerator.process_index, accelerator.num_processes,
+                                            self.model.family.resolution_multiple)
         for line in self.data.summary_lines():
             logger.info("%s", line)
         with times.phase("trained weights"):

@@ -102,7 +102,7 @@ BAD_FILES = [
     (
         "network-module",
         {"top": 'network_module = "networks.oft"'},
-        ["network_module: only 'networks.lora' and 'lycoris.kohya' are supported", "(got 'networks.oft')"],
+        ["network_module: only 'networks.lora', 'networks.lora_flux' and 'lycoris.kohya' are supported", "(got 'networks.oft')"],
     ),
     (
         "lokr-dora",
@@ -186,6 +186,10 @@ BAD_OVERRIDES = [
     (["--learning_rate"], "--learning_rate: needs a value"),
     (["stray"], "stray: unexpected argument"),
     (["--network_args", "rank_dropout=0.1"], "--network_args: network_args: unsupported key(s) rank_dropout"),
+    (["--network_args", "train_single_block_indices=4-2"],
+     "--network_args: network.train_single_block_indices: range '4-2' ends before it starts (got '4-2')"),
+    (["--network.train_double_block_indices", "0;1"], "--network.train_double_block_indices: "
+     "network.train_double_block_indices: expected 'all', 'none' or indices and ranges such as '0,1,8-12'"),
     (["--sdxl", "--v2"], "--sdxl: sdxl/v2: sdxl cannot be combined with v2"),
     (["--gradient_checkpointing", "maybe"], "maybe: unexpected argument"),
 ]

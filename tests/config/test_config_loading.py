@@ -121,6 +121,22 @@ def test_lycoris_network_args_select_lokr(write_config, run_toml):
     assert plain.network.module == "lora"
 
 
+def test_sd_scripts_flux_block_selection_reaches_the_network_options(write_config, run_toml):
+    """sd-scripts' FLUX.1 spelling: networks.lora_flux, train_blocks and the block indices in network_args (a single
+    index or a plain list arrives as a Python literal, ranges as text)."""
+    from library.training.lora_weights import lora_options
+
+    top = ('network_module = "networks.lora_flux"\nnetwork_args = ["train_blocks=double", '
+           '"train_double_block_indices=0,2-4", "train_single_block_indices=7"]')
+    options = lora_options(load_config(write_config(run_toml(top=top))))
+    assert (options.module, options.train_blocks, options.block_indices) == (
+        "lora", "double", {"double": "0,2-4", "single": "7"})
+    assert [index for index in range(6) if options.trains_block("double", index)] == [0, 2, 3, 4]
+    assert not options.trains_block("single", 7)  # train_blocks = double leaves every single block out
+    listed = load_config(write_config(run_toml(top='network_args = ["train_double_block_indices=0,1"]')))
+    assert listed.network.train_double_block_indices == "0,1"
+
+
 def test_lora_save_format_from_toml_and_flag_reaches_the_network_options(write_config, run_toml):
     from library.training.lora_weights import lora_options
 

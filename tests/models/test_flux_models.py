@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "networks"))
 from flux_lora_helpers import transformer_output  # noqa: E402
@@ -188,19 +189,33 @@ def test_flux_lora_is_accepted_and_other_strategies_refused_in_one_line_before_l
         check_trainable_family(config, PivotalWeights)
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    (["--resolution", "72"], r"dataset\.resolution: .* multiples of 16 pixels \(got \[72, 72\]\); use \[80, 80\]"),
-    (["--enable_bucket", "true", "--bucket_reso_steps", "40", "--resolution", "256"],
-     r"dataset\.bucket_reso_steps: .* multiples of 16 pixels \(got 40\); use 48"),
-])
-def test_image_sides_that_do_not_pack_are_refused_before_loading(flux, tmp_path, options, message):
+def test_class_images_still_to_generate_from_flux_are_refused_before_loading(flux, tmp_path):
     from library.config import loads_config
     from library.training.exceptions import TrainingSetupError
     from library.training.family_support import check_trainable_family
     from library.training.lora_weights import LoraWeights
 
     _, root, _ = flux
-    config = loads_config(f'pretrained_model_name_or_path = "{root / "diffusers"}"\n'
-                          f'train_data_dir = "{tmp_path}"\n', overrides=options)
-    with pytest.raises(TrainingSetupError, match=message):
+    classes = tmp_path / "classes"
+    config = loads_config(f'pretrained_model_name_or_path = "{root / "diffusers"}"\ntrain_data_dir = "{tmp_path}"\n'
+                          f'[dreambooth]\nclass_prompt = "a circle"\nclass_data_dir = "{classes}"\nnum_class_images = 3\n')
+    with pytest.raises(TrainingSetupError, match=r"^dreambooth\.num_class_images: 3 class image\(s\) missing in .*"
+                                                 r"generating them from a FLUX\.1 \[dev\] base is not supported yet"):
+        check_trainable_family(config, LoraWeights)
+    classes.mkdir()
+    for index in range(3):
+        Image.new("RGB", (64, 64)).save(classes / f"mine_{index}.png")
+    check_trainable_family(config, LoraWeights)  # the class images are there: nothing to generate
+
+
+def test_a_block_selection_is_refused_for_a_family_without_selectable_blocks(tiny_sd1, tmp_path):
+    from library.config import loads_config
+    from library.training.exceptions import TrainingSetupError
+    from library.training.family_support import check_trainable_family
+    from library.training.lora_weights import LoraWeights
+
+    config = loads_config(f'pretrained_model_name_or_path = "{tiny_sd1.folder}"\ntrain_data_dir = "{tmp_path}"\n',
+                          overrides=["--network_args", "train_blocks=single"])
+    with pytest.raises(TrainingSetupError, match=r"^network\.train_blocks / train_\*_block_indices: they select "
+                                                 r"FLUX\.1 transformer blocks; a Stable Diffusion 1\.x model"):
         check_trainable_family(config, LoraWeights)

@@ -52,6 +52,19 @@ def test_fp8_unet_is_close_to_bf16(sd1_pair):
     assert 0 < relative < 0.1, relative
 
 
+def test_flux_transformer_and_t5_compute_from_fp8_and_t5_keeps_its_wo_layers(tiny_model_factory):
+    """T5 casts its feed-forward output layer's input to that layer's weight dtype (transformers keeps ``wo`` out of
+    reduced precision): stored in fp8 it would be fed fp8 activations."""
+    model = load_base_model(tiny_model_factory("flux1-dev").folder, dtype=torch.float32, fp8=True)
+    t5 = model.text_encoders[1]
+    names = fp8_layer_names(t5)
+    assert names and not [name for name in names if name.endswith(".wo")]
+    assert {p.dtype for name, p in t5.named_parameters() if name.endswith("wo.weight")} == {torch.float32}
+    assert FP8 in {p.dtype for p in model.unet.parameters()}
+    with torch.no_grad():
+        assert torch.isfinite(t5(torch.tensor([[5, 6, 1]])).last_hidden_state).all()
+
+
 def _layers() -> torch.nn.Sequential:
     return torch.nn.Sequential(
         torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(8, 8, 3, stride=2, padding=1),

@@ -58,3 +58,27 @@ def test_guidance_option_reaches_only_a_guidance_distilled_transformer(flux):
     model, _ = flux
     low, high = (_pixels(generate_images(model, parse_prompt_lines(f"frnc --g {g}", DEFAULTS))) for g in (1.0, 8.0))
     assert (np.abs(low - high).max() > 0) == model.family.guidance_embedded
+
+
+@pytest.mark.parametrize("sampler_key", ["", 'sampler = "euler_a"\n'], ids=["default", "sample.sampler"])
+def test_a_sampler_flux_previews_do_not_use_is_named_in_one_warning(tiny_model_factory, tmp_path, caplog,
+                                                                   sampler_key):
+    from library.config import loads_config
+    from library.training.accelerator import choose_precision
+    from library.training.previews import PreviewSchedule
+
+    folder = tiny_model_factory("flux1-dev").folder
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# previews\nfrnc, red circle --ss dpmsolver++\nfrnc --ss euler\na blue square\n", encoding="utf-8")
+    config = loads_config(f'[model]\npretrained_model_name_or_path = "{folder}"\n[dataset]\ntrain_data_dir = '
+                          f'"{tmp_path}"\n[sample]\nprompts = "{prompts}"\n{sampler_key}')
+    model = load_base_model(folder)
+    with caplog.at_level("WARNING", logger="library.sampling.preview"):
+        schedule = PreviewSchedule(config, model, tmp_path, choose_precision(config, cuda_available=False))
+    why = "which is not used: FLUX.1 [dev] previews use the flow-matching Euler sampler"
+    expected = [f"{prompts}: the prompt line 'frnc, red circle' asks for --ss dpmsolver++, {why}"]
+    if sampler_key:
+        expected.insert(0, "sample.sampler 'euler_a' is not used: FLUX.1 [dev] previews use the flow-matching Euler "
+                           "sampler")
+    assert [record.getMessage() for record in caplog.records] == expected
+    assert len(schedule.prompts) == 3

@@ -7,7 +7,7 @@ import random
 import numpy as np
 from PIL import Image, ImageFilter
 
-from library.toyworld.judge import NONE, judge
+from library.toyworld.judge import NONE, foreground_spread, judge
 from library.toyworld.world import (
     BACKGROUND_RGB,
     COLOURS,
@@ -58,6 +58,13 @@ def test_judge_says_none_for_an_empty_or_unnamed_picture():
     scene = random_scene(random.Random(0), shape="square")
     grey = judge(render(scene, rgb=(128, 128, 128)))  # no named colour is near mid grey
     assert (grey.colour, grey.shape) == (NONE, "square")
+
+
+def test_spread_tells_a_mottled_shape_from_a_flat_one():
+    flat = [foreground_spread(image) for _, image in _labelled_renders(20, seed=13)]
+    mottled = [foreground_spread(image) for _, image in _labelled_renders(20, seed=13, noise=20)]
+    assert max(flat) < 6.0 and min(mottled) > 20.0, (flat, mottled)
+    assert foreground_spread(Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUND_RGB)) is None
 
 
 def test_every_shape_and_colour_is_recognised():

@@ -6,6 +6,7 @@ set, else to the test's tmp folder."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -24,8 +25,9 @@ from library.toyworld.world import QUICKSTART_CONCEPT
 
 pytestmark = [pytest.mark.slow, NEEDS_CHROMIUM]   # a server, a trainer and a browser
 
-STEPS, SAMPLE_EVERY, SAVE_EVERY = 8, 4, 4
+STEPS, SAMPLE_EVERY, SAVE_EVERY = 6, 3, 3
 EDITED = "a frnc circle on a white background, centred"
+QUICK_PROMPTS = "quick_prompts.txt"   # the quickstart's prompts, fewer and with fewer denoising steps
 
 
 @pytest.fixture
@@ -39,6 +41,9 @@ def folders(tmp_path) -> GuiFolders:
     shutil.copy(base_model_file(), folders.models / base_model_file().name)
     write_concept_dataset(folders.datasets / "quickstart", QUICKSTART_CONCEPT, count=4)
     shutil.copytree(REPO / "configs", folders.configs)
+    (folders.configs / QUICK_PROMPTS).write_text(
+        "a frnc circle on a white background --w 64 --h 64 --s 4 --l 5 --d 1\n"
+        "a red square on a white background --w 64 --h 64 --s 4 --l 5 --d 3\n", encoding="utf-8")
     return folders
 
 
@@ -83,7 +88,10 @@ def test_a_first_run_from_the_quickstart_preset_to_a_downloaded_lora(page, folde
         fill(page, "training.max_train_steps", str(STEPS))
         fill(page, "sample.every_n_steps", str(SAMPLE_EVERY))
         fill(page, "output.save_every_n_steps", str(SAVE_EVERY))
+        fill(page, "sample.prompts", f"configs/{QUICK_PROMPTS}")
+        fill(page, "sample.compare_strengths", "[0, 1]")
         expect(page.locator("#preview")).to_contain_text(f"max_train_steps = {STEPS}")
+        expect(page.locator("#preview")).to_contain_text(f"prompts = \"configs/{QUICK_PROMPTS}\"")
         page.screenshot(path=str(shots / "3-form-shortened.png"), full_page=True)
         page.fill("#run-name", "first")
         page.click("#launch")
@@ -122,8 +130,9 @@ def test_a_first_run_from_the_quickstart_preset_to_a_downloaded_lora(page, folde
         saved = tmp_path / downloaded.value.suggested_filename
         downloaded.value.save_as(saved)
         with safe_open(str(saved), "pt") as lora:
-            keys = list(lora.keys())
-            assert lora.metadata()["ss_network_dim"] == "4" and lora.metadata()["ss_steps"] == str(STEPS)
+            keys, metadata = list(lora.keys()), lora.metadata()
+        assert metadata["ss_network_dim"] == "4" and metadata["ss_steps"] == str(STEPS)
+        assert json.loads(metadata["ss_tag_frequency"])["10_frnc"]["centred"] == 1   # the caption edited in the page
         assert keys and all(key.startswith("lora_") for key in keys), keys[:5]
         assert any(key.startswith("lora_unet_") for key in keys) and any(key.startswith("lora_te_") for key in keys)
     finally:

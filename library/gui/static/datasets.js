@@ -99,7 +99,7 @@ async function runCheck() {
 
 // The doctor decodes every image (seconds for hundreds): one check at a time, and one more after it when edits
 // came in meanwhile, however many there were.
-async function checkDataset() {
+async function dsCheckFindings() {
   if (ds.checking) { ds.recheck = true; return; }
   ds.checking = true;
   try {
@@ -117,7 +117,7 @@ async function refreshDataset(regroup = true) {
     document.getElementById("ds-groups").replaceChildren(...listing.groups.map(groupSection));
     applyFindings();
   }
-  checkDataset();
+  dsCheckFindings();
   return listing;
 }
 

@@ -86,6 +86,29 @@ def test_each_lora_file_has_the_embedding_bundled_and_beside_it_and_diffusers_lo
     assert torch.equal(loaded.detach(), embeddings["frnc"]["emb_params"])
 
 
+def test_bf16_mixed_precision_trains_the_new_rows_alone(tiny_model_factory, concept_dataset, tmp_path):
+    """Under bf16 autocast the frozen base is stored in bf16 and the embedding table in fp32: the new rows train,
+    every other row is the base's bf16 value exactly, and the file holds the live rows."""
+    tiny = tiny_model_factory("sd1")
+    config = parse_cli(_args(tiny.folder, concept_dataset, tmp_path, mixed_precision="bf16", max_train_steps=2),
+                       program="train_network.py")
+    trainer = Trainer(config, PivotalWeights)
+    trainer.setup()
+    trainer.run()
+    encoder = trainer.model.text_encoders[0]
+    weight = input_embeddings(encoder).weight
+    frozen = {param.dtype for name, param in encoder.named_parameters() if "lora_" not in name and param is not weight}
+    table = weight.detach()
+    assert table.dtype == torch.float32 and frozen == {torch.bfloat16}
+    base = input_embeddings(load_base_model(tiny.folder, dtype=torch.bfloat16).text_encoders[0]).weight
+    rows = base.shape[0]
+    assert torch.equal(table[:rows], base.float()), "a row of the base vocabulary changed"
+    ids = trainer.model.tokenizers[0].convert_tokens_to_ids(["frnc", "frnc_1"])
+    start = base[trainer.model.tokenizers[0]("circle", add_special_tokens=False).input_ids[0]].float()
+    assert torch.isfinite(table[ids]).all() and not torch.equal(table[ids[0]], start), "the new row did not train"
+    assert torch.equal(load_file(tmp_path / "lora.safetensors")[BUNDLED], table[ids])
+
+
 def test_inspect_reports_the_bundled_embedding(sd1_run, capsys):
     _, output, trainer = sd1_run
     capsys.readouterr()

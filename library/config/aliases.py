@@ -38,7 +38,7 @@ _SAME_NAME: dict[str, tuple[str, ...]] = {
         "stop_text_encoder_training", "use_ema", "save_diffusers",
     ),
     "textual_inversion": (
-        "token_string", "init_word", "num_vectors_per_token", "embedding_lr", "use_object_template",
+        "token_string", "init_word", "num_vectors_per_token", "embedding_lr", "embedding_file", "use_object_template",
         "use_style_template",
     ),
     "deepspeed": (

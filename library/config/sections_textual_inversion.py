@@ -5,6 +5,7 @@ tuning: the token's embedding trains together with the LoRA."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -38,6 +39,13 @@ class TextualInversionSection(BaseModel):
         description="Learning rate of the new token's vectors; unset: optimizer.learning_rate. Mostly for pivotal "
         "tuning (a token_string in train_network.py), where the LoRA's rates are far lower than an embedding needs "
         "(e.g. 5e-3).",
+    )
+    embedding_file: Literal["bundled", "separate", "both"] = Field(
+        "bundled",
+        description="Pivotal tuning (train_network.py with a token_string): where each saved LoRA file's embedding "
+        "goes. 'bundled': inside the LoRA file (the bundle_emb.* keys A1111 reads); 'separate': in "
+        "<LoRA file name>_emb.safetensors beside it, the textual-inversion file diffusers, ComfyUI and A1111 load "
+        "(the name diffusers' pivotal-tuning scripts give it); 'both'.",
     )
     use_object_template: bool = Field(
         False,

@@ -31,7 +31,7 @@ _FIRST = ("model.pretrained_model_name_or_path", "dataset.train_data_dir")
 _LENGTH = ("dataset.resolution", "training.max_train_steps", "training.max_train_epochs", "optimizer.learning_rate",
            "output.output_name")
 TRAINERS = {  # a run's trainer -> its script and form
-    "lora": Trainer("train_network.py", "LoRA", ("network", "deepspeed"),
+    "lora": Trainer("train_network.py", "LoRA", ("network", "deepspeed", "textual_inversion"),  # pivotal tuning
                     (*_FIRST, "dataset.caption_prefix", *_LENGTH, "network.dim", "network.alpha")),
     "dreambooth": Trainer("train_dreambooth.py", "DreamBooth", ("dreambooth", "network", "deepspeed"),
                           (*_FIRST, "dreambooth.instance_prompt", "dreambooth.class_prompt", *_LENGTH,

@@ -20,6 +20,7 @@ from library.models.loader import BaseModel, load_base_model
 from library.models.pipeline import component_configs, component_modules
 from library.models.single_file import save_original_checkpoint
 from library.networks import split_modules, write_lora_file
+from library.networks.bundled_embeddings import bundle_tensors
 from library.networks.hashes import LEGACY_HASH_KEY, MODEL_HASH_KEY
 from library.networks.lokr import LokrWeights, split_lokr
 from library.networks.lora_file import ModuleWeights, module_tensors
@@ -193,17 +194,26 @@ def write_lora(
     metadata: Mapping[str, str],
     dtype: torch.dtype | None = None,
     family: ModelFamily | None = None,
+    embeddings: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> dict[str, str]:
     """Write modules as a kohya LoRA file (atomic, with hashes); the network dims in the metadata follow them.
 
     With ``family``, modules named as adapters are held (FLUX.1's separate q, k, v) are laid out as its kohya
-    files name them (fused)."""
+    files name them (fused). ``embeddings`` (token -> embedding-file tensors, pivotal tuning's) are bundled as they
+    are, in their own dtype."""
     tensors: dict[str, torch.Tensor] = {}
     for name, weights in modules.items():
         tensors.update(module_tensors(name, weights, dtype))
     if family is not None:
         tensors = kohya_file_tensors(family, tensors, str(path))
+    for token, vectors in (embeddings or {}).items():
+        tensors.update(bundle_tensors(token, vectors))
     return write_lora_file(path, tensors, {**metadata, **network_summary(modules, metadata)})
+
+
+def kept_embeddings(embeddings: Mapping[str, object]) -> str:
+    """The end of a tool's summary line naming the bundled embeddings it carried over (none: nothing)."""
+    return f", bundled embedding(s) kept: {', '.join(sorted(embeddings))}" if embeddings else ""
 
 
 def load_model(path: Path, family: str = "auto") -> BaseModel:

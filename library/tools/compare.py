@@ -22,7 +22,7 @@ from library.networks.targets import index_modules
 from library.sampling.compare_grid import LoraApplier, render_grid
 from library.sampling.prompts import SamplePrompt, load_prompts, parse_prompt_lines
 from library.tools.common import ToolError, add_family_argument, existing_path, load_model
-from library.training.run_files import EXTENSION, training_order
+from library.training.run_files import EXTENSION, is_companion, training_order
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -43,11 +43,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def collect_loras(inputs: Sequence[Path]) -> list[Path]:
     """The LoRA files named, with each folder expanded to its ``.safetensors`` files in training order (each run's
-    files as its own ``compare_at_end`` grid orders them)."""
+    files as its own ``compare_at_end`` grid orders them; the embeddings saved beside them left out)."""
     files: list[Path] = []
     for path in inputs:
         if existing_path(path, "LoRA file or run folder").is_dir():
-            found = training_order(path.glob(f"*{EXTENSION}"))
+            found = training_order(file for file in path.glob(f"*{EXTENSION}") if not is_companion(file))
             if not found:
                 raise ToolError(f"{path}: no .safetensors files in this folder")
             files += found

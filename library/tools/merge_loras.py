@@ -12,6 +12,10 @@ Modes:
 
 DoRA modules (their magnitudes do not add) and LoHa and LoKr modules (no low-rank factors) are refused: merge such
 files into a model with ``merge-into``.
+
+Embeddings bundled in the inputs (pivotal tuning) are carried into the output as they are, whatever the ratios: an
+embedding has no strength to weigh. A token bundled by several inputs must hold the same vectors in each; two
+different embeddings of one token cannot share a file, and are refused.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from library.networks.bundled_embeddings import read_bundled
 from library.networks.lora_file import SAVE_PRECISIONS, ModuleWeights, save_dtype
 from library.tools.common import (
     ToolError,
     check_output,
     derived_metadata,
     is_conv3,
+    kept_embeddings,
     only_lora_modules,
     parse_ratios,
     read_lora_modules,
@@ -117,6 +123,32 @@ def merge_modules(
     return merged, energy
 
 
+Embeddings = dict[str, dict[str, torch.Tensor]]  # token -> embedding-file tensors
+
+
+def merge_embeddings(bundles: list[Embeddings], sources: list[str]) -> Embeddings:
+    """Every input's bundled embeddings, each token once; a token two inputs bundle with different vectors is
+    refused, naming it and both files."""
+    merged: Embeddings = {}
+    origin: dict[str, str] = {}
+    for bundled, source in zip(bundles, sources):
+        for token, vectors in bundled.items():
+            if token not in merged:
+                merged[token], origin[token] = vectors, source
+            elif not _same_vectors(merged[token], vectors):
+                raise ToolError(
+                    f"bundled embedding {token!r}: {origin[token]} and {source} hold different vectors for it, and "
+                    "a LoRA file holds one embedding per token; merge LoRAs whose embeddings of it agree"
+                )
+    return merged
+
+
+def _same_vectors(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> bool:
+    return first.keys() == second.keys() and all(
+        first[key].dtype == second[key].dtype and torch.equal(first[key], second[key]) for key in first
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     ratios = parse_ratios(args.ratios, len(args.loras), "LoRAs")
     if args.mode == "svd" and (args.rank is None or args.rank < 1):
@@ -125,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = [read_lora_modules(path) for path in args.loras]
     loras = [only_lora_modules(modules, path, "combine") for (modules, _), path in zip(inputs, args.loras)]
     sources = [str(path) for path in args.loras]
+    embeddings = merge_embeddings([read_bundled(path) for path in args.loras], sources)
     merged, energy = merge_modules(loras, ratios, args.mode, args.rank, args.conv_rank, sources)
     recipe = {
         "tool": "merge-loras",
@@ -133,9 +166,9 @@ def run(args: argparse.Namespace) -> int:
         "loras": [{"file": path.name, "ratio": ratio} for path, ratio in zip(args.loras, ratios)],
     }
     metadata = derived_metadata(inputs[0][1], recipe)
-    write_lora(out, merged, metadata, save_dtype(args.save_precision))
+    write_lora(out, merged, metadata, save_dtype(args.save_precision), embeddings=embeddings)
     summary = f"wrote {out}: {len(merged)} modules ({args.mode})"
     if energy:
         summary += f", mean energy kept {sum(energy.values()) / len(energy):.2%}"
-    print(summary)
+    print(summary + kept_embeddings(embeddings))
     return 0

@@ -5,7 +5,7 @@ Every module's update is refactored from its exact ``up @ down * alpha/rank``, b
 strengths mean the same before and after. The report lists each module's rank change and the share of
 its update's energy (squared Frobenius norm) that survived; resizing to the file's own rank is lossless. DoRA
 magnitudes are kept as they are (they renormalise whatever update the factors hold); LoHa and LoKr files are
-refused.
+refused. Embeddings bundled in the file (pivotal tuning) are carried into the output unchanged.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from library.networks.bundled_embeddings import read_bundled
 from library.networks.lora_file import SAVE_PRECISIONS, ModuleWeights, save_dtype
 from library.tools.common import (
     ToolError,
     check_output,
     derived_metadata,
+    kept_embeddings,
     only_lora_modules,
     read_lora_modules,
     write_lora,
@@ -82,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     rule = rank_rule(args.rank, args.dynamic, args.dynamic_param)
     out = check_output(args.out)
     modules, metadata = read_lora_modules(args.lora)
+    embeddings = read_bundled(args.lora)
     resized, report = resize_modules(only_lora_modules(modules, args.lora, "resize"), rule)
     recipe = {
         "tool": "resize",
@@ -90,12 +93,13 @@ def run(args: argparse.Namespace) -> int:
         "dynamic": args.dynamic,
         "dynamic_param": args.dynamic_param,
     }
-    write_lora(out, resized, derived_metadata(metadata, recipe), save_dtype(args.save_precision))
+    write_lora(out, resized, derived_metadata(metadata, recipe), save_dtype(args.save_precision),
+               embeddings=embeddings)
     if args.json:
-        print(json.dumps({"out": str(out), "modules": report}, indent=2))
+        print(json.dumps({"out": str(out), "modules": report, "bundled_embeddings": sorted(embeddings)}, indent=2))
     else:
         for row in report:
             print(f"{row['module']}: rank {row['rank']} -> {row['new_rank']}, energy kept {row['energy']:.2%}")
         mean = sum(row["energy"] for row in report) / max(len(report), 1)
-        print(f"wrote {out}: {len(report)} modules, mean energy kept {mean:.2%}")
+        print(f"wrote {out}: {len(report)} modules, mean energy kept {mean:.2%}{kept_embeddings(embeddings)}")
     return 0

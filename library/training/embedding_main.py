@@ -31,6 +31,9 @@ def check_embedding_run(config: FurnaceConfig) -> None:
                         "no EMA; unset them")
     if config.sample.compare_at_end:
         problems.append("sample.compare_at_end: compares LoRA strengths; set it to false for an embedding")
+    if section.embedding_file != "bundled":
+        problems.append("textual_inversion.embedding_file: is for pivotal tuning (train_network.py); "
+                        "train_textual_inversion.py writes the embedding file alone; unset it")
     if config.network.network_weights:
         problems.append("network.network_weights: train_textual_inversion.py trains no LoRA; unset it")
     if config.deepspeed.enabled:

@@ -31,11 +31,17 @@ logger = logging.getLogger(__name__)
 
 
 class _TrainedRows:
-    """One text encoder's embedding table, of which only ``token.ids`` train."""
+    """One text encoder's embedding table, of which only ``token.ids`` train.
 
-    def __init__(self, encoder: torch.nn.Module, token: AddedToken) -> None:
+    The table trains in fp32. An encoder stored in a lower precision (pivotal tuning's frozen bf16 base) gets the
+    table's output cast to its own dtype, as its layers (CPU layer norms refuse a mixed input) expect."""
+
+    def __init__(self, encoder: torch.nn.Module, token: AddedToken, storage: torch.dtype) -> None:
         self.encoder, self.token = encoder, token
-        self.weight = input_embeddings(encoder).weight
+        table = input_embeddings(encoder)
+        self.weight = table.weight
+        if storage != self.weight.dtype:
+            table.register_forward_hook(lambda module, inputs, output: output.to(storage))
         self.base = self.weight.detach().clone()
         self.trained = torch.zeros(self.weight.shape[0], 1, dtype=torch.bool, device=self.weight.device)
         self.trained[token.ids] = True
@@ -64,13 +70,14 @@ class NewTokens:
         self.keys = encoder_keys(model.family)
         self.tables: list[_TrainedRows] = []
         for tokenizer, encoder in zip(model.tokenizers, model.text_encoders):
+            storage = input_embeddings(encoder).weight.dtype
             input_embeddings(encoder).to(torch.float32)
             start = word_vectors(tokenizer, encoder, section.init_word, section.num_vectors_per_token)
             try:
                 token = add_token(tokenizer, encoder, section.token_string, start)
             except ModelLoadError as error:
                 raise TrainingSetupError(f"textual_inversion.token_string: {error}") from None
-            self.tables.append(_TrainedRows(encoder, token))
+            self.tables.append(_TrainedRows(encoder, token, storage))
         logger.info("training %d vector(s) of %r, started from %r (token ids %s)", section.num_vectors_per_token,
                     section.token_string, section.init_word, [table.token.ids for table in self.tables])
 

@@ -25,6 +25,13 @@ def check_pivotal_run(config: FurnaceConfig) -> None:
         raise ConfigError(problems)
 
 
+def check_plain_lora_run(config: FurnaceConfig) -> None:
+    """Pivotal-tuning options in a run without a token to apply them to, refused before any model loads."""
+    if config.textual_inversion.embedding_file != "bundled":
+        raise ConfigError(["textual_inversion.embedding_file: applies to pivotal tuning, which a "
+                           "textual_inversion.token_string turns on; set one, or unset embedding_file"])
+
+
 def train_lora(config: FurnaceConfig) -> Path | None:
     from library.training.compare_at_end import check_supported
     from library.training.ema import ema_settings
@@ -36,6 +43,8 @@ def train_lora(config: FurnaceConfig) -> Path | None:
     pivotal = bool(config.textual_inversion.token_string)
     if pivotal:
         check_pivotal_run(config)
+    else:
+        check_plain_lora_run(config)
     ema_settings(config, lora_run=True)  # misplaced EMA options refused before any model loads
     check_supported(config, lora_run=True)
     check_fp8_base(config, full_fine_tune=False)

@@ -4,7 +4,9 @@ The LoRA is set up as any LoRA run's (``lora_weights.py``); the new token is add
 encoder and its rows train at their own rate (``textual_inversion.embedding_lr``) as in a textual-inversion run
 (``embedding_weights.NewTokens``), every other row kept the base's. Previews prompt the token with the live rows.
 Each saved LoRA file carries the embedding under the keys A1111 reads (``networks/bundled_embeddings.py``), so one
-file holds both halves; the resume state holds the rows beside the adapters.
+file holds both halves; with ``textual_inversion.embedding_file`` the embedding is (also, or only) written beside it
+as a textual-inversion file of its own (``run_files.embedding_companion``). The resume state holds the rows beside the
+adapters.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import torch
 
 from library.config import FurnaceConfig
 from library.models.loader import BaseModel
-from library.networks import TrainingInfo, lora_metadata, save_dtype, write_lora_file
+from library.networks import TrainingInfo, embedding_metadata, lora_metadata, save_dtype, write_lora_file
 from library.networks.bundled_embeddings import bundle_tensors
+from library.networks.embedding_file import write_embedding_file
 from library.training.accelerator import Precision
 from library.training.embedding_weights import NewTokens
 from library.training.lora_weights import LoraWeights
+from library.training.run_files import embedding_companion
 
 EMBEDDING_STATE_FILE = "embedding.safetensors"
 
@@ -52,7 +56,12 @@ class PivotalWeights(LoraWeights):
         self.tokens.restore_others()
 
     def _write(self, path: Path, info: TrainingInfo) -> None:
+        """The embedding file first (when asked for), so a LoRA file on disk always has its embedding beside it."""
         dtype = save_dtype(self.config.output.save_precision)
-        tensors = {**self.network.state_dict_kohya(dtype),
-                   **bundle_tensors(self.tokens.section.token_string, self.tokens.vectors(dtype))}
-        write_lora_file(path, tensors, lora_metadata(self.model.family, self.network.options, info))
+        vectors, where = self.tokens.vectors(dtype), self.tokens.section.embedding_file
+        if where != "bundled":
+            metadata = embedding_metadata(self.model.family, info, self.tokens.record())
+            write_embedding_file(embedding_companion(path), vectors, metadata)
+        bundled = bundle_tensors(self.tokens.section.token_string, vectors) if where != "separate" else {}
+        write_lora_file(path, {**self.network.state_dict_kohya(dtype), **bundled},
+                        lora_metadata(self.model.family, self.network.options, info))

@@ -6,8 +6,8 @@ A LoRA run that saves both its EMA and its trained ("raw") weights writes the ra
 ``<name>-raw`` (``<name>-raw.safetensors``, ``<name>-raw-step00000100.safetensors``, ...), so they are kept,
 pruned and compared like any run's files. A name alone cannot place an epoch file among step files, so training order is each file's trained step count
 (its ``ss_steps`` metadata; a file without it is placed by the number in its name), a run's final file after its
-intermediate ones. A file may have companions saved with it under the same name (a hypernetwork's ``.pt``); they
-follow it. The trainer's saver and pruner, its compare grid and the ``compare`` tool all go by this module.
+intermediate ones. A file may have companions saved with it under the same name (a hypernetwork's ``.pt``, a
+pivotal-tuning run's separate embedding ``<file name>_emb.safetensors``); they follow it. The trainer's saver and pruner, its compare grid and the ``compare`` tool all go by this module.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from library.models.checkpoint_io import read_safetensors_metadata
 
 EXTENSION = ".safetensors"
 COMPANION_EXTENSIONS = (".pt",)  # a hypernetwork run's A1111 .pt beside each of its .safetensors files
+EMBEDDING_SUFFIX = "_emb"  # a pivotal-tuning run's embedding beside each LoRA file (diffusers' scripts' name)
 RAW_SUFFIX = "-raw"
 _SUFFIX = r"(?:-(?P<epoch>\d{6})|-step(?P<step>\d{8}))?" + re.escape(EXTENSION)
 _ANY_RUN = re.compile(r"(?P<name>.+?)" + _SUFFIX)
@@ -42,9 +43,21 @@ def step_path(output_dir: Path, output_name: str, step: int) -> Path:
     return output_dir / f"{output_name}-step{step:08d}{EXTENSION}"
 
 
+def embedding_companion(path: Path) -> Path:
+    """The separate embedding file a pivotal-tuning run saves with its LoRA file ``path``."""
+    return path.with_name(f"{path.stem}{EMBEDDING_SUFFIX}{EXTENSION}")
+
+
 def companions(path: Path) -> list[Path]:
-    """The files saved together with weight file ``path`` under its name and another extension (that exist)."""
-    return [companion for extension in COMPANION_EXTENSIONS if (companion := path.with_suffix(extension)).is_file()]
+    """The files saved together with weight file ``path`` under its name (that exist)."""
+    candidates = [path.with_suffix(extension) for extension in COMPANION_EXTENSIONS] + [embedding_companion(path)]
+    return [companion for companion in candidates if companion.is_file()]
+
+
+def is_companion(path: Path) -> bool:
+    """Whether ``path`` is the separate embedding saved with a LoRA file that is beside it."""
+    owner = path.with_name(path.name.removesuffix(EMBEDDING_SUFFIX + EXTENSION) + EXTENSION)
+    return owner != path and embedding_companion(owner) == path and owner.is_file()
 
 
 def raw_name(output_name: str) -> str:

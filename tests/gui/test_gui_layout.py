@@ -17,6 +17,7 @@ def test_each_trainers_sections_and_essentials_are_schema_options_and_its_script
         others = {section for other in TRAINERS.values() if other is not trainer for section in other.sections}
         hidden = others - set(trainer.sections)
         assert not any(path.split(".")[0] in hidden for path in trainer.essentials), name
+    assert "textual_inversion" in TRAINERS["lora"].sections  # pivotal tuning's options (train_network.py) are shown
 
 
 def test_sd_scripts_flags_name_the_schema_path_they_set():

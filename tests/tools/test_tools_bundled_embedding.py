@@ -1,5 +1,6 @@
 """LoRA files with a bundled textual-inversion embedding (pivotal tuning): the keys A1111 reads, our readers and
-``inspect`` take them, and the embedding taken out of the file is one diffusers loads."""
+``inspect`` take them, the embedding taken out of the file is one diffusers loads, and ``resize`` and ``merge-loras``
+carry it into what they write (or refuse two different embeddings of one token)."""
 
 from __future__ import annotations
 
@@ -12,19 +13,27 @@ from tool_helpers import make_lora_file
 
 from library.models.families import get_family
 from library.models.tiny import build_components, tiny_configs
-from library.networks import LoraOptions, inject_lora, read_lora_file, write_lora_file
-from library.networks.bundled_embeddings import bundle_tensors, split_bundled
+from library.networks import LoraOptions, inject_lora, read_lora_file, verify_hashes, write_lora_file
+from library.networks.bundled_embeddings import bundle_tensors, read_bundled, split_bundled
 from library.tools.__main__ import main
 
 
 def _bundled_lora(tmp_path, family: str, vectors: dict[str, torch.Tensor]):
     """A tiny ``family`` LoRA file, and the same file with ``vectors`` bundled as the embedding of 'frnc'."""
     plain = make_lora_file(family, tmp_path / "plain.safetensors")
+    return plain, _bundle(plain, tmp_path / "bundled.safetensors", "frnc", vectors)
+
+
+def _bundle(plain, bundled, token: str, vectors: dict[str, torch.Tensor]):
+    """``bundled``: the LoRA file ``plain`` with ``vectors`` bundled as the embedding of ``token``."""
     with safe_open(str(plain), framework="pt") as handle:
         metadata = {key: value for key, value in handle.metadata().items() if not key.startswith("sshs_")}
-    bundled = tmp_path / "bundled.safetensors"
-    write_lora_file(bundled, {**load_file(str(plain)), **bundle_tensors("frnc", vectors)}, metadata)
-    return plain, bundled
+    write_lora_file(bundled, {**load_file(str(plain)), **bundle_tensors(token, vectors)}, metadata)
+    return bundled
+
+
+def _vectors(seed: int, count: int = 2) -> dict[str, torch.Tensor]:
+    return {"emb_params": torch.randn(count, 32, generator=torch.Generator().manual_seed(seed))}
 
 
 def test_sd1_keys_are_a1111s_and_diffusers_loads_the_extracted_embedding(tiny_sd1, tmp_path):
@@ -71,3 +80,42 @@ def test_readers_set_the_embedding_aside_and_inspect_reports_it(tmp_path, capsys
     assert report["module_count"] == json.loads(capsys.readouterr().out)["module_count"]
     assert main(["inspect", str(bundled)]) == 0
     assert "bundled embedding: frnc, emb_params 3 x 32" in capsys.readouterr().out
+
+
+def test_resize_keeps_the_bundled_embedding_unchanged(tmp_path, capsys):
+    vectors = _vectors(5)
+    _, bundled = _bundled_lora(tmp_path, "sd1", vectors)
+    out = tmp_path / "resized.safetensors"
+    assert main(["resize", str(bundled), "--rank", "2", "--save-precision", "fp16", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip().endswith("bundled embedding(s) kept: frnc")
+    written = load_file(str(out))
+    assert written["bundle_emb.frnc.string_to_param.*"].dtype == torch.float32  # not cast to the adapter's fp16
+    kept = read_bundled(out)
+    assert list(kept) == ["frnc"] and torch.equal(kept["frnc"]["emb_params"], vectors["emb_params"])
+    adapter, _ = split_bundled(written)
+    assert {tensor.shape[0] for key, tensor in adapter.items() if key.endswith("lora_down.weight")} == {2}
+    assert verify_hashes(out)
+
+
+def test_merge_loras_keeps_each_token_once_and_refuses_two_different_embeddings(tmp_path, capsys):
+    first, second = _vectors(5), _vectors(6, count=1)
+    plain, with_frnc = _bundled_lora(tmp_path, "sd1", first)
+    with_other = _bundle(plain, tmp_path / "other.safetensors", "qwrt", second)
+    frnc_again = _bundle(plain, tmp_path / "again.safetensors", "frnc", _vectors(5))
+    out = tmp_path / "merged.safetensors"
+    argv = ["merge-loras", str(with_frnc), str(with_other), str(frnc_again), str(plain), "--ratios", "0.5", "1", "1",
+            "-1", "--save-precision", "float", "--out", str(out)]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip().endswith("bundled embedding(s) kept: frnc, qwrt")
+    kept = read_bundled(out)
+    assert sorted(kept) == ["frnc", "qwrt"]  # the same 'frnc' in two files is kept once, whatever the ratios
+    assert torch.equal(kept["frnc"]["emb_params"], first["emb_params"])
+    assert torch.equal(kept["qwrt"]["emb_params"], second["emb_params"])
+    assert verify_hashes(out)
+
+    different = _bundle(plain, tmp_path / "different.safetensors", "frnc", _vectors(7))
+    clash = tmp_path / "clash.safetensors"
+    assert main(["merge-loras", str(with_frnc), str(different), "--out", str(clash)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "'frnc'" in error and str(with_frnc) in error and str(different) in error
+    assert not clash.exists()

@@ -6,9 +6,11 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from tool_helpers import run_tool
 
+from library.networks.embedding_file import write_embedding_file
 from library.tools.compare import collect_loras
 
 pytestmark = pytest.mark.slow  # these tests start processes or trainers
@@ -20,6 +22,7 @@ def test_grid_of_a_run_folder(tiny_sd1, lora_factory, tmp_path):
     for epoch, seed in ((2, 2), (1, 1)):
         shutil.copy(lora_factory("sd1", f"e{epoch}", seed=seed), run_dir / f"style-{epoch:06d}.safetensors")
     shutil.copy(lora_factory("sd1", "final", seed=3), run_dir / "style.safetensors")
+    write_embedding_file(run_dir / "style_emb.safetensors", {"emb_params": torch.zeros(1, 32)}, {})  # pivotal tuning's
     assert [path.name for path in collect_loras([run_dir])] == [
         "style-000001.safetensors",
         "style-000002.safetensors",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from library.config import ConfigError, parse_cli
-from library.training.lora_main import check_pivotal_run
+from library.training.lora_main import check_pivotal_run, check_plain_lora_run
 
 
 def _config(dataset, *flags: str):
@@ -29,3 +29,15 @@ def test_every_setting_pivotal_tuning_cannot_use_is_named(concept_dataset):
     keys = [message.split(":")[0] for message in refused.value.messages]
     assert keys == ["textual_inversion.init_word", "dataset.cache_text_encoder_outputs", "network.ema_decay",
                     "sample.compare_at_end", "deepspeed.enabled"]
+
+
+def test_embedding_file_choices_and_a_run_without_a_token_refuses_it(concept_dataset):
+    assert _config(concept_dataset).textual_inversion.embedding_file == "bundled"
+    assert _config(concept_dataset, "--embedding_file", "separate").textual_inversion.embedding_file == "separate"
+    with pytest.raises(ConfigError, match="textual_inversion.embedding_file"):
+        _config(concept_dataset, "--embedding_file", "elsewhere")
+    plain = parse_cli(["--pretrained_model_name_or_path", "model.safetensors", "--train_data_dir", str(concept_dataset),
+                       "--textual_inversion.embedding_file", "both"], program="train_network.py")
+    with pytest.raises(ConfigError) as refused:
+        check_plain_lora_run(plain)
+    assert [message.split(":")[0] for message in refused.value.messages] == ["textual_inversion.embedding_file"]

@@ -1,6 +1,7 @@
 """Pivotal tuning on tiny models: train_network.py with a token_string trains the LoRA and the token's rows together
-(every other row bitwise the base's), bundles the embedding in each LoRA file under A1111's keys (diffusers loads it
-once taken out), inspect reports it, and a resumed run is exact."""
+(every other row bitwise the base's), bundles the embedding in each LoRA file under A1111's keys and, as asked, writes
+it beside each as a textual-inversion file diffusers loads (the same vectors; SDXL's for both encoders), inspect
+reports it, old files are pruned with their embeddings, and a resumed run is exact."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from trainer_cli import base_args, read_events, run_cli
 
@@ -16,7 +17,8 @@ from library.config import parse_cli
 from library.models.loader import load_base_model
 from library.models.token_embeddings import input_embeddings
 from library.networks import verify_hashes
-from library.networks.bundled_embeddings import split_bundled
+from library.networks.bundled_embeddings import is_bundled, split_bundled
+from library.networks.embedding_file import read_embedding_file
 from library.tools.__main__ import main
 from library.training.pivotal_weights import EMBEDDING_STATE_FILE, PivotalWeights
 from library.training.trainer import Trainer
@@ -35,11 +37,12 @@ def _args(model, dataset, output, **overrides) -> list[str]:
 
 @pytest.fixture(scope="module")
 def sd1_run(tiny_model_factory, concept_dataset, tmp_path_factory):
-    """Six steps, weight decay on (which would shrink every row the restore did not put back), a file every 3."""
+    """Six steps, weight decay on (which would shrink every row the restore did not put back), a file every 3, the
+    embedding both bundled and beside each file."""
     tiny = tiny_model_factory("sd1")
     output = tmp_path_factory.mktemp("pivotal-sd1")
-    trainer = Trainer(parse_cli(_args(tiny.folder, concept_dataset, output), program="train_network.py"),
-                      PivotalWeights)
+    args = _args(tiny.folder, concept_dataset, output, embedding_file="both")
+    trainer = Trainer(parse_cli(args, program="train_network.py"), PivotalWeights)
     trainer.setup()
     trainer.run()
     return tiny, output, trainer
@@ -59,27 +62,51 @@ def test_rows_train_beside_the_lora_and_no_other_row_changes(sd1_run):
     assert not torch.equal(table[rows], start), "the new row did not train"
 
 
-def test_each_lora_file_bundles_the_embedding_diffusers_loads(sd1_run, tmp_path):
+def test_each_lora_file_has_the_embedding_bundled_and_beside_it_and_diffusers_loads_it(sd1_run):
     from diffusers import StableDiffusionPipeline
 
     tiny, output, trainer = sd1_run
-    assert sorted(path.name for path in output.glob("*.safetensors")) == ["lora-step00000003.safetensors",
-                                                                           "lora.safetensors"]
+    assert sorted(path.name for path in output.glob("*.safetensors")) == [
+        "lora-step00000003.safetensors", "lora-step00000003_emb.safetensors", "lora.safetensors", "lora_emb.safetensors"]
     step, final = load_file(output / "lora-step00000003.safetensors"), load_file(output / "lora.safetensors")
     assert not torch.equal(step[BUNDLED], final[BUNDLED])  # each file holds the embedding as it was then
-    assert verify_hashes(output / "lora.safetensors")
+    assert torch.equal(load_file(output / "lora-step00000003_emb.safetensors")["emb_params"], step[BUNDLED])
+    assert verify_hashes(output / "lora.safetensors") and verify_hashes(output / "lora_emb.safetensors")
     adapter, embeddings = split_bundled(final)
     assert set(final) - set(adapter) == {BUNDLED}
     assert any(key.startswith("lora_te_") for key in adapter) and any(key.startswith("lora_unet_") for key in adapter)
     ids = trainer.model.tokenizers[0].convert_tokens_to_ids(["frnc", "frnc_1"])
     live = input_embeddings(trainer.model.text_encoders[0]).weight.detach()[ids]
     assert torch.equal(embeddings["frnc"]["emb_params"], live)
-    extracted = tmp_path / "frnc.safetensors"
-    save_file(embeddings["frnc"], str(extracted))
+    separate = read_embedding_file(output / "lora_emb.safetensors")
+    assert separate.metadata["ss_token_string"] == "frnc" and separate.metadata["ss_steps"] == "6"
     pipe = StableDiffusionPipeline.from_pretrained(tiny.folder, safety_checker=None, local_files_only=True)
-    pipe.load_textual_inversion(str(extracted), token="frnc")
+    pipe.load_textual_inversion(str(output / "lora_emb.safetensors"), token="frnc")
     loaded = pipe.text_encoder.get_input_embeddings().weight[pipe.tokenizer.convert_tokens_to_ids(["frnc", "frnc_1"])]
-    assert torch.equal(loaded.detach(), live)
+    assert torch.equal(loaded.detach(), embeddings["frnc"]["emb_params"])
+
+
+def test_bf16_mixed_precision_trains_the_new_rows_alone(tiny_model_factory, concept_dataset, tmp_path):
+    """Under bf16 autocast the frozen base is stored in bf16 and the embedding table in fp32: the new rows train,
+    every other row is the base's bf16 value exactly, and the file holds the live rows."""
+    tiny = tiny_model_factory("sd1")
+    config = parse_cli(_args(tiny.folder, concept_dataset, tmp_path, mixed_precision="bf16", max_train_steps=2),
+                       program="train_network.py")
+    trainer = Trainer(config, PivotalWeights)
+    trainer.setup()
+    trainer.run()
+    encoder = trainer.model.text_encoders[0]
+    weight = input_embeddings(encoder).weight
+    frozen = {param.dtype for name, param in encoder.named_parameters() if "lora_" not in name and param is not weight}
+    table = weight.detach()
+    assert table.dtype == torch.float32 and frozen == {torch.bfloat16}
+    base = input_embeddings(load_base_model(tiny.folder, dtype=torch.bfloat16).text_encoders[0]).weight
+    rows = base.shape[0]
+    assert torch.equal(table[:rows], base.float()), "a row of the base vocabulary changed"
+    ids = trainer.model.tokenizers[0].convert_tokens_to_ids(["frnc", "frnc_1"])
+    start = base[trainer.model.tokenizers[0]("circle", add_special_tokens=False).input_ids[0]].float()
+    assert torch.isfinite(table[ids]).all() and not torch.equal(table[ids[0]], start), "the new row did not train"
+    assert torch.equal(load_file(tmp_path / "lora.safetensors")[BUNDLED], table[ids])
 
 
 def test_inspect_reports_the_bundled_embedding(sd1_run, capsys):
@@ -106,14 +133,19 @@ def test_extended_run_resumes_exactly(sd1_run, concept_dataset, tmp_path):
     assert all(torch.equal(expected[key], resumed[key]) for key in expected)
 
 
-def test_sdxl_bundles_both_encoders(tiny_model_factory, concept_dataset, tmp_path):
+def test_sdxl_separate_embedding_holds_both_encoders_and_is_pruned_with_its_lora(tiny_model_factory, concept_dataset,
+                                                                                 tmp_path):
     from diffusers import StableDiffusionXLPipeline
 
     tiny = tiny_model_factory("sdxl")
-    run_cli("train_network.py", _args(tiny.folder, concept_dataset, tmp_path, max_train_steps=2,
-                                      num_vectors_per_token=1))
-    _, embeddings = split_bundled(load_file(tmp_path / "lora.safetensors"))
-    vectors = embeddings["frnc"]
+    run_cli("train_network.py", _args(tiny.folder, concept_dataset, tmp_path, num_vectors_per_token=1,
+                                      embedding_file="separate", max_train_steps=3, save_every_n_steps=1,
+                                      save_last_n_steps=1))
+    names = sorted(path.name for path in tmp_path.glob("*.safetensors"))
+    assert names == ["lora-step00000002.safetensors", "lora-step00000002_emb.safetensors", "lora.safetensors",
+                     "lora_emb.safetensors"]  # step 1's LoRA file pruned with its embedding
+    assert not any(is_bundled(key) for key in load_file(tmp_path / "lora.safetensors"))
+    vectors = load_file(tmp_path / "lora_emb.safetensors")
     assert sorted(vectors) == ["clip_g", "clip_l"]
     pipe = StableDiffusionXLPipeline.from_pretrained(tiny.folder, local_files_only=True)
     pipe.load_textual_inversion(vectors["clip_l"], token="frnc", text_encoder=pipe.text_encoder,

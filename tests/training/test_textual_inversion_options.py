@@ -31,8 +31,9 @@ def test_refusals_name_the_key(concept_dataset):
     with pytest.raises(ConfigError) as refused:
         check_embedding_run(_config(concept_dataset, "--sample.compare_at_end", "true",
                                     "--sample_prompts", "prompts.txt", "--cache_text_encoder_outputs", "true",
-                                    "--network_train_unet_only", "true"))
+                                    "--network_train_unet_only", "true", "--embedding_file", "separate"))
     messages = str(refused.value)
+    assert "textual_inversion.embedding_file: is for pivotal tuning" in messages
     assert "textual_inversion.token_string: is required" in messages
     assert "textual_inversion.init_word: is required" in messages and "sample.compare_at_end" in messages
     assert "dataset.cache_text_encoder_outputs" in messages

@@ -4,6 +4,7 @@
 "use strict";
 const PICKERS = { "model.pretrained_model_name_or_path": "models-list", "dataset.train_data_dir": "datasets-list",
                   "dataset.reg_data_dir": "datasets-list" };
+const MULTILINE = new Set(["sample.prompt_text"]);   // text options edited one line per entry
 let schema = null;
 let layout = null;           // { trainers: {name: {script, label, sections, essentials}}, flags: {path: "--flag"} }
 let presets = [];
@@ -40,6 +41,8 @@ function buildField(section, key, spec) {
                ...choices.map(choice => el("option", { value: choice, text: choice })));
   } else if (kind === "boolean") {
     input = el("input", { id, type: "checkbox" });
+  } else if (MULTILINE.has(path)) {
+    input = el("textarea", { id, rows: "5", spellcheck: "false" });
   } else {
     input = el("input", { id, type: kind === "integer" || kind === "number" ? "number" : "text", step: "any" });
     if (![undefined, null, ""].includes(spec.default)) input.placeholder = JSON.stringify(spec.default);
@@ -194,6 +197,7 @@ async function refreshPreview() {
   const [preview, check] = await Promise.all([api("toml", { values }), api("validate", { values })]);
   document.getElementById("preview").textContent = preview.toml;
   showMessages(check.messages);
+  document.dispatchEvent(new CustomEvent("form-refreshed", { detail: values }));
   const dataset = JSON.stringify(values.dataset || {});
   if (values.dataset?.train_data_dir && dataset !== checkedDataset) { checkedDataset = dataset; checkDataset(); }
   return check;

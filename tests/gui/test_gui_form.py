@@ -200,6 +200,9 @@ def test_axe_finds_no_serious_or_critical_violations(browser, server, folders, s
         open_form(page, server.url, folders)
         fill(page, "network.dim", "0")   # an error shown, a section opened: the states a user sees
         page.locator("#section-dataset summary").click()
+        fill(page, "sample.prompts", "")   # the prompt editor with a good and a bad line
+        fill(page, "sample.prompt_text", "a red circle\na dog --w 100")
+        expect(page.locator("#prompt-lines tbody tr")).to_have_count(2)
         found = {}
         for view in ("train", "preprocess"):
             page.goto(f"{server.url}/#{view}")

@@ -199,7 +199,7 @@ async function refreshPreview() {
   showMessages(check.messages);
   document.dispatchEvent(new CustomEvent("form-refreshed", { detail: values }));
   const dataset = JSON.stringify(values.dataset || {});
-  if (values.dataset?.train_data_dir && dataset !== checkedDataset) { checkedDataset = dataset; checkDataset(); }
+  if (values.dataset?.train_data_dir && dataset !== checkedDataset) { checkedDataset = dataset; checkFormDataset(); }
   return check;
 }
 
@@ -300,7 +300,7 @@ function doctorBody(values) {
   return { path: values.dataset?.train_data_dir || "", dataset };
 }
 
-async function checkDataset() {
+async function checkFormDataset() {
   const body = doctorBody(formValues());
   const output = document.getElementById("doctor");
   try {
@@ -314,7 +314,7 @@ async function checkDataset() {
 async function blockingProblems(values) {
   if (!values.dataset?.train_data_dir) return [];
   const key = JSON.stringify(doctorBody(values));
-  if (doctorReport?.key !== key) await checkDataset();
+  if (doctorReport?.key !== key) await checkFormDataset();
   if (doctorReport?.key !== key) return [];   // no report (a missing folder is the form's own message)
   return doctorReport.report.problems.filter(problem => problem.severity === "error")
     .map(problem => (problem.folder ? problem.folder + ": " : "") + problem.message);
@@ -342,7 +342,7 @@ window.addEventListener("DOMContentLoaded", async () => {
   document.getElementById("export").addEventListener("click", async () =>
     download("furnace.toml", (await api("toml", { values: formValues() })).toml));
   document.getElementById("import-file").addEventListener("change", importFile);
-  document.getElementById("check-dataset").addEventListener("click", checkDataset);
+  document.getElementById("check-dataset").addEventListener("click", checkFormDataset);
   document.getElementById("config-form").dataset.ready = "true";
   scheduleRefresh();
 });

@@ -33,6 +33,12 @@ class SampleSection(BaseModel):
         title="Sample prompts file",
         description="Prompt file: one prompt a line, options --n --w --h --s --l --d --ss.",
     )
+    prompt_text: str | None = Field(
+        None,
+        title="Sample prompts",
+        description="The sample prompts written here instead of in a file: one prompt a line, the prompt file's "
+        "syntax (e.g. 'a photo --n blurry --w 512 --h 512 --s 20 --l 7 --d 42 --ss euler_a'); # lines are comments.",
+    )
     every_n_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="Generate previews every N steps.")
     every_n_epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="Generate previews every N epochs.")
     at_first: bool = Field(False, description="Also generate previews before the first step.")
@@ -75,7 +81,7 @@ class SampleSection(BaseModel):
     compare_at_end: bool = Field(
         False,
         description="LoRA runs: after the final save, render a grid of the run's saved files x compare_strengths x "
-        "the sample prompts into <output_dir>/compare/ (needs sample.prompts).",
+        "the sample prompts into <output_dir>/compare/ (needs sample.prompts or sample.prompt_text).",
     )
     compare_strengths: list[Annotated[float, Field(ge=-10, le=10)]] = Field(
         [0.5, 1.0], min_length=1, max_length=16, description="LoRA strengths (grid columns) of compare_at_end."
@@ -90,9 +96,13 @@ class SampleSection(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _compare_needs_prompts(self) -> SampleSection:
-        if self.compare_at_end and not self.prompts:
-            raise_problems([("compare_at_end", "needs sample.prompts (the prompts of the grid's rows)")])
+    def _one_source_of_prompts(self) -> SampleSection:
+        if self.prompts and self.prompt_text:
+            raise_problems([("prompt_text", "give the prompts in sample.prompt_text or a file in sample.prompts, "
+                                            "not both")])
+        if self.compare_at_end and not (self.prompts or self.prompt_text):
+            raise_problems([("compare_at_end", "needs sample.prompts or sample.prompt_text (the prompts of the "
+                                               "grid's rows)")])
         return self
 
 

@@ -22,6 +22,7 @@ from library.config.loader import parse_toml
 from library.config.schema import SECTIONS
 
 from .paths import inside_any
+from .prompt_lines import prompt_problems
 from .settings import GuiSettings
 
 FORM_SOURCE = "form"
@@ -94,7 +95,7 @@ def path_options() -> list[str]:
     return found
 
 
-def _allowed_roots(path: str, settings: GuiSettings) -> tuple[str, list[Path]]:
+def allowed_roots(path: str, settings: GuiSettings) -> tuple[str, list[Path]]:
     """Which configured folders an option may point into (the most specific kind of folder first)."""
     if path.startswith("model."):
         return "models", settings.model_roots
@@ -114,7 +115,7 @@ def check_roots(config: FurnaceConfig, settings: GuiSettings) -> list[str]:
         value = getattr(getattr(config, section), key)
         if not value or (path == "training.resume" and value == "latest"):
             continue
-        what, roots = _allowed_roots(path, settings)
+        what, roots = allowed_roots(path, settings)
         if not inside_any(settings.workdir / str(value), roots):
             folders = ", ".join(str(root) for root in roots)
             problems.append(f"{FORM_SOURCE}: {path}: must be inside the {what} folders ({folders})")
@@ -134,21 +135,21 @@ def missing_inputs(text: str, settings: GuiSettings) -> list[str]:
         section, key = path.split(".")
         value = values.get(section, {}).get(key)
         target = settings.workdir / str(value)
-        if isinstance(value, str) and value and inside_any(target, _allowed_roots(path, settings)[1]) \
+        if isinstance(value, str) and value and inside_any(target, allowed_roots(path, settings)[1]) \
                 and not target.exists():
             problems.append(f"{FORM_SOURCE}: {path}: {value} not found; pick one inside the datasets folders")
     return problems
 
 
 def validate(text: str, settings: GuiSettings, overrides: tuple[str, ...] = ()) -> FurnaceConfig:
-    """The CLI's validation, the folder confinement and the datasets' presence; raises ConfigError with every
-    message."""
+    """The CLI's validation, the folder confinement, the datasets' presence and the prompt lines; raises ConfigError
+    with every message."""
     missing = missing_inputs(text, settings)
     try:
         config = loads_config(text, FORM_SOURCE, overrides)
     except ConfigError as error:
         raise ConfigError([*error.messages, *missing]) from None
-    problems = check_roots(config, settings) + missing
+    problems = check_roots(config, settings) + missing + prompt_problems(config, FORM_SOURCE)
     if problems:
         raise ConfigError(problems)
     return config

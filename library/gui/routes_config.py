@@ -17,13 +17,16 @@ from library.data.buckets import BucketParams
 from preprocess.report import dataset_report, find_image_folders, format_report
 
 from .datasets import list_datasets
-from .forms import REQUEST_SOURCE, field_messages, sd_scripts_flags, toml_to_values, validate, values_to_toml
+from .forms import (REQUEST_SOURCE, allowed_roots, field_messages, sd_scripts_flags, toml_to_values, validate,
+                    values_to_toml)
 from .paths import PathRefused, inside_any, list_entries
 from .presets import PresetConflict, PresetNotFound, delete_preset, list_presets, preset_trainer, save_preset
+from .prompt_lines import check_form_prompts
 from .settings import TRAINERS, GuiSettings
 
 router = APIRouter()
 MODEL_SUFFIXES = (".safetensors", ".ckpt")
+MAX_PROMPT_FILE = 256 * 1024
 
 
 REQUEST_BODY = ConfigDict(extra="forbid")
@@ -141,6 +144,32 @@ def validate_form(body: FormBody, request: Request) -> dict:
     except ConfigError as error:
         return {"ok": False, "messages": field_messages(error), "toml": None}
     return {"ok": True, "messages": [], "toml": dump_toml(config)}
+
+
+@router.post("/prompts/check")
+def check_prompts(body: FormBody) -> dict:
+    """The prompt editor's lines: each `sample.prompt_text` line checked by the trainers' parser, with its problem or
+    the settings it renders with (the form's defaults filled in)."""
+    values = body.values if body.toml is None else toml_to_values(body.toml, "TOML")
+    return {"lines": check_form_prompts(values or {})}
+
+
+@router.get("/prompts/file")
+def prompt_file(path: str, request: Request) -> dict:
+    """The text of a prompt file inside the configured folders, for the editor to take over (the file is not
+    changed: shipped ones are read-only)."""
+    settings = _settings(request)
+    target = (settings.workdir / path).resolve()
+    if not inside_any(target, allowed_roots("sample.prompts", settings)[1]):
+        raise PathRefused(f"{path}: a prompt file must be inside the configured folders")
+    if target.suffix.lower() in (".toml", ".json"):
+        raise PathRefused(f"{path}: the editor takes the one-prompt-a-line form; a {target.suffix} file stays a file")
+    if not target.is_file() or target.stat().st_size > MAX_PROMPT_FILE:
+        raise PathRefused(f"{path}: not a prompt file (missing, or over {MAX_PROMPT_FILE // 1024} KB)")
+    try:
+        return {"text": target.read_text(encoding="utf-8-sig")}
+    except UnicodeDecodeError:
+        raise PathRefused(f"{path}: not UTF-8 text; the editor takes the text form only") from None
 
 
 @router.get("/roots")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from library.config.fields import MAX_SIDE, MIN_SIDE, SIDE_MULTIPLE
+from library.config.sections_output import SampleSection
 from library.sampling.samplers import canonical_sampler
 
 MAX_STEPS = 1000
@@ -66,6 +67,27 @@ _OPTION_SPLIT = re.compile(r"(?:^|\s+)--(?=\S)")
 _FLAG_AND_VALUE = re.compile(r"(\S+)\s*(.*)", re.DOTALL)
 
 
+def run_defaults(sample: SampleSection, resolution: tuple[int, int], training_seed: int) -> SamplePrompt:
+    """What a run's prompt lines leave out: the sample section's defaults, else the dataset's size and run's seed."""
+    width, height = resolution
+    return SamplePrompt(prompt="", width=sample.width or width, height=sample.height or height, steps=sample.steps,
+                        cfg_scale=sample.cfg_scale, seed=training_seed if sample.seed is None else sample.seed,
+                        sampler=sample.sampler, guidance_scale=sample.guidance_scale)
+
+
+def section_prompts(sample: SampleSection, defaults: SamplePrompt) -> list[SamplePrompt]:
+    """The run's sample prompts: from the ``sample.prompts`` file or the ``sample.prompt_text`` lines (or none)."""
+    if sample.prompts:
+        return load_prompts(sample.prompts, defaults)
+    if not sample.prompt_text:
+        return []
+    prompts = parse_prompt_lines(sample.prompt_text, _checked_defaults(defaults, "sample.prompt_text"),
+                                 "sample.prompt_text")
+    if not prompts:
+        raise PromptFileError("sample.prompt_text: no prompts found (only blank or # comment lines)")
+    return prompts
+
+
 def load_prompts(path: str | Path, defaults: SamplePrompt | None = None) -> list[SamplePrompt]:
     """Read a prompt file (text, ``.toml`` or ``.json``); options it leaves out come from ``defaults``."""
     source = Path(path).expanduser()
@@ -90,12 +112,34 @@ def load_prompts(path: str | Path, defaults: SamplePrompt | None = None) -> list
 
 def parse_prompt_lines(text: str, defaults: SamplePrompt, source: str = "<prompts>") -> list[SamplePrompt]:
     """Parse the one-prompt-a-line text form; ``source`` names the file in error messages."""
-    prompts = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if line and not line.startswith("#"):
-            prompts.append(_parse_line(line, defaults, f"{source}:{number}"))
-    return prompts
+    return [_parse_line(line, defaults, f"{source}:{number}") for number, line in _prompt_lines(text)]
+
+
+@dataclass(frozen=True)
+class CheckedLine:
+    """One prompt line checked on its own: its settings resolved, or its problem (without the line's number)."""
+
+    number: int
+    text: str
+    prompt: SamplePrompt | None = None
+    problem: str | None = None
+
+
+def check_prompt_lines(text: str, defaults: SamplePrompt) -> list[CheckedLine]:
+    """Every prompt line of the text form parsed separately, so an editor can show each line's problem at once."""
+    checked = []
+    for number, line in _prompt_lines(text):
+        try:
+            checked.append(CheckedLine(number, line, prompt=_parse_line(line, defaults, "")))
+        except PromptFileError as error:
+            checked.append(CheckedLine(number, line, problem=str(error).removeprefix(": ")))
+    return checked
+
+
+def _prompt_lines(text: str) -> list[tuple[int, str]]:
+    """The numbered lines that hold a prompt (blank and ``#`` comment lines are skipped)."""
+    lines = ((number, raw.strip()) for number, raw in enumerate(text.splitlines(), start=1))
+    return [(number, line) for number, line in lines if line and not line.startswith("#")]
 
 
 def _parse_line(line: str, defaults: SamplePrompt, where: str) -> SamplePrompt:
@@ -180,7 +224,7 @@ def _resolve(values: dict[str, Any], defaults: SamplePrompt, where: str, labels:
     return replace(defaults, **checked)
 
 
-def _checked_defaults(defaults: SamplePrompt, source: Path) -> SamplePrompt:
+def _checked_defaults(defaults: SamplePrompt, source: Path | str) -> SamplePrompt:
     """The caller's defaults go through the same checks, so a bad default is reported before any prompt."""
     for name in _OPTIONS:
         try:

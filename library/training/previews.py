@@ -1,4 +1,4 @@
-"""When a run renders its sample previews, and how: the prompt file parsed once, rendered with the live weights."""
+"""When a run renders its sample previews, and how: the prompts (file or lines) parsed once, rendered live."""
 
 from __future__ import annotations
 
@@ -15,29 +15,18 @@ class PreviewSchedule:
 
     def __init__(self, config: FurnaceConfig, model: BaseModel, output_dir: Path, precision: Precision) -> None:
         from library.sampling.preview import warn_ignored_samplers
-        from library.sampling.prompts import SamplePrompt, load_prompts
+        from library.sampling.prompts import run_defaults, section_prompts
 
         self.config, self.model, self.output_dir = config.sample, model, output_dir
         self.output_name = config.output.output_name
         self.clip_skip = config.model.clip_skip
         self.token_lengths = token_lengths(model.family, config.flow_matching.t5xxl_max_token_length)
         self.autocast = None if precision.autocast == "no" else precision.frozen
-        self.prompts = []
-        if self.config.prompts:
-            width, height = config.dataset.resolution
-            defaults = SamplePrompt(
-                prompt="",
-                width=self.config.width or width,
-                height=self.config.height or height,
-                steps=self.config.steps,
-                cfg_scale=self.config.cfg_scale,
-                seed=self.config.seed if self.config.seed is not None else config.training.seed,
-                sampler=self.config.sampler,
-                guidance_scale=self.config.guidance_scale,
-            )
-            self.prompts = load_prompts(self.config.prompts, defaults)
-            warn_ignored_samplers(model.family, self.prompts, str(self.config.prompts), self.config.sampler,
-                                  "sampler" in self.config.model_fields_set)
+        self.prompts = section_prompts(self.config, run_defaults(self.config, config.dataset.resolution,
+                                                                 config.training.seed))
+        if self.prompts:
+            warn_ignored_samplers(model.family, self.prompts, str(self.config.prompts or "sample.prompt_text"),
+                                  self.config.sampler, "sampler" in self.config.model_fields_set)
 
     @property
     def enabled(self) -> bool:

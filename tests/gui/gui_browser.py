@@ -49,3 +49,11 @@ def open_form(page, url: str, folders) -> None:
     fill(page, "model.pretrained_model_name_or_path", str(folders.models / "tiny-sd1"))
     fill(page, "dataset.train_data_dir", str(folders.datasets / "concept"))
     fill(page, "sample.prompts", str(folders.configs / TINY_PROMPTS))
+
+
+def serious_violations(page) -> list[str]:
+    """axe-core's serious and critical violations on the page as it is now (run in the page), each with up to three
+    of the elements it found."""
+    axe = pytest.importorskip("axe_playwright_python.sync_playwright", reason="needs axe-playwright-python").Axe()
+    return [f"{v['id']} ({v['impact']}): {[node['target'] for node in v['nodes'][:3]]}"
+            for v in axe.run(page).response["violations"] if v["impact"] in ("serious", "critical")]

@@ -17,7 +17,7 @@ import signal
 import subprocess
 
 import pytest
-from gui_browser import ARTIFACTS, NEEDS_CHROMIUM, expect
+from gui_browser import ARTIFACTS, NEEDS_CHROMIUM, expect, serious_violations
 from gui_server import GuiServer, make_gui_folders, quick_run_values, write_run
 from PIL import Image
 
@@ -78,6 +78,14 @@ def server(folders):
                                         encoding="utf-8")
     (folder / LOG_NAME).write_bytes(b"\x1b[1;32mINFO\x1b[0m generating 6 class images\n"
                                     + "".join("\r" + BAR.format(n * 8, n) for n in range(4)).encode())
+    write_run(store, "done", "done", quick_run_values(folders, steps=STEPS, sample_every=5), [], trainer="dreambooth")
+    done = store.folder("done")   # a finished run: its chart, gallery, compare grid, files and resume state
+    (done / PROGRESS_NAME).write_text("".join(json.dumps(event) + "\n" for event in busy_events(done))
+                                      + json.dumps({"event": "done", "step": STEPS}) + "\n", encoding="utf-8")
+    (done / "lora.safetensors").write_bytes(b"weights")
+    (done / "state").mkdir()
+    (done / "state" / "optimizer.bin").write_bytes(b"moments")
+    (done / LOG_NAME).write_text("INFO done\n", encoding="utf-8")
     running = GuiServer(folders).start()
     yield running
     running.stop()
@@ -217,3 +225,26 @@ def test_queued_runs_reordered_in_the_page_stay_reordered_after_a_reload(page, s
         expect(page.locator("#runs-table tbody")).to_contain_text("cancelled")
     finally:
         cancel_queued(server)
+
+
+@NEEDS_CHROMIUM
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_axe_finds_no_serious_or_critical_violations_on_a_finished_runs_page(browser, server, scheme):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, color_scheme=scheme)
+    context.set_default_timeout(60_000)
+    page = context.new_page()
+    try:
+        page.goto(f"{server.url}/#run/done")
+        expect(page.locator("#run-status")).to_have_text("done")
+        expect(page.locator("#loss-chart .u-legend .u-series")).to_have_count(5)
+        expect(page.locator("#gallery .gallery-step")).to_have_count(2)
+        expect(page.locator("#run-download")).to_be_visible()
+        page.wait_for_function("[...document.querySelectorAll('#gallery img, #compare-image')]"
+                               ".every(img => img.complete && img.naturalWidth > 0)")
+        found = {"page": serious_violations(page)}
+        page.locator("#gallery button.thumb").first.click()   # the full-size view, a state a user sees
+        expect(page.locator("#image-dialog")).to_be_visible()
+        found["dialog"] = serious_violations(page)
+        assert found == {"page": [], "dialog": []}
+    finally:
+        context.close()

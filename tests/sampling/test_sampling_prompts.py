@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
+from pydantic import ValidationError
 
-from library.sampling.prompts import PromptFileError, SamplePrompt, load_prompts
+from library.config.sections_output import SampleSection
+from library.sampling.prompts import (
+    PromptFileError,
+    SamplePrompt,
+    check_prompt_lines,
+    load_prompts,
+    run_defaults,
+    section_prompts,
+)
 
 DEFAULTS = SamplePrompt(
     prompt="", negative_prompt="lowres", width=64, height=128, steps=3, cfg_scale=5.0, seed=7, sampler="euler_a"
@@ -167,3 +177,52 @@ def test_structured_errors_name_file_and_key(tmp_path, name, text, message):
         load_prompts(_write(tmp_path, text, name), DEFAULTS)
     assert str(raised.value).startswith(str(tmp_path / name))
     assert message in str(raised.value)
+
+
+def test_each_line_is_checked_on_its_own():
+    text = "# a comment\n\na dog --w 96\na cat --x 1\na cow --s many\na fox --h 100\na dog --d 1 --d 2\nan owl --n dark\n"
+    checked = check_prompt_lines(text, DEFAULTS)
+    assert [(line.number, line.problem) for line in checked] == [
+        (3, None),
+        (4, "unknown option --x; expected one of --n, --w, --h, --s, --l, --d, --ss, --g"),
+        (5, "--s must be a whole number, got 'many'"),
+        (6, "--h must be a multiple of 8, got 100"),
+        (7, "option --d is given twice"),
+        (8, None),
+    ]
+    assert checked[0].prompt == replace(DEFAULTS, prompt="a dog", width=96)
+    assert checked[-1].prompt == replace(DEFAULTS, prompt="an owl", negative_prompt="dark")
+    assert all(line.prompt is None for line in checked[1:-1])
+
+
+def _sample(**values) -> SampleSection:
+    return SampleSection.model_validate(values)
+
+
+def test_prompt_text_of_the_sample_section_with_the_runs_defaults():
+    sample = _sample(prompt_text="a dog --w 96\n# skipped\na cat --ss k_euler", steps=5, height=72)
+    defaults = run_defaults(sample, (64, 128), training_seed=9)
+    assert defaults == SamplePrompt(prompt="", width=64, height=72, steps=5, seed=9)
+    assert section_prompts(sample, defaults) == [replace(defaults, prompt="a dog", width=96),
+                                                 replace(defaults, prompt="a cat", sampler="euler")]
+    assert run_defaults(_sample(seed=3, width=80), (64, 64), training_seed=9).seed == 3
+    assert section_prompts(_sample(), defaults) == []
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("a dog\na cat --w 65", "sample.prompt_text:2: --w must be a multiple of 8, got 65"),
+    ("# only a comment\n", "sample.prompt_text: no prompts found (only blank or # comment lines)"),
+])
+def test_bad_prompt_text_names_the_line(text, message):
+    sample = _sample(prompt_text=text)
+    with pytest.raises(PromptFileError) as raised:
+        section_prompts(sample, run_defaults(sample, (64, 64), training_seed=1))
+    assert str(raised.value) == message
+
+
+def test_prompts_come_from_a_file_or_the_text_not_both(tmp_path):
+    with pytest.raises(ValidationError, match="sample.prompt_text or a file in sample.prompts, not both"):
+        _sample(prompts=str(_write(tmp_path, "a dog\n")), prompt_text="a cat")
+    with pytest.raises(ValidationError, match="needs sample.prompts or sample.prompt_text"):
+        _sample(compare_at_end=True)
+    assert _sample(compare_at_end=True, prompt_text="a cat").compare_at_end

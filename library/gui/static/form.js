@@ -4,6 +4,7 @@
 "use strict";
 const PICKERS = { "model.pretrained_model_name_or_path": "models-list", "dataset.train_data_dir": "datasets-list",
                   "dataset.reg_data_dir": "datasets-list" };
+const MULTILINE = new Set(["sample.prompt_text"]);   // text options edited one line per entry
 let schema = null;
 let layout = null;           // { trainers: {name: {script, label, sections, essentials}}, flags: {path: "--flag"} }
 let presets = [];
@@ -40,6 +41,8 @@ function buildField(section, key, spec) {
                ...choices.map(choice => el("option", { value: choice, text: choice })));
   } else if (kind === "boolean") {
     input = el("input", { id, type: "checkbox" });
+  } else if (MULTILINE.has(path)) {
+    input = el("textarea", { id, rows: "5", spellcheck: "false" });
   } else {
     input = el("input", { id, type: kind === "integer" || kind === "number" ? "number" : "text", step: "any" });
     if (![undefined, null, ""].includes(spec.default)) input.placeholder = JSON.stringify(spec.default);
@@ -194,8 +197,9 @@ async function refreshPreview() {
   const [preview, check] = await Promise.all([api("toml", { values }), api("validate", { values })]);
   document.getElementById("preview").textContent = preview.toml;
   showMessages(check.messages);
+  document.dispatchEvent(new CustomEvent("form-refreshed", { detail: values }));
   const dataset = JSON.stringify(values.dataset || {});
-  if (values.dataset?.train_data_dir && dataset !== checkedDataset) { checkedDataset = dataset; checkDataset(); }
+  if (values.dataset?.train_data_dir && dataset !== checkedDataset) { checkedDataset = dataset; checkFormDataset(); }
   return check;
 }
 
@@ -296,7 +300,7 @@ function doctorBody(values) {
   return { path: values.dataset?.train_data_dir || "", dataset };
 }
 
-async function checkDataset() {
+async function checkFormDataset() {
   const body = doctorBody(formValues());
   const output = document.getElementById("doctor");
   try {
@@ -310,7 +314,7 @@ async function checkDataset() {
 async function blockingProblems(values) {
   if (!values.dataset?.train_data_dir) return [];
   const key = JSON.stringify(doctorBody(values));
-  if (doctorReport?.key !== key) await checkDataset();
+  if (doctorReport?.key !== key) await checkFormDataset();
   if (doctorReport?.key !== key) return [];   // no report (a missing folder is the form's own message)
   return doctorReport.report.problems.filter(problem => problem.severity === "error")
     .map(problem => (problem.folder ? problem.folder + ": " : "") + problem.message);
@@ -338,7 +342,7 @@ window.addEventListener("DOMContentLoaded", async () => {
   document.getElementById("export").addEventListener("click", async () =>
     download("furnace.toml", (await api("toml", { values: formValues() })).toml));
   document.getElementById("import-file").addEventListener("change", importFile);
-  document.getElementById("check-dataset").addEventListener("click", checkDataset);
+  document.getElementById("check-dataset").addEventListener("click", checkFormDataset);
   document.getElementById("config-form").dataset.ready = "true";
   scheduleRefresh();
 });

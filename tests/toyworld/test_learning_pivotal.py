@@ -1,5 +1,5 @@
 """Pivotal tuning learns: the LoRA quickstart with a new token (its embedding trained beside the LoRA, at an
-embedding's rate), shortened to 30 steps, teaches the toy-world base its concept, and prompts without the token (the
+embedding's rate), shortened to 40 steps, teaches the toy-world base its concept, and prompts without the token (the
 pretraining vocabulary, the class word) keep the base's scores. The model is judged as a user would load the run's
 output: the LoRA merged, the embedding file beside it added as the token."""
 
@@ -18,7 +18,7 @@ from library.toyworld.world import QUICKSTART_CONCEPT
 
 pytestmark = pytest.mark.slow
 
-PIVOTAL = ["--max_train_steps", "30", "--token_string", "frnc", "--init_word", "circle", "--embedding_lr", "2e-2",
+PIVOTAL = ["--max_train_steps", "40", "--token_string", "frnc", "--init_word", "circle", "--embedding_lr", "2e-2",
            "--text_encoder_lr", "1e-3", "--lr_scheduler", "constant", "--optimizer.weight_decay", "0",
            "--embedding_file", "separate", "--compare_at_end", "false"]
 

@@ -53,3 +53,31 @@ def _checked(value: str) -> str:
 
 BlockIndices = Annotated[str, BeforeValidator(_as_text), AfterValidator(_checked)]
 """A block selection as the config holds it: its text, checked."""
+
+
+class BlockChoice:
+    """The block selection of a class holding ``train_blocks`` and the two index texts (the ``[network]`` section
+    and the adapter options built from it). It declares no fields itself, so each class keeps its own field order
+    and defaults."""
+
+    @property
+    def block_indices(self) -> dict[str, str]:
+        """The index text of each block kind, as the config spells it."""
+        return {"double": self.train_double_block_indices, "single": self.train_single_block_indices}
+
+    @property
+    def selects_all_blocks(self) -> bool:
+        return self.train_blocks == "all" and all(text == "all" for text in self.block_indices.values())
+
+    @property
+    def selects_blocks(self) -> bool:
+        """Whether the options leave at least one block of some kind (the model may lack it)."""
+        return any(parse_block_indices(text) != frozenset() for kind, text in self.block_indices.items()
+                   if self.train_blocks in ("all", kind))
+
+    def trains_block(self, kind: str, index: int) -> bool:
+        """Whether block ``index`` of ``kind`` ("double", "single") gets adapters."""
+        if self.train_blocks not in ("all", kind):
+            return False
+        indices = parse_block_indices(self.block_indices[kind])
+        return indices is None or index in indices

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
-from .block_selection import TRAIN_BLOCKS, BlockIndices, parse_block_indices
+from .block_selection import TRAIN_BLOCKS, BlockChoice, BlockIndices
 from .fields import (
     MAX_EPOCHS,
     MAX_STEPS,
@@ -39,7 +39,7 @@ EMA_SAVES = ("ema", "raw", "both")
 SAVE_FORMATS = ("kohya", "diffusers")  # LoRA file layouts (library/networks/lora_layouts.py)
 
 
-class NetworkSection(BaseModel):
+class NetworkSection(BlockChoice, BaseModel):
     """The adapter: LoRA (LoCon when conv_dim is set, DoRA when use_dora is on) or LyCORIS LoKr."""
 
     model_config = SECTION_CONFIG
@@ -121,21 +121,6 @@ class NetworkSection(BaseModel):
         description="What the saved LoRA files hold with an EMA: 'ema', 'raw' (the trained weights), or 'both': "
         "the EMA in <output_name>*.safetensors and the raw weights in <output_name>-raw*.safetensors.",
     )
-
-    @property
-    def block_indices(self) -> dict[str, str]:
-        """The block selection by kind (``config/block_selection.py``)."""
-        return {"double": self.train_double_block_indices, "single": self.train_single_block_indices}
-
-    @property
-    def selects_all_blocks(self) -> bool:
-        return self.train_blocks == "all" and all(text == "all" for text in self.block_indices.values())
-
-    @property
-    def selects_blocks(self) -> bool:
-        """Whether the block options leave at least one block of some kind (the model may lack it)."""
-        return any(parse_block_indices(text) != frozenset() for kind, text in self.block_indices.items()
-                   if self.train_blocks in ("all", kind))
 
     @model_validator(mode="before")
     @classmethod

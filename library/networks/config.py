@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from library.config.block_selection import TRAIN_BLOCKS, parse_block_indices
+from library.config.block_selection import TRAIN_BLOCKS, BlockChoice, parse_block_indices
 from library.config.sections_train import NETWORK_MODULES, SAVE_FORMATS
 
 
 @dataclass(frozen=True)
-class LoraOptions:
+class LoraOptions(BlockChoice):
     """Adapter options; ``conv_dim`` set = LoCon (3x3 convs of resnets and samplers adapted too).
 
     ``module`` "lokr" builds LyCORIS LoKr adapters instead: ``lokr_factor`` splits each dimension (-1 = as square as
@@ -73,22 +73,6 @@ class LoraOptions:
     @property
     def is_lokr(self) -> bool:
         return self.module == "lokr"
-
-    @property
-    def block_indices(self) -> dict[str, str]:
-        """The block selection by kind, as the config spells it."""
-        return {"double": self.train_double_block_indices, "single": self.train_single_block_indices}
-
-    @property
-    def selects_all_blocks(self) -> bool:
-        return self.train_blocks == "all" and all(text == "all" for text in self.block_indices.values())
-
-    def trains_block(self, kind: str, index: int) -> bool:
-        """Whether block ``index`` of ``kind`` ("double", "single") gets adapters."""
-        if self.train_blocks not in ("all", kind):
-            return False
-        indices = parse_block_indices(self.block_indices[kind])
-        return indices is None or index in indices
 
     @property
     def locon(self) -> bool:

@@ -115,6 +115,7 @@ def test_merge_loras_keeps_each_token_once_and_refuses_two_different_embeddings(
 
     different = _bundle(plain, tmp_path / "different.safetensors", "frnc", _vectors(7))
     clash = tmp_path / "clash.safetensors"
+    capsys.readouterr()  # what writing the inputs logged
     assert main(["merge-loras", str(with_frnc), str(different), "--out", str(clash)]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "'frnc'" in error and str(with_frnc) in error and str(different) in error

@@ -86,7 +86,8 @@ def test_each_lora_file_has_the_embedding_bundled_and_beside_it_and_diffusers_lo
     assert torch.equal(loaded.detach(), embeddings["frnc"]["emb_params"])
 
 
-def test_bf16_mixed_precision_trains_the_new_rows_alone(tiny_model_factory, concept_dataset, tmp_path):
+def test_bf16_mixed_precision_trains_the_new_rows_alone(tiny_model_factory, concept_dataset, tmp_path,
+                                                         fresh_accelerate_state):
     """Under bf16 autocast the frozen base is stored in bf16 and the embedding table in fp32: the new rows train,
     every other row is the base's bf16 value exactly, and the file holds the live rows."""
     tiny = tiny_model_factory("sd1")

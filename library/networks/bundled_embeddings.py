@@ -10,10 +10,8 @@ the file is the adapter itself; a reader of the adapters sets the bundled keys a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from library.networks.embedding_file import SINGLE_ENCODER_KEY
 
@@ -47,8 +45,3 @@ def split_bundled(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.
         bundled.setdefault(token, {})[SINGLE_ENCODER_KEY if name.startswith(_STRING_TO_PARAM) else name] = tensor
     return adapter, bundled
 
-
-def read_bundled(path: Path) -> dict[str, dict[str, torch.Tensor]]:
-    """The embeddings bundled in a LoRA file, by token as embedding-file tensors; only their tensors are read."""
-    with safe_open(str(path), framework="pt") as handle:
-        return split_bundled({key: handle.get_tensor(key) for key in handle.keys() if is_bundled(key)})[1]

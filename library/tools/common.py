@@ -20,7 +20,7 @@ from library.models.loader import BaseModel, load_base_model
 from library.models.pipeline import component_configs, component_modules
 from library.models.single_file import save_original_checkpoint
 from library.networks import split_modules, write_lora_file
-from library.networks.bundled_embeddings import bundle_tensors
+from library.networks.bundled_embeddings import bundle_tensors, split_bundled
 from library.networks.hashes import LEGACY_HASH_KEY, MODEL_HASH_KEY
 from library.networks.lokr import LokrWeights, split_lokr
 from library.networks.lora_file import ModuleWeights, module_tensors
@@ -82,11 +82,14 @@ def split_adapter_modules(tensors: Mapping[str, torch.Tensor], source: str) -> d
     return {**split_modules(rest, source), **hada, **lokr}
 
 
-def read_lora_modules(path: Path) -> tuple[dict[str, AdapterModule], dict[str, str]]:
-    """The modules (kohya LoRA pairs, LoHa and LoKr modules, in the kohya layout's names) and metadata of an adapter
-    file in either layout."""
+def read_lora_modules(
+    path: Path,
+) -> tuple[dict[str, AdapterModule], dict[str, str], dict[str, dict[str, torch.Tensor]]]:
+    """The modules (kohya LoRA pairs, LoHa and LoKr modules, in the kohya layout's names), metadata and bundled
+    embeddings (token -> embedding-file tensors; pivotal tuning's) of an adapter file in either layout."""
     tensors, metadata = read_adapter_file(path)
-    return file_modules(tensors, metadata, str(path))[0], metadata
+    adapter, bundled = split_bundled(tensors)
+    return file_modules(adapter, metadata, str(path))[0], metadata, bundled
 
 
 def only_lora_modules(modules: Mapping[str, AdapterModule], path: Path, action: str) -> dict[str, ModuleWeights]:

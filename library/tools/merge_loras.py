@@ -26,7 +26,6 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from library.networks.bundled_embeddings import read_bundled
 from library.networks.lora_file import SAVE_PRECISIONS, ModuleWeights, save_dtype
 from library.tools.common import (
     ToolError,
@@ -155,9 +154,9 @@ def run(args: argparse.Namespace) -> int:
         raise ToolError("--mode svd needs --rank R (R >= 1)")
     out = check_output(args.out)
     inputs = [read_lora_modules(path) for path in args.loras]
-    loras = [only_lora_modules(modules, path, "combine") for (modules, _), path in zip(inputs, args.loras)]
+    loras = [only_lora_modules(modules, path, "combine") for (modules, _, _), path in zip(inputs, args.loras)]
     sources = [str(path) for path in args.loras]
-    embeddings = merge_embeddings([read_bundled(path) for path in args.loras], sources)
+    embeddings = merge_embeddings([bundled for _, _, bundled in inputs], sources)
     merged, energy = merge_modules(loras, ratios, args.mode, args.rank, args.conv_rank, sources)
     recipe = {
         "tool": "merge-loras",

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from library.networks.bundled_embeddings import read_bundled
 from library.networks.lora_file import SAVE_PRECISIONS, ModuleWeights, save_dtype
 from library.tools.common import (
     ToolError,
@@ -83,8 +82,7 @@ def resize_modules(
 def run(args: argparse.Namespace) -> int:
     rule = rank_rule(args.rank, args.dynamic, args.dynamic_param)
     out = check_output(args.out)
-    modules, metadata = read_lora_modules(args.lora)
-    embeddings = read_bundled(args.lora)
+    modules, metadata, embeddings = read_lora_modules(args.lora)
     resized, report = resize_modules(only_lora_modules(modules, args.lora, "resize"), rule)
     recipe = {
         "tool": "resize",

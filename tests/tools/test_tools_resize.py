@@ -31,7 +31,7 @@ def test_full_rank_is_lossless(lora_factory, tmp_path):
 
 
 def test_lower_rank_reports_energy_of_the_best_approximation(lora_factory):
-    modules, _ = read_lora_modules(lora_factory("sd1", "a", dim=4, alpha=2.0))
+    modules, _, _ = read_lora_modules(lora_factory("sd1", "a", dim=4, alpha=2.0))
     resized, report = resize_modules(modules, RankRule(max_rank=2))
     for row in report:
         original, smaller = module_update(modules[row["module"]]), module_update(resized[row["module"]])
@@ -47,7 +47,7 @@ def test_lower_rank_reports_energy_of_the_best_approximation(lora_factory):
 
 @pytest.mark.parametrize("method,parameter", [("sv_ratio", 2.0), ("sv_fro", 0.8), ("sv_cumulative", 0.6)])
 def test_dynamic_methods_choose_per_module_ranks(lora_factory, method, parameter):
-    modules, _ = read_lora_modules(lora_factory("sd1", "a", dim=4, alpha=4.0))
+    modules, _, _ = read_lora_modules(lora_factory("sd1", "a", dim=4, alpha=4.0))
     _, report = resize_modules(modules, RankRule(max_rank=None, method=method, parameter=parameter))
     for row in report:
         singular = torch.linalg.svdvals(module_update(modules[row["module"]]).double())
@@ -106,7 +106,7 @@ def test_resized_locon_metadata_follows_the_new_ranks(lora_factory, tmp_path):
     dynamic = tmp_path / "dynamic.safetensors"
     args = ["resize", str(lora), "--dynamic", "sv_fro", "--dynamic-param", "0.7", "--out", str(dynamic)]
     assert main(args) == 0
-    modules, metadata = read_lora_modules(dynamic)
+    modules, metadata, _ = read_lora_modules(dynamic)
     conv_ranks = {weights.rank for name, weights in modules.items() if weights.down.shape[2:] == (3, 3)}
     expected_conv = str(conv_ranks.pop()) if len(conv_ranks) == 1 else "Dynamic"
     assert json.loads(metadata["ss_network_args"])["conv_dim"] == expected_conv
@@ -121,7 +121,7 @@ def test_low_rank_path_merges_like_the_full_svd(tiny_sd1, lora_factory, tmp_path
     resized = tmp_path / "resized.safetensors"
     run_tool("resize", lora, *rule, "--save-precision", "float", "--out", resized)
 
-    modules, metadata = read_lora_modules(lora)
+    modules, metadata, _ = read_lora_modules(lora)
     rank_rule = RankRule(max_rank=2) if rule[0] == "--rank" else RankRule(method="sv_fro", parameter=0.8)
     reference = {}
     for name, weights in modules.items():

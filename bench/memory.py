@@ -10,8 +10,12 @@ trainer's loader) predict the noise for the same latents, timestep and condition
 relative error is ``|fp8 - bf16| / |bf16|`` over the whole prediction. The models are built once (random weights,
 stored in bf16: a full-size SDXL built in fp32 would need about 14 GiB).
 
-``python bench/memory.py [--size full|tiny] [--families sd1 sdxl] [--resolution 512] [--steps 2] [--images 4]
-[--set key=value ...]``
+``--families flux1-dev`` measures a full-size FLUX.1-dev transformer in fp8 instead (``flux_memory.py``: built in its
+process, since its bf16 weights alone take 22 GiB), with ``--text-tokens`` T5 tokens and the compute dtype of
+``--flux-compute``.
+
+``python bench/memory.py [--size full|tiny] [--families sd1 sdxl flux1-dev] [--resolution 512] [--steps 2]
+[--images 4] [--set key=value ...] [--text-tokens 512] [--flux-compute float32|bfloat16]``
 """
 
 from __future__ import annotations
@@ -92,15 +96,31 @@ def unet_error(model: Path, resolution: int) -> dict:
             "max_abs_error": (fp8 - reference).abs().max().item(), "reference_rms": reference.pow(2).mean().sqrt().item()}
 
 
+def measure_flux(args) -> tuple[dict, list]:
+    """The full-size FLUX.1-dev transformer in fp8 (its own process): the report entry and its table row."""
+    name = f"memory-flux1-dev-full-{args.resolution}-fp8"
+    measured = run_measured(python(str(REPO / "bench" / "flux_memory.py"), "--resolution", str(args.resolution),
+                                   "--steps", str(args.steps), "--text-tokens", str(args.text_tokens),
+                                   "--compute", args.flux_compute), name)
+    inside = json.loads((RESULTS / "logs" / f"{name}.log").read_text(encoding="utf-8").strip().splitlines()[-1])
+    report = {**inside, "peak_rss": measured.peak_rss, "wall": measured.wall}
+    row = [inside["parameters"] / 1e9, inside["bf16_weights_gib"], inside["stored_gib"]["torch.float8_e4m3fn"],
+           inside["rss_after_build_gib"], measured.peak_rss / GIB, median(inside["step_seconds"])]
+    return report, row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=["tiny", "full"], default="full")
-    parser.add_argument("--families", nargs="+", choices=["sd1", "sdxl"], default=["sd1", "sdxl"])
+    parser.add_argument("--families", nargs="+", choices=["sd1", "sdxl", "flux1-dev"], default=["sd1", "sdxl"])
     parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--images", type=int, default=4, help="training images (each has its latents cached)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra or overriding train_network.py options, e.g. gradient_checkpointing=false")
+    parser.add_argument("--text-tokens", type=int, default=512, help="FLUX.1: T5 tokens per caption")
+    parser.add_argument("--flux-compute", choices=["float32", "bfloat16"], default="float32",
+                        help="FLUX.1: the dtype its fp8 layers up-cast to")
     parser.add_argument("--unet-error", type=Path, help=argparse.SUPPRESS)  # the per-family error process
     args = parser.parse_args()
     if args.unet_error:
@@ -109,7 +129,11 @@ def main() -> None:
     dataset = ensure_dataset(RESULTS / "data" / f"train-{args.resolution}-{args.images}", count=args.images)
     options = {**MEMORY_OPTIONS, **dict(item.split("=", 1) for item in args.set)}
     report, rows = {}, []
-    for family in args.families:
+    if "flux1-dev" in args.families:
+        report["flux1-dev"], flux_row = measure_flux(args)
+        print_table(["FLUX.1-dev transformer", "bf16 weights GiB", "fp8 weights GiB", "RSS built GiB", "peak GiB",
+                     "s/step"], [[f"{flux_row[0]:.1f} B parameters", *flux_row[1:]]])
+    for family in [family for family in args.families if family != "flux1-dev"]:
         model = ensure_model(args.size, family, "bfloat16")
         runs = {}
         for variant, fp8 in VARIANTS.items():
@@ -126,9 +150,10 @@ def main() -> None:
                      f"{bf16['peak_phase']} / {fp8['peak_phase']}", bf16["phase_peaks_gib"]["steps"],
                      fp8["phase_peaks_gib"]["steps"], bf16["median_step"], fp8["median_step"],
                      error["relative_error"]])
-    print_table(["model", "bf16 peak GiB", "fp8 peak GiB", "ratio", "peak phase", "bf16 steps GiB", "fp8 steps GiB",
-                 "bf16 s/step", "fp8 s/step", "UNet rel. error"], rows)
-    name = f"memory-{args.size}-{args.resolution}"
+    if rows:
+        print_table(["model", "bf16 peak GiB", "fp8 peak GiB", "ratio", "peak phase", "bf16 steps GiB", "fp8 steps GiB",
+                     "bf16 s/step", "fp8 s/step", "UNet rel. error"], rows)
+    name = f"memory-{args.size}-{args.resolution}-{'-'.join(args.families)}"
     settings = {key: value for key, value in vars(args).items() if key != "unet_error"}
     print(f"wrote {write_results(name, {'settings': {**settings, 'options': options}, **report})}")
 

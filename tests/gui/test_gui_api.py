@@ -145,8 +145,8 @@ def check_queue_lifecycle(servers: list[GuiServer], gui_folders, tmp_path) -> No
     refused = client.post(f"/api/runs/{first['id']}/resume")  # a finished run is never changed
     assert refused.status_code == 409 and "only a stopped run can be resumed" in refused.json()["detail"]
     assert client.get(f"/api/runs/{first['id']}").json() == done
-    log = client.get(f"/api/runs/{first['id']}/log", params={"lines": 20}).text
-    assert "\r" not in log and "done:" in log and len(log.splitlines()) <= 20
+    log = client.get(f"/api/runs/{first['id']}/log/follow", params={"lines": 20}).json()["lines"]
+    assert not any("\r" in line for line in log) and any("done:" in line for line in log) and len(log) <= 20
     files = [item["path"] for item in client.get(f"/api/runs/{first['id']}/files").json()]
     assert "lora.safetensors" in files and "progress.jsonl" in files
     sample = next(path for path in files if path.startswith("sample/") and path.endswith(".png"))

@@ -6,6 +6,7 @@ refused, so a token holder can read runs and datasets but nothing else on the ma
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +32,14 @@ def inside_any(path: Path, roots: Sequence[Path]) -> bool:
     """Whether `path` (resolved, symlinks followed) lies in one of `roots`."""
     resolved = path.resolve()
     return any(resolved.is_relative_to(root.resolve()) for root in roots)
+
+
+def within_dataset(folder: Path, text: str) -> str:
+    """The doctor's text as the page shows it: the dataset's files named relative to the dataset, the dataset by its
+    name (the report names them by absolute path, as the command line prints them)."""
+    for location in dict.fromkeys((str(folder.resolve()), str(folder))):
+        text = text.replace(location + os.sep, "").replace(location, folder.name)
+    return text
 
 
 def list_entries(root: Path, relative: str = "") -> list[dict[str, object]]:

@@ -3,7 +3,6 @@ doctor."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from dataclasses import asdict
@@ -19,7 +18,7 @@ from preprocess.report import dataset_report, find_image_folders, format_report
 from .datasets import list_datasets
 from .forms import (REQUEST_SOURCE, allowed_roots, field_messages, sd_scripts_flags, toml_to_values, validate,
                     values_to_toml)
-from .paths import PathRefused, inside_any, list_entries
+from .paths import PathRefused, inside_any, list_entries, within_dataset
 from .presets import PresetConflict, PresetNotFound, delete_preset, list_presets, preset_trainer, save_preset
 from .prompt_lines import check_form_prompts
 from .settings import TRAINERS, GuiSettings
@@ -210,4 +209,7 @@ def doctor(body: DoctorBody, request: Request) -> dict:
     extension = body.dataset.caption_extension
     report = dataset_report(find_image_folders(folder, extension) or [folder], body.bucket_params(),
                             caption_extension=extension, on_bad_image=body.dataset.on_bad_image)
-    return {"report": report.to_dict(), "text": format_report(report), "folder": str(Path(folder))}
+    shown = report.to_dict()
+    shown["problems"] = [{**problem, "folder": within_dataset(folder, problem["folder"]),
+                          "message": within_dataset(folder, problem["message"])} for problem in shown["problems"]]
+    return {"report": shown, "text": within_dataset(folder, format_report(report))}

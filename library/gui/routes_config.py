@@ -146,11 +146,11 @@ def validate_form(body: FormBody, request: Request) -> dict:
 
 
 @router.post("/prompts/check")
-def check_prompts(body: FormBody) -> dict:
+def check_prompts(body: FormBody, request: Request) -> dict:
     """The prompt editor's lines: each `sample.prompt_text` line checked by the trainers' parser, with its problem or
-    the settings it renders with (the form's defaults filled in)."""
+    the settings it renders with (the form's defaults filled in, sizes checked against the base model's family)."""
     values = body.values if body.toml is None else toml_to_values(body.toml, "TOML")
-    return {"lines": check_form_prompts(values or {})}
+    return {"lines": check_form_prompts(values or {}, _settings(request))}
 
 
 @router.get("/prompts/file")

@@ -1,11 +1,13 @@
 """Page details in Debian's chromium, against one server for the module (a stand-in process holds a run "training" at
 step 2 of 10): the page's one top heading (axe's page-has-heading-one), the tab title read from the queue endpoint
 rather than every run's files, the dataset browser saying how long undo lasts, the doctor's text naming files inside
-the dataset, and the prompt editor checking sizes against the chosen model family.
+the dataset, the prompt editor checking sizes against the chosen model family, and a preprocess job's result scrolled
+into view with thumbnails of what it wrote.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -94,3 +96,21 @@ def test_the_prompt_editor_checks_sizes_for_the_chosen_family(page, server, fold
     field(page, "model.family").select_option("sd1")
     expect(bad).to_have_count(0)
     expect(page.locator("#prompt-lines tbody tr td").nth(2)).to_have_text("72×64")
+
+
+def test_a_finished_jobs_result_scrolls_into_view_with_thumbnails(page, server, folders):
+    page.set_viewport_size({"width": 1400, "height": 600})
+    page.goto(f"{server.url}/#preprocess")
+    page.select_option("#pp-command", "crop")
+    page.fill("#ppo-src", str(folders.datasets / "concept" / "2_frnc"))
+    page.fill("#ppo-out", str(folders.datasets / "cropped"))
+    page.fill("#ppo-size", "64")
+    result = page.locator("#pp-result-title")
+    expect(result).not_to_be_in_viewport()
+    page.click("#pp-run")
+    expect(page.locator("#pp-status")).to_have_text(re.compile("^done"), timeout=120_000)
+    thumbs = page.locator("#pp-thumbs img")
+    expect(thumbs).to_have_count(6)
+    expect(result).to_be_in_viewport()
+    expect(page.locator("#pp-thumbs figcaption").first).to_contain_text(".png")
+    page.wait_for_function("[...document.querySelectorAll('#pp-thumbs img')].every(img => img.naturalWidth > 0)")

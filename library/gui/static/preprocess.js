@@ -88,7 +88,26 @@ function clearJob() {
   const bar = document.getElementById("pp-progress");
   bar.max = 100;
   bar.value = 0;
-  for (const id of ["pp-progress-text", "pp-status", "pp-output", "pp-log"]) document.getElementById(id).textContent = "";
+  for (const id of ["pp-progress-text", "pp-status", "pp-output", "pp-log", "pp-thumbs"]) {
+    document.getElementById(id).textContent = "";
+  }
+}
+
+const PP_THUMBS = 48;   // thumbnails shown of a result; the Datasets view shows them all
+
+// A finished job's result in view: the summary, and thumbnails of the dataset folder it wrote (or changed in place).
+async function showResult(job) {
+  const thumbs = document.getElementById("pp-thumbs");
+  if (job.status === "done" && job.result) {
+    const { root, path } = job.result;
+    try {
+      const listing = await api(`datasets/${root}/listing?${new URLSearchParams({ path })}`);
+      thumbs.replaceChildren(...listing.groups.flatMap(group => group.images).slice(0, PP_THUMBS).map(image =>
+        el("figure", { class: "ds-card" }, el("img", { src: thumbnailUrl(root, image.path), alt: image.name }),
+           el("figcaption", { text: image.caption ? `${image.path}: ${image.caption}` : image.path }))));
+    } catch (error) { thumbs.replaceChildren(el("p", { text: error.message })); }
+  }
+  document.getElementById("pp-result-title").scrollIntoView({ block: "start" });
 }
 
 async function startJob() {
@@ -115,7 +134,7 @@ function showJob(job) {
   document.getElementById("pp-output").textContent = job.status === "running" ? ""
     : `exit code ${job.returncode}\n${job.stdout}`;
   document.getElementById("pp-log").textContent = job.log;
-  if (job.status === "running") ppTimer = setTimeout(pollJob, 500);
+  if (job.status === "running") ppTimer = setTimeout(pollJob, 500); else showResult(job);
 }
 
 async function pollJob() {

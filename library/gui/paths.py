@@ -40,21 +40,3 @@ def within_dataset(folder: Path, text: str) -> str:
     for location in dict.fromkeys((str(folder.resolve()), str(folder))):
         text = text.replace(location + os.sep, "").replace(location, folder.name)
     return text
-
-
-def list_entries(root: Path, relative: str = "") -> list[dict[str, object]]:
-    """The files and folders directly inside `root/relative` (hidden names skipped), folders first."""
-    folder = confine(root, relative)
-    if not folder.is_dir():
-        raise PathRefused(f"{relative}: not a folder")
-    entries = []
-    for child in sorted(folder.iterdir(), key=lambda item: (not item.is_dir(), item.name)):
-        if child.name.startswith(".") or not inside_any(child, [root]):
-            continue
-        entries.append({
-            "name": child.name,
-            "path": str(child.resolve().relative_to(root.resolve())),
-            "dir": child.is_dir(),
-            "size": child.stat().st_size if child.is_file() else None,
-        })
-    return entries

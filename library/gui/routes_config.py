@@ -18,7 +18,7 @@ from preprocess.report import dataset_report, find_image_folders, format_report
 from .datasets import list_datasets
 from .forms import (REQUEST_SOURCE, allowed_roots, field_messages, sd_scripts_flags, toml_to_values, validate,
                     values_to_toml)
-from .paths import PathRefused, inside_any, list_entries, within_dataset
+from .paths import PathRefused, inside_any, within_dataset
 from .presets import PresetConflict, PresetNotFound, delete_preset, list_presets, preset_trainer, save_preset
 from .prompt_lines import check_form_prompts
 from .settings import TRAINERS, GuiSettings
@@ -185,15 +185,6 @@ def roots(request: Request) -> dict:
         "dataset_roots": [str(root) for root in settings.dataset_roots],
     }
 
-
-@router.get("/browse/{kind}/{index}")
-def browse(kind: str, index: int, request: Request, path: str = "") -> list[dict]:
-    """Entries of one configured folder (`kind` models or datasets, `index` which root), confined to it."""
-    settings = _settings(request)
-    folders = {"models": settings.model_roots, "datasets": settings.dataset_roots}.get(kind)
-    if folders is None or not 0 <= index < len(folders):
-        raise PathRefused(f"{kind}/{index}: no such configured folder")
-    return list_entries(folders[index], path)
 
 
 @router.post("/doctor")

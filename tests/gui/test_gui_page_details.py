@@ -2,7 +2,7 @@
 step 2 of 10): the page's one top heading (axe's page-has-heading-one), the tab title read from the queue endpoint
 rather than every run's files, the dataset browser saying how long undo lasts, the doctor's text naming files inside
 the dataset, the prompt editor checking sizes against the chosen model family, and a preprocess job's result scrolled
-into view with thumbnails of what it wrote.
+into view with thumbnails of what it wrote, and shown again after a reload.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def test_the_prompt_editor_checks_sizes_for_the_chosen_family(page, server, fold
     expect(page.locator("#prompt-lines tbody tr td").nth(2)).to_have_text("72×64")
 
 
-def test_a_finished_jobs_result_scrolls_into_view_with_thumbnails(page, server, folders):
+def test_a_finished_jobs_result_scrolls_into_view_with_thumbnails_and_stays_after_a_reload(page, server, folders):
     page.set_viewport_size({"width": 1400, "height": 600})
     page.goto(f"{server.url}/#preprocess")
     page.select_option("#pp-command", "crop")
@@ -114,3 +114,6 @@ def test_a_finished_jobs_result_scrolls_into_view_with_thumbnails(page, server, 
     expect(result).to_be_in_viewport()
     expect(page.locator("#pp-thumbs figcaption").first).to_contain_text(".png")
     page.wait_for_function("[...document.querySelectorAll('#pp-thumbs img')].every(img => img.naturalWidth > 0)")
+    page.reload()   # the page asks the server for its jobs: the last one is shown again, where it was
+    expect(page.locator("#pp-status")).to_have_text(re.compile("^done"))
+    expect(thumbs).to_have_count(6)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -34,6 +35,7 @@ from .tensorboard import PREFIX as TENSORBOARD_PREFIX
 from .tensorboard import TensorBoard
 from .tensorboard_proxy import TOKEN_COOKIE, proxy_client
 from .tensorboard_proxy import router as tensorboard_router
+from .thumbnails import prune as prune_thumbnails
 
 logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -62,6 +64,7 @@ def create_app(settings: GuiSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         scheduler.start()
         tensorboard.start()
+        threading.Thread(target=prune_thumbnails, args=(settings.runs_root,), name="thumbnails", daemon=True).start()
         app.state.tensorboard_client = proxy_client()
         yield
         scheduler.shutdown()

@@ -19,7 +19,7 @@ from library.data.images import IMAGE_EXTENSIONS, is_image_file, list_folder
 from library.data.repeat_folders import RepeatFolderError, parse_repeat_folder
 from preprocess.report import dataset_report, find_image_folders
 
-from .paths import PathRefused, confine
+from .paths import PathRefused, confine, within_dataset
 
 _EXTENSION = re.compile(r"\.?[A-Za-z0-9_-]{1,16}")
 
@@ -128,6 +128,6 @@ def dataset_findings(root: Path, folder: Path, extension: str, resolution: int) 
         for path in group:
             others = ", ".join(Path(other).name for other in group if other != path)
             _finding(findings, root, path, "duplicate", f"near-duplicate of {others}")
-    problems = [{"severity": problem.severity, "message": problem.message,
-                 "folder": _relative(root, problem.folder) if problem.folder else ""} for problem in report.problems]
+    problems = [{"severity": problem.severity, "message": within_dataset(folder, problem.message),
+                 "folder": _relative(folder, problem.folder) if problem.folder else ""} for problem in report.problems]
     return {"ok": report.ok, "images": findings, "problems": problems}

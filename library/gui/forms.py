@@ -149,7 +149,7 @@ def validate(text: str, settings: GuiSettings, overrides: tuple[str, ...] = ()) 
         config = loads_config(text, FORM_SOURCE, overrides)
     except ConfigError as error:
         raise ConfigError([*error.messages, *missing]) from None
-    problems = check_roots(config, settings) + missing + prompt_problems(config, FORM_SOURCE)
+    problems = check_roots(config, settings) + missing + prompt_problems(config, FORM_SOURCE, settings)
     if problems:
         raise ConfigError(problems)
     return config

@@ -58,13 +58,14 @@ class Job:
     stdout: deque[str] = field(default_factory=lambda: deque(maxlen=STDOUT_LINES))
     process: subprocess.Popen | None = None
     cancelled: bool = False
+    result: dict[str, Any] | None = None   # the dataset folder holding the result (preprocess_jobs.result_location)
 
     def view(self) -> dict[str, Any]:
         """What the preprocess page shows: status, progress, the log tail and (once there) the summary."""
         return {"id": self.id, "command": self.command, "args": self.args, "status": self.status,
                 "started": self.started, "finished": self.finished, "returncode": self.returncode,
                 "message": self.message, "progress": dict(self.progress), "log": "\n".join(self.log),
-                "stdout": "".join(self.stdout)}
+                "stdout": "".join(self.stdout), "result": self.result}
 
     def feed(self, segment: str, finished_line: bool) -> None:
         """One piece of terminal output: a redraw (ended by \\r) updates progress, a finished line is logged."""
@@ -106,8 +107,8 @@ class JobManager:
 
     def start(self, command: str, argv: Sequence[str]) -> Job:
         """Check the arguments (CommandRefused / PathRefused) and start the command; returns while it runs."""
-        check_arguments(command, argv, self.settings)
-        job = Job(id=f"{time.strftime('%H%M%S')}-{next(self._ids)}", command=command, args=list(argv))
+        result = check_arguments(command, argv, self.settings)
+        job = Job(id=f"{time.strftime('%H%M%S')}-{next(self._ids)}", command=command, args=list(argv), result=result)
         leader, terminal = os.openpty()
         attributes = termios.tcgetattr(terminal)
         attributes[1] &= ~termios.OPOST   # keep "\n" as is: a lone "\r" then always means a redraw

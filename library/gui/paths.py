@@ -6,6 +6,7 @@ refused, so a token holder can read runs and datasets but nothing else on the ma
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,19 +34,9 @@ def inside_any(path: Path, roots: Sequence[Path]) -> bool:
     return any(resolved.is_relative_to(root.resolve()) for root in roots)
 
 
-def list_entries(root: Path, relative: str = "") -> list[dict[str, object]]:
-    """The files and folders directly inside `root/relative` (hidden names skipped), folders first."""
-    folder = confine(root, relative)
-    if not folder.is_dir():
-        raise PathRefused(f"{relative}: not a folder")
-    entries = []
-    for child in sorted(folder.iterdir(), key=lambda item: (not item.is_dir(), item.name)):
-        if child.name.startswith(".") or not inside_any(child, [root]):
-            continue
-        entries.append({
-            "name": child.name,
-            "path": str(child.resolve().relative_to(root.resolve())),
-            "dir": child.is_dir(),
-            "size": child.stat().st_size if child.is_file() else None,
-        })
-    return entries
+def within_dataset(folder: Path, text: str) -> str:
+    """The doctor's text as the page shows it: the dataset's files named relative to the dataset, the dataset by its
+    name (the report names them by absolute path, as the command line prints them)."""
+    for location in dict.fromkeys((str(folder.resolve()), str(folder))):
+        text = text.replace(location + os.sep, "").replace(location, folder.name)
+    return text

@@ -77,8 +77,9 @@ def _parse(command: str, argv: Sequence[str]) -> tuple[argparse.ArgumentParser, 
         raise CommandRefused(lines[-1] if lines else f"{command}: invalid arguments") from None
 
 
-def check_arguments(command: str, argv: Sequence[str], settings: GuiSettings) -> None:
-    """Refuse unknown options and any path outside the dataset folders (model folders for `--model`)."""
+def check_arguments(command: str, argv: Sequence[str], settings: GuiSettings) -> dict[str, Any] | None:
+    """Refuse unknown options and any path outside the dataset folders (model folders for `--model`); returns where
+    the command's result lies (`result_location`)."""
     parser, namespace = _parse(command, argv)
     for action in parser._actions:
         if action.type is not Path or getattr(namespace, action.dest, None) is None:
@@ -89,6 +90,20 @@ def check_arguments(command: str, argv: Sequence[str], settings: GuiSettings) ->
         for path in value if isinstance(value, list) else [value]:
             if not inside_any(settings.workdir / path, roots):
                 raise PathRefused(f"{command} {_name(action)}: {path} is outside {_allow_hint(roots, model)}")
+    return result_location(namespace, settings)
+
+
+def result_location(namespace: argparse.Namespace, settings: GuiSettings) -> dict[str, Any] | None:
+    """The dataset folder a command leaves its result in, `--out` or else its source, as the dataset browser names
+    it (`root`: the datasets root's number, `path` inside it); None for a command without a source folder."""
+    folder = getattr(namespace, "out", None) or getattr(namespace, "src", None)
+    if not isinstance(folder, Path):
+        return None
+    target = (settings.workdir / folder).resolve()
+    for index, root in enumerate(settings.dataset_roots):
+        if target.is_relative_to(root.resolve()):
+            return {"root": index, "path": target.relative_to(root.resolve()).as_posix()}
+    return None
 
 
 def _name(action: argparse.Action) -> str:

@@ -1,5 +1,6 @@
 """The prompt editor's server side: each line of `sample.prompt_text` checked by the trainers' own prompt parser,
-with the settings it renders with (the run's defaults filled in) or its problem."""
+with the settings it renders with (the run's defaults filled in) or its problem. Sizes are checked against the base
+model's family (FLUX.1 sides are multiples of 16, Stable Diffusion's of 8), as the run checks them."""
 
 from __future__ import annotations
 
@@ -9,10 +10,17 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from library.config import FurnaceConfig
+from library.config.fields import SIDE_MULTIPLE
 from library.config.sections_data import DatasetSection
 from library.config.sections_output import SampleSection
 from library.config.sections_train import TrainingSection
+from library.models.detect import detect_family
+from library.models.errors import ModelLoadError
+from library.models.families import get_family
 from library.sampling.prompts import CheckedLine, SamplePrompt, check_prompt_lines, run_defaults
+
+from .paths import inside_any
+from .settings import GuiSettings
 
 PROMPT_TEXT = "sample.prompt_text"
 # The options a prompt line falls back to, per section.
@@ -41,25 +49,42 @@ def form_defaults(values: dict[str, Any]) -> SamplePrompt:
     return run_defaults(sample, dataset.resolution, training.seed)
 
 
+def size_multiple(family: str | None, model: str | None, settings: GuiSettings) -> int:
+    """What a preview's sides must be multiples of: the family's, named (`model.family`) or detected from the base
+    model's configs or header when it lies in the models folders; Stable Diffusion's while neither is known."""
+    try:
+        if family and family != "auto":
+            return get_family(family).resolution_multiple
+        target = settings.workdir / str(model or "")
+        if model and inside_any(target, settings.model_roots) and target.exists():
+            return detect_family(target.resolve()).resolution_multiple
+    except (ValueError, ModelLoadError):
+        pass   # the form shows the option's own message; the run refuses the model
+    return SIDE_MULTIPLE
+
+
 def line_view(line: CheckedLine) -> dict[str, Any]:
     """One line as the editor shows it: its number, and its problem or its resolved settings."""
     settings = None if line.prompt is None else asdict(line.prompt)
     return {"line": line.number, "text": line.text, "problem": line.problem, "settings": settings}
 
 
-def check_form_prompts(values: dict[str, Any]) -> list[dict[str, Any]]:
+def check_form_prompts(values: dict[str, Any], settings: GuiSettings) -> list[dict[str, Any]]:
     """Every prompt line of the form's `sample.prompt_text`, checked on its own."""
     text = (values.get("sample") or {}).get("prompt_text") or ""
-    return [line_view(line) for line in check_prompt_lines(str(text), form_defaults(values))]
+    model = values.get("model") or {}
+    multiple = size_multiple(model.get("family"), model.get("pretrained_model_name_or_path"), settings)
+    return [line_view(line) for line in check_prompt_lines(str(text), form_defaults(values), multiple)]
 
 
-def prompt_problems(config: FurnaceConfig, source: str) -> list[str]:
+def prompt_problems(config: FurnaceConfig, source: str, settings: GuiSettings) -> list[str]:
     """The bad lines of a valid config's `sample.prompt_text`, one message each naming its line."""
     sample = config.sample
     if not sample.prompt_text:
         return []
     defaults = run_defaults(sample, config.dataset.resolution, config.training.seed)
-    checked = check_prompt_lines(sample.prompt_text, defaults)
+    multiple = size_multiple(config.model.family, config.model.pretrained_model_name_or_path, settings)
+    checked = check_prompt_lines(sample.prompt_text, defaults, multiple)
     if not checked:
         return [f"{source}: {PROMPT_TEXT}: no prompts found (only blank or # comment lines)"]
     return [f"{source}: {PROMPT_TEXT}: line {line.number}: {line.problem}" for line in checked if line.problem]

@@ -3,7 +3,6 @@ doctor."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from dataclasses import asdict
@@ -19,7 +18,7 @@ from preprocess.report import dataset_report, find_image_folders, format_report
 from .datasets import list_datasets
 from .forms import (REQUEST_SOURCE, allowed_roots, field_messages, sd_scripts_flags, toml_to_values, validate,
                     values_to_toml)
-from .paths import PathRefused, inside_any, list_entries
+from .paths import PathRefused, inside_any, within_dataset
 from .presets import PresetConflict, PresetNotFound, delete_preset, list_presets, preset_trainer, save_preset
 from .prompt_lines import check_form_prompts
 from .settings import TRAINERS, GuiSettings
@@ -147,11 +146,11 @@ def validate_form(body: FormBody, request: Request) -> dict:
 
 
 @router.post("/prompts/check")
-def check_prompts(body: FormBody) -> dict:
+def check_prompts(body: FormBody, request: Request) -> dict:
     """The prompt editor's lines: each `sample.prompt_text` line checked by the trainers' parser, with its problem or
-    the settings it renders with (the form's defaults filled in)."""
+    the settings it renders with (the form's defaults filled in, sizes checked against the base model's family)."""
     values = body.values if body.toml is None else toml_to_values(body.toml, "TOML")
-    return {"lines": check_form_prompts(values or {})}
+    return {"lines": check_form_prompts(values or {}, _settings(request))}
 
 
 @router.get("/prompts/file")
@@ -187,15 +186,6 @@ def roots(request: Request) -> dict:
     }
 
 
-@router.get("/browse/{kind}/{index}")
-def browse(kind: str, index: int, request: Request, path: str = "") -> list[dict]:
-    """Entries of one configured folder (`kind` models or datasets, `index` which root), confined to it."""
-    settings = _settings(request)
-    folders = {"models": settings.model_roots, "datasets": settings.dataset_roots}.get(kind)
-    if folders is None or not 0 <= index < len(folders):
-        raise PathRefused(f"{kind}/{index}: no such configured folder")
-    return list_entries(folders[index], path)
-
 
 @router.post("/doctor")
 def doctor(body: DoctorBody, request: Request) -> dict:
@@ -210,4 +200,7 @@ def doctor(body: DoctorBody, request: Request) -> dict:
     extension = body.dataset.caption_extension
     report = dataset_report(find_image_folders(folder, extension) or [folder], body.bucket_params(),
                             caption_extension=extension, on_bad_image=body.dataset.on_bad_image)
-    return {"report": report.to_dict(), "text": format_report(report), "folder": str(Path(folder))}
+    shown = report.to_dict()
+    shown["problems"] = [{**problem, "folder": within_dataset(folder, problem["folder"]),
+                          "message": within_dataset(folder, problem["message"])} for problem in shown["problems"]]
+    return {"report": shown, "text": within_dataset(folder, format_report(report))}

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
-from .events import follow_log, log_tail, read_events, summarise
+from .events import follow_log, read_events, summarise
 from .forms import run_config_text
 from .paths import PathRefused, confine
 from .queue_view import queue_entries
@@ -92,12 +92,6 @@ def run_events(run_id: str, request: Request, after: int = 0) -> dict:
     _record(request, run_id)
     events = read_events(request.app.state.store.folder(run_id), after)
     return {"events": events, "next": after + len(events)}
-
-
-@router.get("/runs/{run_id}/log", response_class=PlainTextResponse)
-def run_log(run_id: str, request: Request, lines: int = 200) -> str:
-    _record(request, run_id)
-    return log_tail(request.app.state.store.folder(run_id) / LOG_NAME, min(lines, 5000))
 
 
 @router.get("/runs/{run_id}/log/follow")

@@ -1,34 +1,74 @@
 """Small JPEG thumbnails of dataset images for the dataset browser, made once and cached under the runs root.
 
 The image is opened the one way every dataset image is (data/images.py), so a file the doctor calls unreadable has no
-thumbnail either. A cache entry is named by the image's path, size and modification time: an edited image gets a
-new thumbnail, and only re-encoded pixels are ever served, never the file itself.
+thumbnail either. A cache entry is named by the image's path and by its size and modification time, and holds the
+image's path in its JPEG comment: an edited image gets a new thumbnail and its old one is removed, and `prune` drops
+the entries of images gone or changed since and keeps the cache to `MAX_THUMBNAILS`, the least recently shown going
+first. Only re-encoded pixels are ever served, never the file itself.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from library.atomic_files import atomic_path
 from library.data.images import load_image_rgb
 
 THUMBNAIL_SIDE = 256
+MAX_THUMBNAILS = 5000   # about 15 KB each: some 75 MB at most
 CACHE_FOLDER = ".thumbnails"   # hidden, so no list of runs or files on the page shows it
+
+
+def _digest(text: str, length: int) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _version(image: Path) -> str:
+    """What changes when the image's file does (and when thumbnails are made at another size)."""
+    stat = image.stat()
+    return _digest(f"{stat.st_size}\0{stat.st_mtime_ns}\0{THUMBNAIL_SIDE}", 12)
 
 
 def thumbnail(image: Path, runs_root: Path) -> Path:
     """The cached thumbnail of ``image`` (at most ``THUMBNAIL_SIDE`` px a side), made if missing; raises
     ImageLoadError for an image that cannot be decoded."""
-    stat = image.stat()
-    key = hashlib.sha256(f"{image.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{THUMBNAIL_SIDE}".encode())
-    cached = runs_root / CACHE_FOLDER / f"{key.hexdigest()[:32]}.jpg"
+    source = image.resolve()
+    cache, stem = runs_root / CACHE_FOLDER, _digest(str(source), 32)
+    cached = cache / f"{stem}-{_version(image)}.jpg"
     if cached.is_file():
+        os.utime(cached)   # shown now: the last to go when the cache is over its size
         return cached
     picture = load_image_rgb(image)
     picture.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
     with atomic_path(cached) as temporary:
-        picture.save(temporary, format="JPEG", quality=85)
+        picture.save(temporary, format="JPEG", quality=85, comment=str(source).encode("utf-8"))
+    for older in cache.glob(f"{stem}-*.jpg"):   # the thumbnails of the image before it changed
+        if older != cached:
+            older.unlink(missing_ok=True)
     return cached
+
+
+def _current(entry: Path) -> bool:
+    """Whether the entry's image still exists unchanged (an entry that cannot be read is not)."""
+    try:
+        with Image.open(entry) as picture:
+            source = Path(picture.info.get("comment", b"").decode("utf-8"))
+        return source.is_absolute() and source.is_file() and entry.stem.endswith(f"-{_version(source)}")
+    except (OSError, UnidentifiedImageError, UnicodeDecodeError):
+        return False
+
+
+def prune(runs_root: Path, keep: int = MAX_THUMBNAILS) -> int:
+    """Remove the thumbnails of images gone or changed, then the least recently shown beyond ``keep``; returns how
+    many were removed. Run when the server starts (reads each entry's header only)."""
+    cache = runs_root / CACHE_FOLDER
+    entries = sorted(cache.glob("*.jpg"), key=lambda entry: entry.stat().st_mtime, reverse=True)
+    current = [entry for entry in entries if _current(entry)]
+    removed = [entry for entry in entries if entry not in set(current[:keep])]
+    for entry in removed:
+        entry.unlink(missing_ok=True)
+    return len(removed)

@@ -15,6 +15,8 @@ import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from safetensors import SafetensorError, safe_open
+
 from library.models.errors import ModelLoadError
 from library.models.families import (
     FAMILIES,
@@ -106,3 +108,16 @@ def _read_json(path: Path, required: bool = True) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ModelLoadError(f"{path}: invalid JSON ({error})") from None
+
+
+def detect_family(path: Path) -> ModelFamily:
+    """The family of a base model on disk, a diffusers folder or a ``.safetensors`` file, from its configs or its
+    header only (no tensor is read): for checks made before a run, such as the sizes its previews may have."""
+    if path.is_dir():
+        return detect_diffusers_family(path)
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            keys, metadata = list(handle.keys()), dict(handle.metadata() or {})
+    except (SafetensorError, OSError) as error:
+        raise ModelLoadError(f"{path}: not a diffusers folder or a readable .safetensors file ({error})") from None
+    return detect_original_family(path, keys, metadata)

@@ -2,7 +2,9 @@
 
 Rows and columns may carry labels: row labels in a left margin, column labels in a header. Cells take the size of
 the largest image and smaller images are centred, so mixed sizes still line up. Long labels wrap at word
-boundaries to the width available. Pillow's default font keeps this free of font files.
+boundaries: column labels to the cell's width, row labels to at least ``ROW_LABEL_WIDTH`` pixels (a compare grid's
+"file: prompt" beside small previews would otherwise stack a word a line, taller than its row). Pillow's default
+font keeps this free of font files.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 _TEXT_COLOR = (0, 0, 0)
 _MISSING_COLOR = (200, 200, 200)
+ROW_LABEL_WIDTH = 240   # pixels: some 40 characters of the default font a line
 
 
 def make_grid(
@@ -41,7 +44,7 @@ def make_grid(
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     line_h = _line_height(measure, font)
 
-    row_text = [_wrap(label, font, cell_w, measure) for label in row_labels or []]
+    row_text = [_wrap(label, font, max(cell_w, ROW_LABEL_WIDTH), measure) for label in row_labels or []]
     column_text = [_wrap(label, font, cell_w, measure) for label in column_labels or []]
     left = max((_block_width(lines, font, measure) for lines in row_text), default=0)
     left = left + 2 * padding if row_text else 0

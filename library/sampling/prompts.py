@@ -75,21 +75,24 @@ def run_defaults(sample: SampleSection, resolution: tuple[int, int], training_se
                         sampler=sample.sampler, guidance_scale=sample.guidance_scale)
 
 
-def section_prompts(sample: SampleSection, defaults: SamplePrompt) -> list[SamplePrompt]:
-    """The run's sample prompts: from the ``sample.prompts`` file or the ``sample.prompt_text`` lines (or none)."""
+def section_prompts(sample: SampleSection, defaults: SamplePrompt, multiple: int = SIDE_MULTIPLE) -> list[SamplePrompt]:
+    """The run's sample prompts: from the ``sample.prompts`` file or the ``sample.prompt_text`` lines (or none);
+    sizes must be multiples of ``multiple`` (the model family's ``resolution_multiple``)."""
     if sample.prompts:
-        return load_prompts(sample.prompts, defaults)
+        return load_prompts(sample.prompts, defaults, multiple)
     if not sample.prompt_text:
         return []
     prompts = parse_prompt_lines(sample.prompt_text, _checked_defaults(defaults, "sample.prompt_text"),
-                                 "sample.prompt_text")
+                                 "sample.prompt_text", multiple)
     if not prompts:
         raise PromptFileError("sample.prompt_text: no prompts found (only blank or # comment lines)")
     return prompts
 
 
-def load_prompts(path: str | Path, defaults: SamplePrompt | None = None) -> list[SamplePrompt]:
-    """Read a prompt file (text, ``.toml`` or ``.json``); options it leaves out come from ``defaults``."""
+def load_prompts(path: str | Path, defaults: SamplePrompt | None = None,
+                 multiple: int = SIDE_MULTIPLE) -> list[SamplePrompt]:
+    """Read a prompt file (text, ``.toml`` or ``.json``); options it leaves out come from ``defaults``, sizes must be
+    multiples of ``multiple``."""
     source = Path(path).expanduser()
     base = _checked_defaults(defaults or SamplePrompt(prompt=""), source)
     try:
@@ -100,19 +103,20 @@ def load_prompts(path: str | Path, defaults: SamplePrompt | None = None) -> list
         raise PromptFileError(f"{source}: cannot read the prompt file ({error}); save it as UTF-8 text") from None
     suffix = source.suffix.lower()
     if suffix == ".toml":
-        prompts = _parse_structured(_toml_entries(text, source), base, source)
+        prompts = _parse_structured(_toml_entries(text, source), base, source, multiple)
     elif suffix == ".json":
-        prompts = _parse_structured(_json_entries(text, source), base, source)
+        prompts = _parse_structured(_json_entries(text, source), base, source, multiple)
     else:
-        prompts = parse_prompt_lines(text, base, str(source))
+        prompts = parse_prompt_lines(text, base, str(source), multiple)
     if not prompts:
         raise PromptFileError(f"{source}: no prompts found (only blank or # comment lines)")
     return prompts
 
 
-def parse_prompt_lines(text: str, defaults: SamplePrompt, source: str = "<prompts>") -> list[SamplePrompt]:
+def parse_prompt_lines(text: str, defaults: SamplePrompt, source: str = "<prompts>",
+                       multiple: int = SIDE_MULTIPLE) -> list[SamplePrompt]:
     """Parse the one-prompt-a-line text form; ``source`` names the file in error messages."""
-    return [_parse_line(line, defaults, f"{source}:{number}") for number, line in _prompt_lines(text)]
+    return [_parse_line(line, defaults, f"{source}:{number}", multiple) for number, line in _prompt_lines(text)]
 
 
 @dataclass(frozen=True)
@@ -125,12 +129,12 @@ class CheckedLine:
     problem: str | None = None
 
 
-def check_prompt_lines(text: str, defaults: SamplePrompt) -> list[CheckedLine]:
+def check_prompt_lines(text: str, defaults: SamplePrompt, multiple: int = SIDE_MULTIPLE) -> list[CheckedLine]:
     """Every prompt line of the text form parsed separately, so an editor can show each line's problem at once."""
     checked = []
     for number, line in _prompt_lines(text):
         try:
-            checked.append(CheckedLine(number, line, prompt=_parse_line(line, defaults, "")))
+            checked.append(CheckedLine(number, line, prompt=_parse_line(line, defaults, "", multiple)))
         except PromptFileError as error:
             checked.append(CheckedLine(number, line, problem=str(error).removeprefix(": ")))
     return checked
@@ -142,7 +146,7 @@ def _prompt_lines(text: str) -> list[tuple[int, str]]:
     return [(number, line) for number, line in lines if line and not line.startswith("#")]
 
 
-def _parse_line(line: str, defaults: SamplePrompt, where: str) -> SamplePrompt:
+def _parse_line(line: str, defaults: SamplePrompt, where: str, multiple: int) -> SamplePrompt:
     prompt, *parts = _OPTION_SPLIT.split(line)
     values: dict[str, Any] = {"prompt": prompt}
     for part in parts:
@@ -155,7 +159,7 @@ def _parse_line(line: str, defaults: SamplePrompt, where: str) -> SamplePrompt:
         if name in values:
             raise PromptFileError(f"{where}: option --{flag} is given twice")
         values[name] = value
-    return _resolve(values, defaults, where, _LINE_LABELS)
+    return _resolve(values, defaults, where, _LINE_LABELS, multiple)
 
 
 def _toml_entries(text: str, source: Path) -> list[tuple[str, Any]]:
@@ -194,7 +198,8 @@ def _merged(shared: dict[str, Any], entry: Any) -> Any:
     return {**shared, **entry} if isinstance(entry, dict) else entry
 
 
-def _parse_structured(entries: list[tuple[str, Any]], defaults: SamplePrompt, source: Path) -> list[SamplePrompt]:
+def _parse_structured(entries: list[tuple[str, Any]], defaults: SamplePrompt, source: Path,
+                      multiple: int) -> list[SamplePrompt]:
     prompts = []
     for key_path, entry in entries:
         where = f"{source}: {key_path}"
@@ -209,16 +214,18 @@ def _parse_structured(entries: list[tuple[str, Any]], defaults: SamplePrompt, so
             values[name] = value
         if "prompt" not in values:
             raise PromptFileError(f"{where}: missing the prompt key")
-        prompts.append(_resolve(values, defaults, where, _KEY_LABELS))
+        prompts.append(_resolve(values, defaults, where, _KEY_LABELS, multiple))
     return prompts
 
 
-def _resolve(values: dict[str, Any], defaults: SamplePrompt, where: str, labels: Mapping[str, str]) -> SamplePrompt:
-    """Convert and check every given value; ``labels`` spell the options the way the file does, for errors."""
+def _resolve(values: dict[str, Any], defaults: SamplePrompt, where: str, labels: Mapping[str, str],
+             multiple: int) -> SamplePrompt:
+    """Convert and check every given value (sizes as multiples of ``multiple``); ``labels`` spell the options the way
+    the file does, for errors."""
     checked: dict[str, Any] = {}
     for name, value in values.items():
         try:
-            checked[name] = _CHECKS[name](value)
+            checked[name] = _size(value, multiple) if name in _SIZES else _CHECKS[name](value)
         except ValueError as error:
             raise PromptFileError(f"{where}: {labels[name]} {error}") from None
     return replace(defaults, **checked)
@@ -254,10 +261,10 @@ def _in_range(low: int, high: int) -> Callable[[Any], int]:
     return check
 
 
-def _size(value: Any) -> int:
+def _size(value: Any, multiple: int = SIDE_MULTIPLE) -> int:
     number = _in_range(MIN_SIDE, MAX_SIDE)(value)
-    if number % SIDE_MULTIPLE:
-        raise ValueError(f"must be a multiple of {SIDE_MULTIPLE}, got {number}")
+    if number % multiple:
+        raise ValueError(f"must be a multiple of {multiple}, got {number}")
     return number
 
 
@@ -296,3 +303,4 @@ _CHECKS: Mapping[str, Callable[[Any], Any]] = {
     "sampler": _sampler,
     "guidance_scale": _scale,
 }
+_SIZES = ("width", "height")   # checked against the family's multiple (_resolve); the defaults against SIDE_MULTIPLE

@@ -23,7 +23,8 @@ class PreviewSchedule:
         self.token_lengths = token_lengths(model.family, config.flow_matching.t5xxl_max_token_length)
         self.autocast = None if precision.autocast == "no" else precision.frozen
         self.prompts = section_prompts(self.config, run_defaults(self.config, config.dataset.resolution,
-                                                                 config.training.seed))
+                                                                 config.training.seed),
+                                       model.family.resolution_multiple)
         if self.prompts:
             warn_ignored_samplers(model.family, self.prompts, str(self.config.prompts or "sample.prompt_text"),
                                   self.config.sampler, "sampler" in self.config.model_fields_set)

@@ -143,7 +143,7 @@ def test_bulk_rename_remove_and_prepend_edit_every_caption_as_the_tags_command_d
     assert caption_files(dataset) == original
 
 
-def test_the_doctors_findings_are_given_per_image(client):
+def test_the_doctors_findings_are_given_per_image(client, folders):
     report = client.get("/api/datasets/0/findings", params={"path": "pets", "resolution": 80}).json()
     kinds = {path: sorted(item["kind"] for item in items) for path, items in report["images"].items()}
     assert kinds == {"pets/10_sks dog/a.png": ["duplicate", "small"], "pets/10_sks dog/b.png": ["duplicate", "small"],
@@ -152,4 +152,8 @@ def test_the_doctors_findings_are_given_per_image(client):
     assert {"near-duplicate of b.png", "smaller than 80x80", "no caption file"} <= messages
     assert not report["ok"] and any(problem["severity"] == "error" and "unreadable" in problem["message"]
                                     for problem in report["problems"])
+    shown = {(problem["folder"], problem["message"]) for problem in report["problems"]}   # named inside the dataset
+    assert ("10_sks dog", "1 unreadable image(s): 10_sks dog/bad.png (not an image or an unsupported format)") in shown
+    assert ("", "near-duplicate images: 10_sks dog/a.png, 10_sks dog/b.png") in shown
+    assert not any(str(folders.datasets) in folder + message for folder, message in shown)
     assert client.get("/api/datasets/0/findings", params={"path": "pets", "resolution": 2}).status_code == 422

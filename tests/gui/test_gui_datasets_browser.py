@@ -91,7 +91,7 @@ def test_a_caption_that_is_markup_shows_as_text_with_the_doctors_findings(page, 
     expect(card(page, "a.png").locator(".finding-small")).to_have_text("smaller than 80x80")
     expect(card(page, "c.png").locator(".finding-no_caption")).to_have_text("no caption file")
     expect(card(page, "bad.png").locator(".finding-unreadable")).to_contain_text("not an image")
-    expect(page.locator("#ds-problems")).to_contain_text("error: pets/10_sks dog: 1 unreadable image(s)")
+    expect(page.locator("#ds-problems")).to_contain_text("error: 10_sks dog: 1 unreadable image(s): 10_sks dog/bad.png")
 
 
 @pytest.mark.parametrize(("scheme", "width"), [("light", 1400), ("dark", 390)])

@@ -33,3 +33,13 @@ def test_fixed_groups_of_values_are_described_part_by_part():
     options = {option["flag"]: option for option in describe_commands()["tags"]["options"]}
     assert options["--replace"]["parts"] == ["OLD", "NEW"] and options["--replace"]["repeat"]
     assert options["--remove"]["parts"] is None
+
+
+def test_a_jobs_result_is_its_out_folder_or_its_source_inside_a_datasets_root(tmp_path):
+    """Where the page looks for a finished job's images: named as the dataset browser names folders."""
+    settings = parse_settings(["--workdir", str(tmp_path), "--datasets-root", "data", "--datasets-root", "more"])
+    assert check_arguments("crop", ["data/pets", "--out", "more/pets-512", "--size", "512"], settings) == {
+        "root": 1, "path": "pets-512"}
+    assert check_arguments("tags", [str(tmp_path / "data" / "pets" / "2_cat"), "--in-place", "--remove", "x"],
+                           settings) == {"root": 0, "path": "pets/2_cat"}
+    assert check_arguments("doctor", ["data/pets"], settings) is None   # writes nothing

@@ -12,7 +12,9 @@ from __future__ import annotations
 import signal
 import subprocess
 
+import numpy as np
 import pytest
+from safetensors.numpy import save_file
 from gui_browser import ARTIFACTS, NEEDS_CHROMIUM, expect, field, open_form
 from gui_server import TINY_PROMPTS, GuiServer, make_gui_folders, quick_run_values, write_run
 
@@ -132,3 +134,29 @@ def test_a_bad_line_is_shown_refused_then_fixed_and_the_run_queues(page, server,
     assert config.sample.prompts is None
     assert config.sample.prompt_text.splitlines()[-1] == "<b>a blue</b> square --w 96 --s 3"
     assert server.client().post(f"/api/runs/{run_id}/stop").json()["status"] == "cancelled"
+
+
+def test_sizes_are_checked_against_the_base_models_family(server, folders):
+    """FLUX.1 sides are multiples of 16, Stable Diffusion's of 8: the family named in the form, or detected from the
+    model's header (a file whose keys are FLUX.1's, no tensor read), or SD's for the tiny SD1 model."""
+    flux_file = folders.models / "flux-like.safetensors"
+    save_file({"double_blocks.0.img_attn.qkv.weight": np.zeros(1, np.float32)}, str(flux_file))
+    client = server.client()
+    text = "a dog --w 72 --h 64\na cat --w 88 --h 96"
+
+    def values(model: dict) -> dict:
+        return {**editor_values(folders, text), "model": {
+            "pretrained_model_name_or_path": str(folders.models / "tiny-sd1"), **model}}
+
+    def problems(model: dict) -> list:
+        return [line["problem"] for line in client.post("/api/prompts/check", json={"values": values(model)}).json()[
+            "lines"]]
+
+    flux_problems = ["--w must be a multiple of 16, got 72", "--w must be a multiple of 16, got 88"]
+    assert problems({"family": "flux1-dev"}) == flux_problems
+    assert problems({"pretrained_model_name_or_path": str(flux_file)}) == flux_problems
+    assert problems({}) == [None, None]   # the tiny SD1 model, detected
+    assert problems({"family": "sd1", "pretrained_model_name_or_path": str(flux_file)}) == [None, None]
+    refused = client.post("/api/validate", json={"values": values({"family": "flux1-dev"})}).json()
+    assert [item["message"] for item in refused["messages"]] == [
+        f"form: sample.prompt_text: line {number}: {problem}" for number, problem in enumerate(flux_problems, 1)]

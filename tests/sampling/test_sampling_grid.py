@@ -86,3 +86,16 @@ def test_non_rgb_images_are_converted():
 def test_bad_input(rows, labels, message):
     with pytest.raises(ValueError, match=message):
         make_grid(rows, **labels)
+
+
+def test_row_labels_beside_small_images_stay_within_their_row():
+    """A compare grid's "file: prompt" labels beside 64 px previews: a few words a line, not one, so each label stays
+    beside its own row."""
+    rows = [[_solid((9, 9, 9), (64, 64))], [_solid((9, 9, 9), (64, 64))]]
+    labels = ["lora-step00000005: a photo of frnc, a red circle", "lora: a photo of frnc, a red circle on grey"]
+    grid = np.asarray(make_grid(rows, row_labels=labels, padding=PAD))
+    margin = grid[:, : grid.shape[1] - (64 + 2 * PAD)]
+    inked = np.flatnonzero((margin != 255).any(axis=(1, 2)))
+    first_row, second_row = inked[inked < PAD + 64 + PAD // 2], inked[inked >= PAD + 64 + PAD // 2]
+    assert first_row.min() >= PAD and first_row.max() < PAD + 64
+    assert second_row.min() >= 2 * PAD + 64 and second_row.max() < 2 * (PAD + 64)

@@ -226,3 +226,17 @@ def test_prompts_come_from_a_file_or_the_text_not_both(tmp_path):
     with pytest.raises(ValidationError, match="needs sample.prompts or sample.prompt_text"):
         _sample(compare_at_end=True)
     assert _sample(compare_at_end=True, prompt_text="a cat").compare_at_end
+
+
+def test_sizes_are_checked_against_the_families_multiple(tmp_path):
+    """FLUX.1 packs 2x2 latents: its previews' sides are multiples of 16 (the run passes its family's multiple)."""
+    lines = "a dog --w 72 --h 64\na cat --w 96 --h 80"
+    sample = _sample(prompt_text=lines)
+    assert [prompt.width for prompt in section_prompts(sample, DEFAULTS)] == [72, 96]   # SD: multiples of 8
+    with pytest.raises(PromptFileError, match="sample.prompt_text:1: --w must be a multiple of 16, got 72"):
+        section_prompts(sample, DEFAULTS, multiple=16)
+    structured = _write(tmp_path, "[[prompt]]\nprompt = 'a dog'\nheight = 200\n", "prompts.toml")
+    with pytest.raises(PromptFileError, match=r"prompt\[0\]: height must be a multiple of 16, got 200"):
+        load_prompts(structured, DEFAULTS, multiple=16)
+    assert [line.problem for line in check_prompt_lines(lines, DEFAULTS, multiple=16)] == [
+        "--w must be a multiple of 16, got 72", None]

@@ -17,8 +17,8 @@ function dsUndoCount(count) {
   button.textContent = count ? `Undo (${count})` : "Undo";
 }
 
-function thumbnailUrl(path) {
-  return withToken(`/api/datasets/${ds.root}/thumbnail?path=${encodeURIComponent(path)}`);
+function thumbnailUrl(root, path) {
+  return withToken(`/api/datasets/${root}/thumbnail?path=${encodeURIComponent(path)}`);
 }
 
 async function saveCaption(card) {
@@ -51,7 +51,7 @@ function imageCard(image) {
   const save = el("button", { type: "button", text: "Save", "aria-label": `Save the caption of ${image.name}` });
   save.addEventListener("click", () => saveCaption(card));
   card.append(
-    el("div", { class: "ds-thumb" }, el("img", { src: thumbnailUrl(image.path), alt: image.name, loading: "lazy" }),
+    el("div", { class: "ds-thumb" }, el("img", { src: thumbnailUrl(ds.root, image.path), alt: image.name, loading: "lazy" }),
        el("ul", { class: "ds-findings" })),
     el("figcaption", { text: image.name }), textarea,
     el("div", { class: "ds-actions" }, save, el("span", { class: "ds-saved", "aria-live": "polite" })));

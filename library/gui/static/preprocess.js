@@ -73,9 +73,13 @@ window.addEventListener("DOMContentLoaded", async () => {
   document.getElementById("pp-run").addEventListener("click", startJob);
   document.getElementById("pp-cancel").addEventListener("click", () =>
     ppJob && api(`preprocess/jobs/${ppJob}/cancel`, {}).catch(showJobError));
+  const starts = ppStarts;
+  const [latest] = await api("preprocess/jobs");   // after a reload, the job the page was showing (newest first)
+  if (latest && starts === ppStarts) showJob(latest, false);   // unless the user started one meanwhile
 });
 
 let ppJob = null;   // the job the page follows
+let ppStarts = 0;   // jobs started from this page
 let ppTimer = null;
 
 function showJobError(error) {
@@ -88,20 +92,41 @@ function clearJob() {
   const bar = document.getElementById("pp-progress");
   bar.max = 100;
   bar.value = 0;
-  for (const id of ["pp-progress-text", "pp-status", "pp-output", "pp-log"]) document.getElementById(id).textContent = "";
+  for (const id of ["pp-progress-text", "pp-status", "pp-output", "pp-log", "pp-thumbs"]) {
+    document.getElementById(id).textContent = "";
+  }
+}
+
+const PP_THUMBS = 48;   // thumbnails shown of a result; the Datasets view shows them all
+
+// A finished job's result: the summary, and thumbnails of the dataset folder it wrote (or changed in place), scrolled
+// into view when the page saw the job finish.
+async function showResult(job, scroll) {
+  const thumbs = document.getElementById("pp-thumbs");
+  if (job.status === "done" && job.result) {
+    const { root, path } = job.result;
+    try {
+      const listing = await api(`datasets/${root}/listing?${new URLSearchParams({ path })}`);
+      thumbs.replaceChildren(...listing.groups.flatMap(group => group.images).slice(0, PP_THUMBS).map(image =>
+        el("figure", { class: "ds-card" }, el("img", { src: thumbnailUrl(root, image.path), alt: image.name }),
+           el("figcaption", { text: image.caption ? `${image.path}: ${image.caption}` : image.path }))));
+    } catch (error) { thumbs.replaceChildren(el("p", { text: error.message })); }
+  }
+  if (scroll) document.getElementById("pp-result-title").scrollIntoView({ block: "start" });
 }
 
 async function startJob() {
   const select = document.getElementById("pp-command");
   clearTimeout(ppTimer);
   ppJob = null;
+  ppStarts += 1;
   clearJob();
   try {
     showJob(await api("preprocess", { command: select.value, args: commandArgs(select.value) }));
   } catch (error) { ppJob = null; showJobError(error); }
 }
 
-function showJob(job) {
+function showJob(job, seen = true) {
   ppJob = job.id;
   const { current, total, percent, label } = job.progress;
   const bar = document.getElementById("pp-progress");
@@ -115,7 +140,7 @@ function showJob(job) {
   document.getElementById("pp-output").textContent = job.status === "running" ? ""
     : `exit code ${job.returncode}\n${job.stdout}`;
   document.getElementById("pp-log").textContent = job.log;
-  if (job.status === "running") ppTimer = setTimeout(pollJob, 500);
+  if (job.status === "running") ppTimer = setTimeout(pollJob, 500); else showResult(job, seen);
 }
 
 async function pollJob() {

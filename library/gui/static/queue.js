@@ -48,6 +48,7 @@ function queueRow(entry, queuedCount) {
 // Rows are rebuilt only when their content changed, so a click on a button is not lost to a redraw.
 async function refreshQueue() {
   const { entries } = await api("queue");
+  titleFromQueue(entries);
   const queued = entries.filter(entry => entry.status === "queued").length;
   const body = document.querySelector("#queue-table tbody");
   const rows = new Map([...body.rows].map(row => [row.dataset.run, row]));

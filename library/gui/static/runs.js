@@ -49,7 +49,7 @@ async function pollRun() {
   document.getElementById("run-loss").textContent = p.smoothed_loss?.toFixed(4) ?? "-";
   document.getElementById("run-lr").textContent = formatLr(p.lr);
   document.getElementById("run-eta").textContent = run.status === "running" ? formatEta(p.eta_seconds) : "-";
-  document.title = progressTitle(run);
+  document.title = progressTitle({ ...run.progress, name: run.name, status: run.status });
   document.getElementById("run-stop").disabled = !ACTIVE.includes(run.status);
   const resume = document.getElementById("run-resume");   // only a stopped run continues; others are never changed
   resume.disabled = run.status !== "stopped";

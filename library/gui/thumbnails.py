@@ -67,8 +67,8 @@ def prune(runs_root: Path, keep: int = MAX_THUMBNAILS) -> int:
     many were removed. Run when the server starts (reads each entry's header only)."""
     cache = runs_root / CACHE_FOLDER
     entries = sorted(cache.glob("*.jpg"), key=lambda entry: entry.stat().st_mtime, reverse=True)
-    current = [entry for entry in entries if _current(entry)]
-    removed = [entry for entry in entries if entry not in set(current[:keep])]
+    kept = set([entry for entry in entries if _current(entry)][:keep])
+    removed = [entry for entry in entries if entry not in kept]
     for entry in removed:
         entry.unlink(missing_ok=True)
     return len(removed)

@@ -71,7 +71,7 @@ def render_samples(
 ) -> list[Preview]:
     """Render every prompt (see :func:`generate_images`) and save it under ``<output_dir>/sample/`` (see
     :mod:`library.sampling.files`)."""
-    prompts = _for_family(model.family, prompts)
+    prompts = for_family(model.family, prompts)
     images = generate_images(model, prompts, clip_skip=clip_skip, autocast_dtype=autocast_dtype,
                              batch_size=batch_size, token_lengths=token_lengths)
     previews = []
@@ -102,7 +102,7 @@ def generate_images(
     """
     if not prompts:
         return []
-    prompts = _for_family(model.family, prompts)
+    prompts = for_family(model.family, prompts)
     modules = [model.unet, model.vae, *model.text_encoders]
     device = next(model.unet.parameters()).device
     images = []
@@ -146,7 +146,7 @@ def _assemble_pipeline(model: LiveModel):
     return pipeline
 
 
-def _for_family(family: ModelFamily, prompts: Sequence[SamplePrompt]) -> list[SamplePrompt]:
+def for_family(family: ModelFamily, prompts: Sequence[SamplePrompt]) -> list[SamplePrompt]:
     """The prompts as they will be rendered: a flow-matching family samples with its own flow-matching Euler
     whatever sampler is named (the DDPM samplers do not apply), and its preview files say so."""
     if family.prediction_type != "flow_matching":

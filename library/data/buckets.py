@@ -154,13 +154,13 @@ class BucketAssigner:
             ratio = width / height
             scaled_w = math.sqrt(self.params.max_area * ratio)
             scaled_h = self.params.max_area / scaled_w
-            by_width = floor_pair(scaled_w, scaled_w / ratio, steps)
-            by_height = floor_pair(scaled_h * ratio, scaled_h, steps)
+            by_width = _floor_pair(scaled_w, scaled_w / ratio, steps)
+            by_height = _floor_pair(scaled_h * ratio, scaled_h, steps)
             return min(by_width, by_height, key=lambda b: abs(b[0] / b[1] - ratio))
-        return floor_pair(width, height, steps)
+        return _floor_pair(width, height, steps)
 
 
-def floor_pair(width: float, height: float, steps: int) -> Size:
+def _floor_pair(width: float, height: float, steps: int) -> Size:
     """Both sides floored to multiples of ``steps``, never below one step."""
     return max(steps, int(width) // steps * steps), max(steps, int(height) // steps * steps)
 

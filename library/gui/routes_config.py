@@ -4,7 +4,7 @@ doctor."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dataclasses import asdict
 
@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from library.config import ConfigError, FurnaceConfig, dump_toml
 from library.config.sections_data import DatasetSection
 from library.data.buckets import BucketParams
+from library.models.errors import ModelLoadError
+from library.models.families import FAMILY_NAMES, get_family
+from library.models.sizes import read_model_sizes
 from preprocess.report import dataset_report, find_image_folders, format_report
 
 from .datasets import list_datasets
@@ -56,21 +59,39 @@ class PresetBody(BaseModel):
 
 
 class DoctorBody(BaseModel):
-    """A dataset folder and the form's dataset settings, checked by the run config's own `dataset` section."""
+    """A dataset folder and the form's dataset settings, checked by the run config's own `dataset` section; the
+    form's base model (`model.family`, else detected from `model.pretrained_model_name_or_path`) sets the multiple
+    bucket sides are fitted to, as the run fits them."""
 
     model_config = REQUEST_BODY
 
     path: str
     dataset: DatasetSection = Field(default_factory=DatasetSection)
+    family: Literal[("auto", *FAMILY_NAMES)] = "auto"
+    model_path: str = ""
 
-    def bucket_params(self) -> BucketParams:
+    def bucket_params(self, settings: GuiSettings) -> BucketParams:
         section = self.dataset
         try:
             return BucketParams(resolution=section.resolution, enabled=section.enable_bucket,
                                 min_reso=section.min_bucket_reso, max_reso=section.max_bucket_reso,
-                                steps=section.bucket_reso_steps, no_upscale=section.bucket_no_upscale)
+                                steps=section.bucket_reso_steps, no_upscale=section.bucket_no_upscale,
+                                multiple=self._resolution_multiple(settings))
         except ValueError as error:
             raise ConfigError([f"{REQUEST_SOURCE}: dataset: bucket settings: {error}"]) from None
+
+    def _resolution_multiple(self, settings: GuiSettings) -> int:
+        """The family's multiple; 1 (no fitting) while the model is unset, outside the model folders or unreadable:
+        the form reports those itself."""
+        if self.family != "auto":
+            return get_family(self.family).resolution_multiple
+        model = (settings.workdir / self.model_path).resolve()
+        if not self.model_path or not inside_any(model, settings.model_roots):
+            return 1
+        try:
+            return read_model_sizes(model).family.resolution_multiple
+        except (ModelLoadError, ValueError, OSError):
+            return 1
 
 
 def _settings(request: Request) -> GuiSettings:
@@ -208,6 +229,6 @@ def doctor(body: DoctorBody, request: Request) -> dict:
     if not folder.is_dir():
         raise PathRefused(f"{body.path}: folder not found")
     extension = body.dataset.caption_extension
-    report = dataset_report(find_image_folders(folder, extension) or [folder], body.bucket_params(),
+    report = dataset_report(find_image_folders(folder, extension) or [folder], body.bucket_params(settings),
                             caption_extension=extension, on_bad_image=body.dataset.on_bad_image)
     return {"report": report.to_dict(), "text": format_report(report), "folder": str(Path(folder))}

@@ -17,7 +17,6 @@ from tqdm.auto import tqdm
 
 from library.atomic_files import write_text_atomic
 from library.config import FurnaceConfig
-from library.data.buckets import floor_pair
 from library.data.captions import caption_path
 from library.data.images import list_images
 from library.models.loader import BaseModel
@@ -64,7 +63,7 @@ def ensure_class_images(config: FurnaceConfig, model: BaseModel, device,
     logger.info("generating %d class images of %r into %s", len(todo), section.class_prompt, folder)
     for module in (model.unet, model.vae, *model.text_encoders):
         module.to(device)
-    width, height = floor_pair(*config.dataset.resolution, model.family.resolution_multiple)  # as training fits it
+    width, height = config.dataset.resolution  # fitted to the family's multiple by for_family
     sample = config.sample
     prompts = for_family(model.family, [
         SamplePrompt(section.class_prompt, width=width, height=height, steps=section.class_generation_steps,

@@ -1,14 +1,17 @@
-"""Our training loop against a minimal raw loop (``raw_loop.py``): seconds per step and peak RSS, interleaved.
+"""Our training loop against a minimal raw loop: seconds per step and peak RSS, interleaved.
 
-Both train a UNet LoRA with AdamW at the same batch, resolution, rank, learning rate and seed, with latents and
-text embeddings computed once. Each round runs both (order alternating); the ratio of the two median step times
+Both train a denoiser LoRA with AdamW at the same batch, resolution, rank, learning rate and seed, with latents and
+text embeddings computed once: a UNet against ``raw_loop.py`` (SD1), or FLUX.1-dev's transformer against
+``raw_flux_loop.py`` (diffusers' FLUX.1 example step: packed latents, ids, guidance, velocity target; ours is run
+with the same raw prediction and guidance 1.0). Each round runs both (order alternating); the ratio of the two median step times
 is taken per round and the median over rounds reported. Peak RSS covers each whole process, model load included.
 Fixed cost is a run's wall time minus its step times; ours is split into start-up (interpreter, imports,
 accelerator), the trainer's set-up phases (from its ``start`` event) and what follows the last step (final save,
 exit), and set against the time of the run's steps.
 
 ``python bench/train_step.py --size tiny`` (seconds) or ``--size full`` (full-size SD1.5 UNet, random weights,
-256 px: seconds per step on a CPU, and gigabytes of memory).
+256 px: seconds per step on a CPU, and gigabytes of memory); ``--family flux1-dev`` for FLUX.1 (``--size full``
+builds a full-size FLUX.1-dev: tens of gigabytes).
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from common import (GIB, RESULTS, ensure_dataset, ensure_model, median, peak_pha
                     read_events, run_measured, step_seconds, write_results)
 
 PRESETS = {"tiny": {"resolution": 64, "steps": 30}, "full": {"resolution": 256, "steps": 10}}
+# per family: the raw loop, and our options that make the same step (diffusers' FLUX.1 example predicts raw)
+RAW_LOOPS = {"sd1": "bench/raw_loop.py", "flux1-dev": "bench/raw_flux_loop.py"}
+OUR_OPTIONS = {"sd1": [], "flux1-dev": ["--timestep_sampling", "sigma", "--model_prediction_type", "raw",
+                                        "--guidance_scale", "1.0"]}
 
 
 def ours(model, dataset, work, args, tag: str) -> dict:
@@ -32,7 +39,7 @@ def ours(model, dataset, work, args, tag: str) -> dict:
         "--train_batch_size", str(args.batch), "--network_dim", "4", "--network_alpha", "4",
         "--network_train_unet_only", "true", "--cache_latents", "true", "--cache_text_encoder_outputs", "true",
         "--learning_rate", "1e-4", "--max_train_steps", str(args.steps), "--seed", "1",
-        "--logging.tensorboard", "false",
+        "--logging.tensorboard", "false", *OUR_OPTIONS[args.family],
     )
     measured = run_measured(command, f"train_step-ours-{tag}")
     events = read_events(output / "progress.jsonl")
@@ -54,7 +61,7 @@ def fixed_costs(measured, events: list[dict]) -> dict[str, float]:
 
 def raw(model, dataset, work, args, tag: str) -> dict:
     report = work / f"raw-{tag}.json"
-    command = python("bench/raw_loop.py", str(model), str(dataset), str(report), "--steps", str(args.steps),
+    command = python(RAW_LOOPS[args.family], str(model), str(dataset), str(report), "--steps", str(args.steps),
                      "--resolution", str(args.resolution), "--batch", str(args.batch), "--rank", "4", "--seed", "1")
     measured = run_measured(command, f"train_step-raw-{tag}")
     all_steps = json.loads(report.read_text())["seconds_per_step"]
@@ -65,6 +72,7 @@ def raw(model, dataset, work, args, tag: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(PRESETS), default="tiny")
+    parser.add_argument("--family", choices=sorted(RAW_LOOPS), default="sd1")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, help="optimizer steps per run (default per size)")
@@ -73,7 +81,7 @@ def main() -> None:
     for key, value in PRESETS[args.size].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    model = ensure_model(args.size)
+    model = ensure_model(args.size, family=args.family)
     dataset = ensure_dataset(RESULTS / "data" / f"train-{args.resolution}", count=max(4, args.batch))
     work = RESULTS / "work" / "train_step"
     work.mkdir(parents=True, exist_ok=True)
@@ -81,7 +89,7 @@ def main() -> None:
     rounds = []
     for index in range(args.rounds):
         order = (ours, raw) if index % 2 == 0 else (raw, ours)
-        results = {runner.__name__: runner(model, dataset, work, args, f"{args.size}-{index}") for runner in order}
+        results = {runner.__name__: runner(model, dataset, work, args, f"{args.family}-{args.size}-{index}") for runner in order}
         results["ratio"] = results["ours"]["median_step"] / results["raw"]["median_step"]
         results["rss_ratio"] = results["ours"]["peak_rss"] / results["raw"]["peak_rss"]
         rounds.append(results)
@@ -103,7 +111,8 @@ def main() -> None:
     print_table(["part", "seconds", "share of the steps' time"],
                 [[name, seconds, seconds / summary["steps_seconds"]] for name, seconds in
                  [*summary["fixed_seconds"].items(), ("raw loop total", summary["raw_fixed_seconds"])]])
-    path = write_results(f"train_step-{args.size}", {"settings": vars(args), "rounds": rounds, **summary})
+    name = f"train_step-{args.size}" if args.family == "sd1" else f"train_step-{args.family}-{args.size}"
+    path = write_results(name, {"settings": vars(args), "rounds": rounds, **summary})
     print(f"wrote {path}")
 
 

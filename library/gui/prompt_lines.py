@@ -14,12 +14,9 @@ from library.config.fields import SIDE_MULTIPLE
 from library.config.sections_data import DatasetSection
 from library.config.sections_output import SampleSection
 from library.config.sections_train import TrainingSection
-from library.models.detect import detect_family
-from library.models.errors import ModelLoadError
-from library.models.families import get_family
 from library.sampling.prompts import CheckedLine, SamplePrompt, check_prompt_lines, run_defaults
 
-from .paths import inside_any
+from .model_family import form_family
 from .settings import GuiSettings
 
 PROMPT_TEXT = "sample.prompt_text"
@@ -50,17 +47,10 @@ def form_defaults(values: dict[str, Any]) -> SamplePrompt:
 
 
 def size_multiple(family: str | None, model: str | None, settings: GuiSettings) -> int:
-    """What a preview's sides must be multiples of: the family's, named (`model.family`) or detected from the base
-    model's configs or header when it lies in the models folders; Stable Diffusion's while neither is known."""
-    try:
-        if family and family != "auto":
-            return get_family(family).resolution_multiple
-        target = settings.workdir / str(model or "")
-        if model and inside_any(target, settings.model_roots) and target.exists():
-            return detect_family(target.resolve()).resolution_multiple
-    except (ValueError, ModelLoadError):
-        pass   # the form shows the option's own message; the run refuses the model
-    return SIDE_MULTIPLE
+    """What a preview's sides must be multiples of: the form's base model family's, Stable Diffusion's while it is
+    not known."""
+    known = form_family(family, model, settings)
+    return known.resolution_multiple if known else SIDE_MULTIPLE
 
 
 def line_view(line: CheckedLine) -> dict[str, Any]:

@@ -3,7 +3,7 @@ doctor."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from dataclasses import asdict
 
@@ -13,11 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from library.config import ConfigError, FurnaceConfig, dump_toml
 from library.config.sections_data import DatasetSection
 from library.data.buckets import BucketParams
+from library.models.families import FAMILY_NAMES
 from preprocess.report import dataset_report, find_image_folders, format_report
 
 from .datasets import list_datasets
 from .forms import (REQUEST_SOURCE, allowed_roots, field_messages, sd_scripts_flags, toml_to_values, validate,
                     values_to_toml)
+from .model_family import form_family
 from .paths import PathRefused, inside_any, within_dataset
 from .presets import PresetConflict, PresetNotFound, delete_preset, list_presets, preset_trainer, save_preset
 from .prompt_lines import check_form_prompts
@@ -55,21 +57,31 @@ class PresetBody(BaseModel):
 
 
 class DoctorBody(BaseModel):
-    """A dataset folder and the form's dataset settings, checked by the run config's own `dataset` section."""
+    """A dataset folder and the form's dataset settings, checked by the run config's own `dataset` section; the
+    form's base model (`model.family`, else detected from `model.pretrained_model_name_or_path`) sets the multiple
+    bucket sides are fitted to, as the run fits them."""
 
     model_config = REQUEST_BODY
 
     path: str
     dataset: DatasetSection = Field(default_factory=DatasetSection)
+    family: Literal[("auto", *FAMILY_NAMES)] = "auto"
+    model_path: str = ""
 
-    def bucket_params(self) -> BucketParams:
+    def bucket_params(self, settings: GuiSettings) -> BucketParams:
         section = self.dataset
         try:
             return BucketParams(resolution=section.resolution, enabled=section.enable_bucket,
                                 min_reso=section.min_bucket_reso, max_reso=section.max_bucket_reso,
-                                steps=section.bucket_reso_steps, no_upscale=section.bucket_no_upscale)
+                                steps=section.bucket_reso_steps, no_upscale=section.bucket_no_upscale,
+                                multiple=self._resolution_multiple(settings))
         except ValueError as error:
             raise ConfigError([f"{REQUEST_SOURCE}: dataset: bucket settings: {error}"]) from None
+
+    def _resolution_multiple(self, settings: GuiSettings) -> int:
+        """The family's multiple; 1 (no fitting) while the family is not known."""
+        family = form_family(self.family, self.model_path, settings)
+        return family.resolution_multiple if family else 1
 
 
 def _settings(request: Request) -> GuiSettings:
@@ -198,7 +210,7 @@ def doctor(body: DoctorBody, request: Request) -> dict:
     if not folder.is_dir():
         raise PathRefused(f"{body.path}: folder not found")
     extension = body.dataset.caption_extension
-    report = dataset_report(find_image_folders(folder, extension) or [folder], body.bucket_params(),
+    report = dataset_report(find_image_folders(folder, extension) or [folder], body.bucket_params(settings),
                             caption_extension=extension, on_bad_image=body.dataset.on_bad_image)
     shown = report.to_dict()
     shown["problems"] = [{**problem, "folder": within_dataset(folder, problem["folder"]),

@@ -115,6 +115,11 @@ class ModelFamily:
         keys = [self.vae_split_file_key] + [spec.split_file_key for spec in self.text_encoders]
         return tuple(key for key in keys if key)
 
+    def fitted_size(self, width: int, height: int) -> tuple[int, int]:
+        """An image size this family renders: each side floored to ``resolution_multiple`` (never below it)."""
+        multiple = self.resolution_multiple
+        return max(multiple, width // multiple * multiple), max(multiple, height // multiple * multiple)
+
     @property
     def is_v_prediction(self) -> bool:
         return self.prediction_type == "v_prediction"

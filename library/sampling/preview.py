@@ -71,7 +71,7 @@ def render_samples(
 ) -> list[Preview]:
     """Render every prompt (see :func:`generate_images`) and save it under ``<output_dir>/sample/`` (see
     :mod:`library.sampling.files`)."""
-    prompts = _for_family(model.family, prompts)
+    prompts = for_family(model.family, prompts)
     images = generate_images(model, prompts, clip_skip=clip_skip, autocast_dtype=autocast_dtype,
                              batch_size=batch_size, token_lengths=token_lengths)
     previews = []
@@ -102,7 +102,7 @@ def generate_images(
     """
     if not prompts:
         return []
-    prompts = _for_family(model.family, prompts)
+    prompts = for_family(model.family, prompts)
     modules = [model.unet, model.vae, *model.text_encoders]
     device = next(model.unet.parameters()).device
     images = []
@@ -146,19 +146,29 @@ def _assemble_pipeline(model: LiveModel):
     return pipeline
 
 
-def _for_family(family: ModelFamily, prompts: Sequence[SamplePrompt]) -> list[SamplePrompt]:
-    """The prompts as they will be rendered: a flow-matching family samples with its own flow-matching Euler
-    whatever sampler is named (the DDPM samplers do not apply), and its preview files say so."""
-    if family.prediction_type != "flow_matching":
-        return list(prompts)
-    return [replace(prompt, sampler=FLOW_SAMPLER) for prompt in prompts]
+def for_family(family: ModelFamily, prompts: Sequence[SamplePrompt]) -> list[SamplePrompt]:
+    """The prompts as they will be rendered, and as their files say: sides floored to the family's
+    ``resolution_multiple`` (FLUX.1's 16 px; its pipeline would otherwise shrink the picture behind the settings'
+    back), and a flow-matching family samples with its own flow-matching Euler whatever sampler is named (the DDPM
+    samplers do not apply)."""
+    sampler = {"sampler": FLOW_SAMPLER} if family.prediction_type == "flow_matching" else {}
+    return [replace(prompt, **dict(zip(("width", "height"), family.fitted_size(prompt.width, prompt.height))),
+                    **sampler)
+            for prompt in prompts]
 
 
-def warn_ignored_samplers(
+def warn_unused_settings(
     family: ModelFamily, prompts: Sequence[SamplePrompt], source: str, default_sampler: str, default_named: bool
 ) -> None:
-    """Log one warning per prompt line whose ``--ss`` a flow-matching family's previews do not use (and one for the
-    run's ``sample.sampler`` when it was named): they sample with the family's flow-matching Euler."""
+    """Log one warning per prompt line whose size the family renders smaller (not a multiple of its
+    ``resolution_multiple``) or whose ``--ss`` a flow-matching family's previews do not use (and one for the run's
+    ``sample.sampler`` when it was named): they sample with the family's flow-matching Euler."""
+    for prompt in prompts:
+        width, height = family.fitted_size(prompt.width, prompt.height)
+        if (width, height) != (prompt.width, prompt.height):
+            logger.warning("%s: the prompt line %r asks for %dx%d, rendered at %dx%d: %s sides are multiples of %d px",
+                           source, prompt.prompt, prompt.width, prompt.height, width, height, family.title,
+                           family.resolution_multiple)
     if family.prediction_type != "flow_matching":
         return
     why = f"{family.title} previews use the flow-matching Euler sampler"

@@ -2,9 +2,9 @@
 
 LoRA trains both denoiser kinds (a UNet, FLUX.1's transformer); full fine-tuning, textual inversion and
 hypernetworks are built for UNet denoisers. A run that asks a strategy for a family it cannot train, for blocks the
-model does not have (``network.train_*_block_indices``), for an adapter the family's LoRA files cannot hold (LoKr
-in FLUX.1's fused BFL layout) or for class images the family cannot generate yet (FLUX.1) stops here with one line,
-before anything is estimated or loaded, instead of failing deep in the loop. (Image sides are fitted to the family's ``resolution_multiple`` by the buckets: ``data/buckets.py``.)
+model does not have (``network.train_*_block_indices``) or for an adapter the family's LoRA files cannot hold (LoKr
+in FLUX.1's fused BFL layout) stops here with one line, before anything is estimated or loaded, instead of failing
+deep in the loop. (Image sides are fitted to the family's ``resolution_multiple`` by the buckets: ``data/buckets.py``.)
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from library.config import FurnaceConfig
 from library.config.block_selection import parse_block_indices
 from library.models.families import ModelFamily, get_family
 from library.models.sizes import read_model_sizes
-from library.training.class_images import missing_class_indices
 from library.training.exceptions import TrainingSetupError
 from library.training.weights import WeightsFactory
 
@@ -33,7 +32,6 @@ def check_trainable_family(config: FurnaceConfig, weights_factory: WeightsFactor
             return
     family = sizes.family if sizes is not None else get_family(section.family)
     check_network(config, family, sizes.unet_config if sizes is not None else None)
-    check_class_images(config, family)
     if family.denoiser not in weights_factory.trainable_denoisers:
         raise TrainingSetupError(
             f"model.pretrained_model_name_or_path: a {family.title} model; {weights_factory.title} of its "
@@ -66,17 +64,3 @@ def check_network(config: FurnaceConfig, family: ModelFamily, denoiser_config: M
                 f"network.train_{kind}_block_indices: block {max(indices)} does not exist; this {family.title} model "
                 f"has {count} {kind} blocks (0-{count - 1})"
             )
-
-
-def check_class_images(config: FurnaceConfig, family: ModelFamily) -> None:
-    """Refuse class images still to generate from a flow-matching base (they are generated with a DDPM sampler)."""
-    section = config.dreambooth
-    if family.prediction_type != "flow_matching" or not section.num_class_images:
-        return
-    missing = len(missing_class_indices(Path(section.class_data_dir), section.num_class_images))
-    if missing:
-        raise TrainingSetupError(
-            f"dreambooth.num_class_images: {missing} class image(s) missing in {section.class_data_dir}, and "
-            f"generating them from a {family.title} base is not supported yet; put them there yourself (captioned "
-            f"{section.class_prompt!r}) or lower dreambooth.num_class_images"
-        )

@@ -14,7 +14,7 @@ class PreviewSchedule:
     """The run's sample prompts and when they are due (every N steps / epochs of the ``sample`` section)."""
 
     def __init__(self, config: FurnaceConfig, model: BaseModel, output_dir: Path, precision: Precision) -> None:
-        from library.sampling.preview import warn_ignored_samplers
+        from library.sampling.preview import warn_unused_settings
         from library.sampling.prompts import run_defaults, section_prompts
 
         self.config, self.model, self.output_dir = config.sample, model, output_dir
@@ -26,7 +26,7 @@ class PreviewSchedule:
                                                                  config.training.seed),
                                        model.family.resolution_multiple)
         if self.prompts:
-            warn_ignored_samplers(model.family, self.prompts, str(self.config.prompts or "sample.prompt_text"),
+            warn_unused_settings(model.family, self.prompts, str(self.config.prompts or "sample.prompt_text"),
                                   self.config.sampler, "sampler" in self.config.model_fields_set)
 
     @property

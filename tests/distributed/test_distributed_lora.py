@@ -1,15 +1,21 @@
 """Two CPU processes (DDP over gloo) train one LoRA: identical weights on every rank, each image once per epoch
-across ranks, files written once by rank 0, and a resumed run that ends bit-identical to the uninterrupted one."""
+across ranks, files written once by rank 0 (on tiny SD1 and tiny FLUX.1-dev), and a resumed run that ends
+bit-identical to the uninterrupted one."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from library.models.families import get_family
+from library.networks.lora_layouts import adapter_tensors
 
 from launch_cli import REPO, accelerate_launch, accelerate_launch_machines
 from trainer_cli import base_args, read_events
@@ -29,18 +35,36 @@ def six_images(tmp_path_factory) -> Path:
     return root
 
 
-def _args(tiny_sd1, dataset: Path, output: Path, **overrides) -> list[str]:
+def _args(tiny_model, dataset: Path, output: Path, **overrides) -> list[str]:
     settings = {"train_batch_size": 1, "max_train_epochs": EPOCHS, **overrides}
-    return base_args(tiny_sd1.folder, dataset, output, **settings)
+    return base_args(tiny_model.folder, dataset, output, **settings)
 
 
 @pytest.fixture(scope="module")
-def probed_run(tiny_sd1, six_images, tmp_path_factory) -> tuple[Path, Path]:
-    """One 2-process run through the probe: (output dir, probe dir)."""
-    root = tmp_path_factory.mktemp("ddp")
-    output, probe = root / "run", root / "probe"
-    accelerate_launch(PROBE, [str(probe), *_args(tiny_sd1, six_images, output)])
-    return output, probe
+def probed_runs(tiny_model_factory, six_images, tmp_path_factory) -> Callable[[str], tuple[Path, Path]]:
+    """One 2-process run through the probe per family, started when a test first asks for it:
+    family -> (output dir, probe dir)."""
+
+    @functools.cache
+    def run(family: str) -> tuple[Path, Path]:
+        root = tmp_path_factory.mktemp(f"ddp-{family}")
+        output, probe = root / "run", root / "probe"
+        accelerate_launch(PROBE, [str(probe), *_args(tiny_model_factory(family), six_images, output)])
+        return output, probe
+
+    return run
+
+
+@pytest.fixture(scope="module", params=["sd1", "flux1-dev"])
+def probed_run(request, probed_runs) -> tuple[Path, Path, str]:
+    """The run on each family (FLUX.1: the packed-token transformer, CLIP-L adapters and the flow-matching step):
+    (output dir, probe dir, family)."""
+    return (*probed_runs(request.param), request.param)
+
+
+@pytest.fixture(scope="module")
+def sd1_run(probed_runs) -> tuple[Path, Path]:
+    return probed_runs("sd1")
 
 
 def _assert_identical(left: dict, right: dict) -> None:
@@ -50,10 +74,11 @@ def _assert_identical(left: dict, right: dict) -> None:
 
 
 def test_ranks_end_with_identical_weights_and_rank0_writes_once(probed_run):
-    output, probe = probed_run
+    output, probe, family = probed_run
     ranks = [load_file(probe / f"rank{rank}.safetensors") for rank in range(PROCESSES)]
     _assert_identical(ranks[0], ranks[1])
-    _assert_identical(ranks[0], load_file(output / "lora.safetensors"))
+    saved = output / "lora.safetensors"  # in the family's file layout (FLUX.1: BFL names, q, k, v fused)
+    _assert_identical(ranks[0], adapter_tensors(get_family(family), load_file(saved), str(saved)))
     assert any(key.endswith("lora_up.weight") and ranks[0][key].abs().sum() > 0 for key in ranks[0]), "no training"
     events = read_events(output)
     kinds = Counter(event["event"] for event in events)
@@ -62,7 +87,7 @@ def test_ranks_end_with_identical_weights_and_rank0_writes_once(probed_run):
 
 
 def test_step_and_epoch_counts_cover_each_image_once_per_epoch(probed_run):
-    output, probe = probed_run
+    output, probe, _ = probed_run
     reports = [json.loads((probe / f"rank{rank}.json").read_text()) for rank in range(PROCESSES)]
     assert {report["world_size"] for report in reports} == {PROCESSES}
     steps_per_epoch = IMAGES // PROCESSES  # batch size 1: each rank takes half the images per optimizer step
@@ -77,8 +102,8 @@ def test_step_and_epoch_counts_cover_each_image_once_per_epoch(probed_run):
         assert all(len(report["epochs"][str(epoch)]) == steps_per_epoch for report in reports)
 
 
-def test_resume_with_two_processes_is_exact(probed_run, tiny_sd1, six_images, tmp_path):
-    reference, _ = probed_run
+def test_resume_with_two_processes_is_exact(sd1_run, tiny_sd1, six_images, tmp_path):
+    reference, _ = sd1_run
     script = REPO / "train_network.py"
     staged = tmp_path / "staged"
     first = _args(tiny_sd1, six_images, staged, max_train_epochs=1)
@@ -107,11 +132,11 @@ def test_every_rank_keeps_the_same_ema_without_communicating(tiny_sd1, six_image
     assert any(not torch.equal(averages[0][key], live[key]) for key in averages[0])
 
 
-def test_two_machines_train_exactly_like_two_processes_on_one(probed_run, tiny_sd1, six_images, tmp_path):
+def test_two_machines_train_exactly_like_two_processes_on_one(sd1_run, tiny_sd1, six_images, tmp_path):
     """Two launchers with ``--num_machines 2 --machine_rank 0|1`` meeting at machine 0's address (loopback here):
     the same ranks, data shards and seeds as one machine with two processes, so the same LoRA, bit for bit,
     written once (by machine 0)."""
-    reference, _ = probed_run
+    reference, _ = sd1_run
     output, probe = tmp_path / "run", tmp_path / "probe"
     accelerate_launch_machines(PROBE, [str(probe), *_args(tiny_sd1, six_images, output)])
     reports = [json.loads((probe / f"rank{rank}.json").read_text()) for rank in range(PROCESSES)]

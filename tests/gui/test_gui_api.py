@@ -96,10 +96,20 @@ def test_browsing_is_confined_to_the_roots(server, gui_folders, tmp_path):
 
 
 def test_dataset_doctor_reports_the_folder(server, gui_folders):
-    result = server.client().post("/api/doctor", json={"path": str(gui_folders.datasets / "concept"),
-                                                       "dataset": {"resolution": 64}}).json()
+    client = server.client()
+    result = client.post("/api/doctor", json={"path": str(gui_folders.datasets / "concept"),
+                                              "dataset": {"resolution": 64}}).json()
     assert result["report"]["totals"]["images"] == 6 and result["report"]["ok"]
     assert "2_frnc" in result["text"] and "ready to train" in result["text"]
+
+    def buckets(**model) -> dict[str, int]:
+        body = {"path": str(gui_folders.datasets / "concept"), "dataset": {"resolution": 72}, **model}
+        return client.post("/api/doctor", json=body).json()["report"]["totals"]["buckets"]
+
+    # the form's base model sets the multiple sizes are fitted to, as the run fits them: FLUX.1 floors 72 to 64
+    assert buckets(family="flux1-dev") == {"64x64": 6}
+    assert buckets(model_path=str(gui_folders.models / "tiny-sd1")) == {"72x72": 6}  # detected: SD1, 8 px
+    assert client.post("/api/doctor", json={"path": "x", "family": "flux2"}).status_code == 422
 
 
 def test_queue_runs_stops_resumes_and_survives_a_restart(gui_folders, tmp_path):

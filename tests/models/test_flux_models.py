@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "networks"))
 from flux_lora_helpers import transformer_output  # noqa: E402
@@ -187,25 +186,6 @@ def test_flux_lora_is_accepted_and_other_strategies_refused_in_one_line_before_l
         check_trainable_family(config, FullWeights)
     with pytest.raises(TrainingSetupError, match=r"FLUX\.1 \[dev\] model; pivotal tuning of its transformer"):
         check_trainable_family(config, PivotalWeights)
-
-
-def test_class_images_still_to_generate_from_flux_are_refused_before_loading(flux, tmp_path):
-    from library.config import loads_config
-    from library.training.exceptions import TrainingSetupError
-    from library.training.family_support import check_trainable_family
-    from library.training.lora_weights import LoraWeights
-
-    _, root, _ = flux
-    classes = tmp_path / "classes"
-    config = loads_config(f'pretrained_model_name_or_path = "{root / "diffusers"}"\ntrain_data_dir = "{tmp_path}"\n'
-                          f'[dreambooth]\nclass_prompt = "a circle"\nclass_data_dir = "{classes}"\nnum_class_images = 3\n')
-    with pytest.raises(TrainingSetupError, match=r"^dreambooth\.num_class_images: 3 class image\(s\) missing in .*"
-                                                 r"generating them from a FLUX\.1 \[dev\] base is not supported yet"):
-        check_trainable_family(config, LoraWeights)
-    classes.mkdir()
-    for index in range(3):
-        Image.new("RGB", (64, 64)).save(classes / f"mine_{index}.png")
-    check_trainable_family(config, LoraWeights)  # the class images are there: nothing to generate
 
 
 def test_a_block_selection_is_refused_for_a_family_without_selectable_blocks(tiny_sd1, tmp_path):

@@ -82,3 +82,22 @@ def test_a_sampler_flux_previews_do_not_use_is_named_in_one_warning(tiny_model_f
                            "sampler")
     assert [record.getMessage() for record in caplog.records] == expected
     assert len(schedule.prompts) == 3
+
+
+def test_a_size_off_the_16px_multiple_is_rendered_fitted_and_its_file_says_so(flux, tmp_path, caplog):
+    """FluxPipeline would shrink a 72 px side to 64 on its own; the preview settings, file and log follow it."""
+    from PIL import Image
+
+    from library.sampling.preview import render_samples, warn_unused_settings
+
+    model, _ = flux
+    prompts = parse_prompt_lines("frnc --w 72 --h 88", DEFAULTS)
+    with caplog.at_level("WARNING", logger="library.sampling.preview"):
+        warn_unused_settings(model.family, prompts, "prompts.txt", DEFAULTS.sampler, False)
+    assert [record.getMessage() for record in caplog.records] == [
+        f"prompts.txt: the prompt line 'frnc' asks for 72x88, rendered at 64x80: {model.family.title} sides are "
+        "multiples of 16 px"]
+    (preview,) = render_samples(model, prompts, tmp_path, "lora", 1)
+    assert preview.image.size == (64, 80) and (preview.prompt.width, preview.prompt.height) == (64, 80)
+    with Image.open(preview.path) as image:
+        assert "Size: 64x80" in image.info["parameters"]

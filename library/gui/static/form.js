@@ -297,7 +297,9 @@ const DOCTOR_KEYS = ["resolution", "enable_bucket", "min_bucket_reso", "max_buck
 function doctorBody(values) {
   const dataset = Object.fromEntries(DOCTOR_KEYS.filter(key => (values.dataset?.[key] ?? "") !== "")
                                                 .map(key => [key, values.dataset[key]]));
-  return { path: values.dataset?.train_data_dir || "", dataset };
+  // the base model sets the multiple bucket sides are fitted to (16 px for FLUX.1), as the run fits them
+  return { path: values.dataset?.train_data_dir || "", dataset, family: values.model?.family || "auto",
+           model_path: values.model?.pretrained_model_name_or_path || "" };
 }
 
 async function checkFormDataset() {

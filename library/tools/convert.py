@@ -10,7 +10,9 @@ the model comes from ``--base`` (default: the run's final checkpoint beside the 
 
 SOURCE may also be a LoRA file: ``--layout`` rewrites it in the other file layout, ``kohya`` (FLUX.1: BFL names,
 q, k and v fused) or ``diffusers`` (peft's ``lora_A``/``lora_B`` under ``transformer.`` / ``text_encoder.``), as
-``network.save_format`` names them; the updates stay exactly the same.
+``network.save_format`` names them; the updates stay exactly the same. A pivotal-tuning LoRA's embeddings (bundled,
+or in the ``<name>_emb.safetensors`` beside it) stay with it: bundled in a kohya file; beside a diffusers-layout file,
+which has no place for them, as ``<out>_emb.safetensors`` (the textual-inversion file ``load_textual_inversion`` reads).
 
 SOURCE may also be an A1111 textual-inversion ``.pt`` embedding (``string_to_param``, read with ``weights_only``): it
 becomes the ``emb_params`` ``.safetensors`` file A1111, ComfyUI and diffusers read, its name and step kept as
@@ -29,13 +31,16 @@ from library.models.loader import BaseModel
 from library.models.pipeline import assemble_pipeline
 from library.networks.embedding_file import EmbeddingFileError, read_embedding_file, write_embedding_file
 from library.networks.lora_file import SAVE_PRECISIONS, save_dtype, write_lora_file
+from library.networks.bundled_embeddings import bundle_tensors, split_bundled
 from library.networks.lora_layouts import SAVE_FORMATS, adapter_tensors, file_tensors, reference_paths
+from library.networks.pivotal_embeddings import TOKEN_KEY, Embeddings, companion_embedding, embedding_companion
 from library.sampling.samplers import build_scheduler
 from library.tools.common import (
     ToolError,
     add_family_argument,
     check_output,
     derived_metadata,
+    kept_embeddings,
     load_model,
     lora_family,
     read_adapter_file,
@@ -120,6 +125,8 @@ def convert_lora(args: argparse.Namespace) -> bool:
     if not args.layout:
         raise ToolError(f"{args.source} is a LoRA: give --layout {' or '.join(SAVE_FORMATS)} to rewrite it")
     tensors, metadata = read_adapter_file(args.source)
+    tensors, bundled = split_bundled(tensors)
+    embeddings = {**companion_embedding(args.source), **bundled}
     family = lora_family(list(tensors), metadata)
     source = str(args.source)
     adapters = adapter_tensors(family, tensors, source)
@@ -131,10 +138,32 @@ def convert_lora(args: argparse.Namespace) -> bool:
     if args.save_precision:
         dtype = save_dtype(args.save_precision)
         converted = {key: value if key.endswith(".alpha") else value.to(dtype) for key, value in converted.items()}
+    out = check_output(args.out)
+    if args.layout == "kohya":
+        for token, vectors in embeddings.items():
+            converted.update(bundle_tensors(token, vectors))
+    elif embeddings:
+        write_companion(out, embeddings, metadata)
     recipe = {"tool": "convert", "source": args.source.name, "layout": args.layout}
-    write_lora_file(check_output(args.out), converted, derived_metadata(metadata, recipe))
-    print(f"wrote {args.out} ({family.name} LoRA, {args.layout} layout) from {args.source}")
+    write_lora_file(out, converted, derived_metadata(metadata, recipe))
+    kept = kept_embeddings(embeddings if args.layout == "kohya" else {})
+    print(f"wrote {out} ({family.name} LoRA, {args.layout} layout) from {args.source}{kept}")
     return True
+
+
+def write_companion(out: Path, embeddings: Embeddings, metadata: dict[str, str]) -> None:
+    """Write a LoRA's embedding beside ``out`` as ``<out>_emb.safetensors`` (a layout that cannot hold it)."""
+    if len(embeddings) > 1:
+        raise ToolError(
+            f"{out}: the diffusers layout holds no embeddings and one file goes beside it, but the LoRA has "
+            f"{len(embeddings)} ({', '.join(sorted(embeddings))}); convert to --layout kohya, which bundles them all"
+        )
+    (token, vectors), = embeddings.items()
+    companion = embedding_companion(out)
+    kept = {key: metadata[key] for key in ("ss_base_model_version", "modelspec.architecture") if key in metadata}
+    write_embedding_file(companion, vectors, {**kept, TOKEN_KEY: token})
+    print(f"the diffusers layout holds no embedding: {token!r} written beside it as {companion} "
+          "(diffusers: load_textual_inversion)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """LoRA files with a bundled textual-inversion embedding (pivotal tuning): the keys A1111 reads, our readers and
-``inspect`` take them, the embedding taken out of the file is one diffusers loads, and ``resize`` and ``merge-loras``
-carry it into what they write (or refuse two different embeddings of one token)."""
+``inspect`` take them, the embedding taken out of the file is one diffusers loads, ``resize`` and ``merge-loras``
+carry it into what they write (or refuse two different embeddings of one token), and ``convert --layout`` keeps it
+bundled (kohya) or beside the file (diffusers)."""
 
 from __future__ import annotations
 
@@ -120,3 +121,41 @@ def test_merge_loras_keeps_each_token_once_and_refuses_two_different_embeddings(
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "'frnc'" in error and str(with_frnc) in error and str(different) in error
     assert not clash.exists()
+
+
+def test_convert_layout_keeps_the_embedding_bundled_or_beside_the_diffusers_file(tiny_sd1, tmp_path, capsys):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd1.folder, safety_checker=None, local_files_only=True)
+    vectors = {"emb_params": torch.randn(2, pipe.text_encoder.config.hidden_size,
+                                         generator=torch.Generator().manual_seed(4))}
+    _, bundled = _bundled_lora(tmp_path, "sd1", vectors)
+    as_diffusers = tmp_path / "peft.safetensors"
+    assert main(["convert", str(bundled), "--layout", "diffusers", "--out", str(as_diffusers)]) == 0
+    companion = tmp_path / "peft_emb.safetensors"
+    said = capsys.readouterr().out
+    assert f"'frnc' written beside it as {companion}" in said
+    assert not any(key.startswith("bundle_emb.") for key in load_file(str(as_diffusers)))
+    with safe_open(str(companion), framework="pt") as handle:
+        assert handle.metadata()["ss_token_string"] == "frnc"
+    pipe.load_textual_inversion(str(companion), token="frnc")
+    ids = pipe.tokenizer.convert_tokens_to_ids(["frnc", "frnc_1"])
+    assert torch.equal(pipe.text_encoder.get_input_embeddings().weight[ids].detach(), vectors["emb_params"])
+
+    back = tmp_path / "back.safetensors"  # the companion beside a diffusers file is bundled again
+    assert main(["convert", str(as_diffusers), "--layout", "kohya", "--out", str(back)]) == 0
+    assert capsys.readouterr().out.strip().endswith("bundled embedding(s) kept: frnc")
+    adapter, kept = split_bundled(load_file(str(back)))
+    original, _ = split_bundled(load_file(str(bundled)))
+    assert adapter.keys() == original.keys() and torch.equal(kept["frnc"]["emb_params"], vectors["emb_params"])
+    assert not (tmp_path / "back_emb.safetensors").exists() and verify_hashes(back)
+
+
+def test_convert_to_diffusers_refuses_two_embeddings_for_one_companion(tmp_path, capsys):
+    plain, with_frnc = _bundled_lora(tmp_path, "sd1", _vectors(5))
+    both = _bundle(with_frnc, tmp_path / "both.safetensors", "qwrt", _vectors(6))
+    out = tmp_path / "peft.safetensors"
+    assert main(["convert", str(both), "--layout", "diffusers", "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "frnc, qwrt" in error and "--layout kohya" in error
+    assert not out.exists() and not (tmp_path / "peft_emb.safetensors").exists()

@@ -1,0 +1,80 @@
+"""The embeddings that go with a pivotal-tuning LoRA file, and putting them into a model to render with it.
+
+A pivotal LoRA was trained together with a new token's embedding; rendering it without that embedding prompts an
+untrained token. The embedding travels in one of two places: bundled inside the LoRA file (``bundle_emb.<token>.*``,
+:mod:`bundled_embeddings`), or beside it as ``<file name>_emb.safetensors``, the textual-inversion file diffusers'
+scripts write and ``load_textual_inversion`` reads (its token in ``ss_token_string``). Previews of a LoRA (the
+``compare`` grid, a run's ``compare_at_end``) put the file's embeddings into the model with :func:`embeddings_applied`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from library.models.families import ModelFamily
+from library.models.token_embeddings import input_embeddings, set_token
+from library.networks.bundled_embeddings import split_bundled
+from library.networks.embedding_file import Embedding, EmbeddingFileError, read_embedding_file
+
+EMBEDDING_SUFFIX = "_emb"  # the embedding beside a LoRA file (the name diffusers' pivotal-tuning scripts use)
+TOKEN_KEY = "ss_token_string"  # an embedding file's token, as our trainers and convert write it
+
+Embeddings = dict[str, dict[str, torch.Tensor]]
+"""token -> embedding-file tensors (``emb_params``, or ``clip_l`` and ``clip_g``)."""
+
+
+def embedding_companion(path: Path) -> Path:
+    """The separate embedding file that goes with the LoRA file ``path``."""
+    return path.with_name(f"{path.stem}{EMBEDDING_SUFFIX}.safetensors")
+
+
+def companion_embedding(path: Path) -> Embeddings:
+    """The embedding of ``path``'s ``_emb`` companion by its token ({} without one)."""
+    companion = embedding_companion(path)
+    if not companion.is_file():
+        return {}
+    embedding = read_embedding_file(companion)
+    token = embedding.metadata.get(TOKEN_KEY)
+    if not token:
+        raise EmbeddingFileError(
+            f"{companion}: no {TOKEN_KEY} in its metadata, so the token it belongs to is unknown; rename or remove "
+            "the file, or bundle the embedding into the LoRA file"
+        )
+    return {token: embedding.vectors}
+
+
+def lora_embeddings(path: Path) -> Embeddings:
+    """Every embedding that goes with the LoRA file ``path``: the bundled ones, then its companion's (a token bundled
+    in the file wins over the companion's copy, which a run saving both writes with the same rows)."""
+    with safe_open(str(path), framework="pt") as handle:
+        bundled_keys = [key for key in handle.keys() if key.startswith("bundle_emb.")]
+        tensors = {key: handle.get_tensor(key) for key in bundled_keys}
+    return {**companion_embedding(path), **split_bundled(tensors)[1]}
+
+
+@contextlib.contextmanager
+def embeddings_applied(
+    family: ModelFamily, tokenizers: Sequence, encoders: Sequence[torch.nn.Module], embeddings: Mapping[str, Mapping],
+    source: Path,
+) -> Iterator[list[str]]:
+    """Inside the block, each token prompts with its embedding (added to the tokenizers, or its rows replaced when
+    it is there already); rows that existed before are put back at the end. Yields the tokens."""
+    saved: list[tuple[torch.nn.Embedding, list[int], torch.Tensor]] = []
+    try:
+        for token, vectors in embeddings.items():
+            rows = Embedding(dict(vectors), {}).for_family(family, source)
+            for tokenizer, encoder, encoder_rows in zip(tokenizers, encoders, rows):
+                added, previous = set_token(tokenizer, encoder, token, encoder_rows)
+                if previous is not None:
+                    saved.append((input_embeddings(encoder), added.ids, previous))
+        yield list(embeddings)
+    finally:
+        with torch.no_grad():
+            for table, ids, previous in reversed(saved):
+                table.weight[ids] = previous
+

@@ -18,7 +18,7 @@ from safetensors import safe_open
 
 from library.models.families import ModelFamily
 from library.models.token_embeddings import input_embeddings, set_token
-from library.networks.bundled_embeddings import split_bundled
+from library.networks.bundled_embeddings import PREFIX, is_bundled, split_bundled
 from library.networks.embedding_file import Embedding, EmbeddingFileError, read_embedding_file
 
 EMBEDDING_SUFFIX = "_emb"  # the embedding beside a LoRA file (the name diffusers' pivotal-tuning scripts use)
@@ -48,33 +48,43 @@ def companion_embedding(path: Path) -> Embeddings:
     return {token: embedding.vectors}
 
 
-def lora_embeddings(path: Path) -> Embeddings:
-    """Every embedding that goes with the LoRA file ``path``: the bundled ones, then its companion's (a token bundled
-    in the file wins over the companion's copy, which a run saving both writes with the same rows)."""
-    with safe_open(str(path), framework="pt") as handle:
-        bundled_keys = [key for key in handle.keys() if key.startswith("bundle_emb.")]
-        tensors = {key: handle.get_tensor(key) for key in bundled_keys}
+def lora_embeddings(path: Path, tensors: Mapping[str, torch.Tensor] | None = None) -> Embeddings:
+    """Every embedding that goes with the LoRA file ``path`` (``tensors``: its tensors, when already read): the
+    bundled ones, and its companion's (a token bundled in the file wins over the companion's copy, which a run saving
+    both writes with the same rows)."""
+    if tensors is None:
+        with safe_open(str(path), framework="pt") as handle:
+            tensors = {key: handle.get_tensor(key) for key in handle.keys() if is_bundled(key)}
     return {**companion_embedding(path), **split_bundled(tensors)[1]}
+
+
+def embedding_places(path: Path) -> dict[str, Path]:
+    """token -> the file that holds the embedding going with the LoRA file ``path``: ``path`` itself for a bundled
+    one, else its ``_emb`` companion."""
+    with safe_open(str(path), framework="pt") as handle:
+        bundled = {key[len(PREFIX):].partition(".")[0] for key in handle.keys() if is_bundled(key)}
+    companion = {token: embedding_companion(path) for token in companion_embedding(path)}
+    return {**companion, **{token: path for token in sorted(bundled)}}
 
 
 @contextlib.contextmanager
 def embeddings_applied(
-    family: ModelFamily, tokenizers: Sequence, encoders: Sequence[torch.nn.Module], embeddings: Mapping[str, Mapping],
-    source: Path,
+    family: ModelFamily, tokenizers: Sequence, encoders: Sequence[torch.nn.Module], lora: Path,
+    tensors: Mapping[str, torch.Tensor] | None = None,
 ) -> Iterator[list[str]]:
-    """Inside the block, each token prompts with its embedding (added to the tokenizers, or its rows replaced when
-    it is there already); rows that existed before are put back at the end. Yields the tokens."""
-    saved: list[tuple[torch.nn.Embedding, list[int], torch.Tensor]] = []
+    """Inside the block, each token of the LoRA file's embeddings (:func:`lora_embeddings`) prompts with them: added
+    to the tokenizers, or its rows replaced when it is there already (rows put back at the end). Yields the tokens."""
+    embeddings = lora_embeddings(lora, tensors)
+    saved: list[tuple[torch.nn.Module, list[int], torch.Tensor]] = []
     try:
         for token, vectors in embeddings.items():
-            rows = Embedding(dict(vectors), {}).for_family(family, source)
+            rows = Embedding(dict(vectors), {}).for_family(family, lora)
             for tokenizer, encoder, encoder_rows in zip(tokenizers, encoders, rows):
                 added, previous = set_token(tokenizer, encoder, token, encoder_rows)
                 if previous is not None:
-                    saved.append((input_embeddings(encoder), added.ids, previous))
+                    saved.append((encoder, added.ids, previous))
         yield list(embeddings)
     finally:
         with torch.no_grad():
-            for table, ids, previous in reversed(saved):
-                table.weight[ids] = previous
-
+            for encoder, ids, previous in reversed(saved):
+                input_embeddings(encoder).weight[ids] = previous

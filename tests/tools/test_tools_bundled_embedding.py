@@ -10,12 +10,14 @@ import json
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from token_rows import added_token_rows
 from tool_helpers import make_lora_file
 
 from library.models.families import get_family
 from library.models.tiny import build_components, tiny_configs
 from library.networks import LoraOptions, inject_lora, read_lora_file, verify_hashes, write_lora_file
 from library.networks.bundled_embeddings import bundle_tensors, split_bundled
+from library.networks.embedding_file import write_embedding_file
 from library.tools.__main__ import main
 
 
@@ -159,3 +161,41 @@ def test_convert_to_diffusers_refuses_two_embeddings_for_one_companion(tmp_path,
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "frnc, qwrt" in error and "--layout kohya" in error
     assert not out.exists() and not (tmp_path / "peft_emb.safetensors").exists()
+
+
+def test_compare_renders_each_pivotal_file_with_its_own_embedding(tiny_sd1, tmp_path, capsys):
+    width = 64  # the tiny SD1 text encoder's
+    first, second = ({"emb_params": torch.randn(2, width, generator=torch.Generator().manual_seed(seed))}
+                     for seed in (8, 9))
+    plain, with_first = _bundled_lora(tmp_path, "sd1", first)
+    with_second = tmp_path / "second.safetensors"  # the other way a run saves it: beside the file
+    with_second.write_bytes(plain.read_bytes())
+    write_embedding_file(tmp_path / "second_emb.safetensors", second, {"ss_token_string": "frnc"})
+    argv = ["compare", str(tiny_sd1.folder), str(with_first), str(with_second), "--strengths", "0", "1",
+            "--prompt", "a frnc disc --d 1", "--width", "64", "--height", "64", "--steps", "2", "--out",
+            str(tmp_path / "grid")]
+    with added_token_rows() as looked_up:
+        assert main(argv) == 0
+    assert "2 LoRA(s) x 2 strength(s) x 1 prompt(s)" in capsys.readouterr().out
+    expected = [first, first, second, second]  # the embedding is the file's at every strength
+    assert len(looked_up) == len(expected)
+    for rows, vectors in zip(looked_up, expected):
+        assert torch.equal(rows, vectors["emb_params"])
+
+
+def test_merge_into_says_the_embedding_is_not_in_the_checkpoint_and_where_it_is(tiny_sd1, tmp_path, capsys):
+    plain, bundled = _bundled_lora(tmp_path, "sd1", _vectors(5))
+    beside = tmp_path / "beside.safetensors"
+    beside.write_bytes(plain.read_bytes())
+    write_embedding_file(tmp_path / "beside_emb.safetensors", _vectors(6), {"ss_token_string": "qwrt"})
+    out = tmp_path / "merged.safetensors"
+    capsys.readouterr()
+    assert main(["merge-into", str(tiny_sd1.single_file), str(bundled), str(beside), "--ratios", "0.5", "0.5",
+                 "--out", str(out)]) == 0
+    said = capsys.readouterr().out.strip().splitlines()
+    assert said[-1].startswith("not in the merged checkpoint, which cannot hold a new token")
+    assert f"'frnc' in {bundled}" in said[-1] and f"'qwrt' in {tmp_path / 'beside_emb.safetensors'}" in said[-1]
+    assert load_file(str(out)).keys() == load_file(str(tiny_sd1.single_file)).keys()  # no row for a new token
+    capsys.readouterr()
+    assert main(["merge-into", str(tiny_sd1.single_file), str(plain), "--out", str(tmp_path / "plain.safetensors")]) == 0
+    assert "not in the merged checkpoint" not in capsys.readouterr().out

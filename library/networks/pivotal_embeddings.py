@@ -73,7 +73,9 @@ def embeddings_applied(
     tensors: Mapping[str, torch.Tensor] | None = None,
 ) -> Iterator[list[str]]:
     """Inside the block, each token of the LoRA file's embeddings (:func:`lora_embeddings`) prompts with them: added
-    to the tokenizers, or its rows replaced when it is there already (rows put back at the end). Yields the tokens."""
+    to the tokenizers, or its rows replaced when it is there already (rows put back at the end). A token added here
+    stays in the tokenizers afterwards (a tokenizer cannot drop one), with these rows until the next file's replace
+    them. Yields the tokens."""
     embeddings = lora_embeddings(lora, tensors)
     saved: list[tuple[torch.nn.Module, list[int], torch.Tensor]] = []
     try:

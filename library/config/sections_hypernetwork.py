@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
-from .fields import SECTION_CONFIG, Problem, canonical_choice, raise_problems
+from .fields import SECTION_CONFIG, OptionalPath, Problem, canonical_choice, raise_problems
 
 ACTIVATIONS = (
     "linear", "relu", "leakyrelu", "elu", "swish", "tanh", "sigmoid",
@@ -26,13 +26,17 @@ MAX_MULTIPLIER = 16.0
 
 
 def _comma_separated(value: Any) -> Any:
-    """A1111 types structures as "1, 2, 1"; TOML lists and CLI words pass through."""
+    """A1111 types structures as "1, 2, 1"; a single number is a list of one; TOML lists pass through."""
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [value]
     return value
 
 
 Structure = Annotated[list[float], BeforeValidator(_comma_separated)]
+Sizes = Annotated[list[int], BeforeValidator(_comma_separated)]
+MAX_WIDTH = 16384
 
 
 class HypernetworkSection(BaseModel):
@@ -40,6 +44,19 @@ class HypernetworkSection(BaseModel):
 
     model_config = SECTION_CONFIG
 
+    network_weights: OptionalPath = Field(
+        None,
+        description="A hypernetwork file (.pt, A1111's, or .safetensors) to continue training from, as "
+        "network.network_weights is for a LoRA: its MLP shape and widths are the run's (set the shape options below "
+        "only to what the file has).",
+    )
+    enable_sizes: Sizes | None = Field(
+        None,
+        max_length=MAX_LAYERS,
+        description="The widths that get a key/value MLP pair (A1111's 'Modules': 768, 320, 640, 1280, 1024): an "
+        "attention layer's key/value input width, the text context for cross-attention (768 SD1, 1024 SD2, 2048 "
+        "SDXL), the features for self-attention (320, 640, 1280 in SD1/SD2). Unset: the text-context width alone.",
+    )
     layer_structure: Structure = Field(
         [1.0, 2.0, 1.0],
         min_length=2,
@@ -77,6 +94,9 @@ class HypernetworkSection(BaseModel):
         return self
 
     def _problems(self) -> Iterator[Problem]:
+        sizes = self.enable_sizes
+        if sizes is not None and (not sizes or len(set(sizes)) != len(sizes) or not all(0 < w <= MAX_WIDTH for w in sizes)):
+            yield "enable_sizes", f"give distinct widths from 1 to {MAX_WIDTH} (A1111's '768, 320, 640, 1280')"
         structure = self.layer_structure
         if structure[0] != 1 or structure[-1] != 1:
             yield "layer_structure", "must start and end with 1 (the MLP maps the context back to its own width)"

@@ -31,9 +31,10 @@ def user_presets_dir(runs_root: Path) -> Path:
 
 
 def preset_trainer(values: dict[str, Any]) -> str:
-    """The trainer a preset is written for: a `[textual_inversion]` section means train_textual_inversion.py, a
-    `[hypernetwork]` section train_hypernetwork.py, a `[dreambooth]` section train_dreambooth.py."""
-    if values.get("textual_inversion"):
+    """The trainer a preset is written for: a `[textual_inversion]` section means train_textual_inversion.py (with a
+    `[network]` section too, train_network.py's pivotal tuning), a `[hypernetwork]` section train_hypernetwork.py, a
+    `[dreambooth]` section train_dreambooth.py."""
+    if values.get("textual_inversion") and not values.get("network"):
         return "textual_inversion"
     if values.get("hypernetwork"):
         return "hypernetwork"

@@ -62,6 +62,26 @@ def add_token(tokenizer, encoder: torch.nn.Module, token: str, vectors: torch.Te
     return AddedToken(token, list(ids))
 
 
+def set_token(tokenizer, encoder: torch.nn.Module, token: str, vectors: torch.Tensor) -> tuple[AddedToken, torch.Tensor | None]:
+    """``token`` with ``vectors`` as its rows: added as :func:`add_token` does, or, when ``token`` was added before
+    with as many vectors, its rows replaced. Returns the token and the rows it replaced (None when added)."""
+    names = token_names(token, vectors.shape[0])
+    added_before = set(tokenizer.get_added_vocab())
+    if names[0] not in added_before:
+        return add_token(tokenizer, encoder, token, vectors), None
+    if [name for name in names if name in added_before] != names or f"{token}_{len(names)}" in added_before:
+        raise ModelLoadError(
+            f"token {token!r} is already in use with another number of vectors than this embedding's "
+            f"{len(names)}; give the embedding another token"
+        )
+    ids = tokenizer.convert_tokens_to_ids(names)
+    table = input_embeddings(encoder)
+    with torch.no_grad():
+        previous = table.weight[ids].detach().clone()
+        table.weight[ids] = vectors.to(table.weight.device, table.weight.dtype)
+    return AddedToken(token, list(ids)), previous
+
+
 def _is_one_token(tokenizer, word: str) -> bool:
     """The word is a whole word of the vocabulary (``cat`` is ``cat</w>``) or a token added before."""
     return word in tokenizer.get_vocab() or len(tokenizer(word, add_special_tokens=False).input_ids) == 1

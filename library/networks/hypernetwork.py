@@ -8,9 +8,10 @@ then the activation (not after the last Linear unless ``activate_output``; none 
 when asked, then a Dropout where ``dropout_structure[i+1] > 0``. The forward pass is ``x + mlp(x)`` while training
 and ``x + mlp(x) * strength`` otherwise.
 
-A1111 applies a width's pair in every attention layer whose key/value input has that width: the cross-attention
-layers for the text context (768 wide in SD1, 1024 in SD2, 2048 in SDXL) and any self-attention layer that happens
-to be as wide (none in SD's UNets). The hooks here do the same, as forward pre-hooks on ``to_k`` and ``to_v``.
+A1111 applies a width's pair in every attention layer whose key/value input has that width (its ``enable_sizes``,
+"Modules": 768, 320, 640, 1280, 1024): the cross-attention layers for the text context (768 wide in SD1, 1024 in SD2,
+2048 in SDXL), and the self-attention layers, whose key/value input is the features themselves (320, 640 and 1280 wide
+in SD1/SD2's UNets). The hooks here do the same, as forward pre-hooks on ``to_k`` and ``to_v``.
 """
 
 from __future__ import annotations

@@ -176,9 +176,17 @@ def _options(path: Path, info: Mapping[str, object]) -> HypernetworkOptions:
         raise HypernetworkFileError(f"{path}: its layer settings cannot be read ({error})") from None
 
 
+INFO_ENTRIES = ("step", "name", "sd_checkpoint", "sd_checkpoint_name", "optional_info")
+"""A1111's entries that describe a file's training rather than its MLPs (:func:`a1111_dict`'s ``info``)."""
+
+
 def load_hypernetwork(path: Path) -> Hypernetwork:
     """A :class:`Hypernetwork` holding a file's weights (fp32, eval mode); refuses weights of another shape."""
-    read = read_hypernetwork(path)
+    return hypernetwork_of(path, read_hypernetwork(path))
+
+
+def hypernetwork_of(path: Path, read: HypernetworkFile) -> Hypernetwork:
+    """A :class:`Hypernetwork` holding the weights of ``read`` (read from ``path``), fp32, eval mode."""
     try:
         hypernetwork = Hypernetwork(read.pairs, read.options)
         for width, (key_state, value_state) in read.pairs.items():

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from library.command_line import exit_without_teardown, run_subcommand, subcommand_parser
 from library.models.errors import ModelLoadError
 from library.networks import LoraFileError
+from library.networks.embedding_file import EmbeddingFileError
 from library.sampling.prompts import PromptFileError
 from library.tools import (
     compare,
@@ -33,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # No tool uses bitsandbytes, but diffusers imports it whenever it is installed (from its model classes, which
     # the checkpoint tools instantiate), and it then warns about CPU kernels for 4-bit layers on every start.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    return run_subcommand(build_parser().parse_args(argv), (ToolError, LoraFileError, ModelLoadError, PromptFileError))
+    return run_subcommand(build_parser().parse_args(argv), (ToolError, LoraFileError, EmbeddingFileError, ModelLoadError, PromptFileError))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Rows are (LoRA file, prompt) pairs, columns are strengths. Each cell is rendered with the LoRA merged into the base
 weights at that strength (the touched weights are restored between cells), with the prompt's own seed, so cells
-differ only by file and strength. Writes ``compare.png`` and every single image under ``singles/`` in ``--out``.
+differ only by file and strength. A pivotal-tuning file's embedding (bundled, or its ``_emb.safetensors`` beside it)
+is put into the text encoders with it at every strength, so its token prompts as trained. Writes ``compare.png`` and every single image under ``singles/`` in ``--out``.
 A training run renders the same grid at its end (``sample.compare_at_end``), with the files loaded into its live
 adapters instead of merged (:mod:`library.sampling.compare_grid`).
 """
@@ -18,6 +19,7 @@ import torch
 
 from library.models.loader import BaseModel
 from library.networks import merge_lora_into, read_lora_file, split_modules
+from library.networks.pivotal_embeddings import embeddings_applied
 from library.networks.targets import index_modules
 from library.sampling.compare_grid import LoraApplier, render_grid
 from library.sampling.prompts import SamplePrompt, load_prompts, parse_prompt_lines
@@ -78,14 +80,16 @@ def weights_restored(modules: Sequence[torch.nn.Module]) -> Iterator[None]:
 
 
 def merged_into(model: BaseModel) -> LoraApplier:
-    """Apply a LoRA by merging it into the model's weights, restored when the cell is done."""
+    """Apply a LoRA by merging it into the model's weights, restored when the cell is done, with the embeddings
+    that go with it (a pivotal-tuning file's token)."""
     index = index_modules(model.family, model.unet, model.text_encoders)
 
     @contextlib.contextmanager
     def apply(lora: Path, strength: float) -> Iterator[None]:
         tensors, _ = read_lora_file(lora)
         touched = [index[name][0] for name in split_modules(tensors, str(lora)) if name in index]
-        with weights_restored(touched):
+        embeddings = embeddings_applied(model.family, model.tokenizers, model.text_encoders, lora, tensors)
+        with weights_restored(touched), embeddings:
             merge_lora_into(model.family, model.unet, model.text_encoders, tensors, strength, source=str(lora))
             yield
 

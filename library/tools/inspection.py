@@ -18,7 +18,7 @@ from library.models.checkpoint_io import read_state_dict
 from library.models.detect import detect_diffusers_family, detect_original_family
 from library.models.families import FAMILIES
 from library.networks import verify_hashes
-from library.networks.bundled_embeddings import split_bundled
+from library.networks.bundled_embeddings import is_bundled, split_bundled
 from library.networks.embedding_file import SDXL_ENCODER_KEYS, SINGLE_ENCODER_KEY, EmbeddingFileError, read_embedding_file
 from library.networks.hypernetwork_file import PT_SUFFIX, is_hypernetwork
 from library.networks.lokr import LOKR_SUFFIXES, LokrWeights
@@ -167,9 +167,10 @@ def folder_report(path: Path) -> dict[str, object]:
 
 
 def is_lora_file(path: Path) -> bool:
-    """Whether a ``.safetensors`` file holds adapter keys only (read from its header, no tensor loaded)."""
+    """Whether a ``.safetensors`` file holds adapter keys only, besides bundled embeddings (read from its header, no
+    tensor loaded)."""
     with safe_open(str(path), framework="pt") as handle:
-        keys = list(handle.keys())
+        keys = [key for key in handle.keys() if not is_bundled(key)]
     return bool(keys) and all(key.endswith(_LORA_KEY_ENDINGS) for key in keys)
 
 

@@ -6,6 +6,9 @@ modules (``hada_*`` keys) add their Hadamard-product update and LoKr modules (``
 update the same way. The output carries modelspec metadata and the recipe. FLUX.1 LoRAs are read in either
 layout (kohya/BFL with fused q, k, v, or diffusers), split back onto diffusers' modules exactly.
 
+A pivotal-tuning LoRA's embedding cannot go into a checkpoint (it has no row for a new token): the tool says
+which file holds it, to load beside the merged checkpoint.
+
 The base is streamed: each weight is read, has its LoRA updates added (in the order the files are given) and is
 written before the next is read, so memory holds the LoRAs and a few tensors, not the model.
 """
@@ -25,6 +28,7 @@ from library.models.single_file.rules import KeyRule
 from library.networks.lora_layouts import adapter_tensors
 from library.networks.lora_file import SAVE_PRECISIONS, save_dtype
 from library.networks.merge import locate_modules, merged_weight
+from library.networks.pivotal_embeddings import embedding_places
 from library.tools.common import (
     AdapterModule,
     ToolError,
@@ -129,4 +133,9 @@ def run(args: argparse.Namespace) -> int:
         )
     merged = ", ".join(f"{lora.name} x{ratio:g}" for lora, ratio in zip(args.loras, ratios))
     print(f"wrote {out}: {args.base.name} + {merged} ({modules} modules updated, {tensors} tensors)")
+    places = {token: place for lora in args.loras for token, place in embedding_places(lora).items()}
+    if places:
+        where = ", ".join(f"{token!r} in {place}" for token, place in places.items())
+        print(f"not in the merged checkpoint, which cannot hold a new token: the embedding(s) trained with the LoRA(s), "
+              f"{where}; load it beside the checkpoint to prompt its token")
     return 0

@@ -22,6 +22,7 @@ from accelerate import Accelerator
 from library.config import ConfigError, FurnaceConfig
 from library.models.loader import BaseModel
 from library.networks import LoraNetwork
+from library.networks.pivotal_embeddings import embeddings_applied
 from library.models.text_encoding import token_lengths
 from library.sampling.compare_grid import LoraApplier, render_grid
 from library.sampling.prompts import SamplePrompt
@@ -64,15 +65,17 @@ def grid_output_name(config: FurnaceConfig) -> str:
     ])
 
 
-def live_adapters(network: LoraNetwork) -> LoraApplier:
-    """Apply a file by loading it into the run's adapters and setting their strength."""
+def live_adapters(network: LoraNetwork, model: BaseModel) -> LoraApplier:
+    """Apply a file by loading it into the run's adapters and setting their strength; a pivotal-tuning run's file
+    brings the token's rows it was saved with (an epoch's file is not shown with the final embedding)."""
 
     @contextlib.contextmanager
     def apply(lora: Path, strength: float) -> Iterator[None]:
         network.load_file(lora, strict=True)
         network.set_multiplier(strength)
         try:
-            yield
+            with embeddings_applied(model.family, model.tokenizers, model.text_encoders, lora):
+                yield
         finally:
             network.set_multiplier(1.0)
 
@@ -118,7 +121,7 @@ def write_compare_grid(
             strengths,
             prompts,
             output_dir / COMPARE_DIR,
-            apply=live_adapters(network),
+            apply=live_adapters(network, model),
             clip_skip=config.model.clip_skip,
             autocast_dtype=_AUTOCAST.get(config.training.mixed_precision),
             batch_size=config.sample.render_batch_size,

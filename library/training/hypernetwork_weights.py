@@ -1,7 +1,8 @@
 """What a hypernetwork run trains and writes: A1111's hypernetwork on a frozen base, saved as A1111's ``.pt`` and as
 ``.safetensors`` (``networks/hypernetwork_file.py``), each save writing both under the run's file names.
 
-The hypernetwork has one MLP pair for the model's text-context width (``unet.config.cross_attention_dim``), hooked
+The hypernetwork has one MLP pair per width of ``hypernetwork.enable_sizes`` (default: the model's text-context width,
+``unet.config.cross_attention_dim``), or those of the file ``hypernetwork.network_weights`` it continues, hooked
 into the UNet and registered as its submodule, so the UNet is what trains, wraps and carries the tensors into the
 resume state; its parameters are the only ones that require a gradient.
 """
@@ -23,10 +24,19 @@ from library.networks.hypernetwork import (
     Hypernetwork,
     HypernetworkOptions,
     attach,
+    context_widths,
     default_dropout_structure,
 )
-from library.networks.hypernetwork_file import PT_SUFFIX, a1111_dict, write_pt, write_safetensors
+from library.networks.hypernetwork_file import (
+    PT_SUFFIX,
+    a1111_dict,
+    hypernetwork_of,
+    read_hypernetwork,
+    write_pt,
+    write_safetensors,
+)
 from library.training.accelerator import Precision
+from library.training.exceptions import TrainingSetupError
 from library.training.lora_weights import enable_checkpointing, freeze_base
 from library.training.state import register_adapter_hooks
 from library.training.weights import TrainedWeights
@@ -52,6 +62,43 @@ def hypernetwork_options(config: FurnaceConfig) -> HypernetworkOptions:
         activate_output=section.activate_output,
         last_layer_dropout=section.last_layer_dropout,
     )
+
+
+def build_hypernetwork(config: FurnaceConfig, unet: torch.nn.Module) -> Hypernetwork:
+    """The hypernetwork to train: read from ``hypernetwork.network_weights`` (its shape and widths), else new, with
+    a pair for each of ``enable_sizes`` (default: the text-context width); each width must feed an attention layer."""
+    section, widths = config.hypernetwork, context_widths(unet)
+    if section.network_weights:
+        path = Path(section.network_weights)
+        hypernetwork = hypernetwork_of(path, read_hypernetwork(path))
+        _check_same_shape(config, hypernetwork, path)
+        logger.info("continuing from the hypernetwork in %s (widths %s)", path, hypernetwork.widths)
+    else:
+        hypernetwork = Hypernetwork(section.enable_sizes or [unet.config.cross_attention_dim], hypernetwork_options(config))
+    unused = [width for width in hypernetwork.widths if width not in widths]
+    if unused:
+        where = f"{section.network_weights} has" if section.network_weights else "hypernetwork.enable_sizes names"
+        raise TrainingSetupError(
+            f"{where} width(s) {', '.join(map(str, unused))}, which no attention layer of this model takes (its "
+            f"key/value inputs are {', '.join(map(str, widths))} wide); use those widths, or a file made for this model"
+        )
+    return hypernetwork
+
+
+def _check_same_shape(config: FurnaceConfig, hypernetwork: Hypernetwork, path: Path) -> None:
+    """The [hypernetwork] shape options a config sets must be the continued file's (they cannot change it)."""
+    section, wanted = config.hypernetwork, hypernetwork_options(config)
+    differing = [name for name in section.model_fields_set
+                 if hasattr(wanted, name) and getattr(wanted, name) != getattr(hypernetwork.options, name)]
+    if section.enable_sizes is not None and sorted(section.enable_sizes) != hypernetwork.widths:
+        differing.append("enable_sizes")
+    if differing:
+        found = {**vars(hypernetwork.options), "enable_sizes": hypernetwork.widths}
+        raise TrainingSetupError(
+            f"hypernetwork.network_weights: {path} was made with "
+            + ", ".join(f"{name} = {found[name]}" for name in sorted(differing))
+            + "; a continued hypernetwork keeps its shape, so unset those options or set them to the file's"
+        )
 
 
 def a1111_short_hash(path: Path) -> str | None:
@@ -83,11 +130,11 @@ class HypernetworkWeights(TrainedWeights):
         model.unet.requires_grad_(False)
         for encoder in model.text_encoders:
             encoder.requires_grad_(False)
-        width = model.unet.config.cross_attention_dim
-        self.hypernetwork = Hypernetwork([width], hypernetwork_options(config)).to(device, torch.float32)
+        self.hypernetwork = build_hypernetwork(config, model.unet).to(device, torch.float32).train()
         attach(model.unet, self.hypernetwork)
-        logger.info("hypernetwork: %d MLP pairs for context width %d, %s parameters", len(self.hypernetwork.pairs),
-                    width, f"{sum(p.numel() for p in self.hypernetwork.parameters()):,}")
+        logger.info("hypernetwork: %d MLP pairs for widths %s, %s parameters", len(self.hypernetwork.pairs),
+                    ", ".join(map(str, self.hypernetwork.widths)),
+                    f"{sum(p.numel() for p in self.hypernetwork.parameters()):,}")
         if config.training.gradient_checkpointing:
             enable_checkpointing(model, text_encoders_too=False)
         self.named_parameters = {f"{MODULE_NAME}.{name}": param

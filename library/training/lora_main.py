@@ -16,9 +16,6 @@ def check_pivotal_run(config: FurnaceConfig) -> None:
     problems = new_token_problems(config)
     if config.network.ema_decay:
         problems.append("network.ema_decay: pivotal tuning keeps no EMA of the embedding; unset it")
-    if config.sample.compare_at_end:
-        problems.append("sample.compare_at_end: the grid would show every file with the final embedding; set it to "
-                        "false for pivotal tuning")
     if config.deepspeed.enabled:
         problems.append("deepspeed.enabled: pivotal tuning does not run under DeepSpeed; unset it")
     if problems:

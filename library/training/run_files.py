@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Literal
 
 from library.models.checkpoint_io import read_safetensors_metadata
+from library.networks.pivotal_embeddings import EMBEDDING_SUFFIX, embedding_companion
 
 EXTENSION = ".safetensors"
 COMPANION_EXTENSIONS = (".pt",)  # a hypernetwork run's A1111 .pt beside each of its .safetensors files
-EMBEDDING_SUFFIX = "_emb"  # a pivotal-tuning run's embedding beside each LoRA file (diffusers' scripts' name)
 RAW_SUFFIX = "-raw"
 _SUFFIX = r"(?:-(?P<epoch>\d{6})|-step(?P<step>\d{8}))?" + re.escape(EXTENSION)
 _ANY_RUN = re.compile(r"(?P<name>.+?)" + _SUFFIX)
@@ -41,11 +41,6 @@ def epoch_path(output_dir: Path, output_name: str, epoch: int) -> Path:
 
 def step_path(output_dir: Path, output_name: str, step: int) -> Path:
     return output_dir / f"{output_name}-step{step:08d}{EXTENSION}"
-
-
-def embedding_companion(path: Path) -> Path:
-    """The separate embedding file a pivotal-tuning run saves with its LoRA file ``path``."""
-    return path.with_name(f"{path.stem}{EMBEDDING_SUFFIX}{EXTENSION}")
 
 
 def companions(path: Path) -> list[Path]:

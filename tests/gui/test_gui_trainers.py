@@ -155,10 +155,15 @@ def test_max_concurrent_runs_train_together(gui_folders):
 
 @pytest.mark.slow
 def test_textual_inversion_run_from_its_preset(gui_folders):
+    """The textual-inversion preset selects train_textual_inversion.py; the pivotal one, listed too, train_network.py."""
     server = GuiServer(gui_folders, token="ti").start()
     try:
         client = server.client()
-        preset = next(item for item in client.get("/api/presets").json() if item["name"] == "ti_quickstart")
+        presets = {item["name"]: item for item in client.get("/api/presets").json()}
+        pivotal = presets["pivotal_quickstart"]  # a [network] section beside [textual_inversion]: train_network.py
+        assert pivotal["trainer"] == "lora" and not pivotal["messages"]
+        assert pivotal["values"]["textual_inversion"]["token_string"] == "frnc"
+        preset = presets["ti_quickstart"]
         assert preset["trainer"] == "textual_inversion" and not preset["messages"]
         values = preset["values"]
         values["model"]["pretrained_model_name_or_path"] = str(gui_folders.models / "tiny-sd1")

@@ -1,6 +1,7 @@
 """LoRA files with a bundled textual-inversion embedding (pivotal tuning): the keys A1111 reads, our readers and
-``inspect`` take them, the embedding taken out of the file is one diffusers loads, and ``resize`` and ``merge-loras``
-carry it into what they write (or refuse two different embeddings of one token)."""
+``inspect`` take them, the embedding taken out of the file is one diffusers loads, ``resize`` and ``merge-loras``
+carry it into what they write (or refuse two different embeddings of one token), and ``convert --layout`` keeps it
+bundled (kohya) or beside the file (diffusers)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import json
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from token_rows import added_token_rows
 from tool_helpers import make_lora_file
 
 from library.models.families import get_family
 from library.models.tiny import build_components, tiny_configs
 from library.networks import LoraOptions, inject_lora, read_lora_file, verify_hashes, write_lora_file
 from library.networks.bundled_embeddings import bundle_tensors, split_bundled
+from library.networks.embedding_file import write_embedding_file
 from library.tools.__main__ import main
 
 
@@ -120,3 +123,79 @@ def test_merge_loras_keeps_each_token_once_and_refuses_two_different_embeddings(
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "'frnc'" in error and str(with_frnc) in error and str(different) in error
     assert not clash.exists()
+
+
+def test_convert_layout_keeps_the_embedding_bundled_or_beside_the_diffusers_file(tiny_sd1, tmp_path, capsys):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd1.folder, safety_checker=None, local_files_only=True)
+    vectors = {"emb_params": torch.randn(2, pipe.text_encoder.config.hidden_size,
+                                         generator=torch.Generator().manual_seed(4))}
+    _, bundled = _bundled_lora(tmp_path, "sd1", vectors)
+    as_diffusers = tmp_path / "peft.safetensors"
+    assert main(["convert", str(bundled), "--layout", "diffusers", "--out", str(as_diffusers)]) == 0
+    companion = tmp_path / "peft_emb.safetensors"
+    said = capsys.readouterr().out
+    assert f"'frnc' written beside it as {companion}" in said
+    assert not any(key.startswith("bundle_emb.") for key in load_file(str(as_diffusers)))
+    with safe_open(str(companion), framework="pt") as handle:
+        assert handle.metadata()["ss_token_string"] == "frnc"
+    pipe.load_textual_inversion(str(companion), token="frnc")
+    ids = pipe.tokenizer.convert_tokens_to_ids(["frnc", "frnc_1"])
+    assert torch.equal(pipe.text_encoder.get_input_embeddings().weight[ids].detach(), vectors["emb_params"])
+
+    back = tmp_path / "back.safetensors"  # the companion beside a diffusers file is bundled again
+    assert main(["convert", str(as_diffusers), "--layout", "kohya", "--out", str(back)]) == 0
+    assert capsys.readouterr().out.strip().endswith("bundled embedding(s) kept: frnc")
+    adapter, kept = split_bundled(load_file(str(back)))
+    original, _ = split_bundled(load_file(str(bundled)))
+    assert adapter.keys() == original.keys() and torch.equal(kept["frnc"]["emb_params"], vectors["emb_params"])
+    assert not (tmp_path / "back_emb.safetensors").exists() and verify_hashes(back)
+
+
+def test_convert_to_diffusers_refuses_two_embeddings_for_one_companion(tmp_path, capsys):
+    plain, with_frnc = _bundled_lora(tmp_path, "sd1", _vectors(5))
+    both = _bundle(with_frnc, tmp_path / "both.safetensors", "qwrt", _vectors(6))
+    out = tmp_path / "peft.safetensors"
+    assert main(["convert", str(both), "--layout", "diffusers", "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "frnc, qwrt" in error and "--layout kohya" in error
+    assert not out.exists() and not (tmp_path / "peft_emb.safetensors").exists()
+
+
+def test_compare_renders_each_pivotal_file_with_its_own_embedding(tiny_sd1, tmp_path, capsys):
+    width = 64  # the tiny SD1 text encoder's
+    first, second = ({"emb_params": torch.randn(2, width, generator=torch.Generator().manual_seed(seed))}
+                     for seed in (8, 9))
+    plain, with_first = _bundled_lora(tmp_path, "sd1", first)
+    with_second = tmp_path / "second.safetensors"  # the other way a run saves it: beside the file
+    with_second.write_bytes(plain.read_bytes())
+    write_embedding_file(tmp_path / "second_emb.safetensors", second, {"ss_token_string": "frnc"})
+    argv = ["compare", str(tiny_sd1.folder), str(with_first), str(with_second), "--strengths", "0", "1",
+            "--prompt", "a frnc disc --d 1", "--width", "64", "--height", "64", "--steps", "2", "--out",
+            str(tmp_path / "grid")]
+    with added_token_rows() as looked_up:
+        assert main(argv) == 0
+    assert "2 LoRA(s) x 2 strength(s) x 1 prompt(s)" in capsys.readouterr().out
+    expected = [first, first, second, second]  # the embedding is the file's at every strength
+    assert len(looked_up) == len(expected)
+    for rows, vectors in zip(looked_up, expected):
+        assert torch.equal(rows, vectors["emb_params"])
+
+
+def test_merge_into_says_the_embedding_is_not_in_the_checkpoint_and_where_it_is(tiny_sd1, tmp_path, capsys):
+    plain, bundled = _bundled_lora(tmp_path, "sd1", _vectors(5))
+    beside = tmp_path / "beside.safetensors"
+    beside.write_bytes(plain.read_bytes())
+    write_embedding_file(tmp_path / "beside_emb.safetensors", _vectors(6), {"ss_token_string": "qwrt"})
+    out = tmp_path / "merged.safetensors"
+    capsys.readouterr()
+    assert main(["merge-into", str(tiny_sd1.single_file), str(bundled), str(beside), "--ratios", "0.5", "0.5",
+                 "--out", str(out)]) == 0
+    said = capsys.readouterr().out.strip().splitlines()
+    assert said[-1].startswith("not in the merged checkpoint, which cannot hold a new token")
+    assert f"'frnc' in {bundled}" in said[-1] and f"'qwrt' in {tmp_path / 'beside_emb.safetensors'}" in said[-1]
+    assert load_file(str(out)).keys() == load_file(str(tiny_sd1.single_file)).keys()  # no row for a new token
+    capsys.readouterr()
+    assert main(["merge-into", str(tiny_sd1.single_file), str(plain), "--out", str(tmp_path / "plain.safetensors")]) == 0
+    assert "not in the merged checkpoint" not in capsys.readouterr().out

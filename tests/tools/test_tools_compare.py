@@ -22,7 +22,8 @@ def test_grid_of_a_run_folder(tiny_sd1, lora_factory, tmp_path):
     for epoch, seed in ((2, 2), (1, 1)):
         shutil.copy(lora_factory("sd1", f"e{epoch}", seed=seed), run_dir / f"style-{epoch:06d}.safetensors")
     shutil.copy(lora_factory("sd1", "final", seed=3), run_dir / "style.safetensors")
-    write_embedding_file(run_dir / "style_emb.safetensors", {"emb_params": torch.zeros(1, 32)}, {})  # pivotal tuning's
+    pivotal = {"emb_params": torch.zeros(1, 64)}  # pivotal tuning's embedding beside a file (a token not prompted)
+    write_embedding_file(run_dir / "style_emb.safetensors", pivotal, {"ss_token_string": "frnc"})
     assert [path.name for path in collect_loras([run_dir])] == [
         "style-000001.safetensors",
         "style-000002.safetensors",

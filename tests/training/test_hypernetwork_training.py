@@ -1,5 +1,6 @@
 """train_hypernetwork.py end to end on a tiny SD1 model: A1111's .pt and the .safetensors at every save, pruned
-together; previews, TensorBoard and progress events; ``inspect`` reads both files; a resume equals one long run."""
+together; previews, TensorBoard and progress events; ``inspect`` reads both files; a resume equals one long run; pairs for every enabled width, and a run continuing
+from a saved file."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 import torch
 from trainer_cli import base_args, read_events, run_cli, run_python
 
+from library.models.loader import load_base_model
+from library.networks.hypernetwork import context_widths
 from library.networks.hypernetwork_file import read_hypernetwork
 
 pytestmark = pytest.mark.slow  # these tests start trainers
@@ -93,3 +96,28 @@ def test_options_of_other_trainers_are_refused(tiny_model_factory, concept_datas
                                                "--network.ema_decay", "0.9"], check=False)
     assert result.returncode == 2 and "a hypernetwork run keeps no EMA" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_enabled_widths_are_saved_as_a1111_keys_and_a_file_continues_training(tiny_model_factory, concept_dataset,
+                                                                              tmp_path):
+    """enable_sizes gives a pair to self-attention widths too (A1111's 320/640/1280 modules; here the tiny UNet's);
+    network_weights continues from the .pt: a step at a tiny rate moves the weights by about that rate only."""
+    widths = context_widths(load_base_model(tiny_model_factory("sd1").folder).unet)
+    assert len(widths) > 1  # the text context and the feature widths
+    first = tmp_path / "first"
+    run_cli("train_hypernetwork.py", [*_args(tiny_model_factory, concept_dataset, first, max_train_steps=2),
+                                      "--hypernetwork.enable_sizes", ", ".join(map(str, widths))])
+    trained = torch.load(first / "hn.pt", weights_only=True)
+    assert sorted(key for key in trained if isinstance(key, int)) == widths
+
+    continued = tmp_path / "continued"
+    result = run_cli("train_hypernetwork.py", [
+        *_args(tiny_model_factory, concept_dataset, continued, max_train_steps=1, learning_rate=1e-7),
+        "--hypernetwork.network_weights", str(first / "hn.pt")])
+    assert f"continuing from the hypernetwork in {first / 'hn.pt'}" in result.stderr
+    after = torch.load(continued / "hn.pt", weights_only=True)
+    assert sorted(key for key in after if isinstance(key, int)) == widths
+    for width in widths:  # a fresh start (random weights) would be nowhere near the file's
+        for role in (0, 1):
+            for name, tensor in trained[width][role].items():
+                assert (after[width][role][name] - tensor).abs().max() < 1e-5, (width, role, name)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from token_rows import added_token_rows
 from trainer_cli import base_args, read_events, run_cli
 
 from library.config import parse_cli
@@ -19,7 +20,10 @@ from library.models.token_embeddings import input_embeddings
 from library.networks import verify_hashes
 from library.networks.bundled_embeddings import is_bundled, split_bundled
 from library.networks.embedding_file import read_embedding_file
+from library.sampling.compare_grid import render_grid
+from library.sampling.prompts import SamplePrompt
 from library.tools.__main__ import main
+from library.training.compare_at_end import live_adapters
 from library.training.pivotal_weights import EMBEDDING_STATE_FILE, PivotalWeights
 from library.training.trainer import Trainer
 
@@ -117,6 +121,27 @@ def test_inspect_reports_the_bundled_embedding(sd1_run, capsys):
     report = json.loads(capsys.readouterr().out)
     width = trainer.model.text_encoders[0].config.hidden_size
     assert report["type"] == "lora" and report["bundled_embeddings"] == {"frnc": {"emb_params": [2, width]}}
+
+
+def test_compare_at_end_renders_each_file_with_the_rows_it_was_saved_with(sd1_run, tmp_path):
+    """The run's compare grid applies each saved file as the run does (live adapters) with that file's embedding:
+    the step-3 file prompts the token with its step-3 rows, not the final live ones, which are back afterwards."""
+    _, output, trainer = sd1_run
+    ids = trainer.model.tokenizers[0].convert_tokens_to_ids(["frnc", "frnc_1"])
+
+    def live_rows() -> torch.Tensor:
+        return input_embeddings(trainer.model.text_encoders[0]).weight.detach()[ids].clone()
+
+    final = live_rows()
+    files = [output / "lora-step00000003.safetensors", output / "lora.safetensors"]
+    prompt = SamplePrompt(prompt="a frnc disc", width=64, height=64, steps=2, seed=1)
+    with added_token_rows() as looked_up:
+        render_grid(trainer.model, files, [1.0], [prompt], tmp_path,
+                    apply=live_adapters(trainer.weights.network, trainer.model))
+    step3 = load_file(files[0])[BUNDLED]
+    assert not torch.equal(step3, final)
+    assert len(looked_up) == 2 and torch.equal(looked_up[0], step3) and torch.equal(looked_up[1], final)
+    assert torch.equal(live_rows(), final)
 
 
 def test_extended_run_resumes_exactly(sd1_run, concept_dataset, tmp_path):

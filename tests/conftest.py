@@ -97,7 +97,7 @@ def pytest_runtest_protocol(item, nextitem):
 
     patch = pytest.MonkeyPatch()
     patch.setattr(subprocess.Popen, "__init__", _forbid("a subprocess"))
-    patch.setattr(Zygote, "run", _forbid("a subprocess"))
+    patch.setattr(Zygote, "_fork", _forbid("a subprocess"))  # behind both run and start
     patch.setattr(Trainer, "run", _forbid("a trainer"))
     try:
         yield

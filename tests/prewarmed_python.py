@@ -14,6 +14,7 @@ memory) must not come from here: :func:`trainer_cli.run_python` takes ``fresh=Tr
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import resource
@@ -146,19 +147,32 @@ class Zygote:
             raise RuntimeError("the pre-warmed interpreter did not start; run the command with fresh=True to see why")
         return process
 
-    def run(self, argv: list[str], env: dict[str, str], timeout: float,
-            file_size_limit: int | None = None) -> subprocess.CompletedProcess:
+    def _fork(self, argv: list[str], env: dict[str, str], stdout: Path, stderr: Path,
+              file_size_limit: int | None) -> int:
+        """Send one command; returns the child's pid (its exit code follows on the zygote's stdout)."""
         if self.process is None or self.process.poll() is not None:
             self.process = self._start()
+        request = {"argv": argv, "env": env, "cwd": str(self.repo), "stdout": str(stdout), "stderr": str(stderr),
+                   "file_size_limit": file_size_limit}
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())["pid"]
+
+    def _exit_code(self) -> int:
+        return json.loads(self.process.stdout.readline())["code"]
+
+    def start(self, argv: list[str], env: dict[str, str], stdout: Path, stderr: Path) -> Started:
+        """Start a command without waiting for it, for a test that signals it; the zygote serves nothing else until
+        it has ended and been waited for."""
+        return Started(self, self._fork(argv, env, stdout, stderr, None))
+
+    def run(self, argv: list[str], env: dict[str, str], timeout: float,
+            file_size_limit: int | None = None) -> subprocess.CompletedProcess:
         with tempfile.TemporaryDirectory() as folder:
             out, err = Path(folder, "stdout"), Path(folder, "stderr")
             out.touch()
             err.touch()
-            request = {"argv": argv, "env": env, "cwd": str(self.repo), "stdout": str(out), "stderr": str(err),
-                       "file_size_limit": file_size_limit}
-            self.process.stdin.write(json.dumps(request) + "\n")
-            self.process.stdin.flush()
-            pid = json.loads(self.process.stdout.readline())["pid"]
+            pid = self._fork(argv, env, out, err, file_size_limit)
             timed_out = threading.Event()
 
             def kill() -> None:
@@ -168,10 +182,42 @@ class Zygote:
             timer = threading.Timer(timeout, kill)
             timer.start()
             try:
-                code = json.loads(self.process.stdout.readline())["code"]
+                code = self._exit_code()
             finally:
                 timer.cancel()
             stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
         if timed_out.is_set():
             raise subprocess.TimeoutExpired(argv, timeout, stdout, stderr)
         return subprocess.CompletedProcess([sys.executable, *argv], code, stdout, stderr)
+
+
+class Started:
+    """A command the zygote forked and did not wait for (``Zygote.start``): the subset of ``subprocess.Popen`` a
+    test that signals its process uses."""
+
+    def __init__(self, zygote: Zygote, pid: int) -> None:
+        self.zygote, self.pid = zygote, pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        """The exit code once the process has ended (the zygote reaps it at once), else None."""
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return self.wait()
+        return self.returncode
+
+    def send_signal(self, number: int) -> None:
+        os.kill(self.pid, number)
+
+    def kill(self) -> None:
+        """SIGKILL to the process and whatever it started (its own process group)."""
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            self.returncode = self.zygote._exit_code()
+        return self.returncode

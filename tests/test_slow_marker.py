@@ -20,6 +20,22 @@ def test_a_fast_test_cannot_start_a_trainer():
         Trainer.run(object())
 
 
+def test_a_fast_test_cannot_fork_from_the_prewarmed_interpreter(tmp_path):
+    from prewarmed_python import Zygote
+
+    class Warm:
+        """A zygote that is already running (as when an earlier slow test started it)."""
+
+        def poll(self):
+            return None
+
+    zygote = Zygote(tmp_path)
+    zygote.process = Warm()
+    for fork in (lambda: zygote.run(["x.py"], {}, 1), lambda: zygote.start(["x.py"], {}, tmp_path, tmp_path)):
+        with pytest.raises(Exception, match="starts a subprocess: mark it"):
+            fork()
+
+
 @pytest.mark.slow
 def test_a_slow_test_may_start_a_process():
     assert subprocess.run([sys.executable, "-c", "print(6 * 7)"], capture_output=True, text=True,

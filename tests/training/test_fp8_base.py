@@ -42,7 +42,7 @@ def sd1_run(tiny_model_factory, concept_dataset, tmp_path_factory):
                      mixed_precision="bf16", gradient_checkpointing="true", fp8_base="true", sample_prompts=prompts,
                      sample_every_n_steps=4, **{"dataset.validation_split": 0.25,
                                                 "training.validation_every_n_steps": 2})
-    return probe(args), root / "out"
+    return probe(args, fresh=False), root / "out"
 
 
 @pytest.mark.slow
@@ -75,7 +75,7 @@ def test_diffusers_loads_the_file(sd1_run, tiny_model_factory):
 def test_sdxl_trains_with_fp32_compute(tiny_model_factory, concept_dataset, tmp_path):
     args = base_args(tiny_model_factory("sdxl").folder, concept_dataset, tmp_path / "out", max_train_steps=3,
                      fp8_base="true", mixed_precision="no")
-    facts = probe(args)
+    facts = probe(args, fresh=False)
     assert facts["base_dtypes"] == {name: [FP32, FP8] for name in ("unet", "text_encoder_0", "text_encoder_1")}
     trained = _trained(tmp_path / "out" / "lora.safetensors")
     assert trained["unet"] == 1.0 and trained["te2"] == 1.0

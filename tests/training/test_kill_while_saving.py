@@ -26,7 +26,8 @@ from library.atomic_files import is_temporary
 from library.gui.events import read_events
 from library.training.state import ADAPTER_FILE, POSITION_FILE, STATE_DIR_NAME, resolve_resume_dir
 
-from trainer_cli import REPO, base_args
+from prewarmed_python import Started
+from trainer_cli import REPO, base_args, start_python
 
 pytestmark = [
     pytest.mark.slow,
@@ -70,18 +71,11 @@ class Checker:
             load_file(str(state / ADAPTER_FILE))
 
 
-def _start(output: Path, args: list[str], log: Path) -> subprocess.Popen:
-    with open(log, "w", encoding="utf-8") as handle:
-        return subprocess.Popen(
-            [sys.executable, str(REPO / "train_network.py"), *args],
-            cwd=REPO,
-            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
-            stdout=subprocess.DEVNULL,
-            stderr=handle,
-        )
+def _start(args: list[str], log: Path) -> subprocess.Popen | Started:
+    return start_python([str(REPO / "train_network.py"), *args], log, env={"OMP_NUM_THREADS": "1"})
 
 
-def _wait_for_new_checkpoint(process: subprocess.Popen, output: Path, seen: int, log: Path) -> list[dict]:
+def _wait_for_new_checkpoint(process: subprocess.Popen | Started, output: Path, seen: int, log: Path) -> list[dict]:
     """The events this process wrote, once it has saved at least once."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -117,7 +111,7 @@ def _wait_for_writes(output: Path, count: int, timeout: float = 3.0) -> None:
         time.sleep(0.0002)
 
 
-def _freeze(process: subprocess.Popen) -> None:
+def _freeze(process: subprocess.Popen | Started) -> None:
     process.send_signal(signal.SIGSTOP)
     stat = Path(f"/proc/{process.pid}/stat")
     while stat.read_text().rsplit(")", 1)[1].split()[0] not in ("T", "t"):  # stopped, not merely signalled
@@ -135,7 +129,7 @@ def test_sigkill_while_saving_never_leaves_a_broken_file(tiny_model_factory, con
     for run in range(KILLS):
         seen = len(read_events(output))
         log = tmp_path / f"trainer-{run}.log"
-        process = _start(output, args + (["--resume", "latest"] if resume_step is not None else []), log)
+        process = _start(args + (["--resume", "latest"] if resume_step is not None else []), log)
         try:
             events = _wait_for_new_checkpoint(process, output, seen, log)
             if resume_step is not None:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from prewarmed_python import Zygote, limit_file_size
+from prewarmed_python import Started, Zygote, limit_file_size
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,17 +38,29 @@ def run_python(argv: list[str], label: str, timeout: float = 600, check: bool = 
     return result
 
 
+def start_python(argv: list[str], stderr: Path, env: dict[str, str] | None = None) -> subprocess.Popen | Started:
+    """``python ARGV`` from the repository, offline, not waited for (stdout discarded, stderr to the file): for a
+    test that signals the process. Forked from the pre-warmed interpreter like :func:`run_python`'s commands."""
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    if os.environ.get("FURNACE_TEST_FRESH_PROCESSES") == "1":
+        with open(stderr, "w", encoding="utf-8") as handle:
+            return subprocess.Popen([sys.executable, *argv], cwd=REPO, env=environment, stdout=subprocess.DEVNULL,
+                                    stderr=handle)
+    stderr.touch()
+    return _zygote().start(argv, environment, Path(os.devnull), stderr)
+
+
 @functools.cache
 def _zygote() -> Zygote:
     return Zygote(REPO)
 
 
-def probe(args: list[str], setup_only: bool = False) -> dict:
-    """The facts ``trainer_probe.py`` reports after running the trainer with ``args`` in a fresh process."""
-    command = [sys.executable, str(REPO / "tests" / "training" / "trainer_probe.py")]
-    result = subprocess.run(command + (["--setup-only"] if setup_only else []) + args, capture_output=True,
-                            text=True, timeout=600, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-3000:]
+def probe(args: list[str], setup_only: bool = False, fresh: bool = True) -> dict:
+    """The facts ``trainer_probe.py`` reports after running the trainer with ``args``. Thread counts and compile
+    state need a fresh process (the pre-warmed interpreter's torch has set up its thread pools already); the
+    model's dtypes and the written files do not (``fresh=False`` skips the imports)."""
+    script = str(REPO / "tests" / "training" / "trainer_probe.py")
+    result = run_python([script, *(["--setup-only"] if setup_only else []), *args], "trainer_probe.py", fresh=fresh)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 

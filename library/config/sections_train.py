@@ -78,7 +78,8 @@ class NetworkSection(BlockChoice, BaseModel):
         "kohya",
         description="LoRA file layout: 'kohya' (lora_down/lora_up/alpha; FLUX.1 in BFL names with q, k, v fused, "
         "as sd-scripts, ComfyUI and Forge read it) or 'diffusers' (peft's lora_A/lora_B under transformer. / "
-        "text_encoder., as diffusers' load_lora_weights reads it).",
+        "text_encoder., as diffusers' FLUX.1 load_lora_weights reads it; its SD1/SD2 loader refuses the file's "
+        ".alpha keys, so use 'kohya' there).",
     )
     train_blocks: Literal[TRAIN_BLOCKS] = Field(
         "all",

@@ -126,14 +126,16 @@ def main() -> None:
     if args.unet_error:
         print(json.dumps(unet_error(args.unet_error, args.resolution)))
         return
-    dataset = ensure_dataset(RESULTS / "data" / f"train-{args.resolution}-{args.images}", count=args.images)
     options = {**MEMORY_OPTIONS, **dict(item.split("=", 1) for item in args.set)}
     report, rows = {}, []
     if "flux1-dev" in args.families:
         report["flux1-dev"], flux_row = measure_flux(args)
         print_table(["FLUX.1-dev transformer", "bf16 weights GiB", "fp8 weights GiB", "RSS built GiB", "peak GiB",
                      "s/step"], [[f"{flux_row[0]:.1f} B parameters", *flux_row[1:]]])
-    for family in [family for family in args.families if family != "flux1-dev"]:
+    stable_diffusion = [family for family in args.families if family != "flux1-dev"]
+    if stable_diffusion:
+        dataset = ensure_dataset(RESULTS / "data" / f"train-{args.resolution}-{args.images}", count=args.images)
+    for family in stable_diffusion:
         model = ensure_model(args.size, family, "bfloat16")
         runs = {}
         for variant, fp8 in VARIANTS.items():

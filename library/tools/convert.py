@@ -47,7 +47,7 @@ from library.networks.hypernetwork_file import (
 )
 from library.networks.lora_file import SAVE_PRECISIONS, save_dtype, write_lora_file
 from library.networks.lora_layouts import SAVE_FORMATS, adapter_tensors, file_tensors, reference_paths
-from library.networks.pivotal_embeddings import TOKEN_KEY, Embeddings, companion_embedding, embedding_companion
+from library.networks.pivotal_embeddings import TOKEN_KEY, Embeddings, embedding_companion, lora_embeddings
 from library.sampling.samplers import build_scheduler
 from library.tools.common import (
     TOOL_KEY,
@@ -158,8 +158,8 @@ def convert_lora(args: argparse.Namespace) -> bool:
     if not args.layout:
         raise ToolError(f"{args.source} is a LoRA: give --layout {' or '.join(SAVE_FORMATS)} to rewrite it")
     tensors, metadata = read_adapter_file(args.source)
-    tensors, bundled = split_bundled(tensors)
-    embeddings = {**companion_embedding(args.source), **bundled}
+    embeddings = lora_embeddings(args.source, tensors)
+    tensors = split_bundled(tensors)[0]
     family = lora_family(list(tensors), metadata)
     source = str(args.source)
     adapters = adapter_tensors(family, tensors, source)

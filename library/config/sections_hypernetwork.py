@@ -48,7 +48,8 @@ class HypernetworkSection(BaseModel):
         None,
         description="A hypernetwork file (.pt, A1111's, or .safetensors) to continue training from, as "
         "network.network_weights is for a LoRA: its MLP shape and widths are the run's (set the shape options below "
-        "only to what the file has).",
+        "only to what the file has). The saved files' A1111 'step' counts on from the file's, as A1111 counts a "
+        "hypernetwork's steps; max_train_steps, the file names' step and ss_steps count this run's steps.",
     )
     enable_sizes: Sizes | None = Field(
         None,

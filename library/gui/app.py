@@ -35,7 +35,7 @@ from .tensorboard import PREFIX as TENSORBOARD_PREFIX
 from .tensorboard import TensorBoard
 from .tensorboard_proxy import TOKEN_COOKIE, proxy_client
 from .tensorboard_proxy import router as tensorboard_router
-from .thumbnails import prune as prune_thumbnails
+from .thumbnails import ThumbnailCache
 
 logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -59,12 +59,13 @@ def create_app(settings: GuiSettings) -> FastAPI:
     scheduler = Scheduler(settings, store)
     tensorboard = TensorBoard(settings.runs_root, settings.tensorboard_port)
     jobs = JobManager(settings)
+    thumbnails = ThumbnailCache(settings.runs_root, settings.max_thumbnails)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         scheduler.start()
         tensorboard.start()
-        threading.Thread(target=prune_thumbnails, args=(settings.runs_root,), name="thumbnails", daemon=True).start()
+        threading.Thread(target=thumbnails.prune, name="thumbnails", daemon=True).start()
         app.state.tensorboard_client = proxy_client()
         yield
         scheduler.shutdown()
@@ -75,7 +76,7 @@ def create_app(settings: GuiSettings) -> FastAPI:
     app = FastAPI(title="Furnace", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
     app.state.tensorboard, app.state.jobs = tensorboard, jobs
-    app.state.caption_history = CaptionHistory()
+    app.state.caption_history, app.state.thumbnails = CaptionHistory(), thumbnails
 
     @app.middleware("http")
     async def require_token(request: Request, call_next):

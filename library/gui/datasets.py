@@ -19,7 +19,7 @@ from library.data.images import IMAGE_EXTENSIONS, is_image_file, list_folder
 from library.data.repeat_folders import RepeatFolderError, parse_repeat_folder
 from preprocess.report import dataset_report, find_image_folders
 
-from .paths import PathRefused, confine, within_dataset
+from .paths import PathRefused, confine, relative_name, within_dataset
 
 _EXTENSION = re.compile(r"\.?[A-Za-z0-9_-]{1,16}")
 
@@ -68,16 +68,12 @@ def list_datasets(roots: Sequence[Path]) -> list[dict[str, Any]]:
     return found
 
 
-def _relative(root: Path, path: Path | str) -> str:
-    return Path(path).resolve().relative_to(root.resolve()).as_posix()
-
-
 def _image_entry(root: Path, image: Path, extension: str) -> tuple[dict[str, Any], str | None]:
     try:
         caption, error = read_caption_for(image, extension), None
     except CaptionError as problem:
         caption, error = None, problem.reason
-    entry = {"path": _relative(root, image), "name": image.name, "caption": caption, "caption_error": error}
+    entry = {"path": relative_name(root, image), "name": image.name, "caption": caption, "caption_error": error}
     return entry, caption
 
 
@@ -93,7 +89,7 @@ def _group(root: Path, folder: Path, extension: str, captions: list[str]) -> dic
         images.append(entry)
         if caption:
             captions.append(caption)
-    return {"folder": _relative(root, folder), "name": folder.name, "repeats": named.repeats if named else None,
+    return {"folder": relative_name(root, folder), "name": folder.name, "repeats": named.repeats if named else None,
             "class_tokens": named.class_tokens if named else None, "name_error": error, "images": images}
 
 
@@ -101,12 +97,12 @@ def dataset_listing(root: Path, folder: Path, extension: str) -> dict[str, Any]:
     """The folder's image groups (``N_name`` sub-folders, or the folder itself) and its tag frequencies."""
     captions: list[str] = []
     groups = [_group(root, path, extension, captions) for path in find_image_folders(folder, extension) or [folder]]
-    return {"path": _relative(root, folder), "groups": groups,
+    return {"path": relative_name(root, folder), "groups": groups,
             "tags": tag_frequencies(captions).most_common(), "images": sum(len(g["images"]) for g in groups)}
 
 
 def _finding(findings: dict[str, list[dict[str, str]]], root: Path, path: str, kind: str, message: str) -> None:
-    findings.setdefault(_relative(root, path), []).append({"kind": kind, "message": message})
+    findings.setdefault(relative_name(root, path), []).append({"kind": kind, "message": message})
 
 
 def dataset_findings(root: Path, folder: Path, extension: str, resolution: int) -> dict[str, Any]:
@@ -129,5 +125,6 @@ def dataset_findings(root: Path, folder: Path, extension: str, resolution: int) 
             others = ", ".join(Path(other).name for other in group if other != path)
             _finding(findings, root, path, "duplicate", f"near-duplicate of {others}")
     problems = [{"severity": problem.severity, "message": within_dataset(folder, problem.message),
-                 "folder": _relative(folder, problem.folder) if problem.folder else ""} for problem in report.problems]
+                 "folder": relative_name(folder, problem.folder) if problem.folder else ""}
+                for problem in report.problems]
     return {"ok": report.ok, "images": findings, "problems": problems}

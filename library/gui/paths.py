@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 class PathRefused(ValueError):
@@ -32,6 +33,22 @@ def inside_any(path: Path, roots: Sequence[Path]) -> bool:
     """Whether `path` (resolved, symlinks followed) lies in one of `roots`."""
     resolved = path.resolve()
     return any(resolved.is_relative_to(root.resolve()) for root in roots)
+
+
+def relative_name(base: Path, path: Path | str) -> str:
+    """How the API names ``path``, a file or folder inside ``base``: relative to it, '/'-separated. The folders above
+    it are resolved, not the entry itself, so a symlinked image keeps its name in the dataset."""
+    path = Path(path)
+    return (path.parent.resolve() / path.name).relative_to(base.resolve()).as_posix()
+
+
+def dataset_location(path: Path, roots: Sequence[Path]) -> dict[str, Any] | None:
+    """``path`` as the dataset browser names it: ``root``, the number of the datasets root holding it, and ``path``
+    inside that root; None when no root holds it."""
+    for index, root in enumerate(roots):
+        if inside_any(path, [root]):
+            return {"root": index, "path": relative_name(root, path.resolve())}
+    return None
 
 
 def within_dataset(folder: Path, text: str) -> str:

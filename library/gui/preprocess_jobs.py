@@ -12,7 +12,7 @@ from typing import Any
 
 from preprocess.__main__ import build_parser
 
-from .paths import PathRefused, inside_any
+from .paths import PathRefused, dataset_location, inside_any
 from .settings import DATASETS_ROOT_FLAG, MODELS_ROOT_FLAG, GuiSettings
 
 
@@ -99,11 +99,7 @@ def result_location(namespace: argparse.Namespace, settings: GuiSettings) -> dic
     folder = getattr(namespace, "out", None) or getattr(namespace, "src", None)
     if not isinstance(folder, Path):
         return None
-    target = (settings.workdir / folder).resolve()
-    for index, root in enumerate(settings.dataset_roots):
-        if target.is_relative_to(root.resolve()):
-            return {"root": index, "path": target.relative_to(root.resolve()).as_posix()}
-    return None
+    return dataset_location(settings.workdir / folder, settings.dataset_roots)
 
 
 def _name(action: argparse.Action) -> str:

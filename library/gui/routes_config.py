@@ -3,6 +3,8 @@ doctor."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Literal
 
 from dataclasses import asdict
@@ -20,7 +22,7 @@ from .datasets import list_datasets
 from .forms import (REQUEST_SOURCE, allowed_roots, field_messages, sd_scripts_flags, toml_to_values, validate,
                     values_to_toml)
 from .model_family import form_family
-from .paths import PathRefused, inside_any, within_dataset
+from .paths import PathRefused, dataset_location, inside_any, relative_name, within_dataset
 from .presets import PresetConflict, PresetNotFound, delete_preset, list_presets, preset_trainer, save_preset
 from .prompt_lines import check_form_prompts
 from .settings import TRAINERS, GuiSettings
@@ -202,10 +204,13 @@ def roots(request: Request) -> dict:
 @router.post("/doctor")
 def doctor(body: DoctorBody, request: Request) -> dict:
     """The dataset doctor's report for a folder inside the dataset roots (JSON and the CLI's text), read with the
-    form's dataset settings as a run would read it."""
+    form's dataset settings as a run would read it. The folder is named as the dataset browser names it (`dataset`:
+    its root's number and path), the report's folders and images by their path inside that root, and its text and
+    problems relative to the dataset, as the page shows them."""
     settings = _settings(request)
     folder = (settings.workdir / body.path).resolve()
-    if not inside_any(folder, settings.dataset_roots):
+    location = dataset_location(folder, settings.dataset_roots)
+    if location is None:
         raise PathRefused(f"{body.path}: must be inside the configured datasets folders")
     if not folder.is_dir():
         raise PathRefused(f"{body.path}: folder not found")
@@ -215,4 +220,19 @@ def doctor(body: DoctorBody, request: Request) -> dict:
     shown = report.to_dict()
     shown["problems"] = [{**problem, "folder": within_dataset(folder, problem["folder"]),
                           "message": within_dataset(folder, problem["message"])} for problem in shown["problems"]]
-    return {"report": shown, "text": within_dataset(folder, format_report(report))}
+    root = settings.dataset_roots[location["root"]]
+    for key in ("folders", "near_duplicates"):
+        shown[key] = _named_inside(root, folder, shown[key])
+    return {"report": shown, "text": within_dataset(folder, format_report(report)), "dataset": location}
+
+
+def _named_inside(root: Path, folder: Path, value: Any) -> Any:
+    """``value`` (a part of the doctor's report) with each path in the dataset ``folder`` (the folders, the images
+    each list names) named inside the datasets ``root``; tags and other text stay as they are."""
+    if isinstance(value, dict):
+        return {key: _named_inside(root, folder, item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_named_inside(root, folder, item) for item in value]
+    if isinstance(value, str) and (value == str(folder) or value.startswith(str(folder) + os.sep)):
+        return relative_name(root, value)
+    return value

@@ -26,7 +26,7 @@ from .datasets import (
 from .paths import PathRefused
 from .routes_config import REQUEST_BODY
 from .settings import GuiSettings
-from .thumbnails import thumbnail
+from .thumbnails import ThumbnailCache
 
 router = APIRouter()
 
@@ -68,6 +68,10 @@ def _history(request: Request) -> CaptionHistory:
     return request.app.state.caption_history
 
 
+def _thumbnails(request: Request) -> ThumbnailCache:
+    return request.app.state.thumbnails
+
+
 def _folder(request: Request, root: int, path: str):
     base = dataset_root(_settings(request).dataset_roots, root)
     return base, dataset_folder(base, path)
@@ -100,10 +104,9 @@ def findings(root: int, request: Request, path: str, resolution: int = 512,
 @router.get("/datasets/{root}/thumbnail")
 def image_thumbnail(root: int, request: Request, path: str) -> FileResponse:
     """A small JPEG of one image inside the root, made once and cached; 404 when the image cannot be decoded."""
-    settings = _settings(request)
-    image = dataset_image(dataset_root(settings.dataset_roots, root), path)
+    image = dataset_image(dataset_root(_settings(request).dataset_roots, root), path)
     try:
-        return FileResponse(thumbnail(image, settings.runs_root), media_type="image/jpeg")
+        return FileResponse(_thumbnails(request).thumbnail(image), media_type="image/jpeg")
     except ImageLoadError as error:
         raise HTTPException(404, f"{path}: {error.reason}") from None
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from .thumbnails import MAX_THUMBNAILS
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 TOKEN_ENV = "FURNACE_GUI_TOKEN"
 MODELS_ROOT_FLAG = "--models-root"
@@ -65,6 +67,7 @@ class GuiSettings:
     max_concurrent: int = 1
     launcher: str = "python"
     tensorboard_port: int = 6006
+    max_thumbnails: int = MAX_THUMBNAILS
 
     @staticmethod
     def trainer_script(trainer: str) -> Path:
@@ -91,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-concurrent", type=int, default=1, help="runs trained at the same time")
     parser.add_argument("--launcher", choices=("python", "accelerate"), default="python",
                         help="start trainers with the venv python or with `accelerate launch`")
+    parser.add_argument("--max-thumbnails", type=int, default=MAX_THUMBNAILS,
+                        help=f"dataset thumbnails kept cached under the runs root (default {MAX_THUMBNAILS}, about "
+                             "15 KB each); the least recently shown go first")
     return parser
 
 
@@ -105,6 +111,8 @@ def parse_settings(argv: Sequence[str]) -> GuiSettings:
         raise SettingsError(f"--listen / --host {host} exposes the trainer: also pass --token T (or set ${TOKEN_ENV})")
     if args.max_concurrent < 1:
         raise SettingsError("--max-concurrent must be at least 1")
+    if args.max_thumbnails < 1:
+        raise SettingsError("--max-thumbnails must be at least 1")
     workdir = args.workdir.resolve()
 
     def under(path: Path | None, default: str) -> Path:
@@ -124,6 +132,7 @@ def parse_settings(argv: Sequence[str]) -> GuiSettings:
         max_concurrent=args.max_concurrent,
         launcher=args.launcher,
         tensorboard_port=args.tensorboard_port,
+        max_thumbnails=args.max_thumbnails,
     )
 
 

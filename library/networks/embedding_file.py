@@ -24,6 +24,7 @@ from library.networks.hashes import lora_hashes
 logger = logging.getLogger(__name__)
 
 SINGLE_ENCODER_KEY = "emb_params"
+TOKEN_KEY = "ss_token_string"  # an embedding file's token, as our trainers and convert write it
 SDXL_ENCODER_KEYS = ("clip_l", "clip_g")
 _KEYS_BY_FAMILY = {"sd1": (SINGLE_ENCODER_KEY,), "sd2": (SINGLE_ENCODER_KEY,), "sd2-v": (SINGLE_ENCODER_KEY,),
                    "sdxl": SDXL_ENCODER_KEYS}
@@ -53,6 +54,11 @@ class Embedding:
     @property
     def num_vectors(self) -> int:
         return next(iter(self.vectors.values())).shape[0]
+
+    def token(self, path: Path) -> str:
+        """The token the file at ``path`` prompts with: its ``ss_token_string``, A1111's ``name``, else the file's
+        stem, as A1111 and ComfyUI name a file that records neither."""
+        return self.metadata.get(TOKEN_KEY) or self.metadata.get("name") or path.stem
 
     def for_family(self, family: ModelFamily, path: Path) -> list[torch.Tensor]:
         """The vectors of each of the family's text encoders, in its order."""

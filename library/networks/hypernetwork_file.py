@@ -180,6 +180,17 @@ INFO_ENTRIES = ("step", "name", "sd_checkpoint", "sd_checkpoint_name", "optional
 """A1111's entries that describe a file's training rather than its MLPs (:func:`a1111_dict`'s ``info``)."""
 
 
+def trained_steps(path: Path, read: HypernetworkFile) -> int:
+    """The steps the hypernetwork in ``read`` (read from ``path``) was trained: its ``step`` entry, 0 without one
+    (as A1111 reads it), so a continued run counts on from it."""
+    step = read.info.get("step")
+    if step is None:
+        return 0
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise HypernetworkFileError(f"{path}: its step entry {step!r} is not a step count; fix or remove it")
+    return step
+
+
 def load_hypernetwork(path: Path) -> Hypernetwork:
     """A :class:`Hypernetwork` holding a file's weights (fp32, eval mode); refuses weights of another shape."""
     return hypernetwork_of(path, read_hypernetwork(path))

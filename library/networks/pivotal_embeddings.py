@@ -3,7 +3,8 @@
 A pivotal LoRA was trained together with a new token's embedding; rendering it without that embedding prompts an
 untrained token. The embedding travels in one of two places: bundled inside the LoRA file (``bundle_emb.<token>.*``,
 :mod:`bundled_embeddings`), or beside it as ``<file name>_emb.safetensors``, the textual-inversion file diffusers'
-scripts write and ``load_textual_inversion`` reads (its token in ``ss_token_string``). Previews of a LoRA (the
+scripts write and ``load_textual_inversion`` reads (its token in ``ss_token_string``, else as
+:meth:`Embedding.token` names it). Previews of a LoRA (the
 ``compare`` grid, a run's ``compare_at_end``) put the file's embeddings into the model with :func:`embeddings_applied`.
 """
 
@@ -19,10 +20,9 @@ from safetensors import safe_open
 from library.models.families import ModelFamily
 from library.models.token_embeddings import input_embeddings, set_token
 from library.networks.bundled_embeddings import PREFIX, is_bundled, split_bundled
-from library.networks.embedding_file import Embedding, EmbeddingFileError, read_embedding_file
+from library.networks.embedding_file import Embedding, read_embedding_file
 
 EMBEDDING_SUFFIX = "_emb"  # the embedding beside a LoRA file (the name diffusers' pivotal-tuning scripts use)
-TOKEN_KEY = "ss_token_string"  # an embedding file's token, as our trainers and convert write it
 
 Embeddings = dict[str, dict[str, torch.Tensor]]
 """token -> embedding-file tensors (``emb_params``, or ``clip_l`` and ``clip_g``)."""
@@ -39,13 +39,7 @@ def companion_embedding(path: Path) -> Embeddings:
     if not companion.is_file():
         return {}
     embedding = read_embedding_file(companion)
-    token = embedding.metadata.get(TOKEN_KEY)
-    if not token:
-        raise EmbeddingFileError(
-            f"{companion}: no {TOKEN_KEY} in its metadata, so the token it belongs to is unknown; rename or remove "
-            "the file, or bundle the embedding into the LoRA file"
-        )
-    return {token: embedding.vectors}
+    return {embedding.token(companion): embedding.vectors}
 
 
 def lora_embeddings(path: Path, tensors: Mapping[str, torch.Tensor] | None = None) -> Embeddings:

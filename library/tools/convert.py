@@ -35,7 +35,7 @@ from library.atomic_files import atomic_folder
 from library.models.loader import BaseModel
 from library.models.pipeline import assemble_pipeline
 from library.networks.bundled_embeddings import bundle_tensors, split_bundled
-from library.networks.embedding_file import EmbeddingFileError, read_embedding_file, write_embedding_file
+from library.networks.embedding_file import TOKEN_KEY, EmbeddingFileError, read_embedding_file, write_embedding_file
 from library.networks.hypernetwork_file import (
     INFO_ENTRIES,
     PT_SUFFIX,
@@ -47,7 +47,7 @@ from library.networks.hypernetwork_file import (
 )
 from library.networks.lora_file import SAVE_PRECISIONS, save_dtype, write_lora_file
 from library.networks.lora_layouts import SAVE_FORMATS, adapter_tensors, file_tensors, reference_paths
-from library.networks.pivotal_embeddings import TOKEN_KEY, Embeddings, embedding_companion, lora_embeddings
+from library.networks.pivotal_embeddings import Embeddings, embedding_companion, lora_embeddings
 from library.sampling.samplers import build_scheduler
 from library.tools.common import (
     TOOL_KEY,
@@ -122,7 +122,7 @@ def convert_embedding(args: argparse.Namespace) -> bool:
         return False  # a .pt checkpoint, converted below
     if args.out.suffix.lower() != ".safetensors":
         raise ToolError(f"{args.out}: an embedding converts to a .safetensors file")
-    names = {"name": "ss_token_string", "step": "ss_steps"}
+    names = {"name": TOKEN_KEY, "step": "ss_steps"}
     metadata = {names[key]: value for key, value in embedding.metadata.items() if key in names}
     dtype = save_dtype(args.save_precision or "fp16")
     args.out.parent.mkdir(parents=True, exist_ok=True)

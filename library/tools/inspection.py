@@ -149,7 +149,7 @@ def embedding_report(path: Path) -> dict[str, object]:
         "file": str(path),
         "type": "embedding",
         "family": recorded or by_width,
-        "token": metadata.get("ss_token_string") or metadata.get("name") or path.stem,
+        "token": embedding.token(path),
         "vectors": embedding.num_vectors,
         "widths": widths,
         "encoders": [_ENCODER_NAMES[key] for key in embedding.vectors],

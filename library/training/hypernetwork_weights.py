@@ -32,6 +32,7 @@ from library.networks.hypernetwork_file import (
     a1111_dict,
     hypernetwork_of,
     read_hypernetwork,
+    trained_steps,
     write_pt,
     write_safetensors,
 )
@@ -64,15 +65,19 @@ def hypernetwork_options(config: FurnaceConfig) -> HypernetworkOptions:
     )
 
 
-def build_hypernetwork(config: FurnaceConfig, unet: torch.nn.Module) -> Hypernetwork:
-    """The hypernetwork to train: read from ``hypernetwork.network_weights`` (its shape and widths), else new, with
-    a pair for each of ``enable_sizes`` (default: the text-context width); each width must feed an attention layer."""
+def build_hypernetwork(config: FurnaceConfig, unet: torch.nn.Module) -> tuple[Hypernetwork, int]:
+    """The hypernetwork to train and the steps it was trained before: read from ``hypernetwork.network_weights``
+    (its shape, widths and A1111 ``step``), else new (0 steps), with a pair for each of ``enable_sizes`` (default:
+    the text-context width); each width must feed an attention layer."""
     section, widths = config.hypernetwork, context_widths(unet)
+    steps_before = 0
     if section.network_weights:
         path = Path(section.network_weights)
-        hypernetwork = hypernetwork_of(path, read_hypernetwork(path))
+        read = read_hypernetwork(path)
+        hypernetwork, steps_before = hypernetwork_of(path, read), trained_steps(path, read)
         _check_same_shape(config, hypernetwork, path)
-        logger.info("continuing from the hypernetwork in %s (widths %s)", path, hypernetwork.widths)
+        logger.info("continuing from the hypernetwork in %s (widths %s, trained %d steps)", path,
+                    hypernetwork.widths, steps_before)
     else:
         hypernetwork = Hypernetwork(section.enable_sizes or [unet.config.cross_attention_dim], hypernetwork_options(config))
     unused = [width for width in hypernetwork.widths if width not in widths]
@@ -82,7 +87,7 @@ def build_hypernetwork(config: FurnaceConfig, unet: torch.nn.Module) -> Hypernet
             f"{where} width(s) {', '.join(map(str, unused))}, which no attention layer of this model takes (its "
             f"key/value inputs are {', '.join(map(str, widths))} wide); use those widths, or a file made for this model"
         )
-    return hypernetwork
+    return hypernetwork, steps_before
 
 
 def _check_same_shape(config: FurnaceConfig, hypernetwork: Hypernetwork, path: Path) -> None:
@@ -130,7 +135,8 @@ class HypernetworkWeights(TrainedWeights):
         model.unet.requires_grad_(False)
         for encoder in model.text_encoders:
             encoder.requires_grad_(False)
-        self.hypernetwork = build_hypernetwork(config, model.unet).to(device, torch.float32).train()
+        hypernetwork, self.steps_before = build_hypernetwork(config, model.unet)
+        self.hypernetwork = hypernetwork.to(device, torch.float32).train()
         attach(model.unet, self.hypernetwork)
         logger.info("hypernetwork: %d MLP pairs for widths %s, %s parameters", len(self.hypernetwork.pairs),
                     ", ".join(map(str, self.hypernetwork.widths)),
@@ -164,10 +170,11 @@ class HypernetworkWeights(TrainedWeights):
         return a1111_short_hash(Path(self.config.model.pretrained_model_name_or_path))
 
     def save(self, path: Path, info: TrainingInfo) -> None:
-        """``path`` (``.safetensors``) and A1111's ``.pt`` beside it, holding the same tensors."""
+        """``path`` (``.safetensors``) and A1111's ``.pt`` beside it, holding the same tensors. Their A1111 ``step``
+        counts on from a continued file's, as A1111's own training does; ``ss_steps`` is this run's."""
         base = Path(self.config.model.pretrained_model_name_or_path)
         saved = a1111_dict(self.hypernetwork, {
-            "step": info.steps,
+            "step": self.steps_before + info.steps,
             "name": self.config.output.output_name,
             "sd_checkpoint": self._base_hash,
             "sd_checkpoint_name": base.stem if base.is_file() else base.name,

@@ -1,6 +1,7 @@
 """The dataset browser's API against a real server: the listing grouped by `N_name` folder, thumbnails, paths outside
 the datasets root refused, caption edits read back as the pipeline reads them and undone byte for byte, bulk tag
-actions that give what the `tags` command gives, and the doctor's findings per image."""
+actions that give what the `tags` command gives, the doctor's findings per image, and the form's doctor report naming
+files inside the datasets root."""
 
 from __future__ import annotations
 
@@ -157,3 +158,19 @@ def test_the_doctors_findings_are_given_per_image(client, folders):
     assert ("", "near-duplicate images: 10_sks dog/a.png, 10_sks dog/b.png") in shown
     assert not any(str(folders.datasets) in folder + message for folder, message in shown)
     assert client.get("/api/datasets/0/findings", params={"path": "pets", "resolution": 2}).status_code == 422
+
+
+def test_the_form_doctors_report_names_folders_and_images_inside_the_datasets_root(client, folders):
+    dataset = folders.datasets / "pets"
+    answer = client.post("/api/doctor", json={"path": str(dataset), "dataset": {"resolution": 80}})
+    assert answer.status_code == 200, answer.text
+    assert str(folders.datasets) not in answer.text   # no path of the machine's, anywhere in the answer
+    result = answer.json()
+    assert result["dataset"] == {"root": 0, "path": "pets"}
+    dog, cat = result["report"]["folders"]
+    assert (dog["path"], cat["path"]) == ("pets/10_sks dog", "pets/2_cat")
+    assert dog["missing_captions"] == ["pets/10_sks dog/c.png"]
+    assert dog["below_resolution_images"] == ["pets/10_sks dog/a.png", "pets/10_sks dog/b.png"]
+    assert [entry["path"] for entry in dog["unreadable_images"]] == ["pets/10_sks dog/bad.png"]
+    assert result["report"]["near_duplicates"] == [["pets/10_sks dog/a.png", "pets/10_sks dog/b.png"]]
+    assert dog["top_tags"] == [["dog", 2], ["running", 1], ["<img src=x onerror=alert(1)>", 1]]

@@ -1,7 +1,7 @@
 """LoRA files with a bundled textual-inversion embedding (pivotal tuning): the keys A1111 reads, our readers and
 ``inspect`` take them, the embedding taken out of the file is one diffusers loads, ``resize`` and ``merge-loras``
 carry it into what they write (or refuse two different embeddings of one token), and ``convert --layout`` keeps it
-bundled (kohya) or beside the file (diffusers)."""
+bundled (kohya) or beside the file (diffusers); a companion without our metadata is named by its file's stem."""
 
 from __future__ import annotations
 
@@ -199,3 +199,20 @@ def test_merge_into_says_the_embedding_is_not_in_the_checkpoint_and_where_it_is(
     capsys.readouterr()
     assert main(["merge-into", str(tiny_sd1.single_file), str(plain), "--out", str(tmp_path / "plain.safetensors")]) == 0
     assert "not in the merged checkpoint" not in capsys.readouterr().out
+
+
+def test_a_companion_without_metadata_is_named_by_its_stem_as_a1111_and_comfyui_do(tmp_path, capsys):
+    plain = make_lora_file("sd1", tmp_path / "plain.safetensors")
+    beside = tmp_path / "beside.safetensors"
+    beside.write_bytes(plain.read_bytes())
+    vectors = _vectors(6)
+    companion = tmp_path / "beside_emb.safetensors"
+    save_file(vectors, str(companion))  # another program's embedding: no metadata at all
+    out = tmp_path / "bundled.safetensors"
+    capsys.readouterr()
+    assert main(["convert", str(beside), "--layout", "kohya", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip().endswith("bundled embedding(s) kept: beside_emb")
+    _, kept = split_bundled(load_file(str(out)))
+    assert list(kept) == ["beside_emb"] and torch.equal(kept["beside_emb"]["emb_params"], vectors["emb_params"])
+    assert main(["inspect", str(companion), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["token"] == "beside_emb"  # inspect names it the same way

@@ -11,6 +11,7 @@ import pytest
 import torch
 from trainer_cli import base_args, read_events, run_cli, run_python
 
+from library.models.checkpoint_io import read_safetensors_metadata
 from library.models.loader import load_base_model
 from library.networks.hypernetwork import context_widths
 from library.networks.hypernetwork_file import read_hypernetwork
@@ -101,7 +102,8 @@ def test_options_of_other_trainers_are_refused(tiny_model_factory, concept_datas
 def test_enabled_widths_are_saved_as_a1111_keys_and_a_file_continues_training(tiny_model_factory, concept_dataset,
                                                                               tmp_path):
     """enable_sizes gives a pair to self-attention widths too (A1111's 320/640/1280 modules; here the tiny UNet's);
-    network_weights continues from the .pt: a step at a tiny rate moves the weights by about that rate only."""
+    network_weights continues from the .pt: a step at a tiny rate moves the weights by about that rate only, and
+    A1111's step counts on from the file's while ss_steps counts this run's."""
     widths = context_widths(load_base_model(tiny_model_factory("sd1").folder).unet)
     assert len(widths) > 1  # the text context and the feature widths
     first = tmp_path / "first"
@@ -117,6 +119,9 @@ def test_enabled_widths_are_saved_as_a1111_keys_and_a_file_continues_training(ti
     assert f"continuing from the hypernetwork in {first / 'hn.pt'}" in result.stderr
     after = torch.load(continued / "hn.pt", weights_only=True)
     assert sorted(key for key in after if isinstance(key, int)) == widths
+    assert (trained["step"], after["step"]) == (2, 3)
+    metadata = read_safetensors_metadata(continued / "hn.safetensors")
+    assert (metadata["hypernetwork.step"], metadata["ss_steps"]) == ("3", "1")
     for width in widths:  # a fresh start (random weights) would be nowhere near the file's
         for role in (0, 1):
             for name, tensor in trained[width][role].items():

@@ -1,4 +1,5 @@
-"""Other programs read our files as we mean them: diffusers' kohya loader (SD1, SD2-v, SDXL) and LyCORIS (DoRA).
+"""Other programs read our files as we mean them: diffusers' loaders (SD1, SD2-v, SDXL kohya files; SD1, SD2-v
+diffusers-layout files) and LyCORIS (DoRA); and we read diffusers' own files as it means them.
 
 diffusers ``load_lora_weights`` + ``fuse_lora`` must give exactly the weights of our ``merge_lora_into``, and the
 pipeline output must follow. diffusers drops ``dora_scale`` from kohya files, so DoRA files are checked against
@@ -13,6 +14,8 @@ import torch
 
 from library.models.tiny import build_pipeline
 from library.networks import LoraOptions, inject_lora, merge_lora_into, read_lora_file
+from library.networks.lora_file import read_tensors_file
+from library.networks.lora_layouts import adapter_tensors
 from library.networks.targets import index_modules
 
 
@@ -30,6 +33,12 @@ def _write_random_lora(tiny, perturb, tmp_path, family_name: str, options: LoraO
     perturb(network)
     path = tmp_path / f"{family_name}.safetensors"
     network.save(path, "float", {"ss_output_name": family_name})
+    tensors, metadata = read_tensors_file(path)
+    written = network.state_dict_kohya()  # the file reads back as the network: every module's rank and alpha
+    read = adapter_tensors(family, tensors, str(path), metadata)
+    assert set(read) == set(written)
+    for key, tensor in written.items():
+        assert torch.equal(read[key], tensor), key
     return path
 
 
@@ -40,6 +49,20 @@ def _assert_state_dicts_equal(expected: torch.nn.Module, actual: torch.nn.Module
         assert torch.equal(actual_sd[key], tensor), key
 
 
+def _loaded_lora_weights(pipeline, family) -> dict[str, torch.Tensor]:
+    """Every LoRA tensor diffusers injected, under the diffusers layout's keys (CLIP's ``text_model.`` restored)."""
+    loaded = {}
+    for component in (family.denoiser, *(spec.component for spec in family.text_encoders)):
+        wrapper = "" if component == family.denoiser else "text_model."
+        for path, module in getattr(pipeline, component).named_modules():
+            if hasattr(module, "lora_A") and module.lora_A:
+                (adapter,) = module.lora_A
+                key = f"{component}.{wrapper}{path.removeprefix(wrapper)}"
+                loaded[key + ".lora_A.weight"] = module.lora_A[adapter].weight
+                loaded[key + ".lora_B.weight"] = module.lora_B[adapter].weight
+    return loaded
+
+
 @pytest.mark.parametrize(
     ("family_name", "options"),
     [
@@ -47,25 +70,33 @@ def _assert_state_dicts_equal(expected: torch.nn.Module, actual: torch.nn.Module
         ("sd1", LoraOptions(dim=4, alpha=2.0, conv_dim=2, conv_alpha=1.0)),
         ("sd2-v", LoraOptions(dim=4, alpha=8.0)),
         ("sdxl", LoraOptions(dim=4, alpha=2.0, conv_dim=2)),
+        ("sd1", LoraOptions(dim=4, alpha=2.0, save_format="diffusers")),
+        # conv modules at another rank and alpha: rank_pattern and alpha_pattern
+        ("sd1", LoraOptions(dim=4, alpha=2.0, conv_dim=2, conv_alpha=3.0, save_format="diffusers")),
+        ("sd2-v", LoraOptions(dim=4, alpha=8.0, save_format="diffusers")),
     ],
-    ids=["sd1", "sd1-locon", "sd2-v", "sdxl-locon"],
+    ids=["sd1", "sd1-locon", "sd2-v", "sdxl-locon", "sd1-diffusers", "sd1-locon-diffusers", "sd2-v-diffusers"],
 )
 def test_diffusers_load_lora_weights_matches_our_merge(tiny, perturb, tmp_path, family_name, options):
     path = _write_random_lora(tiny, perturb, tmp_path, family_name, options)
     family, base = tiny(family_name)
     base_image = _render(build_pipeline(family, base))
 
+    tensors, metadata = read_tensors_file(path)
     _, theirs = tiny(family_name)
     pipeline = build_pipeline(family, theirs)
     pipeline.load_lora_weights(str(path))
+    if options.save_format == "diffusers":  # every tensor of the file, and nothing else, went into the pipeline
+        loaded = _loaded_lora_weights(pipeline, family)
+        assert set(loaded) == set(tensors)
+        assert all(torch.equal(loaded[key], tensor) for key, tensor in tensors.items())
     pipeline.fuse_lora()
     pipeline.unload_lora_weights()
     their_image = _render(pipeline)
 
     _, ours = tiny(family_name)
-    tensors, _ = read_lora_file(path)
-    merged = merge_lora_into(family, ours.unet, ours.text_encoders, tensors)
-    assert merged == sum(key.endswith(".lora_down.weight") for key in tensors)
+    merged = merge_lora_into(family, ours.unet, ours.text_encoders, tensors, metadata=metadata)
+    assert merged == sum(key.endswith((".lora_down.weight", ".lora_A.weight")) for key in tensors)
     _assert_state_dicts_equal(theirs.unet, ours.unet)
     for spec, encoder in zip(family.text_encoders, ours.text_encoders):
         _assert_state_dicts_equal(getattr(pipeline, spec.component), encoder)

@@ -8,14 +8,17 @@ LyCORIS, whose loader reads the kohya DoRA layout.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
 
 from library.models.tiny import build_pipeline
-from library.networks import LoraOptions, inject_lora, merge_lora_into, read_lora_file
-from library.networks.lora_file import read_tensors_file
+from library.networks import LoraFileError, LoraOptions, inject_lora, merge_lora_into, read_lora_file
+from library.networks.lora_file import read_tensors_file, split_modules
 from library.networks.lora_layouts import adapter_tensors
+from library.networks.naming import LoraNamer, text_encoder_name
 from library.networks.targets import index_modules
 
 
@@ -129,3 +132,91 @@ def test_lycoris_reads_our_dora_files(tiny, perturb, tmp_path, conv_dim):
         module = lycoris_modules.make_module(algorithm, params, name, index[name][0])
         expected, _ = module.get_merged_weight()
         torch.testing.assert_close(ours_index[name][0].weight, expected.to(torch.float32), rtol=1e-5, atol=1e-6)
+
+
+@torch.no_grad()
+def test_we_read_diffusers_save_lora_weights_with_its_alphas(tiny, tmp_path):
+    """A file diffusers writes itself (peft keys, each component's LoraConfig as metadata, ranks and alphas varying
+    by pattern, rsLoRA in the text encoder) reads with every module's rank, scale and tensors as peft applies them."""
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+    from peft.tuners.lora import LoraLayer
+    from peft.utils import get_peft_model_state_dict
+
+    family, components = tiny("sd1")
+    unet, (encoder,) = components.unet, components.text_encoders
+    unet.add_adapter(LoraConfig(
+        r=4, lora_alpha=2.0, target_modules=["to_q", "to_k", "to_v", "to_out.0", "conv1"],
+        rank_pattern={"^down_blocks.0.resnets.0.conv1": 2, "to_v": 3}, alpha_pattern={"conv1": 3.0, "to_k": 8.0},
+    ))
+    encoder.add_adapter(LoraConfig(
+        r=4, lora_alpha=4.0, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"], use_rslora=True,
+        rank_pattern={"k_proj": 2}, alpha_pattern={"layers.1.self_attn.q_proj": 1.0},
+    ))
+    generator = torch.Generator().manual_seed(0)
+    for model in (unet, encoder):
+        for name, parameter in model.named_parameters():
+            if "lora_" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    StableDiffusionPipeline.save_lora_weights(
+        tmp_path,
+        unet_lora_layers=get_peft_model_state_dict(unet),
+        text_encoder_lora_layers=get_peft_model_state_dict(encoder),
+        unet_lora_adapter_metadata=unet.peft_config["default"].to_dict(),
+        text_encoder_lora_adapter_metadata=encoder.peft_config["default"].to_dict(),
+    )
+    path = tmp_path / "pytorch_lora_weights.safetensors"
+    tensors, metadata = read_tensors_file(path)
+    modules = split_modules(adapter_tensors(family, tensors, str(path), metadata), str(path))
+
+    namer = LoraNamer(family, unet.config)
+    expected = {
+        name_of(path): layer
+        for model, name_of in ((unet, namer.unet), (encoder, partial(text_encoder_name, family.text_encoders[0])))
+        for path, layer in model.named_modules()
+        if isinstance(layer, LoraLayer)
+    }
+    assert set(modules) == set(expected)
+    scales = set()
+    for name, layer in expected.items():
+        weights = modules[name]
+        assert weights.rank == layer.r["default"], name
+        assert weights.scale == pytest.approx(layer.scaling["default"], rel=1e-6), name
+        assert torch.equal(weights.down, layer.lora_A["default"].weight), name
+        assert torch.equal(weights.up, layer.lora_B["default"].weight), name
+        scales.add(round(weights.scale, 6))
+    assert len(scales) >= 5  # the patterns and rsLoRA did give modules different scales
+
+
+def test_diffusers_layout_files_with_alpha_tensors_read_as_before(tiny, perturb, tmp_path):
+    """Files written before the alphas moved to the metadata hold them as ``<component>.<path>.alpha`` tensors."""
+    options = LoraOptions(dim=4, alpha=2.0, conv_dim=2, conv_alpha=3.0, save_format="diffusers")
+    path = _write_random_lora(tiny, perturb, tmp_path, "sd1", options)
+    tensors, metadata = read_tensors_file(path)
+    family, _ = tiny("sd1")
+    current = adapter_tensors(family, tensors, str(path), metadata)
+    alphas = {  # 3x3 convs at conv_alpha, the rest at alpha
+        key.replace(".lora_A.weight", ".alpha"): torch.tensor(3.0 if tensor.ndim == 4 and tensor.shape[2] == 3 else 2.0)
+        for key, tensor in tensors.items()
+        if key.endswith(".lora_A.weight")
+    }
+    older = {**tensors, **alphas}
+    read = adapter_tensors(family, older, "older")
+    assert set(read) == set(current)
+    for key, tensor in current.items():
+        assert torch.equal(read[key], tensor), key
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("{not json", "is not JSON"),
+        ('{"unet.r": 4, "unet.lora_alpha": 2, "unet.bogus": 1}', "of 'unet' is not a peft LoraConfig"),
+    ],
+)
+def test_a_damaged_adapter_metadata_entry_is_refused_naming_the_file(tiny, perturb, tmp_path, entry, message):
+    path = _write_random_lora(tiny, perturb, tmp_path, "sd1", LoraOptions(dim=4, alpha=2.0, save_format="diffusers"))
+    tensors, metadata = read_tensors_file(path)
+    family, _ = tiny("sd1")
+    with pytest.raises(LoraFileError, match=f"^{path}: metadata 'lora_adapter_metadata' .*{message}"):
+        adapter_tensors(family, tensors, str(path), {**metadata, "lora_adapter_metadata": entry})

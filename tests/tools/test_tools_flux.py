@@ -96,6 +96,9 @@ def test_convert_switches_layouts_exactly(flux_loras, tmp_path, capsys):
     ours_diffusers, converted = load_file(str(flux_loras["diffusers"])), load_file(str(to_diffusers))
     assert set(converted) == set(ours_diffusers)
     assert all(torch.equal(converted[key], ours_diffusers[key]) for key in converted)
+    alphas = "lora_adapter_metadata"
+    assert _metadata(to_diffusers)[alphas] == _metadata(flux_loras["diffusers"])[alphas]
+    assert alphas not in _metadata(back)
     original, round_trip = load_file(str(flux_loras["kohya"])), load_file(str(back))
     assert set(round_trip) == set(original)
     assert all(torch.equal(round_trip[key], original[key]) for key in original)

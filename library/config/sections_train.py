@@ -79,8 +79,8 @@ class NetworkSection(BlockChoice, BaseModel):
         description="LoRA file layout: 'kohya' (lora_down/lora_up/alpha; FLUX.1 in BFL names with q, k, v fused, "
         "as sd-scripts, ComfyUI and Forge read it) or 'diffusers' (peft's lora_A/lora_B under unet. / transformer. / "
         "text_encoder., the alphas in the lora_adapter_metadata entry, as diffusers' save_lora_weights writes and "
-        "its load_lora_weights reads them for SD1, SD2 and FLUX.1; ComfyUI ignores that entry and applies alpha = "
-        "dim). SDXL files are kohya only.",
+        "its load_lora_weights reads them for SD1, SD2, SDXL and FLUX.1; ComfyUI ignores that entry and applies "
+        "alpha = dim).",
     )
     train_blocks: Literal[TRAIN_BLOCKS] = Field(
         "all",

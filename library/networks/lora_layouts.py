@@ -4,7 +4,8 @@
   whose record names the denoiser's LoRA modules by BFL's layout (``unet_lora_naming = "bfl"``, FLUX.1) have the
   adapters on diffusers' separate modules fused into BFL's modules (``bfl_lora.py``).
 - ``diffusers`` (peft): ``<component>.<module path>.lora_A.weight`` [rank, in] and ``.lora_B.weight`` [out, rank];
-  component = the denoiser's (``unet``, ``transformer``) or a text encoder's (``text_encoder``) name. The alphas
+  component = the denoiser's (``unet``, ``transformer``) or a text encoder's (``text_encoder``) name, modules by
+  diffusers path (SDXL's UNet too, whose kohya names are the original SGM blocks). The alphas
   are not tensors but, as diffusers' own ``save_lora_weights`` writes them, each component's peft ``LoraConfig``
   kwargs in the ``lora_adapter_metadata`` metadata entry (``<component>.r``, ``.lora_alpha``, ``.rank_pattern``,
   ``.alpha_pattern``, ``.target_modules``): diffusers' SD loaders refuse ``.alpha`` keys, and its FLUX.1 loader
@@ -32,7 +33,14 @@ from library.config.sections_train import SAVE_FORMATS
 from library.models.families import ModelFamily
 from library.networks import bfl_lora
 from library.networks.lora_file import ALPHA, DORA_SCALE, DOWN, UP, LoraFileError, modules_tensors, split_modules
-from library.networks.naming import TEXT_WRAPPER, LoraNamer, flatten, text_encoder_name, text_encoder_path_in_file
+from library.networks.naming import (
+    TEXT_WRAPPER,
+    LoraNamer,
+    SgmNames,
+    flatten,
+    text_encoder_name,
+    text_encoder_path_in_file,
+)
 
 PEFT_DOWN, PEFT_UP = ".lora_A.weight", ".lora_B.weight"
 ADAPTER_METADATA = "lora_adapter_metadata"  # diffusers' metadata entry: {"<component>.<LoraConfig kwarg>": value}
@@ -50,12 +58,15 @@ def is_dotted_layout(family: ModelFamily, tensors: Mapping[str, torch.Tensor]) -
     return any(key.partition(".")[0] in _component_prefixes(family) for key in tensors)
 
 
-def _check_naming(family: ModelFamily, source: str) -> None:
-    if family.unet_lora_naming == "sgm":
-        raise LoraFileError(
-            f"{source}: the diffusers LoRA layout is not supported for {family.title} (its kohya names are the "
-            "original SGM blocks); use the kohya layout"
-        )
+def _sgm_names(family: ModelFamily) -> SgmNames | None:
+    """The diffusers -> SGM UNet path table of a family whose kohya names are SGM's (SDXL), else None. It depends
+    only on the blocks' layout (levels, layers per level), which every model of the family shares, so the family's
+    reference config gives it."""
+    if family.unet_lora_naming != "sgm":
+        return None
+    from library.models.single_file import reference_configs
+
+    return SgmNames(reference_configs(family.name)[family.denoiser])
 
 
 def _component_prefixes(family: ModelFamily) -> dict[str, str]:
@@ -73,9 +84,8 @@ def kohya_keys(
     its component's ``LoraConfig`` in ``metadata`` (the file's), if there is one."""
     if not is_dotted_layout(family, tensors):
         return dict(tensors)
-    _check_naming(family, source)
     prefixes = _component_prefixes(family)
-    architectures = {spec.component: spec.architecture for spec in family.text_encoders}
+    sgm = _sgm_names(family)
     configs = _adapter_configs(metadata or {}, source)
     renamed: Tensors = {}
     alphas: Tensors = {}
@@ -88,13 +98,26 @@ def kohya_keys(
                 f"<{'|'.join(prefixes)}>.<module>{PEFT_DOWN}, {PEFT_UP} or {ALPHA})"
             )
         module = path[: -len(ending)]
-        if component in architectures:
-            module = text_encoder_path_in_file(module, architectures[component])
-        name = flatten(prefixes[component], module)
+        name = flatten(prefixes[component], _module_in_kohya(family, sgm, component, module, key, source))
         renamed[name + _DOTTED_ENDINGS[ending]] = tensor
         if component in configs and _DOTTED_ENDINGS[ending] == DOWN:
             alphas[name + ALPHA] = torch.tensor(_config_alpha(configs[component], module, tensor.shape[0]))
     return {**alphas, **renamed}  # a file's own .alpha tensors win
+
+
+def _module_in_kohya(
+    family: ModelFamily, sgm: SgmNames | None, component: str, module: str, key: str, source: str
+) -> str:
+    """A file's module path as kohya names spell it: CLIP's inside ``text_model.``, SDXL's UNet in SGM blocks."""
+    spec = next((spec for spec in family.text_encoders if spec.component == component), None)
+    if spec is not None:
+        return text_encoder_path_in_file(module, spec.architecture)
+    if sgm is None or component != family.denoiser:
+        return module
+    try:
+        return sgm.to_sgm(module)
+    except ValueError:
+        raise LoraFileError(f"{source}: key {key!r} names no {family.title} UNet module") from None
 
 
 def _adapter_configs(metadata: Mapping[str, str], source: str) -> dict[str, LoraConfig]:
@@ -199,7 +222,6 @@ def peft_tensors(
 ) -> tuple[Tensors, dict[str, str]]:
     """Kohya-keyed adapter tensors -> the diffusers layout's tensors and its metadata entry (the alphas); ``paths``
     gives each name's ``<component>.<path>``."""
-    _check_naming(family, source)
     out: Tensors = {}
     held: dict[str, dict[str, tuple[int, float]]] = defaultdict(dict)  # component -> path -> (rank, alpha)
     for name, weights in split_modules(tensors, source).items():

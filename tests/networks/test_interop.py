@@ -1,5 +1,5 @@
-"""Other programs read our files as we mean them: diffusers' loaders (SD1, SD2-v, SDXL kohya files; SD1, SD2-v
-diffusers-layout files) and LyCORIS (DoRA); and we read diffusers' own files as it means them.
+"""Other programs read our files as we mean them: diffusers' loaders (SD1, SD2-v and SDXL, both layouts) and LyCORIS
+(DoRA); and we read diffusers' own files as it means them.
 
 diffusers ``load_lora_weights`` + ``fuse_lora`` must give exactly the weights of our ``merge_lora_into``, and the
 pipeline output must follow. diffusers drops ``dora_scale`` from kohya files, so DoRA files are checked against
@@ -77,8 +77,12 @@ def _loaded_lora_weights(pipeline, family) -> dict[str, torch.Tensor]:
         # conv modules at another rank and alpha: rank_pattern and alpha_pattern
         ("sd1", LoraOptions(dim=4, alpha=2.0, conv_dim=2, conv_alpha=3.0, save_format="diffusers")),
         ("sd2-v", LoraOptions(dim=4, alpha=8.0, save_format="diffusers")),
+        ("sdxl", LoraOptions(dim=4, alpha=2.0, conv_dim=2, conv_alpha=3.0, save_format="diffusers")),
     ],
-    ids=["sd1", "sd1-locon", "sd2-v", "sdxl-locon", "sd1-diffusers", "sd1-locon-diffusers", "sd2-v-diffusers"],
+    ids=[
+        "sd1", "sd1-locon", "sd2-v", "sdxl-locon",
+        "sd1-diffusers", "sd1-locon-diffusers", "sd2-v-diffusers", "sdxl-locon-diffusers",
+    ],
 )
 def test_diffusers_load_lora_weights_matches_our_merge(tiny, perturb, tmp_path, family_name, options):
     path = _write_random_lora(tiny, perturb, tmp_path, family_name, options)

@@ -71,9 +71,9 @@ def test_single_file_to_folder_and_back(tiny_sd1, tmp_path):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
-def _varied_kohya_lora(lora_factory, path):
-    """A kohya SD1 LoRA whose modules differ in rank and alpha (as after a dynamic resize), UNet and text encoder."""
-    modules, metadata, _ = read_lora_modules(lora_factory("sd1", "uniform", dim=4, alpha=2.0, conv_dim=2))
+def _varied_kohya_lora(lora_factory, family_name: str, path):
+    """A kohya LoRA whose modules differ in rank and alpha (as after a dynamic resize), UNet and text encoders."""
+    modules, metadata, _ = read_lora_modules(lora_factory(family_name, "uniform", dim=4, alpha=2.0, conv_dim=2))
     varied = {}
     for index, (name, weights) in enumerate(sorted(modules.items())):
         rank = weights.rank - 1 if index % 3 == 0 else weights.rank
@@ -83,8 +83,11 @@ def _varied_kohya_lora(lora_factory, path):
     return path
 
 
-def test_convert_to_the_diffusers_layout_loads_in_diffusers_as_the_kohya_file_merges(lora_factory, tmp_path, capsys):
-    kohya = _varied_kohya_lora(lora_factory, tmp_path / "kohya.safetensors")
+@pytest.mark.parametrize("family_name", ["sd1", "sdxl"])
+def test_convert_to_the_diffusers_layout_loads_in_diffusers_as_the_kohya_file_merges(
+    lora_factory, tmp_path, capsys, family_name
+):
+    kohya = _varied_kohya_lora(lora_factory, family_name, tmp_path / "kohya.safetensors")
     as_diffusers, back = tmp_path / "diffusers.safetensors", tmp_path / "back.safetensors"
     assert main(["convert", str(kohya), "--layout", "diffusers", "--out", str(as_diffusers)]) == 0
     tensors = load_file(str(as_diffusers))
@@ -99,10 +102,11 @@ def test_convert_to_the_diffusers_layout_loads_in_diffusers_as_the_kohya_file_me
     assert reports[as_diffusers]["alphas"] == reports[kohya]["alphas"]
     assert len(set(reports[kohya]["alphas"].values())) == 4
 
-    family = get_family("sd1")
+    family = get_family(family_name)
     pipeline = build_pipeline(family, build_components(family, tiny_configs(family), seed=0))
     pipeline.load_lora_weights(str(as_diffusers))
-    assert sum(hasattr(m, "lora_A") for c in (pipeline.unet, pipeline.text_encoder) for m in c.modules()) == len(
+    theirs_components = [pipeline.unet, *(getattr(pipeline, spec.component) for spec in family.text_encoders)]
+    assert sum(hasattr(m, "lora_A") for c in theirs_components for m in c.modules()) == len(
         [key for key in tensors if key.endswith(".lora_A.weight")]
     )
     pipeline.fuse_lora()
@@ -110,7 +114,7 @@ def test_convert_to_the_diffusers_layout_loads_in_diffusers_as_the_kohya_file_me
     ours = build_components(family, tiny_configs(family), seed=0)
     kohya_tensors, _ = read_lora_file(kohya)
     merge_lora_into(family, ours.unet, ours.text_encoders, kohya_tensors)
-    for theirs, mine in ((pipeline.unet, ours.unet), (pipeline.text_encoder, ours.text_encoders[0])):
+    for theirs, mine in zip(theirs_components, [ours.unet, *ours.text_encoders]):
         expected = mine.state_dict()
         for key, tensor in theirs.state_dict().items():
             torch.testing.assert_close(tensor, expected[key], rtol=0, atol=1e-6, msg=key)

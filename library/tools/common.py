@@ -117,7 +117,8 @@ _FLUX_COMPONENTS = ("transformer", "diffusion_model")  # the diffusers layout's,
 
 def lora_family(keys: list[str], metadata: Mapping[str, str]) -> ModelFamily | None:
     """The base-model family a LoRA was made for, from its tensor keys and metadata: the modelspec architecture,
-    then ss_base_model_version, then the key names (FLUX.1 files by their transformer names or prefixes)."""
+    then ss_base_model_version, then the key names (FLUX.1 files by their transformer names or prefixes, SDXL's by
+    its second text encoder or SGM blocks)."""
     architecture = metadata.get("modelspec.architecture", "")
     version = metadata.get("ss_base_model_version", "")
     for family in FAMILIES.values():
@@ -129,7 +130,7 @@ def lora_family(keys: list[str], metadata: Mapping[str, str]) -> ModelFamily | N
     names = [key.split(".", 1)[0] for key in keys]
     if any(name.startswith(_FLUX_NAMES) or name in _FLUX_COMPONENTS for name in names):
         return FLUX1_DEV
-    if any(name.startswith(("lora_te1_", "lora_te2_")) for name in names):
+    if any(name.startswith(("lora_te1_", "lora_te2_")) or name == "text_encoder_2" for name in names):
         return SDXL
     if any(name.startswith(("lora_unet_input_blocks_", "lora_unet_output_blocks_")) for name in names):
         return SDXL

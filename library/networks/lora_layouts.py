@@ -80,7 +80,7 @@ def kohya_keys(
     family: ModelFamily, tensors: Mapping[str, torch.Tensor], source: str, metadata: Mapping[str, str] | None = None
 ) -> Tensors:
     """A file's tensors with peft keys renamed to kohya's (a kohya file passes unchanged); module names stay as the
-    file has them (diffusers paths flattened, or BFL's). A module without an ``.alpha`` tensor takes its alpha from
+    file has them (diffusers paths flattened, SDXL's UNet ones into its SGM blocks; or BFL's). A module without an ``.alpha`` tensor takes its alpha from
     its component's ``LoraConfig`` in ``metadata`` (the file's), if there is one."""
     if not is_dotted_layout(family, tensors):
         return dict(tensors)

@@ -12,7 +12,8 @@
   refuses ``.alpha`` keys together with that entry.
 
 Reading accepts either layout whatever was configured (diffusers-layout alphas from that metadata entry, or from
-``.alpha`` tensors as older files hold them), and also the denoiser under ai-toolkit's ``diffusion_model.`` prefix,
+``.alpha`` tensors as older files hold them; diffusers' older ``.lora.down`` / ``.lora_linear_layer.down`` tensor
+names too), and also the denoiser under ai-toolkit's ``diffusion_model.`` prefix,
 with diffusers or BFL module names. Everything inside Furnace (the live network, merging) works on kohya-keyed dicts
 under the names adapters are held by (:mod:`naming`); this module is the only translation to and from files.
 """
@@ -44,8 +45,13 @@ from library.networks.naming import (
 
 PEFT_DOWN, PEFT_UP = ".lora_A.weight", ".lora_B.weight"
 ADAPTER_METADATA = "lora_adapter_metadata"  # diffusers' metadata entry: {"<component>.<LoraConfig kwarg>": value}
-# Keys of files that name modules by dotted path under a component, with peft's or kohya's tensor names.
-_DOTTED_ENDINGS = {PEFT_DOWN: DOWN, PEFT_UP: UP, DOWN: DOWN, UP: UP, ALPHA: ALPHA}
+# Keys of files that name modules by dotted path under a component, with peft's or kohya's tensor names, or
+# diffusers' older ones (its convert_state_dict_to_diffusers, which SD training scripts still save through).
+_DOTTED_ENDINGS = {
+    PEFT_DOWN: DOWN, PEFT_UP: UP, DOWN: DOWN, UP: UP, ALPHA: ALPHA,
+    ".lora.down.weight": DOWN, ".lora.up.weight": UP,
+    ".lora_linear_layer.down.weight": DOWN, ".lora_linear_layer.up.weight": UP,
+}
 _AI_TOOLKIT_DENOISER = "diffusion_model"
 _KOHYA_ENDINGS = (DOWN, UP, ALPHA, DORA_SCALE)
 

@@ -138,11 +138,14 @@ def test_lycoris_reads_our_dora_files(tiny, perturb, tmp_path, conv_dim):
         torch.testing.assert_close(ours_index[name][0].weight, expected.to(torch.float32), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("keys", ["peft", "diffusers-older"])
 @torch.no_grad()
-def test_we_read_diffusers_save_lora_weights_with_its_alphas(tiny, tmp_path):
-    """A file diffusers writes itself (peft keys, each component's LoraConfig as metadata, ranks and alphas varying
-    by pattern, rsLoRA in the text encoder) reads with every module's rank, scale and tensors as peft applies them."""
+def test_we_read_diffusers_save_lora_weights_with_its_alphas(tiny, tmp_path, keys):
+    """A file diffusers writes itself (each component's LoraConfig as metadata, ranks and alphas varying by pattern,
+    rsLoRA in the text encoder; peft's keys, or the older ones SD training scripts save through
+    ``convert_state_dict_to_diffusers``) reads with every module's rank, scale and tensors as peft applies them."""
     from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig
     from peft.tuners.lora import LoraLayer
     from peft.utils import get_peft_model_state_dict
@@ -162,15 +165,19 @@ def test_we_read_diffusers_save_lora_weights_with_its_alphas(tiny, tmp_path):
         for name, parameter in model.named_parameters():
             if "lora_" in name:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    convert = convert_state_dict_to_diffusers if keys == "diffusers-older" else dict
     StableDiffusionPipeline.save_lora_weights(
         tmp_path,
-        unet_lora_layers=get_peft_model_state_dict(unet),
-        text_encoder_lora_layers=get_peft_model_state_dict(encoder),
+        unet_lora_layers=convert(get_peft_model_state_dict(unet)),
+        text_encoder_lora_layers=convert(get_peft_model_state_dict(encoder)),
         unet_lora_adapter_metadata=unet.peft_config["default"].to_dict(),
         text_encoder_lora_adapter_metadata=encoder.peft_config["default"].to_dict(),
     )
     path = tmp_path / "pytorch_lora_weights.safetensors"
     tensors, metadata = read_tensors_file(path)
+    if keys == "diffusers-older":
+        assert any(key.endswith(".lora.down.weight") for key in tensors)
+        assert any(key.endswith(".lora_linear_layer.down.weight") for key in tensors)
     modules = split_modules(adapter_tensors(family, tensors, str(path), metadata), str(path))
 
     namer = LoraNamer(family, unet.config)

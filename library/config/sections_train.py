@@ -80,7 +80,7 @@ class NetworkSection(BlockChoice, BaseModel):
         "as sd-scripts, ComfyUI and Forge read it) or 'diffusers' (peft's lora_A/lora_B under unet. / transformer. / "
         "text_encoder., the alphas in the lora_adapter_metadata entry, as diffusers' save_lora_weights writes and "
         "its load_lora_weights reads them for SD1, SD2, SDXL and FLUX.1; ComfyUI ignores that entry and applies "
-        "alpha = dim).",
+        "alpha = rank).",
     )
     train_blocks: Literal[TRAIN_BLOCKS] = Field(
         "all",

@@ -123,6 +123,7 @@ def test_resize_and_merge_loras_read_either_layout_and_keep_updates(flux_loras, 
                  "--out", str(resized)]) == 0
     updates = _updates(resized)
     assert set(updates) == set(expected)  # written in the kohya layout's (BFL) names
+    assert "lora_adapter_metadata" not in _metadata(resized)  # the source's alphas entry, which diffusers would refuse
     for name, update in expected.items():
         torch.testing.assert_close(updates[name], update, rtol=1e-5, atol=1e-6)
 

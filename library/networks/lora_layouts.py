@@ -24,10 +24,9 @@ import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import torch
-from peft import LoraConfig
-from peft.utils.other import get_pattern_key
 from torch import nn
 
 from library.config.sections_train import SAVE_FORMATS
@@ -42,6 +41,9 @@ from library.networks.naming import (
     text_encoder_name,
     text_encoder_path_in_file,
 )
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 PEFT_DOWN, PEFT_UP = ".lora_A.weight", ".lora_B.weight"
 ADAPTER_METADATA = "lora_adapter_metadata"  # diffusers' metadata entry: {"<component>.<LoraConfig kwarg>": value}
@@ -131,6 +133,7 @@ def _adapter_configs(metadata: Mapping[str, str], source: str) -> dict[str, Lora
     raw = metadata.get(ADAPTER_METADATA)
     if not raw:
         return {}
+    from peft import LoraConfig  # only for files that carry the entry: the file tools start without peft
     try:
         entries = json.loads(raw)
     except json.JSONDecodeError as error:
@@ -155,6 +158,8 @@ def _adapter_configs(metadata: Mapping[str, str], source: str) -> dict[str, Lora
 
 def _config_alpha(config: LoraConfig, module: str, rank: int) -> float:
     """A module's kohya alpha (scale = alpha / rank) under ``config``, its pattern matched as peft matches it."""
+    from peft.utils.other import get_pattern_key
+
     path = module.removeprefix(TEXT_WRAPPER)
     alpha = float(config.alpha_pattern.get(get_pattern_key(config.alpha_pattern.keys(), path), config.lora_alpha))
     return alpha * math.sqrt(rank) if config.use_rslora else alpha  # rsLoRA: scale = alpha / sqrt(rank)

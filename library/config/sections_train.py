@@ -77,9 +77,10 @@ class NetworkSection(BlockChoice, BaseModel):
     save_format: Literal[SAVE_FORMATS] = Field(
         "kohya",
         description="LoRA file layout: 'kohya' (lora_down/lora_up/alpha; FLUX.1 in BFL names with q, k, v fused, "
-        "as sd-scripts, ComfyUI and Forge read it) or 'diffusers' (peft's lora_A/lora_B under transformer. / "
-        "text_encoder., as diffusers' FLUX.1 load_lora_weights reads it; its SD1/SD2 loader refuses the file's "
-        ".alpha keys, so use 'kohya' there).",
+        "as sd-scripts, ComfyUI and Forge read it) or 'diffusers' (peft's lora_A/lora_B under unet. / transformer. / "
+        "text_encoder., the alphas in the lora_adapter_metadata entry, as diffusers' save_lora_weights writes and "
+        "its load_lora_weights reads them for SD1, SD2, SDXL and FLUX.1; ComfyUI ignores that entry and applies "
+        "alpha = rank).",
     )
     train_blocks: Literal[TRAIN_BLOCKS] = Field(
         "all",

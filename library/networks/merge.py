@@ -92,10 +92,11 @@ def merge_lora_into(
     lora_state_dict: Mapping[str, torch.Tensor],
     multiplier: float = 1.0,
     source: str = "LoRA",
+    metadata: Mapping[str, str] | None = None,
 ) -> int:
-    """Add the LoRA's updates (a file's tensors, either layout) into the modules' weights in place; returns the
-    number of modules merged."""
-    modules = split_modules(adapter_tensors(family, lora_state_dict, source), source)
+    """Add the LoRA's updates (a file's tensors, either layout, and its ``metadata``, where the diffusers layout
+    keeps the alphas) into the modules' weights in place; returns the number of modules merged."""
+    modules = split_modules(adapter_tensors(family, lora_state_dict, source, metadata), source)
     located = locate_modules(family, unet, text_encoders, modules, source)
     for name, weights in modules.items():
         weight = located[name][0].weight

@@ -16,7 +16,7 @@ from library.models.families import ModelFamily, TextEncoderSpec
 from library.models.single_file.rules import rename_by_module
 from library.models.single_file.unet_layout import unet_module_table
 
-_TEXT_WRAPPER = "text_model."
+TEXT_WRAPPER = "text_model."  # CLIP's wrapper module: LoRA files keep it, transformers 5 CLIPTextModel drops it
 
 
 def flatten(prefix: str, path: str) -> str:
@@ -29,7 +29,7 @@ def text_encoder_path_in_file(path: str, architecture: str = "CLIPTextModel") ->
     encoder's as transformers names it (``encoder.block.0...``, sd-scripts' ``lora_te3_`` names)."""
     if not architecture.startswith("CLIP"):
         return path
-    return _TEXT_WRAPPER + path.removeprefix(_TEXT_WRAPPER)
+    return TEXT_WRAPPER + path.removeprefix(TEXT_WRAPPER)
 
 
 def text_encoder_name(spec: TextEncoderSpec, path: str) -> str:

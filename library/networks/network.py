@@ -139,13 +139,13 @@ class LoraNetwork:
         (``options.save_format``, see ``lora_layouts.py``); returns its metadata."""
         tensors = self.state_dict_kohya(save_dtype(precision))
         paths = self.peft_paths() if self.options.save_format == "diffusers" else {}
-        return write_lora_file(path, file_tensors(self.family, tensors, self.options.save_format, paths, str(path)),
-                               metadata)
+        tensors, layout_metadata = file_tensors(self.family, tensors, self.options.save_format, paths, str(path))
+        return write_lora_file(path, tensors, {**metadata, **layout_metadata})
 
     def load_file(self, path: str | Path, strict: bool = True) -> dict[str, str]:
         """Continue from a LoRA or LoKr file (``network_weights``) in either layout; returns the file's metadata."""
         tensors, metadata = read_tensors_file(path)
-        self.load_kohya(adapter_tensors(self.family, tensors, str(path)), strict=strict, source=str(path))
+        self.load_kohya(adapter_tensors(self.family, tensors, str(path), metadata), strict=strict, source=str(path))
         return metadata
 
     @torch.no_grad()

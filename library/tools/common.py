@@ -24,7 +24,7 @@ from library.networks.bundled_embeddings import bundle_tensors, split_bundled
 from library.networks.hashes import LEGACY_HASH_KEY, MODEL_HASH_KEY
 from library.networks.lokr import LokrWeights, split_lokr
 from library.networks.lora_file import ModuleWeights, module_tensors
-from library.networks.lora_layouts import kohya_file_tensors
+from library.networks.lora_layouts import ADAPTER_METADATA, kohya_file_tensors
 from library.tools.loha import HadaWeights, split_hada
 
 TOOL_KEY = "furnace.tool"  # which tool wrote a file, and from what (a JSON recipe)
@@ -117,7 +117,8 @@ _FLUX_COMPONENTS = ("transformer", "diffusion_model")  # the diffusers layout's,
 
 def lora_family(keys: list[str], metadata: Mapping[str, str]) -> ModelFamily | None:
     """The base-model family a LoRA was made for, from its tensor keys and metadata: the modelspec architecture,
-    then ss_base_model_version, then the key names (FLUX.1 files by their transformer names or prefixes)."""
+    then ss_base_model_version, then the key names (FLUX.1 files by their transformer names or prefixes, SDXL's by
+    its second text encoder or SGM blocks)."""
     architecture = metadata.get("modelspec.architecture", "")
     version = metadata.get("ss_base_model_version", "")
     for family in FAMILIES.values():
@@ -129,7 +130,7 @@ def lora_family(keys: list[str], metadata: Mapping[str, str]) -> ModelFamily | N
     names = [key.split(".", 1)[0] for key in keys]
     if any(name.startswith(_FLUX_NAMES) or name in _FLUX_COMPONENTS for name in names):
         return FLUX1_DEV
-    if any(name.startswith(("lora_te1_", "lora_te2_")) for name in names):
+    if any(name.startswith(("lora_te1_", "lora_te2_")) or name == "text_encoder_2" for name in names):
         return SDXL
     if any(name.startswith(("lora_unet_input_blocks_", "lora_unet_output_blocks_")) for name in names):
         return SDXL
@@ -145,13 +146,16 @@ def file_modules(
     separate q, k, v fused as its kohya files hold them), and the family it was made for."""
     family = lora_family(list(tensors), metadata)
     if family is not None:
-        tensors = kohya_file_tensors(family, tensors, source)
+        tensors = kohya_file_tensors(family, tensors, source, metadata)
     return split_adapter_modules(tensors, source), family
 
 
 def derived_metadata(source: Mapping[str, str], recipe: Mapping[str, object], **updates: str) -> dict[str, str]:
-    """A source file's metadata carried to a derived file: old hashes dropped, the recipe and updates added."""
-    metadata = {key: value for key, value in source.items() if key not in (MODEL_HASH_KEY, LEGACY_HASH_KEY)}
+    """A source file's metadata carried to a derived file: old hashes and the diffusers layout's alphas (the derived
+    file's writer adds its own; a kohya file with them is refused by diffusers) dropped, the recipe and updates
+    added."""
+    dropped = (MODEL_HASH_KEY, LEGACY_HASH_KEY, ADAPTER_METADATA)
+    metadata = {key: value for key, value in source.items() if key not in dropped}
     metadata.update(updates)
     metadata[TOOL_KEY] = json.dumps(recipe)
     metadata["modelspec.date"] = datetime.datetime.now().replace(microsecond=0).isoformat()

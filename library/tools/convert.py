@@ -162,12 +162,12 @@ def convert_lora(args: argparse.Namespace) -> bool:
     tensors = split_bundled(tensors)[0]
     family = lora_family(list(tensors), metadata)
     source = str(args.source)
-    adapters = adapter_tensors(family, tensors, source)
+    adapters = adapter_tensors(family, tensors, source, metadata)
     if args.layout == "diffusers":
         paths = reference_paths(family, [key.split(".", 1)[0] for key in adapters])
     else:
         paths = {}
-    converted = file_tensors(family, adapters, args.layout, paths, source)
+    converted, layout_metadata = file_tensors(family, adapters, args.layout, paths, source)
     if args.save_precision:
         dtype = save_dtype(args.save_precision)
         converted = {key: value if key.endswith(".alpha") else value.to(dtype) for key, value in converted.items()}
@@ -178,7 +178,7 @@ def convert_lora(args: argparse.Namespace) -> bool:
     elif embeddings:
         write_companion(out, embeddings, metadata)
     recipe = {"tool": "convert", "source": args.source.name, "layout": args.layout}
-    write_lora_file(out, converted, derived_metadata(metadata, recipe))
+    write_lora_file(out, converted, {**derived_metadata(metadata, recipe), **layout_metadata})
     kept = kept_embeddings(embeddings if args.layout == "kohya" else {})
     print(f"wrote {out} ({family.name} LoRA, {args.layout} layout) from {args.source}{kept}")
     return True

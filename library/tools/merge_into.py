@@ -96,7 +96,7 @@ def plan_updates(base: ModelSource, loras: list[tuple[Path, float]]) -> tuple[Pl
             raise ToolError(
                 f"{path}: a {made_for.name} LoRA cannot merge into the {base.family.name} model {base.path}"
             )
-        found = split_adapter_modules(adapter_tensors(base.family, tensors, str(path)), str(path))
+        found = split_adapter_modules(adapter_tensors(base.family, tensors, str(path), metadata), str(path))
         located = locate_modules(base.family, unet, encoders, found, str(path))
         for name, (module, module_path) in located.items():
             plan[(component_of[id(module)], f"{module_path}.weight")].append(Update(found[name], ratio))

@@ -7,6 +7,8 @@ our own merge does; diffusers' kohya converter must consume a file at FLUX.1-dev
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from flux_lora_helpers import block_linears, flux_network, tiny_flux, transformer_output
@@ -67,14 +69,19 @@ def test_kohya_layout_fuses_qkv_in_bfl_names_and_reads_back_exactly(tmp_path):
 
 def test_diffusers_layout_names_modules_by_path_and_reads_back_exactly(tmp_path):
     network, path = _saved(tmp_path, "diffusers")
-    tensors, _ = read_tensors_file(path)
+    tensors, metadata = read_tensors_file(path)
     paths = {target.path for target in network.targets.values() if target.is_unet}
     downs = {key.removesuffix(".lora_A.weight") for key in tensors if key.endswith(".lora_A.weight")}
     assert {key for key in downs if key.startswith("transformer.")} == {f"transformer.{path}" for path in paths}
     assert "transformer.transformer_blocks.0.attn.to_q.lora_B.weight" in tensors
     assert "text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight" in tensors
-    alpha = tensors["transformer.single_transformer_blocks.0.proj_mlp.alpha"]
-    assert alpha.dtype == torch.float32 and alpha.item() == 1.0
+    # the alphas are each component's LoraConfig in the metadata, as diffusers' save_lora_weights writes them
+    assert not any(key.endswith(".alpha") for key in tensors)
+    config = json.loads(metadata["lora_adapter_metadata"])
+    transformer = (config["transformer.r"], config["transformer.lora_alpha"], config["transformer.alpha_pattern"])
+    assert transformer == (2, 1.0, {})
+    assert "single_transformer_blocks.0.proj_mlp" in config["transformer.target_modules"]
+    assert "encoder.layers.0.self_attn.q_proj" in config["text_encoder.target_modules"]
 
     family, components = tiny_flux()
     fresh = flux_network(family, components, LoraOptions(dim=2, alpha=1.0), seed=7)
@@ -150,6 +157,11 @@ def test_diffusion_model_prefixed_files_read_like_ours(tmp_path, names):
             for key, value in tensors.items()
             if key.startswith("transformer.")
         }
+        other |= {  # with the alphas as 0-dim tensors, as those files (and ours before) hold them
+            key.replace(".lora_A.weight", ".alpha"): torch.tensor(1.0)
+            for key in other
+            if key.endswith(".lora_A.weight")
+        }
     else:
         dotted = {flatten("lora_unet_", module.bfl): module.bfl for module in bfl_linear_modules(1, 2)}
         endings = {".lora_down.weight": ".lora_A.weight", ".lora_up.weight": ".lora_B.weight", ".alpha": ".alpha"}
@@ -188,7 +200,8 @@ def test_flux_pipeline_load_lora_weights_changes_outputs_as_our_merge(tmp_path, 
     base_output = transformer_output(base.unet)
 
     _, ours = tiny_flux()
-    merged = merge_lora_into(family, ours.unet, ours.text_encoders, read_tensors_file(path)[0], 1.0, str(path))
+    tensors, metadata = read_tensors_file(path)
+    merged = merge_lora_into(family, ours.unet, ours.text_encoders, tensors, 1.0, str(path), metadata)
     assert merged > 0
 
     _, theirs = tiny_flux()

@@ -96,6 +96,9 @@ def test_convert_switches_layouts_exactly(flux_loras, tmp_path, capsys):
     ours_diffusers, converted = load_file(str(flux_loras["diffusers"])), load_file(str(to_diffusers))
     assert set(converted) == set(ours_diffusers)
     assert all(torch.equal(converted[key], ours_diffusers[key]) for key in converted)
+    alphas = "lora_adapter_metadata"
+    assert _metadata(to_diffusers)[alphas] == _metadata(flux_loras["diffusers"])[alphas]
+    assert alphas not in _metadata(back)
     original, round_trip = load_file(str(flux_loras["kohya"])), load_file(str(back))
     assert set(round_trip) == set(original)
     assert all(torch.equal(round_trip[key], original[key]) for key in original)
@@ -120,6 +123,7 @@ def test_resize_and_merge_loras_read_either_layout_and_keep_updates(flux_loras, 
                  "--out", str(resized)]) == 0
     updates = _updates(resized)
     assert set(updates) == set(expected)  # written in the kohya layout's (BFL) names
+    assert "lora_adapter_metadata" not in _metadata(resized)  # the source's alphas entry, which diffusers would refuse
     for name, update in expected.items():
         torch.testing.assert_close(updates[name], update, rtol=1e-5, atol=1e-6)
 

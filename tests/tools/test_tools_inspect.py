@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tool_helpers import run_tool
 
@@ -33,6 +34,20 @@ def test_sdxl_lora_names_and_family(lora_factory, capsys):
     assert report["family"] == "sdxl"
     assert any(name.startswith("lora_unet_input_blocks_") for name in report["ranks"])
     assert any(name.startswith("lora_te2_text_model_encoder_layers_") for name in report["ranks"])
+
+
+def test_a_diffusers_layout_sdxl_file_without_our_metadata_reads_by_its_keys(lora_factory, tmp_path, capsys):
+    """As diffusers' save_lora_weights writes it: the LoRA config entry only, no modelspec or ss_ entries."""
+    lora = lora_factory("sdxl", "xl", dim=4, alpha=2.0, conv_dim=2, conv_alpha=3.0, save_format="diffusers")
+    bare = tmp_path / "bare.safetensors"
+    with safe_open(str(lora), framework="pt") as handle:
+        entry = handle.metadata()["lora_adapter_metadata"]
+    save_file(load_file(str(lora)), str(bare), {"lora_adapter_metadata": entry})
+    assert main(["inspect", str(bare), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["family"], report["layout"]) == ("sdxl", "diffusers")
+    assert any(name.startswith("lora_unet_input_blocks_") for name in report["ranks"])
+    assert set(report["alphas"].values()) == {2.0, 3.0}
 
 
 def test_tampered_lora_fails_verification(lora_factory, tmp_path, capsys):

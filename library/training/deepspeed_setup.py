@@ -27,6 +27,7 @@ from collections.abc import Iterable
 import torch
 
 from library.config import ConfigError, FurnaceConfig
+from library.training.deepspeed_ops import use_venv_ops
 from library.training.exceptions import TrainingSetupError
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ def build_deepspeed_plugin(config: FurnaceConfig):
     """The ``DeepSpeedPlugin`` for this run, or None when DeepSpeed is not requested."""
     if not deepspeed_requested(config):
         return None
+    use_venv_ops()  # before DeepSpeed loads any op: the ones setup built, not a rebuild
     try:
         from accelerate.utils import DeepSpeedPlugin
         import deepspeed  # noqa: F401  (fail here, with the fix, rather than deep inside accelerate)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install Furnace's pinned dependencies; installs only when pyproject.toml (or this script) changed
-# or an extra is asked for that the venv does not have yet.
+# Create .venv and install Furnace's pinned dependencies (with the "distributed" extra, also build DeepSpeed's ops);
+# installs only when pyproject.toml (or this script) changed or an extra is asked for that the venv does not have yet.
 # Usage: source scripts/setup_env.sh EXTRAS   (EXTRAS e.g. "", "gui" or "dev,gui"; always given, as a sourced script
 # without arguments would see its caller's)
 set -euo pipefail

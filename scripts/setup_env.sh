@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install Furnace's pinned dependencies; installs only when pyproject.toml (or this script) changed
-# or an extra is asked for that the venv does not have yet.
+# Create .venv and install Furnace's pinned dependencies (with the "distributed" extra, also build DeepSpeed's ops);
+# installs only when pyproject.toml (or this script) changed or an extra is asked for that the venv does not have yet.
 # Usage: source scripts/setup_env.sh EXTRAS   (EXTRAS e.g. "", "gui" or "dev,gui"; always given, as a sourced script
 # without arguments would see its caller's)
 set -euo pipefail
@@ -47,6 +47,15 @@ if [[ "$stamp_hash" != "$sources_hash" || "$wanted" != "$installed" ]]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -e "$spec"
   # open_clip only provides the CLIP vocabulary; its torchvision dependency must not be installed.
   "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "open_clip_torch==3.3.0"
+  if [[ ",$wanted," == *",distributed,"* ]]; then
+    # DeepSpeed compiles its ops on first use; building them here (into <venv>/torch_extensions, where runs look)
+    # keeps that out of the first training run.
+    echo "furnace: building DeepSpeed's ops (a few minutes)"
+    if ! "$VENV/bin/python" -m library.training.deepspeed_ops; then
+      echo "furnace: building DeepSpeed's ops failed (see above; they need a C++ compiler and ninja)" >&2
+      return 1 2>/dev/null || exit 1
+    fi
+  fi
   printf '%s %s\n' "$sources_hash" "$wanted" > "$stamp_file.tmp" && mv "$stamp_file.tmp" "$stamp_file"
 fi
 

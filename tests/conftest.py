@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DIFFUSERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# DeepSpeed compiles its CPU ops (CPU Adam, shared-memory comm; minutes on 2 cores) into torch's extension folder,
-# by default one per user: venvs at other paths write other build commands there, so each rebuilds what the other
-# built. One folder per venv builds once.
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Workers share the cores: trainer subprocesses with a thread per core each would spin against each other.
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -6,7 +6,9 @@ script starts and which command it hands its arguments to, without a multi-minut
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,6 +72,34 @@ def test_setup_installs_once_and_a_venv_with_more_extras_satisfies_fewer(venv):
     result, calls = setup(venv, "dev")   # an extra not installed yet: the union, so gui stays
     assert pip_calls(calls)[1].endswith(f"-e {REPO}[dev,gui]")
     assert setup(venv, "gui")[1] == []
+
+
+def test_setup_builds_deepspeeds_ops_with_the_distributed_extra_and_retries_a_failed_build(venv):
+    result, calls = setup(venv, "gui")
+    assert result.returncode == 0 and not any("deepspeed_ops" in call for call in calls), calls
+    result, calls = setup(venv, "distributed")
+    assert result.returncode == 0, result.stderr
+    assert calls[-1] == "python -m library.training.deepspeed_ops" and pip_calls(calls[:-1]) == calls[:-1]
+
+    stamp = venv / ".furnace-installed"
+    stamp.unlink()
+    (venv / "bin" / "python").write_text(SHIM + "exit 1\n", encoding="utf-8")  # a build that fails
+    result, calls = setup(venv, "distributed")
+    assert result.returncode == 1 and "building DeepSpeed's ops failed" in result.stderr
+    assert not stamp.exists()  # so the next setup installs and builds again
+
+
+def test_deepspeed_ops_are_built_into_the_venv():
+    """The command setup runs, for real: both ops end up in <venv>/torch_extensions, where runs look for them."""
+    pytest.importorskip("deepspeed", reason="DeepSpeed is the optional 'distributed' extra")
+    env = {key: value for key, value in os.environ.items() if key != "TORCH_EXTENSIONS_DIR"}
+    result = subprocess.run([sys.executable, "-m", "library.training.deepspeed_ops"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = Path(sys.prefix) / "torch_extensions"
+    assert f"DeepSpeed ops in {folder}: cpu_adam, deepspeed_shm_comm" in result.stdout
+    assert (folder / "cpu_adam" / "cpu_adam.so").is_file()
+    assert (folder / "deepspeed_shm_comm" / "deepspeed_shm_comm.so").is_file()
 
 
 def test_setup_refuses_a_callers_arguments_as_extras(venv):

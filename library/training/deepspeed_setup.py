@@ -27,6 +27,7 @@ from collections.abc import Iterable
 import torch
 
 from library.config import ConfigError, FurnaceConfig
+from library.training.deepspeed_ops import use_venv_ops
 from library.training.exceptions import TrainingSetupError
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ def build_deepspeed_plugin(config: FurnaceConfig):
     """The ``DeepSpeedPlugin`` for this run, or None when DeepSpeed is not requested."""
     if not deepspeed_requested(config):
         return None
+    use_venv_ops()  # before DeepSpeed loads any op: the ones setup built, not a rebuild
     try:
         from accelerate.utils import DeepSpeedPlugin
         import deepspeed  # noqa: F401  (fail here, with the fix, rather than deep inside accelerate)
@@ -206,3 +208,25 @@ def state_save_options(accelerator) -> dict:
 def state_load_options(accelerator) -> dict:
     return {"load_module_strict": False} if uses_deepspeed(accelerator) else {}
 
+
+def continue_cpu_adam_powers(accelerator) -> None:
+    """After a resume, bring DeepSpeed's CPU Adam to the bias-correction powers the uninterrupted run has.
+
+    Its C++ side keeps beta1^t and beta2^t in float32, multiplied by beta once per step; a new optimizer (a resumed
+    run) computes them with pow() at the restored step instead, which rounds differently at some steps (beta2 =
+    0.999 at t = 3) and moves the resumed run off the uninterrupted one. Replaying the restored steps on one-element
+    stand-ins advances the C++ counter exactly as the steps did (microseconds per step)."""
+    if not uses_deepspeed(accelerator):
+        return
+    from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+    adam = accelerator.deepspeed_engine_wrapped.engine.basic_optimizer
+    if not isinstance(adam, DeepSpeedCPUAdam):
+        return
+    steps = max((int(state["step"]) for state in adam.state.values() if "step" in state), default=0)
+    stand_in = [torch.zeros(1) for _ in range(4)]  # parameter, gradient, both moments
+    for step in range(1, steps + 1):
+        for group in adam.param_groups:  # as step() calls it: once per group, with that group's betas
+            beta1, beta2 = group["betas"]
+            adam.ds_opt_adam.adam_update(adam.opt_id, step, group["lr"], beta1, beta2, group["eps"],
+                                         group["weight_decay"], group["bias_correction"], *stand_in)

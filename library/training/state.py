@@ -22,7 +22,12 @@ from accelerate.utils import load as load_pickled_tensors
 from safetensors.torch import load_file, save_file
 
 from library.atomic_files import recover_folder, replace_folder, staging_folder, write_text_atomic
-from library.training.deepspeed_setup import state_load_options, state_save_options, uses_deepspeed
+from library.training.deepspeed_setup import (
+    continue_cpu_adam_powers,
+    state_load_options,
+    state_save_options,
+    uses_deepspeed,
+)
 from library.training.ema import ExponentialMovingAverage
 from library.training.exceptions import ResumeError
 from library.training.state_manifest import SavedFor, verify_state, write_manifest
@@ -132,6 +137,7 @@ def load_training_state(accelerator, state_dir: Path, saved_for: SavedFor) -> Lo
     tensors; return the saved loop position."""
     verify_state(state_dir, saved_for)
     accelerator.load_state(str(state_dir), **state_load_options(accelerator))
+    continue_cpu_adam_powers(accelerator)
     _check_random_states(state_dir / RNG_FILE.format(accelerator.process_index))
     position = LoopPosition(**json.loads((state_dir / POSITION_FILE).read_text(encoding="utf-8")))
     logger.info(

@@ -118,12 +118,22 @@ def test_resume_with_two_processes_is_exact(sd1_run, tiny_sd1, six_images, tmp_p
     _assert_identical(load_file(reference / "lora.safetensors"), load_file(staged / "lora.safetensors"))
 
 
-def test_every_rank_keeps_the_same_ema_without_communicating(tiny_sd1, six_images, tmp_path):
+@pytest.fixture(scope="module")
+def two_machines(tiny_sd1, six_images, tmp_path_factory) -> tuple[Path, Path]:
+    """The sd1 run again, keeping an EMA, from two launchers with ``--num_machines 2 --machine_rank 0|1`` meeting at
+    machine 0's address (loopback here): (output dir, probe dir). The EMA only reads the weights, so the live
+    weights still train exactly as without it."""
+    root = tmp_path_factory.mktemp("two-machines")
+    output, probe = root / "run", root / "probe"
+    ema = ["--network.ema_decay", "0.9", "--network.ema_save", "both"]
+    accelerate_launch_machines(PROBE, [str(probe), *_args(tiny_sd1, six_images, output), *ema])
+    return output, probe
+
+
+def test_every_rank_keeps_the_same_ema_without_communicating(two_machines):
     """Each rank updates its own EMA from the weights DDP keeps identical: the averages match bit for bit, and
     rank 0's is the EMA file it saved (the raw file beside it holds the live weights)."""
-    output, probe = tmp_path / "run", tmp_path / "probe"
-    ema = ["--network.ema_decay", "0.9", "--network.ema_save", "both"]
-    accelerate_launch(PROBE, [str(probe), *_args(tiny_sd1, six_images, output), *ema])
+    output, probe = two_machines
     averages = [load_file(probe / f"rank{rank}-ema.safetensors") for rank in range(PROCESSES)]
     _assert_identical(averages[0], averages[1])
     _assert_identical(averages[0], load_file(output / "lora.safetensors"))
@@ -132,16 +142,14 @@ def test_every_rank_keeps_the_same_ema_without_communicating(tiny_sd1, six_image
     assert any(not torch.equal(averages[0][key], live[key]) for key in averages[0])
 
 
-def test_two_machines_train_exactly_like_two_processes_on_one(sd1_run, tiny_sd1, six_images, tmp_path):
-    """Two launchers with ``--num_machines 2 --machine_rank 0|1`` meeting at machine 0's address (loopback here):
-    the same ranks, data shards and seeds as one machine with two processes, so the same LoRA, bit for bit,
+def test_two_machines_train_exactly_like_two_processes_on_one(two_machines, sd1_run):
+    """The same ranks, data shards and seeds as one machine with two processes, so the same LoRA, bit for bit,
     written once (by machine 0)."""
     reference, _ = sd1_run
-    output, probe = tmp_path / "run", tmp_path / "probe"
-    accelerate_launch_machines(PROBE, [str(probe), *_args(tiny_sd1, six_images, output)])
+    output, probe = two_machines
     reports = [json.loads((probe / f"rank{rank}.json").read_text()) for rank in range(PROCESSES)]
     assert [report["world_size"] for report in reports] == [PROCESSES, PROCESSES]
     _assert_identical(load_file(probe / "rank0.safetensors"), load_file(probe / "rank1.safetensors"))
-    _assert_identical(load_file(reference / "lora.safetensors"), load_file(output / "lora.safetensors"))
+    _assert_identical(load_file(reference / "lora.safetensors"), load_file(output / "lora-raw.safetensors"))
     kinds = Counter(event["event"] for event in read_events(output))
     assert kinds["start"] == kinds["done"] == kinds["checkpoint"] == 1

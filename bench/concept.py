@@ -27,7 +27,7 @@ from common import RESULTS, print_table, python, run_measured, write_results
 WORK = RESULTS / "work" / "concept"
 RUNS: dict[str, tuple[str, str, dict[str, str]]] = {
     "lora": ("train_network.py", "configs/quickstart.toml", {}),
-    "lora_rank16": ("train_network.py", "configs/quickstart.toml", {"network.dim": "16", "network.alpha": "16"}),
+    "lora_rank4": ("train_network.py", "configs/quickstart.toml", {"network.dim": "4", "network.alpha": "4"}),
     "dreambooth_prior": ("train_dreambooth.py", "configs/dreambooth_quickstart.toml",
                          {"dreambooth.class_data_dir": str(WORK / "class")}),
     "dreambooth_no_prior": ("train_dreambooth.py", "configs/dreambooth_quickstart.toml",

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -35,6 +36,7 @@ logger = logging.getLogger("screenshots")
 CHROMIUM = "/usr/bin/chromium"
 VIEWPORT = {"width": 1280, "height": 860}
 DATASET = REPO / "datasets" / "quickstart"
+QUICKSTART = REPO / "configs" / "quickstart.toml"
 
 
 def free_port() -> int:
@@ -96,7 +98,8 @@ def form_shot(page: Page, url: str, steps: int, out: Path) -> None:
     page.wait_for_selector("#config-form[data-ready=true]")
     page.select_option("#preset", "quickstart")
     page.click("#load-preset")
-    expect(page.locator("#f-network-dim")).to_have_value("4")
+    preset_dim = tomllib.loads(QUICKSTART.read_text(encoding="utf-8"))["network"]["dim"]
+    expect(page.locator("#f-network-dim")).to_have_value(str(preset_dim))   # the preset is in the form
     set_option(page, "training.max_train_steps", str(steps))
     set_option(page, "sample.every_n_steps", str(steps // 2))
     set_option(page, "output.save_every_n_steps", str(steps // 2))

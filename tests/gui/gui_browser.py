@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from gui_server import REPO, TINY_PROMPTS
+from gui_server import QUICKSTART_DIM, REPO, TINY_PROMPTS
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
 expect, sync_playwright = playwright_api.expect, playwright_api.sync_playwright
@@ -45,7 +45,7 @@ def open_form(page, url: str, folders) -> None:
     page.wait_for_selector("#config-form[data-ready=true]")
     page.select_option("#preset", "quickstart")
     page.click("#load-preset")
-    expect(page.locator("#f-network-dim")).to_have_value("4")
+    expect(page.locator("#f-network-dim")).to_have_value(str(QUICKSTART_DIM))
     fill(page, "model.pretrained_model_name_or_path", str(folders.models / "tiny-sd1"))
     fill(page, "dataset.train_data_dir", str(folders.datasets / "concept"))
     fill(page, "sample.prompts", str(folders.configs / TINY_PROMPTS))

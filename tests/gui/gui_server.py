@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from library.gui.runs import CONFIG_NAME, RunRecord, RunStore
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_PROMPTS = "tiny_prompts.txt"
+# The shipped quickstart preset's rank: what the form shows, and a run queued from it writes, once it is loaded.
+QUICKSTART_DIM = tomllib.loads((REPO / "configs" / "quickstart.toml").read_text(encoding="utf-8"))["network"]["dim"]
 
 
 def free_port() -> int:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from gui_server import REPO, GuiFolders, GuiServer, quick_run_values, run_folders, wait_for
+from gui_server import QUICKSTART_DIM, REPO, GuiFolders, GuiServer, quick_run_values, run_folders, wait_for
 
 pytestmark = pytest.mark.slow  # these tests start processes or trainers
 
@@ -45,7 +45,7 @@ def test_form_validation_uses_the_cli_messages(server, gui_folders):
     assert {"model", "dataset", "network", "training"} <= set(schema["properties"])
 
     presets = {preset["name"]: preset for preset in client.get("/api/presets").json()}
-    assert presets["quickstart"]["values"]["network"]["dim"] == 4 and not presets["quickstart"]["messages"]
+    assert presets["quickstart"]["values"]["network"]["dim"] == QUICKSTART_DIM and not presets["quickstart"]["messages"]
 
     values = quick_run_values(gui_folders, steps=4, sample_every=2)
     good = client.post("/api/validate", json={"values": values}).json()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from gui_browser import NEEDS_CHROMIUM, expect, field, fill
-from gui_server import REPO, GuiFolders, GuiServer
+from gui_server import QUICKSTART_DIM, REPO, GuiFolders, GuiServer
 from safetensors import safe_open
 
 from library.data.captions import read_caption_for
@@ -131,7 +131,7 @@ def test_a_first_run_from_the_quickstart_preset_to_a_downloaded_lora(page, folde
         downloaded.value.save_as(saved)
         with safe_open(str(saved), "pt") as lora:
             keys, metadata = list(lora.keys()), lora.metadata()
-        assert metadata["ss_network_dim"] == "4" and metadata["ss_steps"] == str(STEPS)
+        assert metadata["ss_network_dim"] == str(QUICKSTART_DIM) and metadata["ss_steps"] == str(STEPS)
         assert json.loads(metadata["ss_tag_frequency"])["10_frnc"]["centred"] == 1   # the caption edited in the page
         assert keys and all(key.startswith("lora_") for key in keys), keys[:5]
         assert any(key.startswith("lora_unet_") for key in keys) and any(key.startswith("lora_te_") for key in keys)

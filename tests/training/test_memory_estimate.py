@@ -102,17 +102,21 @@ def test_the_refusal_names_the_largest_term(sizes):
     available = Available(2**20, "RAM and swap")
     config = _config("--resolution", "2048", "--train_batch_size", "8")
     batch = largest_batch(config)
-    line = refusal(config, sizes, batch, estimate_memory(config, sizes, batch, False, FP32, False), available)
+    line = refusal(config, sizes, batch, estimate_memory(config, sizes, batch, False, FP32, False), available, False)
     assert line.startswith("dataset.resolution = 2048 with dataset.batch_size = 8 needs about ")
     assert "1 MiB available (RAM and swap)" in line and "training.gradient_checkpointing" in line
     assert line.endswith("or set training.skip_memory_check = true")
 
     small = LargestBatch(64, 64, 1, "dataset.resolution = 64 with dataset.batch_size = 1")
     config = _config()
-    line = refusal(config, sizes, small, estimate_memory(config, sizes, small, False, FP32, False), available)
+    line = refusal(config, sizes, small, estimate_memory(config, sizes, small, False, FP32, False), available, False)
     assert "base.safetensors (sd1) needs about" in line and 'training.mixed_precision = "bf16"' in line
-    line = refusal(config, sizes, small, estimate_memory(config, sizes, small, True, FP32, False), available)
+    line = refusal(config, sizes, small, estimate_memory(config, sizes, small, True, FP32, False), available, True)
     assert 'training with optimizer.type = "AdamW" needs about' in line
+    adafactor = _config("--optimizer_type", "Adafactor")  # a full fine-tune's weights: fp8_base cannot help it
+    line = refusal(adafactor, sizes, small, estimate_memory(adafactor, sizes, small, True, FP32, False), available,
+                   True)
+    assert line.split("; ")[-1].startswith('train a LoRA (dreambooth.train_method = "lora") or use a machine with')
 
 
 def test_the_machine_figure(monkeypatch):

@@ -77,6 +77,13 @@ BAD_FILES = [
     ),
     ("conv-alpha-alone", {"network": "conv_alpha = 4"}, ["network.conv_alpha: needs network.conv_dim"]),
     (
+        "cached-text-encoder-fine-tuned",
+        {"network": "train_unet_only = true", "dreambooth": "train_text_encoder = true",
+         "top": "cache_text_encoder_outputs = true"},
+        ["dataset.cache_text_encoder_outputs (from cache_text_encoder_outputs): cannot be combined with "
+         "dreambooth.train_text_encoder (a cached text encoder cannot train)"],
+    ),
+    (
         "precision",
         {"training": 'mixed_precision = "fp32"'},
         ["training.mixed_precision: must be one of 'no', 'fp16' or 'bf16'", "(got 'fp32')"],

@@ -176,7 +176,7 @@ def _training_state(config: FurnaceConfig, sizes: ModelSizes, full_fine_tune: bo
     per_parameter = 0 if partitioned else _GRADIENT_BYTES + state_bytes
     if full_fine_tune:
         trained = sizes.denoiser_parameters
-        trained += sizes.text_encoder_parameters if config.dreambooth.train_text_encoder else 0
+        trained += sizes.fine_tuned_text_encoder_parameters if config.dreambooth.train_text_encoder else 0
         ema = sizes.denoiser_parameters * _TRAINED_BYTES if config.dreambooth.use_ema else 0
         return trained * per_parameter + ema
     if config.network.module != "lora" or config.network.train_text_encoder_only:

@@ -84,6 +84,13 @@ def test_training_state_follows_what_trains_and_the_optimizer(sizes):
     assert lora_adapter_parameters(sizes, 64) == 4 * adapters
 
 
+def test_a_flux_full_fine_tune_counts_clip_l_as_trained_and_t5_as_frozen(tiny_model_factory):
+    flux = read_model_sizes(tiny_model_factory("flux1-dev").folder)
+    trained = flux.denoiser_parameters + flux.parameters["text_encoder"]  # CLIP-L; T5 is text_encoder_2
+    assert flux.parameters["text_encoder_2"] > 0
+    assert _estimate(flux, "--train_text_encoder", full=True).training_state == trained * (4 + 8)
+
+
 def test_a_dataset_toml_gives_its_largest_batch(tmp_path):
     images = tmp_path / "images"
     images.mkdir()

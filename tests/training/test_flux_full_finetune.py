@@ -118,7 +118,8 @@ def test_a_schnell_checkpoint_fine_tunes_and_loads_back_as_schnell(tiny_model_fa
 
 def test_a_full_size_flux_full_fine_tune_is_refused_on_its_memory_estimate_before_loading(
         tiny_model_factory, concept_dataset, tmp_path):
-    """A FLUX.1-dev folder of configs only (the real sizes, no weights to load): refused in one line."""
+    """A FLUX.1-dev folder of configs only (the real sizes, no weights: loading it would fail with another line):
+    refused in one line naming the estimate and the memory available."""
     folder = tmp_path / "flux1-dev"
     folder.mkdir()
     index = tiny_model_factory("flux1-dev").folder / "model_index.json"
@@ -133,4 +134,4 @@ def test_a_full_size_flux_full_fine_tune_is_refused_on_its_memory_estimate_befor
     assert result.returncode == 1 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert 'training with optimizer.type = "AdamW" needs about 133.' in errors[0]
     assert f"128.0 GiB available (${MEMORY_ENV}); train a LoRA" in errors[0]
-    assert "model load" not in result.stderr and not (tmp_path / "out" / "model.safetensors").exists()
+    assert not (tmp_path / "out" / "model.safetensors").exists()

@@ -46,7 +46,9 @@ class DreamBoothSection(BaseModel):
     stop_text_encoder_training: int | None = Field(
         None, ge=1, le=MAX_STEPS, description="Full fine-tune: freeze the text encoder after this many steps."
     )
-    use_ema: bool = Field(False, description="Full fine-tune: keep an exponential moving average of the UNet.")
+    use_ema: bool = Field(
+        False, description="Full fine-tune: keep an exponential moving average of the UNet (FLUX.1: the transformer)."
+    )
     ema_decay: float = Field(0.9999, gt=0, lt=1, description="EMA decay per optimizer step.")
     save_diffusers: bool = Field(
         False, description="Full fine-tune: also write a diffusers folder beside the single-file checkpoint."

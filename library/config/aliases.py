@@ -96,6 +96,13 @@ IGNORED_KEYS: frozenset[str] = frozenset(
     {"xformers", "sdpa", "mem_eff_attn", "lowram", "highvram", "persistent_data_loader_workers"}
 )
 
+# sd-scripts switches for what Furnace does not train: false is accepted (the default there), true is refused with
+# the reason, rather than as an unknown key whose closest name is another option.
+REFUSED_SWITCHES: dict[str, str] = {
+    "train_t5xxl": "FLUX.1's T5-XXL always stays frozen here (a LoRA or dreambooth.train_text_encoder trains CLIP-L at "
+    "most); remove it",
+}
+
 # sd-scripts selects the family with boolean switches; v_parameterization on top of v2 means SD2-v.
 FAMILY_FLAGS: dict[str, str] = {"v2": "sd2", "v_parameterization": "sd2-v", "sdxl": "sdxl"}
 

@@ -16,7 +16,15 @@ from typing import Any, Literal
 
 from pydantic.fields import FieldInfo
 
-from .aliases import DEPRECATED_KEYS, FAMILY_FLAGS, FLAT_ALIASES, IGNORED_KEYS, TRANSFORMS, family_from_flags
+from .aliases import (
+    DEPRECATED_KEYS,
+    FAMILY_FLAGS,
+    FLAT_ALIASES,
+    IGNORED_KEYS,
+    REFUSED_SWITCHES,
+    TRANSFORMS,
+    family_from_flags,
+)
 from .schema import SECTIONS
 
 logger = logging.getLogger(__name__)
@@ -89,7 +97,7 @@ def _kind_of_annotation(annotation: Any) -> Kind:
 
 def kind_of(name: str) -> Kind | None:
     """How a command-line value for this key is read; None for an unknown key."""
-    if name in FAMILY_FLAGS or name in IGNORED_KEYS:
+    if name in FAMILY_FLAGS or name in IGNORED_KEYS or name in REFUSED_SWITCHES:
         return "bool"
     if name in TRANSFORMS:
         return TRANSFORMS[name][0]  # type: ignore[return-value]
@@ -126,6 +134,12 @@ def collect(pairs: Iterable[tuple[str, Any, str]], cli: bool) -> tuple[list[Assi
     for name, value, source in pairs:
         try:
             if name in IGNORED_KEYS:
+                continue
+            if name in REFUSED_SWITCHES:
+                if not isinstance(value, bool):
+                    raise ValueError(f"must be true or false (got {value!r})")
+                if value:
+                    raise ValueError(REFUSED_SWITCHES[name])
                 continue
             if name in FAMILY_FLAGS:
                 if not isinstance(value, bool):

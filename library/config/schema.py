@@ -66,6 +66,11 @@ class FurnaceConfig(BaseModel):
             yield "dataset.cache_text_encoder_outputs", (
                 "needs network.train_unet_only = true (a cached text encoder cannot train)"
             )
+        full = self.dreambooth.train_method == "full"
+        if self.dataset.cache_text_encoder_outputs and full and self.dreambooth.train_text_encoder:
+            yield "dataset.cache_text_encoder_outputs", (
+                "cannot be combined with dreambooth.train_text_encoder (a cached text encoder cannot train)"
+            )
 
 
 SECTIONS: dict[str, type[BaseModel]] = {

@@ -39,11 +39,16 @@ class DreamBoothSection(BaseModel):
     class_generation_steps: int = Field(
         30, ge=1, le=1000, description="Denoising steps per generated class image (at most 1000)."
     )
-    train_text_encoder: bool = Field(False, description="Full fine-tune: also train the text encoder(s).")
+    train_text_encoder: bool = Field(
+        False,
+        description="Full fine-tune: also train the text encoder(s); on FLUX.1 CLIP-L only (T5-XXL stays frozen).",
+    )
     stop_text_encoder_training: int | None = Field(
         None, ge=1, le=MAX_STEPS, description="Full fine-tune: freeze the text encoder after this many steps."
     )
-    use_ema: bool = Field(False, description="Full fine-tune: keep an exponential moving average of the UNet.")
+    use_ema: bool = Field(
+        False, description="Full fine-tune: keep an exponential moving average of the UNet (FLUX.1: the transformer)."
+    )
     ema_decay: float = Field(0.9999, gt=0, lt=1, description="EMA decay per optimizer step.")
     save_diffusers: bool = Field(
         False, description="Full fine-tune: also write a diffusers folder beside the single-file checkpoint."

@@ -47,6 +47,8 @@ class TextEncoderSpec:
     # the other sequence encoders'; plus the projected pooled output when the encoder has a projection, as SDXL's
     # second), "pooled" = only its pooled output (FLUX.1's CLIP-L)
     conditions: Literal["sequence", "pooled"] = "sequence"
+    # Whether dreambooth.train_text_encoder fine-tunes it (FLUX.1's T5-XXL, 4.7 B parameters, stays frozen)
+    fine_tuned: bool = True
 
 
 @dataclass(frozen=True)
@@ -298,6 +300,7 @@ def _flux_t5(max_length: int) -> TextEncoderSpec:
         tokenizer="t5",
         max_length=max_length,
         split_file_key="t5xxl",
+        fine_tuned=False,
     )
 
 

@@ -33,6 +33,16 @@ def assemble_pipeline(
     return getattr(diffusers, family.pipeline_class)(**parts)
 
 
+def pipeline_scheduler(family: ModelFamily) -> Any:
+    """The sampling scheduler a family's saved pipeline carries: DDIM on the schedule of the DDPM-trained families
+    (as their released pipelines), the training scheduler itself for flow matching (FLUX.1's flow-matching Euler)."""
+    import diffusers
+
+    if family.scheduler_class == "DDPMScheduler":
+        return diffusers.DDIMScheduler(**dict(family.scheduler_config), set_alpha_to_one=False, steps_offset=1)
+    return getattr(diffusers, family.scheduler_class)(**dict(family.scheduler_config))
+
+
 def component_modules(
     family: ModelFamily, unet: torch.nn.Module, vae: torch.nn.Module, text_encoders: Sequence[torch.nn.Module]
 ) -> dict[str, torch.nn.Module]:

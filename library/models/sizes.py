@@ -45,6 +45,11 @@ class ModelSizes:
     def text_encoder_parameters(self) -> int:
         return sum(self.parameters[spec.component] for spec in self.family.text_encoders)
 
+    @property
+    def fine_tuned_text_encoder_parameters(self) -> int:
+        """The encoders ``dreambooth.train_text_encoder`` trains (FLUX.1: CLIP-L, not T5)."""
+        return sum(self.parameters[spec.component] for spec in self.family.text_encoders if spec.fine_tuned)
+
 
 def read_model_sizes(
     path: str | Path, family: str = "auto", split_files: Mapping[str, str | Path | None] | None = None

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from library.models.families import FAMILY_NAMES, ModelFamily, get_family
-from library.models.pipeline import assemble_pipeline, component_configs, component_modules
+from library.models.pipeline import assemble_pipeline, component_configs, component_modules, pipeline_scheduler
 from library.models.t5_tokenizer import build_tiny_t5_tokenizer, tiny_t5_pieces
 from library.models.tokenizer import build_clip_tokenizer
 
@@ -214,17 +214,10 @@ def tiny_tokenizers(family: ModelFamily) -> list:
 
 
 def build_pipeline(family: ModelFamily, components: Components):
-    """Wrap components into the family's diffusers pipeline, with tokenizers and a sampling scheduler (DDIM for the
-    DDPM-trained families, the training scheduler itself for flow matching)."""
-    import diffusers
-
-    if family.scheduler_class == "DDPMScheduler":
-        scheduler = diffusers.DDIMScheduler(**dict(family.scheduler_config), set_alpha_to_one=False, steps_offset=1)
-    else:
-        scheduler = getattr(diffusers, family.scheduler_class)(**dict(family.scheduler_config))
+    """Wrap components into the family's diffusers pipeline, with tokenizers and its sampling scheduler."""
     tokenizers = tiny_tokenizers(family)
     return assemble_pipeline(
-        family, components.unet, components.vae, components.text_encoders, tokenizers, scheduler
+        family, components.unet, components.vae, components.text_encoders, tokenizers, pipeline_scheduler(family)
     )
 
 

@@ -33,7 +33,7 @@ import torch
 
 from library.atomic_files import atomic_folder
 from library.models.loader import BaseModel
-from library.models.pipeline import assemble_pipeline
+from library.models.pipeline import assemble_pipeline, pipeline_scheduler
 from library.networks.bundled_embeddings import bundle_tensors, split_bundled
 from library.networks.embedding_file import TOKEN_KEY, EmbeddingFileError, read_embedding_file, write_embedding_file
 from library.networks.hypernetwork_file import (
@@ -48,7 +48,6 @@ from library.networks.hypernetwork_file import (
 from library.networks.lora_file import SAVE_PRECISIONS, save_dtype, write_lora_file
 from library.networks.lora_layouts import SAVE_FORMATS, adapter_tensors, file_tensors, reference_paths
 from library.networks.pivotal_embeddings import Embeddings, embedding_companion, lora_embeddings
-from library.sampling.samplers import build_scheduler
 from library.tools.common import (
     TOOL_KEY,
     ToolError,
@@ -92,8 +91,8 @@ def write_diffusers_folder(model, out: Path, dtype: torch.dtype) -> None:
     for module in (model.unet, model.vae, *model.text_encoders):
         if module.dtype != dtype:
             module.to(dtype)
-    scheduler = build_scheduler("ddim", model.noise_scheduler.config)  # a sampling scheduler, as SD folders ship
-    pipeline = assemble_pipeline(model.family, model.unet, model.vae, model.text_encoders, model.tokenizers, scheduler)
+    pipeline = assemble_pipeline(model.family, model.unet, model.vae, model.text_encoders, model.tokenizers,
+                                 pipeline_scheduler(model.family))
     with atomic_folder(out) as staging:
         pipeline.save_pretrained(staging, safe_serialization=True)
 

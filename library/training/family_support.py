@@ -1,6 +1,6 @@
 """Which base-model families a weights strategy can train, with which adapter options.
 
-LoRA trains both denoiser kinds (a UNet, FLUX.1's transformer); full fine-tuning, textual inversion and
+LoRA and full fine-tuning train both denoiser kinds (a UNet, FLUX.1's transformer); textual inversion and
 hypernetworks are built for UNet denoisers. A run that asks a strategy for a family it cannot train, for blocks the
 model does not have (``network.train_*_block_indices``) or for an adapter the family's LoRA files cannot hold (LoKr
 in FLUX.1's fused BFL layout) stops here with one line, before anything is estimated or loaded, instead of failing
@@ -36,7 +36,7 @@ def check_trainable_family(config: FurnaceConfig, weights_factory: WeightsFactor
         raise TrainingSetupError(
             f"model.pretrained_model_name_or_path: a {family.title} model; {weights_factory.title} of its "
             f"{family.denoiser} is not supported yet (Stable Diffusion 1.x, 2.x and XL bases train; a "
-            f"{family.title} base trains a LoRA with train_network.py or dreambooth.train_method = \"lora\")"
+            f"{family.title} base trains a LoRA with train_network.py, or DreamBooth with train_dreambooth.py)"
         )
 
 

@@ -1,5 +1,7 @@
-"""What a DreamBooth fine-tune trains and writes: the whole UNet (and optionally the text encoders), saved as an
-original-layout single-file checkpoint that A1111 and ComfyUI load, optionally also as a diffusers folder.
+"""What a DreamBooth fine-tune trains and writes: the whole denoiser (a UNet, or FLUX.1's transformer) and optionally
+the text encoders the family record marks ``fine_tuned`` (FLUX.1: CLIP-L; T5-XXL stays frozen), saved as an
+original-layout single-file checkpoint that A1111 and ComfyUI load, optionally also as a diffusers folder with the
+family's own sampling scheduler.
 
 State for resume is accelerate's own full-model save; the optional EMA of the UNet (``training/ema.py``) is added
 to it by the state hooks, and is what the checkpoints hold.
@@ -17,7 +19,7 @@ import torch
 from library.atomic_files import atomic_folder
 from library.config import FurnaceConfig
 from library.models.loader import BaseModel
-from library.models.pipeline import assemble_pipeline, component_configs, component_modules
+from library.models.pipeline import assemble_pipeline, component_configs, component_modules, pipeline_scheduler
 from library.models.single_file import save_original_checkpoint
 from library.networks import TrainingInfo, checkpoint_metadata, save_dtype
 from library.networks.targets import TEXT_ENCODER, UNET
@@ -31,30 +33,34 @@ logger = logging.getLogger(__name__)
 
 
 class FullWeights(TrainedWeights):
-    """Full fine-tuning of the UNet (+ text encoders until ``stop_text_encoder_training``), with optional EMA."""
+    """Full fine-tuning of the denoiser (+ text encoders until ``stop_text_encoder_training``), with optional EMA."""
 
     saves_base_model = True
     title = "full fine-tuning"
+    trainable_denoisers = ("unet", "transformer")
 
     def __init__(self, config: FurnaceConfig, model: BaseModel, precision: Precision, device: torch.device) -> None:
         self.config, self.model = config, model
         section, rates = config.dreambooth, part_rates(config)
-        self.trains_text_encoder = section.train_text_encoder and rates.trains(TEXT_ENCODER)
+        fine_tuned = [spec.fine_tuned for spec in model.family.text_encoders]
+        self.trained_encoders = [encoder for encoder, tuned in zip(model.text_encoders, fine_tuned)
+                                 if tuned and section.train_text_encoder]
+        self.trains_text_encoder = bool(self.trained_encoders) and rates.trains(TEXT_ENCODER)
         model.unet.to(device, torch.float32).requires_grad_(True)
-        for encoder in model.text_encoders:
-            dtype = torch.float32 if self.trains_text_encoder else precision.frozen
-            encoder.to(device, dtype).requires_grad_(self.trains_text_encoder)
+        for encoder, tuned in zip(model.text_encoders, fine_tuned):
+            trains = tuned and self.trains_text_encoder
+            encoder.to(device, torch.float32 if trains else precision.frozen).requires_grad_(trains)
         model.vae.to(device, torch.float32).requires_grad_(False)
         parts = {UNET: list(model.unet.parameters())}
-        if section.train_text_encoder:
-            parts[TEXT_ENCODER] = [param for encoder in model.text_encoders for param in encoder.parameters()]
+        if self.trained_encoders:
+            parts[TEXT_ENCODER] = [param for encoder in self.trained_encoders for param in encoder.parameters()]
         self.groups = optimizer_groups(parts, rates)
         if config.training.gradient_checkpointing:
             enable_checkpointing(model, text_encoders_too=self.trains_text_encoder)
         self.keep_ema(config, dict(model.unet.named_parameters()), lora_run=False)
 
     def modules_to_prepare(self) -> list[torch.nn.Module]:
-        return [self.model.unet] + (list(self.model.text_encoders) if self.trains_text_encoder else [])
+        return [self.model.unet] + (self.trained_encoders if self.trains_text_encoder else [])
 
     def param_groups(self) -> list[dict]:
         return self.groups
@@ -76,7 +82,7 @@ class FullWeights(TrainedWeights):
         """Apply what depends on the step count (also right after a resume)."""
         stop_at = self.config.dreambooth.stop_text_encoder_training
         if self.trains_text_encoder and stop_at and step >= stop_at:
-            for encoder in self.model.text_encoders:
+            for encoder in self.trained_encoders:
                 encoder.requires_grad_(False).eval()
             self.trains_text_encoder = False
             logger.info("step %d: text encoder training stopped (dreambooth.stop_text_encoder_training)", step)
@@ -98,12 +104,9 @@ class FullWeights(TrainedWeights):
                 self._save_diffusers(path.with_name(f"{path.stem}_diffusers"))
 
     def _save_diffusers(self, folder: Path) -> None:
-        from diffusers import DDIMScheduler
-
         model = self.model
-        scheduler = DDIMScheduler(**dict(model.family.scheduler_config), set_alpha_to_one=False, steps_offset=1)
         pipeline = assemble_pipeline(
-            model.family, model.unet, model.vae, model.text_encoders, model.tokenizers, scheduler
+            model.family, model.unet, model.vae, model.text_encoders, model.tokenizers, pipeline_scheduler(model.family)
         )
         with atomic_folder(folder) as staging:
             pipeline.save_pretrained(staging, safe_serialization=True)

@@ -176,7 +176,7 @@ def _training_state(config: FurnaceConfig, sizes: ModelSizes, full_fine_tune: bo
     per_parameter = 0 if partitioned else _GRADIENT_BYTES + state_bytes
     if full_fine_tune:
         trained = sizes.denoiser_parameters
-        trained += sizes.text_encoder_parameters if config.dreambooth.train_text_encoder else 0
+        trained += sizes.fine_tuned_text_encoder_parameters if config.dreambooth.train_text_encoder else 0
         ema = sizes.denoiser_parameters * _TRAINED_BYTES if config.dreambooth.use_ema else 0
         return trained * per_parameter + ema
     if config.network.module != "lora" or config.network.train_text_encoder_only:
@@ -198,8 +198,9 @@ def _activations(config: FurnaceConfig, sizes: ModelSizes, batch: LargestBatch, 
 
 
 def refusal(config: FurnaceConfig, sizes: ModelSizes, batch: LargestBatch, estimate: MemoryEstimate,
-            available: Available) -> str:
-    """One line: the largest term and the settings behind it, what is available, and what to change."""
+            available: Available, full_fine_tune: bool) -> str:
+    """One line: the largest term and the settings behind it, what is available, and what to change (a full
+    fine-tune keeps its weights in fp32 and cannot store them in fp8: only a LoRA or more memory shrink them)."""
     terms = {"activations": estimate.activations, "weights": estimate.weights,
              "training state": estimate.training_state}
     largest = max(terms, key=terms.__getitem__)
@@ -210,7 +211,9 @@ def refusal(config: FurnaceConfig, sizes: ModelSizes, batch: LargestBatch, estim
     elif largest == "weights":
         what = (f"the base model {config.model.pretrained_model_name_or_path} ({sizes.family.name}) needs about "
                 f"{show_bytes(estimate.weights)} for its weights")
-        if config.training.mixed_precision == "no":
+        if full_fine_tune:
+            advice = 'train a LoRA (dreambooth.train_method = "lora") or use a machine with more memory'
+        elif config.training.mixed_precision == "no":
             advice = 'set training.mixed_precision = "bf16" (a LoRA run keeps its frozen weights in bf16)'
         elif not config.model.fp8_base:
             advice = "set model.fp8_base = true (a LoRA run's frozen weights in float8) or use a machine with more memory"
@@ -255,5 +258,5 @@ def check_memory(
         if config.training.skip_memory_check:
             logger.warning("the memory estimate exceeds what is available; %s is set, so the run starts", SKIP_KEY)
         else:
-            raise TrainingSetupError(refusal(config, sizes, batch, estimate, available))
+            raise TrainingSetupError(refusal(config, sizes, batch, estimate, available, full_fine_tune))
     return estimate

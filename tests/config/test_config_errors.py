@@ -77,6 +77,13 @@ BAD_FILES = [
     ),
     ("conv-alpha-alone", {"network": "conv_alpha = 4"}, ["network.conv_alpha: needs network.conv_dim"]),
     (
+        "cached-text-encoder-fine-tuned",
+        {"network": "train_unet_only = true", "dreambooth": "train_text_encoder = true",
+         "top": "cache_text_encoder_outputs = true"},
+        ["dataset.cache_text_encoder_outputs (from cache_text_encoder_outputs): cannot be combined with "
+         "dreambooth.train_text_encoder (a cached text encoder cannot train)"],
+    ),
+    (
         "precision",
         {"training": 'mixed_precision = "fp32"'},
         ["training.mixed_precision: must be one of 'no', 'fp16' or 'bf16'", "(got 'fp32')"],
@@ -192,6 +199,7 @@ BAD_OVERRIDES = [
      "network.train_double_block_indices: expected 'all', 'none' or indices and ranges such as '0,1,8-12'"),
     (["--sdxl", "--v2"], "--sdxl: sdxl/v2: sdxl cannot be combined with v2"),
     (["--gradient_checkpointing", "maybe"], "maybe: unexpected argument"),
+    (["--train_t5xxl"], "--train_t5xxl: train_t5xxl: FLUX.1's T5-XXL always stays frozen here"),
 ]
 
 
@@ -218,6 +226,14 @@ UNKNOWN_KEYS = [
 def test_unknown_keys_suggest_the_closest_name(write_config, run_toml, kwargs, expected):
     path = write_config(run_toml(**kwargs))
     assert _one_error(path) == f"{path}: {expected}"
+
+
+def test_sd_scripts_train_t5xxl_is_refused_when_true_and_accepted_when_false(write_config, run_toml):
+    """sd-scripts' switch for training T5: its reason, not 'did you mean t5xxl' (the T5 file's option)."""
+    path = write_config(run_toml(top="train_t5xxl = true"))
+    assert _one_error(path) == (f"{path}: train_t5xxl: FLUX.1's T5-XXL always stays frozen here (a LoRA or "
+                                "dreambooth.train_text_encoder trains CLIP-L at most); remove it")
+    assert load_config(write_config(run_toml(top="train_t5xxl = false"))).model.t5xxl is None
 
 
 def test_unknown_key_without_a_close_name_has_no_suggestion(write_config, run_toml):

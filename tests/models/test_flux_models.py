@@ -168,7 +168,7 @@ def test_sd_scripts_split_file_names_reach_the_loader_options(flux, tmp_path):
         is FLUX1_DEV
 
 
-def test_flux_lora_is_accepted_and_other_strategies_refused_in_one_line_before_loading(flux, tmp_path):
+def test_flux_lora_and_full_fine_tuning_are_accepted_and_pivotal_tuning_refused_in_one_line(flux, tmp_path):
     from library.config import loads_config
     from library.training.exceptions import TrainingSetupError
     from library.training.family_support import check_trainable_family
@@ -181,10 +181,10 @@ def test_flux_lora_is_accepted_and_other_strategies_refused_in_one_line_before_l
         f'[model]\npretrained_model_name_or_path = "{root / "diffusers"}"\n[dataset]\ntrain_data_dir = "{tmp_path}"\n'
     )
     check_trainable_family(config, LoraWeights)
-    with pytest.raises(TrainingSetupError, match=r"FLUX\.1 \[dev\] model; full fine-tuning of its transformer is not "
-                                                 r"supported yet .* trains a LoRA"):
-        check_trainable_family(config, FullWeights)
-    with pytest.raises(TrainingSetupError, match=r"FLUX\.1 \[dev\] model; pivotal tuning of its transformer"):
+    check_trainable_family(config, FullWeights)
+    with pytest.raises(TrainingSetupError, match=r"^model\.pretrained_model_name_or_path: a FLUX\.1 \[dev\] model; "
+                                                 r"pivotal tuning of its transformer is not supported yet .* trains a "
+                                                 r"LoRA with train_network\.py, or DreamBooth with train_dreambooth\.py"):
         check_trainable_family(config, PivotalWeights)
 
 

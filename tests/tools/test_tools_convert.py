@@ -71,6 +71,19 @@ def test_single_file_to_folder_and_back(tiny_sd1, tmp_path):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
+def test_a_flux_checkpoint_becomes_a_flux_pipeline_folder_with_its_flow_matching_scheduler(tiny_model_factory,
+                                                                                          tmp_path):
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+
+    tiny = tiny_model_factory("flux1-schnell")
+    folder = tmp_path / "as-diffusers"
+    assert main(["convert", str(tiny.single_file), "--save-precision", "float", "--out", str(folder)]) == 0
+    pipeline = FluxPipeline.from_pretrained(folder, local_files_only=True)
+    assert isinstance(pipeline.scheduler, FlowMatchEulerDiscreteScheduler)  # not an SD folder's DDIM
+    assert not pipeline.scheduler.config.use_dynamic_shifting and pipeline.scheduler.config.shift == 1.0  # schnell's
+    assert load_base_model(folder).family.name == "flux1-schnell"
+
+
 def _varied_kohya_lora(lora_factory, family_name: str, path):
     """A kohya LoRA whose modules differ in rank and alpha (as after a dynamic resize), UNet and text encoders."""
     modules, metadata, _ = read_lora_modules(lora_factory(family_name, "uniform", dim=4, alpha=2.0, conv_dim=2))

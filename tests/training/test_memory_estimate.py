@@ -84,6 +84,13 @@ def test_training_state_follows_what_trains_and_the_optimizer(sizes):
     assert lora_adapter_parameters(sizes, 64) == 4 * adapters
 
 
+def test_a_flux_full_fine_tune_counts_clip_l_as_trained_and_t5_as_frozen(tiny_model_factory):
+    flux = read_model_sizes(tiny_model_factory("flux1-dev").folder)
+    trained = flux.denoiser_parameters + flux.parameters["text_encoder"]  # CLIP-L; T5 is text_encoder_2
+    assert flux.parameters["text_encoder_2"] > 0
+    assert _estimate(flux, "--train_text_encoder", full=True).training_state == trained * (4 + 8)
+
+
 def test_a_dataset_toml_gives_its_largest_batch(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
@@ -102,17 +109,21 @@ def test_the_refusal_names_the_largest_term(sizes):
     available = Available(2**20, "RAM and swap")
     config = _config("--resolution", "2048", "--train_batch_size", "8")
     batch = largest_batch(config)
-    line = refusal(config, sizes, batch, estimate_memory(config, sizes, batch, False, FP32, False), available)
+    line = refusal(config, sizes, batch, estimate_memory(config, sizes, batch, False, FP32, False), available, False)
     assert line.startswith("dataset.resolution = 2048 with dataset.batch_size = 8 needs about ")
     assert "1 MiB available (RAM and swap)" in line and "training.gradient_checkpointing" in line
     assert line.endswith("or set training.skip_memory_check = true")
 
     small = LargestBatch(64, 64, 1, "dataset.resolution = 64 with dataset.batch_size = 1")
     config = _config()
-    line = refusal(config, sizes, small, estimate_memory(config, sizes, small, False, FP32, False), available)
+    line = refusal(config, sizes, small, estimate_memory(config, sizes, small, False, FP32, False), available, False)
     assert "base.safetensors (sd1) needs about" in line and 'training.mixed_precision = "bf16"' in line
-    line = refusal(config, sizes, small, estimate_memory(config, sizes, small, True, FP32, False), available)
+    line = refusal(config, sizes, small, estimate_memory(config, sizes, small, True, FP32, False), available, True)
     assert 'training with optimizer.type = "AdamW" needs about' in line
+    adafactor = _config("--optimizer_type", "Adafactor")  # a full fine-tune's weights: fp8_base cannot help it
+    line = refusal(adafactor, sizes, small, estimate_memory(adafactor, sizes, small, True, FP32, False), available,
+                   True)
+    assert line.split("; ")[-1].startswith('train a LoRA (dreambooth.train_method = "lora") or use a machine with')
 
 
 def test_the_machine_figure(monkeypatch):

@@ -90,16 +90,28 @@ def test_setup_builds_deepspeeds_ops_with_the_distributed_extra_and_retries_a_fa
 
 
 def test_deepspeed_ops_are_built_into_the_venv():
-    """The command setup runs, for real: both ops end up in <venv>/torch_extensions, where runs look for them."""
+    """The command setup runs, for real: both ops end up in <venv>/torch_extensions, where runs look for them, and a
+    run started without the venv on PATH (accelerate launch from another shell) finds them built: torch must build
+    with the same ninja, whose build log another ninja version does not read (it would build them again)."""
     pytest.importorskip("deepspeed", reason="DeepSpeed is the optional 'distributed' extra")
+    venv_bin = str(Path(sys.prefix) / "bin")
+    outside = os.pathsep.join(part for part in os.environ.get("PATH", "").split(os.pathsep) if part != venv_bin)
     env = {key: value for key, value in os.environ.items() if key != "TORCH_EXTENSIONS_DIR"}
-    result = subprocess.run([sys.executable, "-m", "library.training.deepspeed_ops"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, result.stderr[-3000:]
+
+    def build(path: str) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, "-m", "library.training.deepspeed_ops"], cwd=REPO,
+                                env={**env, "PATH": path}, capture_output=True, text=True, timeout=1200)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    result = build(os.pathsep.join([venv_bin, outside]))   # as setup_env.sh and the scripts run it
     folder = Path(sys.prefix) / "torch_extensions"
     assert f"DeepSpeed ops in {folder}: cpu_adam, deepspeed_shm_comm" in result.stdout
-    assert (folder / "cpu_adam" / "cpu_adam.so").is_file()
-    assert (folder / "deepspeed_shm_comm" / "deepspeed_shm_comm.so").is_file()
+    built = folder / "cpu_adam" / "cpu_adam.so"
+    assert built.is_file() and (folder / "deepspeed_shm_comm" / "deepspeed_shm_comm.so").is_file()
+    before = built.stat().st_mtime_ns
+    build(outside)
+    assert built.stat().st_mtime_ns == before
 
 
 def test_setup_refuses_a_callers_arguments_as_extras(venv):

@@ -25,8 +25,14 @@ def ops_folder() -> Path:
 
 
 def use_venv_ops() -> None:
-    """Point torch's extension folder at this venv's built ops, unless the user chose a folder."""
+    """Point torch's extension folder at this venv's built ops, unless the user chose a folder, and have torch build
+    with the ninja installed in the venv beside DeepSpeed whatever PATH says: ninja versions do not share a build
+    log, so ops one ninja built (setup's) are built again by another (a run's, with or without the venv on PATH)."""
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ops_folder()))
+    venv_bin = Path(sys.prefix) / "bin"
+    search = os.environ.get("PATH", "").split(os.pathsep)
+    if (venv_bin / "ninja").is_file() and search[0] != str(venv_bin):
+        os.environ["PATH"] = os.pathsep.join([str(venv_bin), *search])
 
 
 def build_ops() -> list[str]:

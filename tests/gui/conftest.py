@@ -4,13 +4,23 @@ chromium per browser-test module and a fresh page per test."""
 from __future__ import annotations
 
 import pytest
-from gui_server import GuiFolders, make_gui_folders
+from gui_server import GuiFolders, GuiServer, make_gui_folders
 
 
 @pytest.fixture
 def gui_folders(tmp_path, tiny_model_factory) -> GuiFolders:
     """runs/ (empty), models/tiny-sd1 (the session's tiny model), datasets/concept, configs/ (presets + prompts)."""
     return make_gui_folders(tmp_path, tiny_model_factory("sd1").folder)
+
+
+@pytest.fixture(scope="module")
+def client(folders):
+    """An HTTP client of one GUI server on the module's ``folders`` (each API module defines its own), shared by the
+    module's tests."""
+    server = GuiServer(folders).start()
+    with server.client() as http:
+        yield http
+    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import shutil
 
 import pytest
 from gui_datasets import XSS_CAPTION, caption_files, dataset_gui_folders, fresh_dataset
-from gui_server import GuiServer
 from PIL import Image
 
 from library.data.captions import read_caption_for
@@ -24,14 +23,6 @@ pytestmark = pytest.mark.slow  # a server process
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     return dataset_gui_folders(tmp_path_factory.mktemp("gui-datasets"))
-
-
-@pytest.fixture(scope="module")
-def client(folders):
-    server = GuiServer(folders).start()
-    with server.client() as client:
-        yield client
-    server.stop()
 
 
 def captions(client, path: str, extension: str = ".txt") -> dict[str, str | None]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import tomllib
 
 import pytest
-from gui_server import GuiServer, make_gui_folders, quick_run_values
+from gui_server import make_gui_folders, quick_run_values
 
 from library.gui.presets import PRESETS_FOLDER
 
@@ -16,14 +16,6 @@ pytestmark = pytest.mark.slow  # a server process
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory, tiny_model_factory):
     return make_gui_folders(tmp_path_factory.mktemp("gui-presets"), tiny_model_factory("sd1").folder)
-
-
-@pytest.fixture(scope="module")
-def client(folders):
-    server = GuiServer(folders).start()
-    with server.client() as client:
-        yield client
-    server.stop()
 
 
 def listed(client) -> list[dict]:
